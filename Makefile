@@ -1,0 +1,65 @@
+# gridbatch — run `make help` for the targets.
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -ec
+.DEFAULT_GOAL := help
+
+GO          ?= go
+STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
+BIN         := bin
+REDIS_PORT  ?= 6390
+PG_PORT     ?= 5440
+
+# The local services of scripts/services.sh; the binaries and the demo use them.
+export GRIDBATCH_REDIS_PORT := $(REDIS_PORT)
+export GRIDBATCH_PG_PORT    := $(PG_PORT)
+export GRIDBATCH_REDIS_URL    ?= redis://127.0.0.1:$(REDIS_PORT)/0
+export GRIDBATCH_DATABASE_URL ?= postgres://gridbatch:gridbatch@127.0.0.1:$(PG_PORT)/gridbatch?sslmode=disable
+export GRIDBATCH_TEST_REDIS_URL    ?= redis://127.0.0.1:$(REDIS_PORT)/0
+export GRIDBATCH_TEST_DATABASE_URL ?= postgres://gridbatch:gridbatch@127.0.0.1:$(PG_PORT)/gridbatch?sslmode=disable
+
+.PHONY: help
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: services-up
+services-up: ## install (if missing) and start Redis (:6390) and PostgreSQL 15 (:5440) on loopback
+	@scripts/services.sh up
+
+.PHONY: services-down
+services-down: ## stop the local Redis and PostgreSQL (data is kept in .services/)
+	@scripts/services.sh down
+
+.PHONY: build
+build: ## build every binary into bin/
+	$(GO) build -o $(BIN)/ ./cmd/...
+
+.PHONY: migrate
+migrate: services-up build ## apply the schema to the local PostgreSQL
+	$(BIN)/enqueuer migrate
+
+.PHONY: demo
+demo: services-up build ## services up, migrate, seed the 0.05° Korea grid, run a ph batch with 2 workers, print the summary
+	@scripts/demo.sh
+
+.PHONY: lint
+lint: ## gofmt, go vet and staticcheck
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change: $$out"; exit 1; fi
+	$(GO) vet ./...
+	$(STATICCHECK) ./...
+
+.PHONY: test
+test: services-up lint ## the whole suite: lint, go test -race ./..., then the integration and chaos tests (real binaries)
+	$(GO) test -race -count=1 -timeout 20m ./...
+	$(GO) test -count=1 -timeout 40m -tags integration -v ./tests/... 2>&1 | scripts/testlines.sh
+
+.PHONY: chaos
+chaos: services-up ## only the chaos scenarios (real binaries, kill -9, DB and Redis restarts)
+	$(GO) test -count=1 -timeout 40m -tags integration -v -run 'Chaos' ./tests/... 2>&1 | scripts/testlines.sh
+
+.PHONY: bench
+bench: services-up ## benchmarks; prints the table and writes BENCHMARKS.md
+	$(GO) test -run '^$$' -bench . -benchtime 1x ./internal/grid/
+
+.PHONY: clean
+clean: ## remove bin/ (not the service data)
+	rm -rf $(BIN)

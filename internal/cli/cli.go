@@ -1,0 +1,80 @@
+// Package cli is what the gridbatch binaries share at their edges: exit
+// codes, signal handling and printing errors as one masked line.
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/gridbatch/gridbatch/internal/config"
+)
+
+// Exit codes of DESIGN.md.
+const (
+	ExitOK        = 0
+	ExitError     = 1
+	ExitPartial   = 3
+	ExitFailed    = 4 // timed out or failed
+	ExitRefused   = 5 // a batch of that kind is already running
+	ExitCancelled = 6
+)
+
+// ExitError carries the process exit code for an error. A nil Err with a
+// code exits silently with that code.
+type ExitErr struct {
+	Code int
+	Err  error
+}
+
+func (e *ExitErr) Error() string {
+	if e.Err == nil {
+		return fmt.Sprintf("exit %d", e.Code)
+	}
+	return e.Err.Error()
+}
+
+func (e *ExitErr) Unwrap() error { return e.Err }
+
+// WithCode wraps err so the process exits with code.
+func WithCode(code int, err error) error { return &ExitErr{Code: code, Err: err} }
+
+// Code maps an error to its exit code: 0 for nil or --help, the carried code
+// for an ExitErr, 1 otherwise.
+func Code(err error) int {
+	if err == nil || errors.Is(err, config.ErrHelp) {
+		return ExitOK
+	}
+	var e *ExitErr
+	if errors.As(err, &e) {
+		return e.Code
+	}
+	return ExitError
+}
+
+// Main runs run with a context cancelled on SIGINT or SIGTERM, prints any
+// error as one line "name: message" with passwords masked, and exits with the
+// error's code.
+func Main(name string, run func(ctx context.Context, args []string, stdout, stderr io.Writer) error) {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	code := Code(err)
+	if err != nil && code != ExitOK {
+		var e *ExitErr
+		if !errors.As(err, &e) || e.Err != nil {
+			fmt.Fprintf(os.Stderr, "%s: %s\n", name, OneLine(config.Mask(err.Error())))
+		}
+	}
+	os.Exit(code)
+}
+
+// OneLine folds a multi-line message into one line.
+func OneLine(s string) string {
+	return strings.Join(strings.Fields(strings.ReplaceAll(s, "\n", "; ")), " ")
+}

@@ -1,0 +1,180 @@
+package config
+
+import (
+	"fmt"
+	"runtime"
+	"time"
+)
+
+// Worker configures the worker binary.
+type Worker struct {
+	Common
+	// HTTPAddr serves /healthz, /readyz and /metrics. Defaults to :8081.
+	HTTPAddr string
+	// Concurrency is the number of chunk tasks run at once. Defaults to the
+	// number of CPUs.
+	Concurrency int
+	// TaskTimeout bounds one chunk task; at the timeout its context is
+	// cancelled and it is retried. Defaults to 5m.
+	TaskTimeout time.Duration
+	// MaxRetry is how many times a failing task is retried before it is
+	// dead-lettered (MaxRetry+1 runs in all). Defaults to 5.
+	MaxRetry int
+	// RetryBase is the linear retry countdown unit: retry n+1 waits
+	// RetryBase·(n+1). Defaults to 10s.
+	RetryBase time.Duration
+	// RetryPolicy is "linear" (default, RetryBase·(n+1)) or "exponential"
+	// (RetryBase·2^n with ±20% jitter, capped at 10m).
+	RetryPolicy string
+	// ShutdownTimeout is how long SIGTERM waits for in-flight tasks before
+	// requeueing them. Defaults to 25s.
+	ShutdownTimeout time.Duration
+	// TaskCheckInterval is how often an idle worker polls an empty queue.
+	// Defaults to 50ms (asynq's own default, 1s, adds ~0.5s start latency).
+	TaskCheckInterval time.Duration
+	// HungGrace is how long a handler may outlive its timeout before
+	// /healthz reports the worker unhealthy. Defaults to 30s.
+	HungGrace time.Duration
+	// ReconcileInterval is how often one worker checks running batches for
+	// completion, deadlines and unrecorded dead letters. Defaults to 10s.
+	ReconcileInterval time.Duration
+}
+
+// Bind registers the worker's flags on s.
+func (c *Worker) Bind(s *Set) {
+	s.Common(&c.Common)
+	s.String(&c.HTTPAddr, "http-addr", "GRIDBATCH_HTTP_ADDR", ":8081", "`address` of /healthz, /readyz and /metrics")
+	s.Int(&c.Concurrency, "concurrency", "GRIDBATCH_CONCURRENCY", runtime.NumCPU(), "chunk tasks run at once")
+	s.Duration(&c.TaskTimeout, "task-timeout", "GRIDBATCH_TASK_TIMEOUT", 5*time.Minute, "bound on one chunk task; then it is cancelled and retried")
+	s.Int(&c.MaxRetry, "max-retry", "GRIDBATCH_MAX_RETRY", 5, "retries before a task is dead-lettered")
+	s.Duration(&c.RetryBase, "retry-base", "GRIDBATCH_RETRY_BASE", 10*time.Second, "retry countdown unit: retry n+1 waits base·(n+1)")
+	s.String(&c.RetryPolicy, "retry-policy", "GRIDBATCH_RETRY_POLICY", "linear", "linear (base·(n+1)) or exponential (base·2^n, jittered)")
+	s.Duration(&c.ShutdownTimeout, "shutdown-timeout", "GRIDBATCH_SHUTDOWN_TIMEOUT", 25*time.Second, "on SIGTERM, wait this long for in-flight tasks, then requeue them")
+	s.Duration(&c.TaskCheckInterval, "task-check-interval", "GRIDBATCH_TASK_CHECK_INTERVAL", 50*time.Millisecond, "poll interval of an idle worker")
+	s.Duration(&c.HungGrace, "hung-grace", "GRIDBATCH_HUNG_GRACE", 30*time.Second, "a handler running this long past its timeout makes /healthz fail")
+	s.Duration(&c.ReconcileInterval, "reconcile-interval", "GRIDBATCH_RECONCILE_INTERVAL", 10*time.Second, "how often batches are checked for completion and deadlines")
+}
+
+// Validate reports the first bad setting, naming its variable.
+func (c *Worker) Validate() error {
+	if err := c.Common.Validate(); err != nil {
+		return err
+	}
+	switch {
+	case c.Concurrency < 1 || c.Concurrency > 1000:
+		return badValue("GRIDBATCH_CONCURRENCY", c.Concurrency, "must be between 1 and 1000")
+	case c.TaskTimeout <= 0:
+		return badValue("GRIDBATCH_TASK_TIMEOUT", c.TaskTimeout, "must be positive, e.g. 5m")
+	case c.MaxRetry < 0 || c.MaxRetry > 100:
+		return badValue("GRIDBATCH_MAX_RETRY", c.MaxRetry, "must be between 0 and 100")
+	case c.RetryBase <= 0:
+		return badValue("GRIDBATCH_RETRY_BASE", c.RetryBase, "must be positive, e.g. 10s")
+	case c.RetryPolicy != "linear" && c.RetryPolicy != "exponential":
+		return badValue("GRIDBATCH_RETRY_POLICY", c.RetryPolicy, "must be linear or exponential")
+	case c.ShutdownTimeout <= 0:
+		return badValue("GRIDBATCH_SHUTDOWN_TIMEOUT", c.ShutdownTimeout, "must be positive, e.g. 25s")
+	case c.TaskCheckInterval <= 0:
+		return badValue("GRIDBATCH_TASK_CHECK_INTERVAL", c.TaskCheckInterval, "must be positive, e.g. 50ms")
+	case c.HungGrace <= 0:
+		return badValue("GRIDBATCH_HUNG_GRACE", c.HungGrace, "must be positive, e.g. 30s")
+	case c.ReconcileInterval <= 0:
+		return badValue("GRIDBATCH_RECONCILE_INTERVAL", c.ReconcileInterval, "must be positive, e.g. 10s")
+	}
+	return nil
+}
+
+// Enqueuer configures the operator's CLI.
+type Enqueuer struct {
+	Common
+	Batch
+}
+
+// Bind registers the enqueuer's shared flags on s.
+func (c *Enqueuer) Bind(s *Set) {
+	s.Common(&c.Common)
+	s.Batch(&c.Batch)
+}
+
+// Validate reports the first bad setting, naming its variable.
+func (c *Enqueuer) Validate() error {
+	if err := c.Common.Validate(); err != nil {
+		return err
+	}
+	return c.Batch.Validate()
+}
+
+// Scheduler configures the scheduler binary.
+type Scheduler struct {
+	Common
+	Batch
+	// Schedules are cron triggers, one per kind: "ph=0 2 1 1 *;hazard=0 3 1 1 *".
+	Schedules string
+	// TimeZone is the IANA zone the cron specs are read in. Defaults to UTC.
+	TimeZone string
+	// MisfireGrace is how late a missed tick may still fire. Defaults to 1h.
+	MisfireGrace time.Duration
+	// AlertWebhookURL receives a JSON alert when a batch ends badly or a tick
+	// is skipped or missed. Empty disables alerts.
+	AlertWebhookURL string
+}
+
+// Bind registers the scheduler's flags on s.
+func (c *Scheduler) Bind(s *Set) {
+	s.Common(&c.Common)
+	s.Batch(&c.Batch)
+	s.String(&c.Schedules, "schedules", "GRIDBATCH_SCHEDULES", "ph=0 2 1 1 *;hazard=0 3 1 1 *", "cron trigger per kind, `KIND=SPEC;KIND=SPEC`")
+	s.String(&c.TimeZone, "timezone", "GRIDBATCH_TIMEZONE", "UTC", "IANA time zone of the cron specs, e.g. Asia/Seoul")
+	s.Duration(&c.MisfireGrace, "misfire-grace", "GRIDBATCH_MISFIRE_GRACE", time.Hour, "a tick missed by at most this much still fires once")
+	s.Secret(&c.AlertWebhookURL, "alert-webhook-url", "GRIDBATCH_ALERT_WEBHOOK_URL", "", "POST a JSON alert here on bad batch ends and skipped ticks")
+}
+
+// Validate reports the first bad setting, naming its variable.
+func (c *Scheduler) Validate() error {
+	if err := c.Common.Validate(); err != nil {
+		return err
+	}
+	if err := c.Batch.Validate(); err != nil {
+		return err
+	}
+	if _, err := time.LoadLocation(c.TimeZone); err != nil {
+		return badValue("GRIDBATCH_TIMEZONE", c.TimeZone, "is not a known IANA time zone, e.g. UTC or Asia/Seoul")
+	}
+	if c.MisfireGrace < 0 {
+		return badValue("GRIDBATCH_MISFIRE_GRACE", c.MisfireGrace, "must not be negative")
+	}
+	return nil
+}
+
+// Monitor configures the monitor binary.
+type Monitor struct {
+	Common
+	// Addr is where the UI listens. Defaults to 127.0.0.1:8080.
+	Addr string
+	// User and Password are the HTTP basic-auth credentials.
+	User, Password string
+	// AllowWrites enables asynqmon's write actions and DLQ requeue.
+	AllowWrites bool
+	// InsecureNoAuth serves without authentication; only on loopback.
+	InsecureNoAuth bool
+}
+
+// Bind registers the monitor's flags on s.
+func (c *Monitor) Bind(s *Set) {
+	s.Common(&c.Common)
+	s.String(&c.Addr, "addr", "GRIDBATCH_MONITOR_ADDR", "127.0.0.1:8080", "listen `address`")
+	s.String(&c.User, "user", "GRIDBATCH_MONITOR_USER", "", "basic-auth user")
+	s.Secret(&c.Password, "password", "GRIDBATCH_MONITOR_PASSWORD", "", "basic-auth password")
+	s.Bool(&c.AllowWrites, "allow-writes", "GRIDBATCH_MONITOR_ALLOW_WRITES", false, "allow asynqmon actions and DLQ requeue")
+	s.Bool(&c.InsecureNoAuth, "insecure-no-auth", "", false, "serve without authentication (loopback addresses only)")
+}
+
+// Validate reports the first bad setting, naming its variable.
+func (c *Monitor) Validate() error {
+	if err := c.Common.Validate(); err != nil {
+		return err
+	}
+	if c.Addr == "" {
+		return fmt.Errorf("GRIDBATCH_MONITOR_ADDR is empty; expected e.g. 127.0.0.1:8080")
+	}
+	return nil
+}

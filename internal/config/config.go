@@ -1,0 +1,389 @@
+// Package config holds one Config struct per gridbatch binary. Every setting
+// comes from an environment variable and may be overridden by a flag of the
+// same meaning; Load is the only reader of the process environment.
+package config
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"regexp"
+	"sort"
+	"strings"
+	"time"
+)
+
+// Defaults shared by the binaries. They are the values DESIGN.md promises.
+const (
+	DefaultRedisURL    = "redis://127.0.0.1:6379/0"
+	DefaultDatabaseURL = "postgres://gridbatch@127.0.0.1:5432/gridbatch?sslmode=disable"
+)
+
+// ErrHelp is returned by Load when the user asked for --help; the usage text
+// has already been written and the caller should exit 0.
+var ErrHelp = flag.ErrHelp
+
+// Common is what every binary needs: where Redis and PostgreSQL are and how
+// to log.
+type Common struct {
+	// RedisURL is any URL asynq.ParseRedisURI accepts (redis://, rediss://,
+	// redis-socket://, redis-sentinel://). Defaults to redis://127.0.0.1:6379/0.
+	RedisURL string
+	// DatabaseURL is a PostgreSQL URL or key=value DSN. Defaults to
+	// postgres://gridbatch@127.0.0.1:5432/gridbatch?sslmode=disable.
+	DatabaseURL string
+	// DBConnectTimeout bounds each new PostgreSQL connection. Defaults to 5s.
+	DBConnectTimeout time.Duration
+	// DBStatementTimeout is the server-side statement_timeout of every
+	// connection. Defaults to 60s.
+	DBStatementTimeout time.Duration
+	// DBMaxConns caps the pool. Defaults to 8.
+	DBMaxConns int
+	// LogFormat is "json" (default) or "text".
+	LogFormat string
+	// LogLevel is debug, info (default), warn or error.
+	LogLevel string
+	// PrintConfig makes the binary print its effective configuration and exit.
+	PrintConfig bool
+}
+
+// Batch holds the settings of a batch run.
+type Batch struct {
+	// ChunkSize is the number of cells in one chunk task. Defaults to 500.
+	ChunkSize int
+	// Deadline is how long a batch may run before it ends timed_out. Defaults to 2h.
+	Deadline time.Duration
+	// LockTTL is the TTL of the per-kind batch lock. The zero value means
+	// Deadline + 10m, so the lock always outlives the batch it guards.
+	LockTTL time.Duration
+	// Step is the grid step in degrees. Defaults to 0.05.
+	Step float64
+	// BBox is the region as LON_MIN,LAT_MIN,LON_MAX,LAT_MAX. Defaults to the
+	// Korea box 124,33,132,39.
+	BBox string
+	// MaxCells refuses batches and seeds larger than this. Defaults to 10,000,000.
+	MaxCells int
+}
+
+// EffectiveLockTTL is LockTTL, or Deadline + 10m when LockTTL is zero.
+func (b Batch) EffectiveLockTTL() time.Duration {
+	if b.LockTTL > 0 {
+		return b.LockTTL
+	}
+	return b.Deadline + 10*time.Minute
+}
+
+// Validate reports the first setting out of range, naming its variable.
+func (b Batch) Validate() error {
+	switch {
+	case b.ChunkSize < 1 || b.ChunkSize > 100_000:
+		return badValue("GRIDBATCH_CHUNK_SIZE", b.ChunkSize, "must be between 1 and 100000")
+	case b.Deadline <= 0:
+		return badValue("GRIDBATCH_BATCH_DEADLINE", b.Deadline, "must be positive, e.g. 2h")
+	case b.LockTTL < 0:
+		return badValue("GRIDBATCH_LOCK_TTL", b.LockTTL, "must be positive, or 0 for deadline + 10m")
+	case b.LockTTL > 0 && b.LockTTL <= b.Deadline:
+		return badValue("GRIDBATCH_LOCK_TTL", b.LockTTL, fmt.Sprintf("must be longer than the batch deadline %s, or the lock could expire under a running batch", b.Deadline))
+	case b.MaxCells < 1:
+		return badValue("GRIDBATCH_MAX_CELLS", b.MaxCells, "must be at least 1")
+	}
+	return nil
+}
+
+// Validate reports the first bad common setting, naming its variable.
+func (c Common) Validate() error {
+	if err := validateRedisURL(c.RedisURL); err != nil {
+		return err
+	}
+	if err := validateDatabaseURL(c.DatabaseURL); err != nil {
+		return err
+	}
+	switch {
+	case c.DBConnectTimeout <= 0:
+		return badValue("GRIDBATCH_DB_CONNECT_TIMEOUT", c.DBConnectTimeout, "must be positive, e.g. 5s")
+	case c.DBStatementTimeout <= 0:
+		return badValue("GRIDBATCH_DB_STATEMENT_TIMEOUT", c.DBStatementTimeout, "must be positive, e.g. 60s")
+	case c.DBMaxConns < 1:
+		return badValue("GRIDBATCH_DB_MAX_CONNS", c.DBMaxConns, "must be at least 1")
+	}
+	if c.LogFormat != "json" && c.LogFormat != "text" {
+		return badValue("GRIDBATCH_LOG_FORMAT", c.LogFormat, "must be json or text")
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		return badValue("GRIDBATCH_LOG_LEVEL", c.LogLevel, "must be debug, info, warn or error")
+	}
+	return nil
+}
+
+func validateRedisURL(s string) error {
+	u, err := url.Parse(s)
+	if err != nil {
+		return fmt.Errorf("GRIDBATCH_REDIS_URL=%q is not a URL; expected e.g. redis://127.0.0.1:6379/0", Mask(s))
+	}
+	switch u.Scheme {
+	case "redis", "rediss", "redis-socket", "redis-sentinel":
+		return nil
+	}
+	return fmt.Errorf("GRIDBATCH_REDIS_URL=%q: scheme must be redis, rediss, redis-socket or redis-sentinel; expected e.g. redis://127.0.0.1:6379/0", Mask(s))
+}
+
+func validateDatabaseURL(s string) error {
+	if strings.TrimSpace(s) == "" {
+		return errors.New("GRIDBATCH_DATABASE_URL is empty; expected e.g. postgres://gridbatch@127.0.0.1:5432/gridbatch?sslmode=disable")
+	}
+	if !strings.Contains(s, "://") {
+		return nil // key=value DSN; pgx reports its own errors at connect time
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		return fmt.Errorf("GRIDBATCH_DATABASE_URL=%q is not a valid URL; expected e.g. postgres://gridbatch@127.0.0.1:5432/gridbatch?sslmode=disable", Mask(s))
+	}
+	if u.Scheme != "postgres" && u.Scheme != "postgresql" {
+		return fmt.Errorf("GRIDBATCH_DATABASE_URL=%q: scheme must be postgres or postgresql; expected e.g. postgres://gridbatch@127.0.0.1:5432/gridbatch?sslmode=disable", Mask(s))
+	}
+	return nil
+}
+
+func badValue(env string, v any, why string) error {
+	return fmt.Errorf("%s=%v %s", env, v, why)
+}
+
+var (
+	urlPassword = regexp.MustCompile(`(://[^:/@\s]*:)[^@\s]*@`)
+	dsnPassword = regexp.MustCompile(`(?i)(password\s*=\s*)('[^']*'|\S+)`)
+)
+
+// Mask hides passwords in URLs and key=value DSNs, so a configuration or an
+// error can be printed safely.
+func Mask(s string) string {
+	s = urlPassword.ReplaceAllString(s, "${1}xxxxx@")
+	return dsnPassword.ReplaceAllString(s, "${1}xxxxx")
+}
+
+// MaskError returns err with any password in its text masked. It keeps the
+// chain for errors.Is and errors.As.
+func MaskError(err error) error {
+	if err == nil {
+		return nil
+	}
+	if m := Mask(err.Error()); m != err.Error() {
+		return maskedError{msg: m, err: err}
+	}
+	return err
+}
+
+type maskedError struct {
+	msg string
+	err error
+}
+
+func (e maskedError) Error() string { return e.msg }
+func (e maskedError) Unwrap() error { return e.err }
+
+// Set is a flag set whose flags are bound to environment variables. Each
+// flag's default comes from its variable when that is set.
+type Set struct {
+	fs      *flag.FlagSet
+	env     map[string]string // flag name → variable
+	secret  map[string]bool
+	lookup  func(string) (string, bool)
+	about   string
+	example string
+}
+
+// NewSet starts a flag set for a binary or subcommand. about is the text
+// printed at the top of --help, example the lines printed at its end.
+func NewSet(name, about, example string) *Set {
+	s := &Set{
+		fs:      flag.NewFlagSet(name, flag.ContinueOnError),
+		env:     map[string]string{},
+		secret:  map[string]bool{},
+		lookup:  os.LookupEnv,
+		about:   about,
+		example: example,
+	}
+	s.fs.Usage = func() { s.Usage(s.fs.Output()) }
+	return s
+}
+
+// WithLookup replaces the environment lookup; tests use it.
+func (s *Set) WithLookup(f func(string) (string, bool)) *Set {
+	s.lookup = f
+	return s
+}
+
+// FlagSet exposes the underlying flag set, e.g. for positional arguments.
+func (s *Set) FlagSet() *flag.FlagSet { return s.fs }
+
+// String binds a string flag to env (which may be empty for a flag-only setting).
+func (s *Set) String(p *string, name, env, def, usage string) {
+	s.fs.StringVar(p, name, def, usage)
+	s.bind(name, env)
+}
+
+// Secret is String for a value that is never printed.
+func (s *Set) Secret(p *string, name, env, def, usage string) {
+	s.String(p, name, env, def, usage)
+	s.secret[name] = true
+}
+
+// Int binds an int flag.
+func (s *Set) Int(p *int, name, env string, def int, usage string) {
+	s.fs.IntVar(p, name, def, usage)
+	s.bind(name, env)
+}
+
+// Float binds a float64 flag.
+func (s *Set) Float(p *float64, name, env string, def float64, usage string) {
+	s.fs.Float64Var(p, name, def, usage)
+	s.bind(name, env)
+}
+
+// Duration binds a time.Duration flag.
+func (s *Set) Duration(p *time.Duration, name, env string, def time.Duration, usage string) {
+	s.fs.DurationVar(p, name, def, usage)
+	s.bind(name, env)
+}
+
+// Bool binds a bool flag.
+func (s *Set) Bool(p *bool, name, env string, def bool, usage string) {
+	s.fs.BoolVar(p, name, def, usage)
+	s.bind(name, env)
+}
+
+func (s *Set) bind(name, env string) {
+	if env != "" {
+		s.env[name] = env
+	}
+}
+
+// Common binds the settings every binary has.
+func (s *Set) Common(c *Common) {
+	s.String(&c.RedisURL, "redis-url", "GRIDBATCH_REDIS_URL", DefaultRedisURL, "Redis `URL` (asynq's broker)")
+	s.String(&c.DatabaseURL, "database-url", "GRIDBATCH_DATABASE_URL", DefaultDatabaseURL, "PostgreSQL `URL`")
+	s.Duration(&c.DBConnectTimeout, "db-connect-timeout", "GRIDBATCH_DB_CONNECT_TIMEOUT", 5*time.Second, "bound on opening one PostgreSQL connection")
+	s.Duration(&c.DBStatementTimeout, "db-statement-timeout", "GRIDBATCH_DB_STATEMENT_TIMEOUT", 60*time.Second, "server-side statement_timeout of every connection")
+	s.Int(&c.DBMaxConns, "db-max-conns", "GRIDBATCH_DB_MAX_CONNS", 8, "maximum PostgreSQL connections of this process")
+	s.String(&c.LogFormat, "log-format", "GRIDBATCH_LOG_FORMAT", "json", "log format: json or text")
+	s.String(&c.LogLevel, "log-level", "GRIDBATCH_LOG_LEVEL", "info", "log level: debug, info, warn or error")
+	s.Bool(&c.PrintConfig, "print-config", "", false, "print the effective configuration (secrets masked) and exit")
+}
+
+// Batch binds the batch settings.
+func (s *Set) Batch(b *Batch) {
+	s.Int(&b.ChunkSize, "chunk-size", "GRIDBATCH_CHUNK_SIZE", 500, "cells per chunk task")
+	s.Duration(&b.Deadline, "deadline", "GRIDBATCH_BATCH_DEADLINE", 2*time.Hour, "a batch still running after this ends timed_out")
+	s.Duration(&b.LockTTL, "lock-ttl", "GRIDBATCH_LOCK_TTL", 0, "TTL of the per-kind batch lock (0 = deadline + 10m)")
+	s.Float(&b.Step, "step", "GRIDBATCH_GRID_STEP", 0.05, "grid step in `degrees`; 360/step must be whole")
+	s.String(&b.BBox, "bbox", "GRIDBATCH_GRID_BBOX", "124,33,132,39", "region as `LON_MIN,LAT_MIN,LON_MAX,LAT_MAX`")
+	s.Int(&b.MaxCells, "max-cells", "GRIDBATCH_MAX_CELLS", 10_000_000, "refuse grids with more cells than this")
+}
+
+// Parse applies the environment, then the command-line arguments. Errors name
+// the variable or flag and the bad value, with passwords masked. It returns
+// ErrHelp after printing usage for -h/--help.
+func (s *Set) Parse(args []string) error {
+	var errs []error
+	s.fs.VisitAll(func(f *flag.Flag) {
+		env, ok := s.env[f.Name]
+		if !ok {
+			return
+		}
+		v, ok := s.lookup(env)
+		if !ok {
+			return
+		}
+		if err := f.Value.Set(v); err != nil {
+			errs = append(errs, fmt.Errorf("%s=%q: %s", env, s.show(f.Name, v), expected(f)))
+			return
+		}
+		f.DefValue = f.Value.String()
+	})
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	s.fs.SetOutput(io.Discard)
+	err := s.fs.Parse(args)
+	s.fs.SetOutput(os.Stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		s.Usage(os.Stdout)
+		return ErrHelp
+	}
+	if err != nil {
+		return MaskError(fmt.Errorf("%v (see --help)", err))
+	}
+	return nil
+}
+
+// expected says what a flag's value should look like.
+func expected(f *flag.Flag) string {
+	switch f.Value.(flag.Getter).Get().(type) {
+	case time.Duration:
+		return "not a duration; use a number with a unit, e.g. 90s, 5m or 2h"
+	case int:
+		return "not a whole number"
+	case float64:
+		return "not a number"
+	case bool:
+		return "not a boolean; use true or false"
+	}
+	return "invalid value"
+}
+
+func (s *Set) show(name, v string) string {
+	if s.secret[name] {
+		if v == "" {
+			return ""
+		}
+		return "xxxxx"
+	}
+	return Mask(v)
+}
+
+// Usage writes the help text: what the command does, its flags with the
+// variable behind each, and examples.
+func (s *Set) Usage(w io.Writer) {
+	fmt.Fprintf(w, "%s\n\nFlags (each may also be set by the environment variable shown):\n", strings.TrimSpace(s.about))
+	s.fs.VisitAll(func(f *flag.Flag) {
+		name, usage := flag.UnquoteUsage(f)
+		line := "  --" + f.Name
+		if name != "" {
+			line += " " + name
+		}
+		fmt.Fprintln(w, line)
+		fmt.Fprintf(w, "      %s", usage)
+		if env, ok := s.env[f.Name]; ok {
+			fmt.Fprintf(w, " [$%s]", env)
+		}
+		if f.DefValue != "" && f.DefValue != "false" && f.DefValue != "0" && f.DefValue != "0s" {
+			fmt.Fprintf(w, " (default %s)", s.show(f.Name, f.DefValue))
+		}
+		fmt.Fprintln(w)
+	})
+	if s.example != "" {
+		fmt.Fprintf(w, "\nExamples:\n%s\n", strings.TrimRight(s.example, "\n"))
+	}
+}
+
+// PrintConfig writes every setting as VARIABLE=value (or --flag=value for a
+// flag-only setting), sorted, with secrets and URL passwords masked.
+func (s *Set) PrintConfig(w io.Writer) {
+	var lines []string
+	s.fs.VisitAll(func(f *flag.Flag) {
+		if f.Name == "print-config" {
+			return
+		}
+		key := "--" + f.Name
+		if env, ok := s.env[f.Name]; ok {
+			key = env
+		}
+		lines = append(lines, fmt.Sprintf("%s=%s", key, s.show(f.Name, f.Value.String())))
+	})
+	sort.Strings(lines)
+	fmt.Fprintln(w, strings.Join(lines, "\n"))
+}

@@ -1,0 +1,103 @@
+//go:build integration
+
+package integration
+
+import (
+	"bytes"
+	"context"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/gridbatch/gridbatch/internal/testutil"
+)
+
+// runBin runs one binary to completion with env and returns stdout, stderr and the exit code.
+func runBin(t *testing.T, env []string, name string, args ...string) (string, string, int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, filepath.Join(testutil.Binaries(t), name), args...)
+	cmd.Env = env
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else {
+		require.NoError(t, err, "run %s %v", name, args)
+	}
+	return out.String(), errb.String(), code
+}
+
+func TestEveryBinaryAnswersHelpAndPrintConfig(t *testing.T) {
+	env := append(testutil.Env(testutil.NewRedis(t), testutil.NewEmptyDB(t)),
+		"GRIDBATCH_DATABASE_URL=postgres://gridbatch:hunter2@127.0.0.1:5440/gridbatch",
+		"GRIDBATCH_MONITOR_PASSWORD=alsosecret")
+	for _, bin := range []string{"worker", "scheduler", "monitor", "enqueuer"} {
+		t.Run(bin, func(t *testing.T) {
+			out, _, code := runBin(t, env, bin, "--help")
+			require.Equal(t, 0, code)
+			require.Contains(t, out, "Usage:")
+			if bin == "enqueuer" {
+				out, _, code = runBin(t, env, bin, "migrate", "--print-config")
+			} else {
+				out, _, code = runBin(t, env, bin, "--print-config")
+			}
+			require.Equal(t, 0, code)
+			require.Contains(t, out, "GRIDBATCH_DATABASE_URL=postgres://gridbatch:xxxxx@127.0.0.1:5440/gridbatch")
+			require.NotContains(t, out, "hunter2")
+			require.NotContains(t, out, "alsosecret")
+		})
+	}
+}
+
+func TestBadDatabaseURLIsOneLineWithoutPassword(t *testing.T) {
+	r := testutil.NewRedis(t)
+	for name, url := range map[string]string{
+		"unreachable": "postgres://gridbatch:hunter2@127.0.0.1:1/gridbatch?sslmode=disable",
+		"bad scheme":  "mysql://gridbatch:hunter2@127.0.0.1/gridbatch",
+		"unparsable":  "postgres://gridbatch:hunter2@127.0.0.1:notaport/gridbatch",
+	} {
+		t.Run(name, func(t *testing.T) {
+			env := append(testutil.Env(r, &testutil.DB{URL: ""}), "GRIDBATCH_DATABASE_URL="+url)
+			out, errOut, code := runBin(t, env, "enqueuer", "migrate")
+			require.Equal(t, 1, code)
+			require.Empty(t, out)
+			require.Equal(t, 1, strings.Count(errOut, "\n"), "one line: %q", errOut)
+			require.Contains(t, errOut, "GRIDBATCH_DATABASE_URL")
+			require.NotContains(t, errOut, "hunter2")
+		})
+	}
+}
+
+func TestConcurrentMigrateProcesses(t *testing.T) {
+	db := testutil.NewEmptyDB(t)
+	env := testutil.Env(testutil.NewRedis(t), db)
+	var wg sync.WaitGroup
+	codes := make([]int, 2)
+	errs := make([]string, 2)
+	for i := range codes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, errs[i], codes[i] = runBin(t, env, "enqueuer", "migrate")
+		}()
+	}
+	wg.Wait()
+	require.Equal(t, []int{0, 0}, codes, "stderr: %v", errs)
+	ctx := context.Background()
+	var tables int
+	require.NoError(t, db.Pool.QueryRow(ctx,
+		`SELECT count(*) FROM information_schema.tables WHERE table_schema = $1 AND table_name = 'batch_runs'`, db.Schema).Scan(&tables))
+	require.Equal(t, 1, tables)
+	v, err := db.Store.SchemaVersion(ctx)
+	require.NoError(t, err)
+	require.Positive(t, v)
+}
