@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/gridbatch/gridbatch/internal/cli"
 	"github.com/gridbatch/gridbatch/internal/config"
 	"github.com/gridbatch/gridbatch/internal/store"
 )
@@ -57,11 +58,5 @@ func commandNamed(name string) command {
 }
 
 func openStore(ctx context.Context, c config.Common) (*store.Store, error) {
-	return store.Open(ctx, store.Options{
-		URL:              c.DatabaseURL,
-		ConnectTimeout:   c.DBConnectTimeout,
-		StatementTimeout: c.DBStatementTimeout,
-		MaxConns:         int32(c.DBMaxConns),
-		AppName:          "gridbatch-enqueuer",
-	})
+	return cli.OpenStore(ctx, c, "gridbatch-enqueuer")
 }

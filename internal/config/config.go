@@ -194,6 +194,7 @@ type Set struct {
 	lookup  func(string) (string, bool)
 	about   string
 	example string
+	args    []string
 }
 
 // NewSet starts a flag set for a binary or subcommand. about is the text
@@ -308,7 +309,7 @@ func (s *Set) Parse(args []string) error {
 		return err
 	}
 	s.fs.SetOutput(io.Discard)
-	err := s.fs.Parse(args)
+	err := s.parseInterspersed(args)
 	s.fs.SetOutput(os.Stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		s.Usage(os.Stdout)
@@ -344,6 +345,30 @@ func (s *Set) show(name, v string) string {
 	}
 	return Mask(v)
 }
+
+// parseInterspersed parses flags before, between and after positional
+// arguments ("status ID --json"); "--" ends the flags.
+func (s *Set) parseInterspersed(args []string) error {
+	s.args = nil
+	for {
+		if err := s.fs.Parse(args); err != nil {
+			return err
+		}
+		rest := s.fs.Args()
+		if len(rest) == 0 {
+			return nil
+		}
+		if len(args) > len(rest) && args[len(args)-len(rest)-1] == "--" {
+			s.args = append(s.args, rest...)
+			return nil
+		}
+		s.args = append(s.args, rest[0])
+		args = rest[1:]
+	}
+}
+
+// Args returns the positional arguments after Parse.
+func (s *Set) Args() []string { return s.args }
 
 // Usage writes the help text: what the command does, its flags with the
 // variable behind each, and examples.

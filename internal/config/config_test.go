@@ -107,3 +107,16 @@ func TestPrintConfigMasksSecrets(t *testing.T) {
 	require.True(t, strings.Contains(help.String(), "[$GRIDBATCH_MONITOR_USER]"), help.String())
 	require.NotContains(t, help.String(), "alsosecret")
 }
+
+func TestFlagsAfterPositionalArguments(t *testing.T) {
+	t.Parallel()
+	var asJSON bool
+	var limit int
+	s := NewSet("status", "about", "").WithLookup(lookup(nil))
+	s.Bool(&asJSON, "json", "", false, "json")
+	s.Int(&limit, "limit", "", 1, "limit")
+	require.NoError(t, s.Parse([]string{"ID1", "--json", "ID2", "--limit", "3", "--", "--not-a-flag"}))
+	require.True(t, asJSON)
+	require.Equal(t, 3, limit)
+	require.Equal(t, []string{"ID1", "ID2", "--not-a-flag"}, s.Args())
+}

@@ -1,0 +1,180 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gridbatch/gridbatch/internal/config"
+	"github.com/gridbatch/gridbatch/internal/grid"
+	"github.com/gridbatch/gridbatch/internal/store"
+)
+
+func init() {
+	register(command{
+		name:    "results",
+		usage:   "--kind ph|hazard --scenario SCENARIO --lat LAT --lon LON [--step DEGREES] [--json]",
+		summary: "print the stored series of the cell containing a point",
+		about: `Finds the cell of the lattice of --step that contains the point --lat, --lon
+(degrees) and prints the series a batch of --kind stored for it under --scenario:
+one "YEAR VALUE" line per year, 2021 to 2100, values at full precision (Go's
+shortest round-trip form, never rounded). --json prints one JSON document instead:
+  {"kind":"ph","scenario":"ssp245","step":0.05,"grid_id":…,"lat":…,"lon":…,
+   "batch_id":"…","computed_at":"…","years":[2021,…],"values":[…]}
+where lat and lon are the cell's centre.
+
+kind ph is P(H), the probability that the year's maximum daily Tmax exceeds
+35 °C; kind hazard is the 100-year return level in °C. Scenarios: ssp126,
+ssp245, ssp585. A cell no batch has computed yet exits 1 with a message. Of the
+batch settings below only --step matters here; use the step the batch ran at.`,
+		example: `  enqueuer results --kind ph --scenario ssp245 --lat 37.53 --lon 127.02
+  enqueuer results --kind hazard --scenario ssp585 --lat 35.1 --lon 129.04 --json
+  enqueuer results --kind ph --scenario ssp126 --lat 37.53 --lon 127.02 --step 0.02`,
+		run: runResults,
+	})
+}
+
+// resultsReport is the --json output of results.
+type resultsReport struct {
+	Kind       string    `json:"kind"`
+	Scenario   string    `json:"scenario"`
+	Step       float64   `json:"step"`
+	GridID     int64     `json:"grid_id"`
+	Lat        float64   `json:"lat"`
+	Lon        float64   `json:"lon"`
+	BatchID    string    `json:"batch_id"`
+	ComputedAt time.Time `json:"computed_at"`
+	Years      []int     `json:"years"`
+	Values     []float64 `json:"values"`
+}
+
+func runResults(ctx context.Context, e *env, args []string) error {
+	c := commandNamed("results")
+	var (
+		kind, scenario, lat, lon string
+		asJSON                   bool
+	)
+	cfg, _, done, err := parse(c, e, args, true, func(s *config.Set) {
+		s.String(&kind, "kind", "", "", "model `KIND`: ph or hazard (required)")
+		s.String(&scenario, "scenario", "", "", "`SCENARIO`: ssp126, ssp245 or ssp585 (required)")
+		s.String(&lat, "lat", "", "", "`LAT`: latitude in degrees of a point in the cell (required)")
+		s.String(&lon, "lon", "", "", "`LON`: longitude in degrees of a point in the cell (required)")
+		s.Bool(&asJSON, "json", "", false, "print one JSON document instead of YEAR VALUE lines")
+	})
+	if done {
+		return err
+	}
+	cell, l, err := resultsCell(cfg.Batch.Step, kind, scenario, lat, lon)
+	if err != nil {
+		return err
+	}
+	st, err := openStore(ctx, cfg.Common)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	ss, err := st.ReadSeries(ctx, kind, l.Step, cell.GridID, scenario)
+	switch {
+	case errors.Is(err, store.ErrNoSeries):
+		return fmt.Errorf("no %s series for cell %d (lat %s, lon %s) at step %s scenario %s; run a %s batch over it first",
+			kind, cell.GridID, centreText(cell.Lat), centreText(cell.Lon), strconv.FormatFloat(l.Step, 'g', -1, 64), scenario, kind)
+	case store.IsSchemaError(err):
+		return migrateHint(err)
+	case err != nil:
+		return err
+	}
+	years := make([]int, len(ss.Values))
+	for i := range years {
+		years[i] = ss.FirstYear + i
+	}
+	if asJSON {
+		return json.NewEncoder(e.stdout).Encode(resultsReport{
+			Kind:       kind,
+			Scenario:   scenario,
+			Step:       l.Step,
+			GridID:     cell.GridID,
+			Lat:        cell.Lat,
+			Lon:        cell.Lon,
+			BatchID:    ss.BatchID,
+			ComputedAt: ss.ComputedAt.UTC(),
+			Years:      years,
+			Values:     ss.Values,
+		})
+	}
+	w := bufio.NewWriter(e.stdout)
+	var line []byte
+	for i, v := range ss.Values {
+		line = strconv.AppendInt(line[:0], int64(years[i]), 10)
+		line = append(line, ' ')
+		line = strconv.AppendFloat(line, v, 'g', -1, 64)
+		line = append(line, '\n')
+		if _, err := w.Write(line); err != nil {
+			return err
+		}
+	}
+	return w.Flush()
+}
+
+// resultsCell checks the arguments of results and returns the cell of the
+// lattice of step that contains the point lat, lon.
+func resultsCell(step float64, kind, scenario, lat, lon string) (grid.Cell, grid.Lattice, error) {
+	if kind == "" {
+		return grid.Cell{}, grid.Lattice{}, errors.New("--kind is required: ph or hazard (see --help)")
+	}
+	if _, err := store.ResultsTable(kind); err != nil {
+		return grid.Cell{}, grid.Lattice{}, fmt.Errorf("--kind: %w", err)
+	}
+	known := make([]string, len(grid.Scenarios))
+	for i, s := range grid.Scenarios {
+		known[i] = s.Name
+	}
+	switch {
+	case scenario == "":
+		return grid.Cell{}, grid.Lattice{}, fmt.Errorf("--scenario is required: one of %s (see --help)", strings.Join(known, ", "))
+	case !slices.Contains(known, scenario):
+		return grid.Cell{}, grid.Lattice{}, fmt.Errorf("--scenario: unknown scenario %q (known: %s)", scenario, strings.Join(known, ", "))
+	}
+	la, err := parseDegrees("lat", "latitude", lat, "37.53")
+	if err != nil {
+		return grid.Cell{}, grid.Lattice{}, err
+	}
+	lo, err := parseDegrees("lon", "longitude", lon, "127.02")
+	if err != nil {
+		return grid.Cell{}, grid.Lattice{}, err
+	}
+	l, err := grid.NewLattice(step)
+	if err != nil {
+		return grid.Cell{}, grid.Lattice{}, err
+	}
+	cell, err := l.CellAt(la, lo)
+	if err != nil {
+		return grid.Cell{}, grid.Lattice{}, err
+	}
+	return cell, l, nil
+}
+
+// parseDegrees parses v, the value of the flag --name (a what), as a finite
+// number of degrees.
+func parseDegrees(name, what, v, example string) (float64, error) {
+	if strings.TrimSpace(v) == "" {
+		return 0, fmt.Errorf("--%s is required: a %s in degrees such as %s (see --help)", name, what, example)
+	}
+	f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+	if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
+		return 0, fmt.Errorf("--%s %q: want a %s in degrees such as %s", name, v, what, example)
+	}
+	return f, nil
+}
+
+// centreText formats a cell centre for prose: rounded to 1e-9 degrees so that
+// 37.525000000000006 reads 37.525. Scripts get the exact value from --json.
+func centreText(v float64) string {
+	return strconv.FormatFloat(math.Round(v*1e9)/1e9, 'g', -1, 64)
+}

@@ -1,0 +1,181 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+	"golang.org/x/term"
+
+	"github.com/gridbatch/gridbatch/internal/batch"
+	"github.com/gridbatch/gridbatch/internal/cli"
+	"github.com/gridbatch/gridbatch/internal/config"
+	"github.com/gridbatch/gridbatch/internal/grid"
+	"github.com/gridbatch/gridbatch/internal/store"
+)
+
+func init() {
+	register(command{
+		name:    "run",
+		usage:   "--kind ph|hazard [--bbox …] [--step S] [--chunk-size N] [--deadline D] [--wait]",
+		summary: "start a batch (prints its ID); --wait follows it to the end",
+		about: `Starts one batch of a kind over the seeded cells of a bbox: the batch is
+recorded, its chunks are planned and enqueued for the workers. The batch ID is
+the first line of standard output, alone, so scripts can capture it:
+
+    id=$(enqueuer run --kind ph | head -1)
+
+At most one batch of a kind runs at once. A second run of the same kind is
+refused (exit 5) with the running batch's ID and when its lock expires.
+
+With --wait it follows the batch to its end: a progress bar on a terminal,
+otherwise a line every --progress-interval; then a summary, and the exit code
+of the batch's status: 0 succeeded, 3 partial, 4 timed out or failed,
+6 cancelled. Interrupting --wait leaves the batch running.`,
+		example: `  enqueuer run --kind ph --wait
+  enqueuer run --kind hazard --bbox 124,33,132,39 --step 0.01 --chunk-size 1000 --deadline 3h
+  id=$(enqueuer run --kind ph | head -1); enqueuer status "$id"`,
+		run: runRun,
+	})
+}
+
+func runRun(ctx context.Context, e *env, args []string) error {
+	var kind string
+	var wait bool
+	var every time.Duration
+	cfg, _, done, err := parse(commandNamed("run"), e, args, true, func(s *config.Set) {
+		s.String(&kind, "kind", "", "", "batch kind: "+fmt.Sprint(grid.Kinds()))
+		s.Bool(&wait, "wait", "", false, "follow the batch to its end and exit with its status")
+		s.Duration(&every, "progress-interval", "", 5*time.Second, "with --wait and no terminal: print a progress line this often")
+	})
+	if done {
+		return err
+	}
+	if kind == "" {
+		return fmt.Errorf("--kind is required: one of %v (see 'enqueuer run --help')", grid.Kinds())
+	}
+	if _, err := grid.ModelFor(kind); err != nil {
+		return err
+	}
+	lat, err := grid.NewLattice(cfg.Step)
+	if err != nil {
+		return err
+	}
+	bbox, err := grid.ParseBBox(cfg.BBox)
+	if err != nil {
+		return err
+	}
+	region, err := grid.NewRegion(lat, bbox, cfg.MaxCells)
+	if err != nil {
+		return err
+	}
+	c, err := connect(ctx, cfg.Common, e.stderr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	b, err := c.svc.Trigger(ctx, batch.Request{Kind: kind, Region: region, ChunkSize: cfg.ChunkSize,
+		Deadline: cfg.Deadline, LockTTL: cfg.EffectiveLockTTL(), Trigger: "cli"})
+	var refused *batch.RefusedError
+	if errors.As(err, &refused) {
+		return cli.WithCode(cli.ExitRefused, err)
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(e.stdout, b.ID)
+	fmt.Fprintf(e.stderr, "started %s batch %s: %d cells in %d chunks of %d; deadline %s; lock expires %s\n",
+		b.Kind, b.ID, b.TotalCells, b.TotalChunks, b.ChunkSize,
+		b.DeadlineAt.Format(time.RFC3339), b.LockExpiresAt.Format(time.RFC3339))
+	if !wait {
+		fmt.Fprintf(e.stderr, "follow it with: enqueuer status %s\n", b.ID)
+		return nil
+	}
+	final, err := follow(ctx, c.st, b, e.stderr, every)
+	if err != nil {
+		return err
+	}
+	printSummary(e.stderr, final)
+	return statusExit(final)
+}
+
+// follow polls the batch until it ends, drawing progress, and returns it.
+// The wait is bounded: past the lock's expiry plus a margin a still-running
+// batch means no worker is reconciling, and follow says so.
+func follow(ctx context.Context, st *store.Store, b store.Batch, w io.Writer, every time.Duration) (store.Batch, error) {
+	tty := false
+	if f, ok := w.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		tty = true
+	}
+	var bar *progressbar.ProgressBar
+	if tty {
+		bar = progressbar.NewOptions64(b.TotalCells, progressbar.OptionSetWriter(w),
+			progressbar.OptionSetDescription(b.ID), progressbar.OptionShowCount(), progressbar.OptionShowIts(),
+			progressbar.OptionSetItsString("cells"), progressbar.OptionSetPredictTime(true),
+			progressbar.OptionThrottle(200*time.Millisecond), progressbar.OptionFullWidth())
+	}
+	giveUp := b.LockExpiresAt.Add(2 * time.Minute)
+	start := time.Now()
+	lastLine := time.Time{}
+	tick := time.NewTicker(500 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		cur, err := st.GetBatch(ctx, b.ID)
+		switch {
+		case err != nil && ctx.Err() != nil:
+			return cur, fmt.Errorf("stopped waiting; batch %s keeps running (enqueuer status %s)", b.ID, b.ID)
+		case err != nil:
+			fmt.Fprintf(w, "status read failed (%v); retrying\n", err)
+		case bar != nil:
+			_ = bar.Set64(cur.CompletedCells + cur.FailedCells)
+			bar.Describe(fmt.Sprintf("%s %d/%d chunks, %d failed", cur.ID, cur.DoneChunks, cur.TotalChunks, cur.FailedChunks))
+		case time.Since(lastLine) >= every:
+			lastLine = time.Now()
+			fmt.Fprintln(w, progressLine(cur, time.Since(start)))
+		}
+		if err == nil && cur.Ended() {
+			if bar != nil {
+				_ = bar.Finish()
+				fmt.Fprintln(w)
+			}
+			return cur, nil
+		}
+		if time.Now().After(giveUp) {
+			return cur, fmt.Errorf("batch %s is still running after its lock expired at %s: no worker is reconciling it; start workers (they end it timed_out)", b.ID, b.LockExpiresAt.Format(time.RFC3339))
+		}
+		select {
+		case <-ctx.Done():
+			return cur, cli.WithCode(cli.ExitError, fmt.Errorf("stopped waiting; batch %s keeps running (enqueuer status %s)", b.ID, b.ID))
+		case <-tick.C:
+		}
+	}
+}
+
+func progressLine(b store.Batch, el time.Duration) string {
+	done := b.CompletedCells + b.FailedCells
+	rate := float64(b.CompletedCells) / max(el.Seconds(), 1e-3)
+	eta := "?"
+	if rate > 0 {
+		eta = (time.Duration(float64(b.TotalCells-done)/rate) * time.Second).Round(time.Second).String()
+	}
+	return fmt.Sprintf("%s %s: %d/%d chunks (%d failed), %d/%d cells, %.0f cells/s, eta %s",
+		b.ID, b.Status, b.DoneChunks, b.TotalChunks, b.FailedChunks, done, b.TotalCells, rate, eta)
+}
+
+// statusExit maps a batch status to the exit codes of DESIGN.md.
+func statusExit(b store.Batch) error {
+	switch b.Status {
+	case store.StatusSucceeded, store.StatusRunning:
+		return nil
+	case store.StatusPartial:
+		return cli.WithCode(cli.ExitPartial, nil)
+	case store.StatusCancelled:
+		return cli.WithCode(cli.ExitCancelled, nil)
+	default:
+		return cli.WithCode(cli.ExitFailed, nil)
+	}
+}

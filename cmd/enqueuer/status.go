@@ -1,0 +1,224 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"text/tabwriter"
+	"time"
+
+	"github.com/gridbatch/gridbatch/internal/config"
+	"github.com/gridbatch/gridbatch/internal/store"
+)
+
+func init() {
+	register(command{
+		name:    "status",
+		usage:   "[BATCH_ID] [--json]",
+		summary: "show a batch (the latest when no ID): status, counts, figures",
+		about: `Shows one batch: its status, chunk and cell counts, and once ended its
+figures (duration, success rate, average task time, peak worker memory, DB
+connection errors). Without an ID, the latest batch (of --kind when given).
+The exit code is the batch's: 0 succeeded or running, 3 partial, 4 timed out
+or failed, 6 cancelled. --json prints one JSON document (snake_case keys,
+numbers at full precision).`,
+		example: "  enqueuer status\n  enqueuer status ph-20261122-041503-3fa9c1 --json",
+		run:     runStatus,
+	})
+	register(command{
+		name:    "list",
+		usage:   "[--kind K] [--status S] [--limit N] [--json]",
+		summary: "list recent batches, newest first",
+		about:   `Lists recent batches with their status and counts, newest first.`,
+		example: "  enqueuer list\n  enqueuer list --kind ph --status partial --json",
+		run:     runList,
+	})
+	register(command{
+		name:    "cancel",
+		usage:   "BATCH_ID",
+		summary: "cancel a running batch and release its lock",
+		about: `Cancels a running batch: its queued chunk tasks are removed, running ones are
+cancelled, the remaining chunks are recorded cancelled, and the kind's lock is
+released at once. Results already written stay.`,
+		example: "  enqueuer cancel ph-20261122-041503-3fa9c1",
+		run:     runCancel,
+	})
+}
+
+// batchJSON is the --json form of a batch.
+type batchJSON struct {
+	store.Batch
+	BBox        [4]float64     `json:"bbox"`
+	ChunkCounts map[string]int `json:"chunk_counts,omitempty"`
+}
+
+func toJSON(b store.Batch) batchJSON {
+	return batchJSON{Batch: b, BBox: [4]float64{b.BBox.LonMin, b.BBox.LatMin, b.BBox.LonMax, b.BBox.LatMax}}
+}
+
+func runStatus(ctx context.Context, e *env, args []string) error {
+	var asJSON bool
+	var kind string
+	cfg, set, done, err := parse(commandNamed("status"), e, args, false, func(s *config.Set) {
+		s.Bool(&asJSON, "json", "", false, "print one JSON document")
+		s.String(&kind, "kind", "", "", "with no ID: the latest batch of this kind")
+	})
+	if done {
+		return err
+	}
+	st, err := openStore(ctx, cfg.Common)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	var b store.Batch
+	switch rest := set.Args(); len(rest) {
+	case 0:
+		b, err = st.LatestBatch(ctx, kind)
+		if errors.Is(err, store.ErrBatchNotFound) {
+			return errors.New("no batch yet; start one with 'enqueuer run --kind ph'")
+		}
+	case 1:
+		b, err = st.GetBatch(ctx, rest[0])
+		if errors.Is(err, store.ErrBatchNotFound) {
+			return fmt.Errorf("no batch %q; 'enqueuer list' shows the recent ones", rest[0])
+		}
+	default:
+		return fmt.Errorf("status takes one batch ID, got %d arguments", len(rest))
+	}
+	if err != nil {
+		return err
+	}
+	counts, err := st.ChunkCounts(ctx, b.ID)
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		j := toJSON(b)
+		j.ChunkCounts = counts
+		if err := writeJSON(e.stdout, j); err != nil {
+			return err
+		}
+	} else {
+		printSummary(e.stdout, b)
+		fmt.Fprintf(e.stdout, "  chunks now:      %d pending, %d succeeded, %d failed, %d timed out, %d cancelled\n",
+			counts[store.ChunkPending], counts[store.ChunkSucceeded], counts[store.ChunkFailed],
+			counts[store.ChunkTimedOut], counts[store.ChunkCancelled])
+	}
+	return statusExit(b)
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// printSummary writes a batch's figures for people.
+func printSummary(w io.Writer, b store.Batch) {
+	f := func(v *float64, unit string) string {
+		if v == nil {
+			return "-"
+		}
+		return strconv.FormatFloat(*v, 'g', -1, 64) + unit
+	}
+	ended := "-"
+	if b.EndedAt != nil {
+		ended = b.EndedAt.Format(time.RFC3339)
+	}
+	rss := "-"
+	if b.PeakWorkerRSSBytes != nil {
+		rss = fmt.Sprintf("%.1f MiB", float64(*b.PeakWorkerRSSBytes)/(1<<20))
+	}
+	fmt.Fprintf(w, "batch %s (%s): %s\n", b.ID, b.Kind, b.Status)
+	fmt.Fprintf(w, "  grid:            bbox %s, step %g, %d cells in %d chunks of %d\n", b.BBox, b.Step, b.TotalCells, b.TotalChunks, b.ChunkSize)
+	fmt.Fprintf(w, "  started / ended: %s / %s (duration %s)\n", b.StartedAt.Format(time.RFC3339), ended, f(b.DurationSeconds, " s"))
+	fmt.Fprintf(w, "  chunks:          %d succeeded, %d failed (dead letters), %d timed out, %d cancelled of %d\n",
+		b.CompletedChunks, b.FailedChunks, b.TimedOutChunks, b.CancelledChunks, b.TotalChunks)
+	fmt.Fprintf(w, "  cells:           %d succeeded, %d failed, %d timed out of %d\n", b.CompletedCells, b.FailedCells, b.TimedOutCells, b.TotalCells)
+	fmt.Fprintf(w, "  success rate:    %s; avg task %s; peak worker RSS %s; DB connection errors %d\n",
+		f(b.SuccessRate, ""), f(b.AvgTaskSeconds, " s"), rss, b.DBConnErrors)
+	if b.Error != nil {
+		fmt.Fprintf(w, "  error:           %s\n", *b.Error)
+	}
+	if !b.Ended() {
+		fmt.Fprintf(w, "  deadline:        %s; lock expires %s\n", b.DeadlineAt.Format(time.RFC3339), b.LockExpiresAt.Format(time.RFC3339))
+	}
+}
+
+func runList(ctx context.Context, e *env, args []string) error {
+	var asJSON bool
+	var kind, status string
+	var limit int
+	cfg, _, done, err := parse(commandNamed("list"), e, args, false, func(s *config.Set) {
+		s.Bool(&asJSON, "json", "", false, "print one JSON document")
+		s.String(&kind, "kind", "", "", "only this kind")
+		s.String(&status, "status", "", "", "only this status (running, succeeded, partial, failed, timed_out, cancelled)")
+		s.Int(&limit, "limit", "", 20, "at most this many")
+	})
+	if done {
+		return err
+	}
+	if limit < 1 {
+		return fmt.Errorf("--limit %d must be at least 1", limit)
+	}
+	st, err := openStore(ctx, cfg.Common)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	bs, err := st.ListBatches(ctx, kind, status, limit)
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		out := make([]batchJSON, 0, len(bs))
+		for _, b := range bs {
+			out = append(out, toJSON(b))
+		}
+		return writeJSON(e.stdout, map[string]any{"batches": out})
+	}
+	tw := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tKIND\tSTATUS\tCHUNKS DONE/TOTAL\tFAILED\tCELLS\tSTARTED\tDURATION")
+	for _, b := range bs {
+		dur := "-"
+		if b.DurationSeconds != nil {
+			dur = (time.Duration(*b.DurationSeconds * float64(time.Second))).Round(time.Second).String()
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d/%d\t%d\t%d\t%s\t%s\n", b.ID, b.Kind, b.Status, b.DoneChunks, b.TotalChunks,
+			b.FailedChunks, b.TotalCells, b.StartedAt.Format(time.RFC3339), dur)
+	}
+	return tw.Flush()
+}
+
+func runCancel(ctx context.Context, e *env, args []string) error {
+	cfg, set, done, err := parse(commandNamed("cancel"), e, args, false, nil)
+	if done {
+		return err
+	}
+	rest := set.Args()
+	if len(rest) != 1 {
+		return errors.New("cancel takes exactly one batch ID (see 'enqueuer list')")
+	}
+	c, err := connect(ctx, cfg.Common, e.stderr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	b, err := c.svc.Cancel(ctx, rest[0])
+	if errors.Is(err, store.ErrBatchNotFound) {
+		return fmt.Errorf("no batch %q; 'enqueuer list' shows the recent ones", rest[0])
+	}
+	if err != nil {
+		return err
+	}
+	if b.ID == "" {
+		fmt.Fprintf(e.stderr, "released the orphaned lock of unrecorded batch %s\n", rest[0])
+		return nil
+	}
+	fmt.Fprintf(e.stderr, "cancelled %s: %d chunks done, %d cancelled; the %s lock is released\n", b.ID, b.CompletedChunks+b.FailedChunks, b.CancelledChunks, b.Kind)
+	return nil
+}

@@ -1,0 +1,461 @@
+// Package batch orchestrates batches: trigger under the per-kind lock, plan
+// chunks, run a chunk, record dead letters, finish at completion, deadline or
+// cancel, and reconcile whatever a crash left behind.
+package batch
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/gridbatch/gridbatch/internal/grid"
+	"github.com/gridbatch/gridbatch/internal/store"
+)
+
+// Broker is what orchestration needs of the queue. tasks.Broker implements it
+// on asynq; keeping it an interface keeps the task encoding in package tasks.
+type Broker interface {
+	// AcquireLock enqueues the batch's lock task: unique per kind, holding the
+	// lock until it runs at deadlineAt (or is deleted), and for at most ttl
+	// past deadlineAt. It returns ErrLocked when a batch of kind holds it.
+	AcquireLock(ctx context.Context, kind, batchID string, deadlineAt time.Time, ttlPastDeadline time.Duration) error
+	// LockHolder names the batch holding kind's lock and when the lock expires.
+	LockHolder(ctx context.Context, kind string) (batchID string, expiresAt time.Time, err error)
+	// ReleaseLock deletes the batch's lock task, releasing the lock. It is a
+	// no-op when the task is gone or is the one running.
+	ReleaseLock(ctx context.Context, batchID string) error
+	// LockExists reports whether the batch's lock task is still queued.
+	LockExists(ctx context.Context, batchID string) (bool, error)
+	// EnqueuePlan enqueues the batch's plan task (idempotent).
+	EnqueuePlan(ctx context.Context, batchID string) error
+	// EnqueueChunks enqueues one chunk task per chunk, skipping those already
+	// queued (idempotent).
+	EnqueueChunks(ctx context.Context, b store.Batch, chunks []int) error
+	// RemoveChunks removes the batch's queued chunk tasks and cancels running ones.
+	RemoveChunks(ctx context.Context, batchID string, chunks []int) error
+	// ArchivedChunks lists chunk tasks in the archive.
+	ArchivedChunks(ctx context.Context) ([]ArchivedChunk, error)
+	// CountDBError adds one to the batch's DB connection errors; DBErrors reads them.
+	CountDBError(ctx context.Context, batchID string)
+	DBErrors(ctx context.Context, batchID string) int64
+}
+
+// ArchivedChunk is a chunk task found in asynq's archive.
+type ArchivedChunk struct {
+	TaskID    string
+	BatchID   string
+	Chunk     int
+	Retried   int
+	LastError string
+	FailedAt  time.Time
+}
+
+// ErrLocked is returned by Broker.AcquireLock when the kind's lock is held.
+var ErrLocked = errors.New("batch lock held")
+
+// RefusedError is returned by Trigger when a batch of the kind is running.
+type RefusedError struct {
+	Kind      string
+	RunningID string
+	ExpiresAt time.Time
+}
+
+func (e *RefusedError) Error() string {
+	exp := "unknown"
+	if !e.ExpiresAt.IsZero() {
+		exp = fmt.Sprintf("%s, in %s", e.ExpiresAt.UTC().Format(time.RFC3339), time.Until(e.ExpiresAt).Round(time.Second))
+	}
+	return fmt.Sprintf("refused: a %s batch is already running: %s (its lock expires at %s); wait for it to end, or stop it with 'enqueuer cancel %s'",
+		e.Kind, e.RunningID, exp, e.RunningID)
+}
+
+// Config tunes the service. Zero fields take the documented defaults.
+type Config struct {
+	// Worker names this process in chunk outcomes. Defaults to host:pid.
+	Worker string
+	// FailFastAfter ends a batch failed when this many chunks have been
+	// dead-lettered, none has succeeded and all failed the same way.
+	// Defaults to 5.
+	FailFastAfter int
+	// OnFinished, when set, is called once for every batch this process ends.
+	OnFinished func(store.Batch)
+}
+
+// Service runs the batch life cycle.
+type Service struct {
+	store  *store.Store
+	broker Broker
+	log    *slog.Logger
+	cfg    Config
+}
+
+// New returns a Service.
+func New(st *store.Store, b Broker, log *slog.Logger, cfg Config) *Service {
+	if cfg.Worker == "" {
+		host, _ := os.Hostname()
+		cfg.Worker = fmt.Sprintf("%s:%d", host, os.Getpid())
+	}
+	if cfg.FailFastAfter <= 0 {
+		cfg.FailFastAfter = 5
+	}
+	return &Service{store: st, broker: b, log: log, cfg: cfg}
+}
+
+// Store exposes the service's store.
+func (s *Service) Store() *store.Store { return s.store }
+
+// Request asks for a batch.
+type Request struct {
+	Kind      string
+	Region    grid.Region
+	ChunkSize int
+	// Deadline is how long the batch may run; LockTTL is the lock's total
+	// TTL and must exceed Deadline.
+	Deadline, LockTTL time.Duration
+	Trigger           string
+	ScheduledFor      *time.Time
+}
+
+// NewID returns a batch ID such as ph-20261122-041503-3fa9c1: the kind, the
+// UTC start time and a random suffix.
+func NewID(kind string, t time.Time) string {
+	b := make([]byte, 3)
+	_, _ = rand.Read(b)
+	return fmt.Sprintf("%s-%s-%s", kind, t.UTC().Format("20060102-150405"), hex.EncodeToString(b))
+}
+
+// Trigger starts a batch: it takes the kind's lock, records the batch and
+// enqueues its plan task. It returns a *RefusedError when a batch of the kind
+// holds the lock.
+func (s *Service) Trigger(ctx context.Context, r Request) (store.Batch, error) {
+	if _, err := grid.ModelFor(r.Kind); err != nil {
+		return store.Batch{}, err
+	}
+	if r.LockTTL <= r.Deadline {
+		return store.Batch{}, fmt.Errorf("lock TTL %s must be longer than the deadline %s", r.LockTTL, r.Deadline)
+	}
+	seeded, err := s.store.CountSeeded(ctx, r.Region)
+	if err != nil {
+		if store.IsSchemaError(err) {
+			return store.Batch{}, fmt.Errorf("the schema is missing or old (%v); run 'enqueuer migrate' first", err)
+		}
+		return store.Batch{}, fmt.Errorf("count seeded cells: %w", err)
+	}
+	if seeded == 0 {
+		return store.Batch{}, fmt.Errorf("no cell of bbox %s at step %g has inputs; run 'enqueuer seed --bbox %s --step %g' first",
+			r.Region.BBox, r.Region.Lattice.Step, r.Region.BBox, r.Region.Lattice.Step)
+	}
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	id := NewID(r.Kind, now)
+	deadlineAt := now.Add(r.Deadline)
+	if err := s.broker.AcquireLock(ctx, r.Kind, id, deadlineAt, r.LockTTL-r.Deadline); err != nil {
+		if errors.Is(err, ErrLocked) {
+			holder, exp, herr := s.broker.LockHolder(ctx, r.Kind)
+			if herr != nil {
+				s.log.Warn("could not read the lock holder", "kind", r.Kind, "error", herr)
+			}
+			return store.Batch{}, &RefusedError{Kind: r.Kind, RunningID: holder, ExpiresAt: exp}
+		}
+		return store.Batch{}, fmt.Errorf("take the %s batch lock: %w", r.Kind, err)
+	}
+	b, err := s.store.InsertBatch(ctx, store.NewBatch{
+		ID: id, Kind: r.Kind, Region: r.Region, ChunkSize: r.ChunkSize, StartedAt: now,
+		DeadlineAt: deadlineAt, LockExpiresAt: now.Add(r.LockTTL), Trigger: r.Trigger, ScheduledFor: r.ScheduledFor,
+	})
+	if err != nil {
+		if rerr := s.broker.ReleaseLock(context.WithoutCancel(ctx), id); rerr != nil {
+			s.log.Error("release the lock of a batch that could not be recorded", "batch_id", id, "error", rerr)
+		}
+		return store.Batch{}, fmt.Errorf("record batch: %w", err)
+	}
+	if err := s.broker.EnqueuePlan(ctx, id); err != nil {
+		// The reconciler enqueues the plan of any running batch left unplanned.
+		s.log.Warn("enqueue the plan task failed; a worker's reconciler will retry it", "batch_id", id, "error", err)
+	}
+	s.log.Info("batch started", "batch_id", id, "kind", r.Kind, "cells", b.TotalCells, "chunks", b.TotalChunks,
+		"seeded_cells", seeded, "deadline_at", deadlineAt, "lock_expires_at", b.LockExpiresAt)
+	return b, nil
+}
+
+// Plan writes the batch's chunk rows and enqueues a task for every chunk
+// still pending. It is idempotent: a re-run never doubles a chunk.
+func (s *Service) Plan(ctx context.Context, batchID string) error {
+	b, err := s.store.GetBatch(ctx, batchID)
+	if errors.Is(err, store.ErrBatchNotFound) {
+		return fmt.Errorf("plan %s: %w: %w", batchID, err, asynq.SkipRetry)
+	}
+	if err != nil {
+		return fmt.Errorf("plan %s: %w", batchID, err)
+	}
+	if b.Ended() {
+		return nil
+	}
+	pending, err := s.store.PlanChunks(ctx, b)
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	if err := s.broker.EnqueueChunks(ctx, b, pending); err != nil {
+		return fmt.Errorf("enqueue chunks of %s: %w", batchID, err)
+	}
+	el := time.Since(start)
+	s.log.Info("batch planned", "batch_id", batchID, "chunks", b.TotalChunks, "enqueued", len(pending),
+		"enqueue_seconds", el.Seconds(), "tasks_per_second", float64(len(pending))/max(el.Seconds(), 1e-9))
+	return nil
+}
+
+// Chunk is one chunk task's work.
+type Chunk struct {
+	BatchID   string
+	TaskID    string
+	Kind      string
+	Chunk     int
+	Step      float64
+	BBox      grid.BBox
+	ChunkSize int
+	Retried   int
+}
+
+// ErrBadChunk marks data errors in a chunk: no retry can fix them.
+var ErrBadChunk = errors.New("bad chunk")
+
+// RunChunk loads the chunk's inputs in one query, computes the series and
+// writes them with the chunk's outcome in one transaction. Data errors come
+// back wrapping asynq.SkipRetry; a system error (unknown model, missing
+// schema) ends the batch failed at once and returns nil.
+func (s *Service) RunChunk(ctx context.Context, c Chunk) error {
+	start := time.Now()
+	model, err := grid.ModelFor(c.Kind)
+	if err != nil {
+		s.fail(ctx, c.BatchID, fmt.Sprintf("chunk %d: %v", c.Chunk, err))
+		return nil
+	}
+	lat, err := grid.NewLattice(c.Step)
+	if err != nil {
+		return fmt.Errorf("%w: %w: %w", ErrBadChunk, err, asynq.SkipRetry)
+	}
+	region, err := grid.NewRegion(lat, c.BBox, 0)
+	if err != nil {
+		return fmt.Errorf("%w: %w: %w", ErrBadChunk, err, asynq.SkipRetry)
+	}
+	if c.ChunkSize < 1 || c.Chunk < 0 || c.Chunk >= region.NumChunks(c.ChunkSize) {
+		return fmt.Errorf("%w: chunk %d of size %d is outside the %d cells of the region: %w",
+			ErrBadChunk, c.Chunk, c.ChunkSize, region.NumCells(), asynq.SkipRetry)
+	}
+	ids := region.ChunkIDs(c.Chunk, c.ChunkSize)
+	inputs, err := s.store.LoadInputs(ctx, c.Step, ids)
+	if err != nil {
+		return s.dbError(ctx, c, "load inputs", err)
+	}
+	series, err := model.Compute(ctx, inputs)
+	if err != nil {
+		if ctx.Err() != nil {
+			return err
+		}
+		return fmt.Errorf("compute: %w: %w", err, asynq.SkipRetry)
+	}
+	t, err := s.store.WriteChunk(ctx, c.Kind, c.Step, series, store.ChunkOutcome{
+		BatchID: c.BatchID, Chunk: c.Chunk, Attempts: c.Retried + 1, TaskSeconds: time.Since(start).Seconds(),
+		Worker: s.cfg.Worker, RSSBytes: PeakRSS(),
+	}, false)
+	if err != nil {
+		return s.dbError(ctx, c, "write results", err)
+	}
+	if !t.BatchRunning {
+		s.log.Info("batch already ended; chunk result discarded", "batch_id", c.BatchID, "chunk", c.Chunk, "task_id", c.TaskID)
+		return nil
+	}
+	if t.AllDone() {
+		s.Finish(context.WithoutCancel(ctx), c.BatchID)
+	}
+	return nil
+}
+
+// dbError classifies an error from the store during a chunk.
+func (s *Service) dbError(ctx context.Context, c Chunk, what string, err error) error {
+	var missing *store.MissingInputError
+	switch {
+	case errors.As(err, &missing):
+		return fmt.Errorf("%s: %w: %w", what, err, asynq.SkipRetry)
+	case errors.Is(err, store.ErrBatchNotFound):
+		return fmt.Errorf("%s: %w: %w", what, err, asynq.SkipRetry)
+	case store.IsSchemaError(err):
+		s.fail(ctx, c.BatchID, fmt.Sprintf("chunk %d: %s: %v (run 'enqueuer migrate')", c.Chunk, what, err))
+		return nil
+	case store.IsConnError(err):
+		s.broker.CountDBError(context.WithoutCancel(ctx), c.BatchID)
+	}
+	return fmt.Errorf("%s: %w", what, err)
+}
+
+// ChunkDeadLettered records that a chunk reached the archive and ends the
+// batch when that was its last open chunk, or fails it early when every
+// chunk so far has failed the same way.
+func (s *Service) ChunkDeadLettered(ctx context.Context, c Chunk, reason string) error {
+	t, err := s.store.MarkChunkFailed(ctx, store.ChunkOutcome{
+		BatchID: c.BatchID, Chunk: c.Chunk, Attempts: c.Retried + 1, Worker: s.cfg.Worker, Error: reason,
+	})
+	if err != nil {
+		return err
+	}
+	if !t.Changed || !t.BatchRunning {
+		return nil
+	}
+	if t.AllDone() {
+		s.Finish(ctx, c.BatchID)
+		return nil
+	}
+	if t.Completed == 0 && t.Failed >= s.cfg.FailFastAfter {
+		classes, err := s.store.ChunkErrorClasses(ctx, c.BatchID)
+		if err == nil && classes == 1 {
+			s.fail(ctx, c.BatchID, fmt.Sprintf("the first %d chunks all failed the same way and none succeeded: %s", t.Failed, reason))
+		}
+	}
+	return nil
+}
+
+// Finish ends a batch whose chunks all have an outcome: succeeded when none
+// failed, failed when none succeeded, partial otherwise.
+func (s *Service) Finish(ctx context.Context, batchID string) {
+	counts, err := s.store.ChunkCounts(ctx, batchID)
+	if err != nil {
+		s.log.Error("read chunk counts", "batch_id", batchID, "error", err)
+		return
+	}
+	status := store.StatusPartial
+	switch {
+	case counts[store.ChunkFailed] == 0:
+		status = store.StatusSucceeded
+	case counts[store.ChunkSucceeded] == 0:
+		status = store.StatusFailed
+	}
+	s.end(ctx, batchID, store.Final{Status: status, Rest: store.ChunkCancelled})
+}
+
+func (s *Service) fail(ctx context.Context, batchID, reason string) {
+	s.log.Error("batch failed", "batch_id", batchID, "error", reason)
+	s.end(context.WithoutCancel(ctx), batchID, store.Final{Status: store.StatusFailed, Rest: store.ChunkCancelled, Error: reason})
+}
+
+// Cancel ends a running batch cancelled. Cancelling an unknown batch that
+// still holds a lock releases the lock.
+func (s *Service) Cancel(ctx context.Context, batchID string) (store.Batch, error) {
+	b, ended, err := s.end(ctx, batchID, store.Final{Status: store.StatusCancelled, Rest: store.ChunkCancelled, Error: "cancelled by operator"})
+	if errors.Is(err, store.ErrBatchNotFound) {
+		if ok, _ := s.broker.LockExists(ctx, batchID); ok {
+			return b, s.broker.ReleaseLock(ctx, batchID)
+		}
+	}
+	if err == nil && !ended {
+		b, err = s.store.GetBatch(ctx, batchID)
+		if err == nil {
+			return b, fmt.Errorf("batch %s already ended %s", batchID, b.Status)
+		}
+	}
+	return b, err
+}
+
+// Deadline ends a batch that reached its deadline timed_out; the lock task
+// calls it.
+func (s *Service) Deadline(ctx context.Context, batchID string) error {
+	b, err := s.store.GetBatch(ctx, batchID)
+	if errors.Is(err, store.ErrBatchNotFound) {
+		s.log.Warn("lock task of an unrecorded batch released", "batch_id", batchID)
+		return nil
+	}
+	if err != nil || b.Ended() {
+		return err
+	}
+	_, _, err = s.end(ctx, batchID, store.Final{Status: store.StatusTimedOut, Rest: store.ChunkTimedOut,
+		Error: fmt.Sprintf("deadline %s reached with %d of %d chunks done", b.DeadlineAt.Format(time.RFC3339), b.DoneChunks, b.TotalChunks)})
+	return err
+}
+
+// end finishes a batch with f and cleans the queue of its remaining tasks.
+func (s *Service) end(ctx context.Context, batchID string, f store.Final) (store.Batch, bool, error) {
+	f.DBConnErrors = s.broker.DBErrors(ctx, batchID)
+	b, rest, ended, err := s.store.FinishBatch(ctx, batchID, f)
+	if err != nil || !ended {
+		if err != nil && !errors.Is(err, store.ErrBatchNotFound) {
+			s.log.Error("finish batch", "batch_id", batchID, "status", f.Status, "error", err)
+		}
+		return b, ended, err
+	}
+	if len(rest) > 0 {
+		if err := s.broker.RemoveChunks(ctx, batchID, rest); err != nil {
+			s.log.Error("remove the remaining chunk tasks", "batch_id", batchID, "chunks", len(rest), "error", err)
+		}
+	}
+	if err := s.broker.ReleaseLock(ctx, batchID); err != nil {
+		s.log.Error("release the batch lock", "batch_id", batchID, "error", err)
+	}
+	s.log.Info("batch finished", Attrs(b)...)
+	if s.cfg.OnFinished != nil {
+		s.cfg.OnFinished(b)
+	}
+	return b, true, nil
+}
+
+// Attrs are a finished batch's figures as log attributes.
+func Attrs(b store.Batch) []any {
+	a := []any{"batch_id", b.ID, "kind", b.Kind, "status", b.Status,
+		"started_at", b.StartedAt, "total_chunks", b.TotalChunks, "completed_chunks", b.CompletedChunks,
+		"failed_chunks", b.FailedChunks, "timed_out_chunks", b.TimedOutChunks, "cancelled_chunks", b.CancelledChunks,
+		"total_cells", b.TotalCells, "completed_cells", b.CompletedCells, "failed_cells", b.FailedCells,
+		"timed_out_cells", b.TimedOutCells, "db_conn_errors", b.DBConnErrors}
+	if b.EndedAt != nil {
+		a = append(a, "ended_at", *b.EndedAt)
+	}
+	if b.DurationSeconds != nil {
+		a = append(a, "duration_seconds", *b.DurationSeconds)
+	}
+	if b.SuccessRate != nil {
+		a = append(a, "success_rate", *b.SuccessRate)
+	}
+	if b.AvgTaskSeconds != nil {
+		a = append(a, "avg_task_seconds", *b.AvgTaskSeconds)
+	}
+	if b.PeakWorkerRSSBytes != nil {
+		a = append(a, "peak_worker_rss_bytes", *b.PeakWorkerRSSBytes)
+	}
+	if b.Error != nil {
+		a = append(a, "error", *b.Error)
+	}
+	return a
+}
+
+// PeakRSS is this process's peak resident set size in bytes.
+func PeakRSS() int64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return ru.Maxrss * 1024
+}
+
+// ChunkTaskID is the asynq task ID of a chunk: derived from (batch, chunk),
+// so re-planning a batch can never enqueue a chunk twice.
+func ChunkTaskID(batchID string, chunk int) string { return fmt.Sprintf("%s:c%06d", batchID, chunk) }
+
+// ParseChunkTaskID splits a chunk task ID; ok is false for other IDs.
+func ParseChunkTaskID(taskID string) (batchID string, chunk int, ok bool) {
+	i := strings.LastIndex(taskID, ":c")
+	if i <= 0 {
+		return "", 0, false
+	}
+	n, err := strconv.Atoi(strings.SplitN(taskID[i+2:], ":", 2)[0])
+	if err != nil || n < 0 {
+		return "", 0, false
+	}
+	return taskID[:i], n, true
+}

@@ -1,0 +1,46 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/gridbatch/gridbatch/internal/config"
+	"github.com/gridbatch/gridbatch/internal/store"
+)
+
+// OpenRedis connects to GRIDBATCH_REDIS_URL (any form asynq.ParseRedisURI
+// accepts) and checks it with one PING within 5 s.
+func OpenRedis(ctx context.Context, url string) (redis.UniversalClient, error) {
+	opt, err := asynq.ParseRedisURI(url)
+	if err != nil {
+		return nil, fmt.Errorf("GRIDBATCH_REDIS_URL: %w", err)
+	}
+	rdb, ok := opt.MakeRedisClient().(redis.UniversalClient)
+	if !ok {
+		return nil, errors.New("GRIDBATCH_REDIS_URL: unsupported Redis connection type")
+	}
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := rdb.Ping(pctx).Err(); err != nil {
+		rdb.Close()
+		return nil, fmt.Errorf("GRIDBATCH_REDIS_URL: cannot reach Redis at %s: %v (is it up and the URL right?)", config.Mask(url), err)
+	}
+	return rdb, nil
+}
+
+// OpenStore opens the PostgreSQL pool with the common settings; app names
+// the connections (application_name).
+func OpenStore(ctx context.Context, c config.Common, app string) (*store.Store, error) {
+	return store.Open(ctx, store.Options{
+		URL:              c.DatabaseURL,
+		ConnectTimeout:   c.DBConnectTimeout,
+		StatementTimeout: c.DBStatementTimeout,
+		MaxConns:         int32(c.DBMaxConns),
+		AppName:          app,
+	})
+}

@@ -1,0 +1,401 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/gridbatch/gridbatch/internal/grid"
+)
+
+// Batch statuses. Every batch ends in one of the last five.
+const (
+	StatusRunning   = "running"
+	StatusSucceeded = "succeeded"
+	StatusPartial   = "partial"
+	StatusFailed    = "failed"
+	StatusTimedOut  = "timed_out"
+	StatusCancelled = "cancelled"
+)
+
+// Chunk statuses. "failed" means dead-lettered.
+const (
+	ChunkPending   = "pending"
+	ChunkSucceeded = "succeeded"
+	ChunkFailed    = "failed"
+	ChunkTimedOut  = "timed_out"
+	ChunkCancelled = "cancelled"
+)
+
+// ErrBatchNotFound is returned for an unknown batch ID.
+var ErrBatchNotFound = errors.New("batch not found")
+
+// Batch is a batch_runs row.
+type Batch struct {
+	ID                 string     `json:"id"`
+	Kind               string     `json:"kind"`
+	Status             string     `json:"status"`
+	Step               float64    `json:"step"`
+	BBox               grid.BBox  `json:"-"`
+	ChunkSize          int        `json:"chunk_size"`
+	TotalChunks        int        `json:"total_chunks"`
+	TotalCells         int64      `json:"total_cells"`
+	PlannedChunks      int        `json:"planned_chunks"`
+	DoneChunks         int        `json:"done_chunks"`
+	CompletedChunks    int        `json:"completed_chunks"`
+	FailedChunks       int        `json:"failed_chunks"`
+	TimedOutChunks     int        `json:"timed_out_chunks"`
+	CancelledChunks    int        `json:"cancelled_chunks"`
+	CompletedCells     int64      `json:"completed_cells"`
+	FailedCells        int64      `json:"failed_cells"`
+	TimedOutCells      int64      `json:"timed_out_cells"`
+	SuccessRate        *float64   `json:"success_rate"`
+	AvgTaskSeconds     *float64   `json:"avg_task_seconds"`
+	PeakWorkerRSSBytes *int64     `json:"peak_worker_rss_bytes"`
+	DBConnErrors       int64      `json:"db_conn_errors"`
+	Trigger            string     `json:"trigger"`
+	ScheduledFor       *time.Time `json:"scheduled_for"`
+	Error              *string    `json:"error"`
+	StartedAt          time.Time  `json:"started_at"`
+	DeadlineAt         time.Time  `json:"deadline_at"`
+	LockExpiresAt      time.Time  `json:"lock_expires_at"`
+	EndedAt            *time.Time `json:"ended_at"`
+	DurationSeconds    *float64   `json:"duration_seconds"`
+}
+
+// Ended reports whether the batch has a final status.
+func (b Batch) Ended() bool { return b.Status != StatusRunning }
+
+// Region rebuilds the batch's grid region.
+func (b Batch) Region() (grid.Region, error) {
+	l, err := grid.NewLattice(b.Step)
+	if err != nil {
+		return grid.Region{}, err
+	}
+	return grid.NewRegion(l, b.BBox, 0)
+}
+
+const batchColumns = `id, kind, status, step, lon_min, lat_min, lon_max, lat_max, chunk_size,
+	total_chunks, total_cells, planned_chunks, done_chunks, completed_chunks, failed_chunks,
+	timed_out_chunks, cancelled_chunks, completed_cells, failed_cells, timed_out_cells,
+	success_rate, avg_task_seconds, peak_worker_rss_bytes, db_conn_errors, trigger,
+	scheduled_for, error, started_at, deadline_at, lock_expires_at, ended_at, duration_seconds`
+
+func scanBatch(row pgx.Row) (Batch, error) {
+	var b Batch
+	err := row.Scan(&b.ID, &b.Kind, &b.Status, &b.Step, &b.BBox.LonMin, &b.BBox.LatMin, &b.BBox.LonMax,
+		&b.BBox.LatMax, &b.ChunkSize, &b.TotalChunks, &b.TotalCells, &b.PlannedChunks, &b.DoneChunks,
+		&b.CompletedChunks, &b.FailedChunks, &b.TimedOutChunks, &b.CancelledChunks, &b.CompletedCells,
+		&b.FailedCells, &b.TimedOutCells, &b.SuccessRate, &b.AvgTaskSeconds, &b.PeakWorkerRSSBytes,
+		&b.DBConnErrors, &b.Trigger, &b.ScheduledFor, &b.Error, &b.StartedAt, &b.DeadlineAt,
+		&b.LockExpiresAt, &b.EndedAt, &b.DurationSeconds)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return b, ErrBatchNotFound
+	}
+	return b, err
+}
+
+// NewBatch is what InsertBatch needs.
+type NewBatch struct {
+	ID            string
+	Kind          string
+	Region        grid.Region
+	ChunkSize     int
+	StartedAt     time.Time
+	DeadlineAt    time.Time
+	LockExpiresAt time.Time
+	Trigger       string
+	ScheduledFor  *time.Time
+}
+
+// InsertBatch creates the batch_runs row, status running.
+func (s *Store) InsertBatch(ctx context.Context, n NewBatch) (Batch, error) {
+	b := n.Region.BBox
+	row := s.Pool.QueryRow(ctx, `
+		INSERT INTO batch_runs (id, kind, status, step, lon_min, lat_min, lon_max, lat_max, chunk_size,
+			total_chunks, total_cells, trigger, scheduled_for, started_at, deadline_at, lock_expires_at)
+		VALUES ($1, $2, 'running', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+		RETURNING `+batchColumns,
+		n.ID, n.Kind, n.Region.Lattice.Step, b.LonMin, b.LatMin, b.LonMax, b.LatMax, n.ChunkSize,
+		n.Region.NumChunks(n.ChunkSize), n.Region.NumCells(), n.Trigger, n.ScheduledFor,
+		n.StartedAt, n.DeadlineAt, n.LockExpiresAt)
+	return scanBatch(row)
+}
+
+// GetBatch returns one batch, ErrBatchNotFound when unknown.
+func (s *Store) GetBatch(ctx context.Context, id string) (Batch, error) {
+	return scanBatch(s.Pool.QueryRow(ctx, `SELECT `+batchColumns+` FROM batch_runs WHERE id = $1`, id))
+}
+
+// LatestBatch returns the most recently started batch, of kind when kind is not empty.
+func (s *Store) LatestBatch(ctx context.Context, kind string) (Batch, error) {
+	return scanBatch(s.Pool.QueryRow(ctx, `SELECT `+batchColumns+` FROM batch_runs
+		WHERE $1 = '' OR kind = $1 ORDER BY started_at DESC, id DESC LIMIT 1`, kind))
+}
+
+// ListBatches returns up to limit batches, newest first, filtered by kind and
+// status when those are not empty.
+func (s *Store) ListBatches(ctx context.Context, kind, status string, limit int) ([]Batch, error) {
+	rows, err := s.Pool.Query(ctx, `SELECT `+batchColumns+` FROM batch_runs
+		WHERE ($1 = '' OR kind = $1) AND ($2 = '' OR status = $2)
+		ORDER BY started_at DESC, id DESC LIMIT $3`, kind, status, limit)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []Batch
+	for rows.Next() {
+		b, err := scanBatch(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, b)
+	}
+	return out, rows.Err()
+}
+
+// RunningBatches returns every batch with status running.
+func (s *Store) RunningBatches(ctx context.Context) ([]Batch, error) {
+	return s.ListBatches(ctx, "", StatusRunning, 1000)
+}
+
+// PlanChunks writes one pending chunk_runs row per chunk of the batch
+// (idempotent) and returns the chunks still pending, in order.
+func (s *Store) PlanChunks(ctx context.Context, b Batch) ([]int, error) {
+	tx, err := s.Pool.Begin(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer tx.Rollback(ctx) //nolint:errcheck // after Commit it is a no-op
+	_, err = tx.Exec(ctx, `
+		INSERT INTO chunk_runs (batch_id, chunk, cells)
+		SELECT $1, i, least($3::bigint, $4::bigint - i::bigint * $3::bigint)
+		FROM generate_series(0, $2 - 1) AS i
+		ON CONFLICT (batch_id, chunk) DO NOTHING`, b.ID, b.TotalChunks, b.ChunkSize, b.TotalCells)
+	if err != nil {
+		return nil, fmt.Errorf("plan chunks of %s: %w", b.ID, err)
+	}
+	if _, err := tx.Exec(ctx, `UPDATE batch_runs SET planned_chunks = total_chunks WHERE id = $1`, b.ID); err != nil {
+		return nil, err
+	}
+	pending, err := pendingChunks(ctx, tx, b.ID)
+	if err != nil {
+		return nil, err
+	}
+	return pending, tx.Commit(ctx)
+}
+
+// PendingChunks returns the chunks of a batch with no final outcome yet.
+func (s *Store) PendingChunks(ctx context.Context, batchID string) ([]int, error) {
+	return pendingChunks(ctx, s.Pool, batchID)
+}
+
+type querier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}
+
+func pendingChunks(ctx context.Context, q querier, batchID string) ([]int, error) {
+	rows, err := q.Query(ctx, `SELECT chunk FROM chunk_runs WHERE batch_id = $1 AND status = 'pending' ORDER BY chunk`, batchID)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, pgx.RowTo[int])
+}
+
+// ChunkOutcome is the end of one chunk task attempt.
+type ChunkOutcome struct {
+	BatchID     string
+	Chunk       int
+	Attempts    int
+	TaskSeconds float64
+	Worker      string
+	RSSBytes    int64
+	Error       string // for failed chunks
+}
+
+// Transition is what recording an outcome changed.
+type Transition struct {
+	// Changed is false when the chunk already had this outcome (a duplicate
+	// delivery) or the batch had ended: nothing was counted.
+	Changed bool
+	// BatchRunning is false when the batch had already ended.
+	BatchRunning bool
+	// Done and Total are the batch's chunks with a final outcome and in all.
+	Done, Total int
+	// Completed and Failed are the batch's succeeded and dead-lettered chunks.
+	Completed, Failed int
+}
+
+// AllDone reports whether every chunk of the batch has a final outcome.
+func (t Transition) AllDone() bool { return t.BatchRunning && t.Total > 0 && t.Done >= t.Total }
+
+// markChunk moves a chunk to status inside tx and updates the batch counters
+// exactly once per transition: pending→final adds one to done_chunks;
+// failed→succeeded (a requeued dead letter) moves one from failed to
+// completed. Nothing changes when the batch has ended, except that a
+// requeued chunk may still heal an ended batch's counts (see
+// dlq.Requeue); allowEnded says so.
+func markChunk(ctx context.Context, tx pgx.Tx, o ChunkOutcome, status string, allowEnded bool) (Transition, error) {
+	var t Transition
+	var batchStatus string
+	err := tx.QueryRow(ctx, `SELECT status FROM batch_runs WHERE id = $1 FOR NO KEY UPDATE`, o.BatchID).Scan(&batchStatus)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return t, fmt.Errorf("%w: %s", ErrBatchNotFound, o.BatchID)
+	}
+	if err != nil {
+		return t, err
+	}
+	t.BatchRunning = batchStatus == StatusRunning
+	if !t.BatchRunning && !allowEnded {
+		return t, nil
+	}
+	var prev string
+	var cells int64
+	err = tx.QueryRow(ctx, `
+		WITH old AS (SELECT status FROM chunk_runs WHERE batch_id = $1 AND chunk = $2 FOR UPDATE)
+		UPDATE chunk_runs c SET status = $3, attempts = $4, task_seconds = $5, worker = $6,
+			worker_rss_bytes = $7, error = nullif($8, ''), finished_at = now()
+		FROM old
+		WHERE c.batch_id = $1 AND c.chunk = $2
+			AND (old.status = 'pending' OR (old.status = 'failed' AND $3 = 'succeeded'))
+		RETURNING old.status, c.cells`,
+		o.BatchID, o.Chunk, status, o.Attempts, o.TaskSeconds, o.Worker, o.RSSBytes, o.Error).Scan(&prev, &cells)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return t, readCounts(ctx, tx, o.BatchID, &t)
+	}
+	if err != nil {
+		return t, fmt.Errorf("record chunk %d of %s: %w", o.Chunk, o.BatchID, err)
+	}
+	t.Changed = true
+	_, err = tx.Exec(ctx, `
+		UPDATE batch_runs SET
+			done_chunks      = done_chunks + CASE WHEN $2 = 'pending' THEN 1 ELSE 0 END,
+			completed_chunks = completed_chunks + CASE WHEN $3 = 'succeeded' THEN 1 ELSE 0 END,
+			completed_cells  = completed_cells + CASE WHEN $3 = 'succeeded' THEN $4 ELSE 0 END,
+			failed_chunks    = failed_chunks + CASE WHEN $3 = 'failed' THEN 1 WHEN $2 = 'failed' THEN -1 ELSE 0 END,
+			failed_cells     = failed_cells + CASE WHEN $3 = 'failed' THEN $4 WHEN $2 = 'failed' THEN -$4 ELSE 0 END
+		WHERE id = $1`, o.BatchID, prev, status, cells)
+	if err != nil {
+		return t, err
+	}
+	return t, readCounts(ctx, tx, o.BatchID, &t)
+}
+
+func readCounts(ctx context.Context, tx pgx.Tx, id string, t *Transition) error {
+	return tx.QueryRow(ctx, `SELECT done_chunks, total_chunks, completed_chunks, failed_chunks FROM batch_runs WHERE id = $1`, id).
+		Scan(&t.Done, &t.Total, &t.Completed, &t.Failed)
+}
+
+// MarkChunkFailed records a dead-lettered chunk.
+func (s *Store) MarkChunkFailed(ctx context.Context, o ChunkOutcome) (Transition, error) {
+	var t Transition
+	err := pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
+		var err error
+		t, err = markChunk(ctx, tx, o, ChunkFailed, false)
+		return err
+	})
+	return t, err
+}
+
+// ChunkErrorClasses returns how many distinct errors (digits ignored) the
+// failed chunks of a batch have.
+func (s *Store) ChunkErrorClasses(ctx context.Context, batchID string) (int, error) {
+	var n int
+	err := s.Pool.QueryRow(ctx, `SELECT count(DISTINCT regexp_replace(coalesce(error, ''), '[0-9]+', 'N', 'g'))
+		FROM chunk_runs WHERE batch_id = $1 AND status = 'failed'`, batchID).Scan(&n)
+	return n, err
+}
+
+// Final is how a batch ends.
+type Final struct {
+	Status string
+	// Rest is the status given to chunks still pending: timed_out or cancelled
+	// (or failed when the batch fails at once).
+	Rest         string
+	Error        string
+	DBConnErrors int64
+}
+
+// FinishBatch ends a running batch: remaining pending chunks get f.Rest, and
+// the row gets its status and figures. It returns the ended batch, the chunks
+// that were still pending (their tasks are to be removed from the queue), and
+// ended=false when the batch had already ended (someone else finished it).
+func (s *Store) FinishBatch(ctx context.Context, id string, f Final) (b Batch, rest []int, ended bool, err error) {
+	err = pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
+		var status string
+		if err := tx.QueryRow(ctx, `SELECT status FROM batch_runs WHERE id = $1 FOR UPDATE`, id).Scan(&status); err != nil {
+			if errors.Is(err, pgx.ErrNoRows) {
+				return ErrBatchNotFound
+			}
+			return err
+		}
+		if status != StatusRunning {
+			return nil
+		}
+		ended = true
+		rows, err := tx.Query(ctx, `UPDATE chunk_runs SET status = $2, finished_at = now()
+			WHERE batch_id = $1 AND status = 'pending' RETURNING chunk`, id, f.Rest)
+		if err != nil {
+			return err
+		}
+		if rest, err = pgx.CollectRows(rows, pgx.RowTo[int]); err != nil {
+			return err
+		}
+		b, err = scanBatch(tx.QueryRow(ctx, `
+			WITH c AS (
+				SELECT
+					count(*) FILTER (WHERE status = 'succeeded')                AS n_completed,
+					count(*) FILTER (WHERE status = 'failed')                   AS n_failed,
+					count(*) FILTER (WHERE status = 'timed_out')                AS n_timed_out,
+					count(*) FILTER (WHERE status = 'cancelled')                AS n_cancelled,
+					coalesce(sum(cells) FILTER (WHERE status = 'succeeded'), 0) AS n_completed_cells,
+					coalesce(sum(cells) FILTER (WHERE status = 'failed'), 0)    AS n_failed_cells,
+					coalesce(sum(cells) FILTER (WHERE status = 'timed_out'), 0) AS n_timed_out_cells,
+					avg(task_seconds) FILTER (WHERE status = 'succeeded')       AS n_avg_task,
+					max(worker_rss_bytes)                                       AS n_peak_rss
+				FROM chunk_runs WHERE batch_id = $1)
+			UPDATE batch_runs b SET
+				status = $2, error = nullif($3, ''), ended_at = now(),
+				duration_seconds = extract(epoch FROM now() - b.started_at),
+				done_chunks = n_completed + n_failed + n_timed_out + n_cancelled,
+				completed_chunks = n_completed, failed_chunks = n_failed,
+				timed_out_chunks = n_timed_out, cancelled_chunks = n_cancelled,
+				completed_cells = n_completed_cells, failed_cells = n_failed_cells,
+				timed_out_cells = n_timed_out_cells,
+				success_rate = CASE WHEN b.total_chunks > 0 THEN n_completed::float8 / b.total_chunks END,
+				avg_task_seconds = n_avg_task, peak_worker_rss_bytes = n_peak_rss,
+				db_conn_errors = b.db_conn_errors + $4
+			FROM c WHERE b.id = $1
+			RETURNING `+batchColumns, id, f.Status, f.Error, f.DBConnErrors))
+		return err
+	})
+	return b, rest, ended, err
+}
+
+// AddDBConnErrors adds to a batch's count of DB connection errors.
+func (s *Store) AddDBConnErrors(ctx context.Context, id string, n int64) error {
+	_, err := s.Pool.Exec(ctx, `UPDATE batch_runs SET db_conn_errors = db_conn_errors + $2 WHERE id = $1`, id, n)
+	return err
+}
+
+// ChunkCounts returns the number of chunks per status.
+func (s *Store) ChunkCounts(ctx context.Context, batchID string) (map[string]int, error) {
+	rows, err := s.Pool.Query(ctx, `SELECT status, count(*) FROM chunk_runs WHERE batch_id = $1 GROUP BY status`, batchID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[string]int{}
+	for rows.Next() {
+		var st string
+		var n int
+		if err := rows.Scan(&st, &n); err != nil {
+			return nil, err
+		}
+		out[st] = n
+	}
+	return out, rows.Err()
+}

@@ -1,0 +1,216 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"strconv"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/gridbatch/gridbatch/internal/grid"
+)
+
+// SeedBatchSize is the number of cells SeedCells writes per transaction.
+const SeedBatchSize = 50_000
+
+// seedTable is the per-transaction staging table of SeedCells.
+const seedTable = "gridbatch_seed_cells"
+
+// cellParamsColumns are the columns of cell_params in the order SeedCells copies them.
+var cellParamsColumns = []string{"step", "grid_id", "lat", "lon", "mu0", "sigma", "xi"}
+
+// SeedCells writes cell_params for every cell of r with grid.ReferenceParams
+// of its centre, idempotently: existing rows are left alone, so re-seeding
+// the same region changes nothing. It walks the region in row-major order in
+// batches of SeedBatchSize (50,000) cells; each batch is copied with the
+// binary protocol (pgx CopyFrom) into a temporary table and then inserted
+// with INSERT … SELECT … ON CONFLICT (step, grid_id) DO NOTHING, in its own
+// transaction, so an interrupted seed keeps the batches it finished and a
+// second run completes it. progress, when not nil, is called after each
+// batch with the number of cells of r done so far. It returns the number of
+// rows it inserted, including those of the batches committed before an
+// error. A missing schema gives an error for which IsSchemaError is true.
+func (s *Store) SeedCells(ctx context.Context, r grid.Region, progress func(done int)) (inserted int64, err error) {
+	n := r.NumCells()
+	for start := 0; start < n; start += SeedBatchSize {
+		if err := ctx.Err(); err != nil {
+			return inserted, fmt.Errorf("seed cells: stopped after %d of %d cells: %w", start, n, err)
+		}
+		end := min(start+SeedBatchSize, n)
+		k, err := s.seedBatch(ctx, r, start, end)
+		if err != nil {
+			return inserted, fmt.Errorf("seed cells [%d,%d) of %d: %w", start, end, n, err)
+		}
+		inserted += k
+		if progress != nil {
+			progress(end)
+		}
+	}
+	return inserted, nil
+}
+
+// seedBatch writes the cells of r with index in [start,end) in one transaction.
+func (s *Store) seedBatch(ctx context.Context, r grid.Region, start, end int) (int64, error) {
+	tx, err := s.Pool.Begin(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+	// LIKE copies the column types but no index or key, so the copy is cheap;
+	// it also fails at once with undefined_table when the schema is missing.
+	if _, err := tx.Exec(ctx, `CREATE TEMPORARY TABLE `+seedTable+` (LIKE cell_params) ON COMMIT DROP`); err != nil {
+		return 0, err
+	}
+	step := r.Lattice.Step
+	k := start
+	row := make([]any, len(cellParamsColumns))
+	src := pgx.CopyFromFunc(func() ([]any, error) {
+		if k == end {
+			return nil, nil
+		}
+		c := r.CellAt(k)
+		k++
+		p := grid.ReferenceParams(c.Lat, c.Lon)
+		row[0], row[1], row[2], row[3], row[4], row[5], row[6] = step, c.GridID, c.Lat, c.Lon, p.Mu0, p.Sigma, p.Xi
+		return row, nil
+	})
+	if _, err := tx.CopyFrom(ctx, pgx.Identifier{seedTable}, cellParamsColumns, src); err != nil {
+		return 0, fmt.Errorf("copy: %w", err)
+	}
+	tag, err := tx.Exec(ctx, `INSERT INTO cell_params (step, grid_id, lat, lon, mu0, sigma, xi)
+SELECT step, grid_id, lat, lon, mu0, sigma, xi FROM `+seedTable+`
+ON CONFLICT (step, grid_id) DO NOTHING`)
+	if err != nil {
+		return 0, fmt.Errorf("insert: %w", err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return 0, fmt.Errorf("commit: %w", err)
+	}
+	return tag.RowsAffected(), nil
+}
+
+// MissingInputError is returned by LoadInputs when some of the requested
+// cells have no row in cell_params: the grid was not seeded there at that
+// step. It is a bad-input error no retry can fix.
+type MissingInputError struct {
+	// Step is the lattice step of the request.
+	Step float64
+	// Missing is how many of the requested cells have no inputs.
+	Missing int
+	// Total is how many cells were requested.
+	Total int
+	// First is the first missing grid id, in request order.
+	First int64
+	// BBox covers the missing cells; it is the zero BBox when they are not
+	// cells of a valid lattice of Step.
+	BBox grid.BBox
+}
+
+// Error says which cells are missing and the seed command that writes them.
+func (e *MissingInputError) Error() string {
+	step := strconv.FormatFloat(e.Step, 'g', -1, 64)
+	bbox := "LON_MIN,LAT_MIN,LON_MAX,LAT_MAX"
+	if e.BBox != (grid.BBox{}) {
+		bbox = e.BBox.String()
+	}
+	return fmt.Sprintf("%d of %d cells have no inputs in cell_params (first grid_id %d at step %s); run: enqueuer seed --step %s --bbox %s",
+		e.Missing, e.Total, e.First, step, step, bbox)
+}
+
+// LoadInputs returns the inputs of the cells ids of the lattice of step, in
+// the order of ids, with one query (grid_id = ANY($2)). When some cells have
+// no row in cell_params it returns the inputs it found, still in the order of
+// ids, and a *MissingInputError. An empty ids returns nil and no error
+// without a query.
+func (s *Store) LoadInputs(ctx context.Context, step float64, ids []int64) ([]grid.Input, error) {
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	rows, err := s.Pool.Query(ctx, `SELECT grid_id, mu0, sigma, xi FROM cell_params WHERE step = $1 AND grid_id = ANY($2)`, step, ids)
+	if err != nil {
+		return nil, fmt.Errorf("load inputs of %d cells at step %s: %w", len(ids), strconv.FormatFloat(step, 'g', -1, 64), err)
+	}
+	found := make(map[int64]grid.Params, len(ids))
+	var (
+		id int64
+		p  grid.Params
+	)
+	_, err = pgx.ForEachRow(rows, []any{&id, &p.Mu0, &p.Sigma, &p.Xi}, func() error {
+		found[id] = p
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("load inputs of %d cells at step %s: %w", len(ids), strconv.FormatFloat(step, 'g', -1, 64), err)
+	}
+	in := make([]grid.Input, 0, len(ids))
+	var missing []int64
+	for _, id := range ids {
+		p, ok := found[id]
+		if !ok {
+			missing = append(missing, id)
+			continue
+		}
+		in = append(in, grid.Input{GridID: id, Params: p})
+	}
+	if len(missing) > 0 {
+		return in, &MissingInputError{
+			Step:    step,
+			Missing: len(missing),
+			Total:   len(ids),
+			First:   missing[0],
+			BBox:    coveringBBox(step, missing),
+		}
+	}
+	return in, nil
+}
+
+// coveringBBox returns a bbox whose cell centres include the given cells of
+// the lattice of step: their outer edges, rounded outward to 1e-6 degrees.
+// It returns the zero BBox when step is not a valid lattice step or no id is
+// a cell of it.
+func coveringBBox(step float64, ids []int64) grid.BBox {
+	l, err := grid.NewLattice(step)
+	if err != nil {
+		return grid.BBox{}
+	}
+	b := grid.BBox{LonMin: math.Inf(1), LatMin: math.Inf(1), LonMax: math.Inf(-1), LatMax: math.Inf(-1)}
+	for _, id := range ids {
+		c, err := l.CellByID(id)
+		if err != nil {
+			continue
+		}
+		b.LonMin, b.LonMax = min(b.LonMin, c.Lon), max(b.LonMax, c.Lon)
+		b.LatMin, b.LatMax = min(b.LatMin, c.Lat), max(b.LatMax, c.Lat)
+	}
+	if math.IsInf(b.LonMin, 0) {
+		return grid.BBox{}
+	}
+	const unit = 1e6
+	half := step / 2
+	b.LonMin = max(math.Floor((b.LonMin-half)*unit)/unit, -180)
+	b.LatMin = max(math.Floor((b.LatMin-half)*unit)/unit, -90)
+	b.LonMax = min(math.Ceil((b.LonMax+half)*unit)/unit, 180)
+	b.LatMax = min(math.Ceil((b.LatMax+half)*unit)/unit, 90)
+	return b
+}
+
+// CountSeeded returns how many cells of r have a row in cell_params, exactly,
+// with one query: the region's grid ids lie in one id range, and within it
+// in the columns [Col0,Col1) of each row.
+func (s *Store) CountSeeded(ctx context.Context, r grid.Region) (int64, error) {
+	if r.NumCells() == 0 {
+		return 0, nil
+	}
+	l := r.Lattice
+	first := l.GridID(r.Row0, r.Col0)
+	last := l.GridID(r.Row1-1, r.Col1-1)
+	var n int64
+	err := s.Pool.QueryRow(ctx, `SELECT count(*) FROM cell_params
+WHERE step = $1 AND grid_id BETWEEN $2 AND $3 AND grid_id % $4 >= $5 AND grid_id % $4 < $6`,
+		l.Step, first, last, int64(l.Cols), int64(r.Col0), int64(r.Col1)).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("count seeded cells of bbox %s at step %s: %w", r.BBox, strconv.FormatFloat(l.Step, 'g', -1, 64), err)
+	}
+	return n, nil
+}

@@ -1,0 +1,285 @@
+package store_test
+
+import (
+	"context"
+	"regexp"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/gridbatch/gridbatch/internal/grid"
+	"github.com/gridbatch/gridbatch/internal/store"
+	"github.com/gridbatch/gridbatch/internal/testutil"
+)
+
+// region returns the region of bbox at step, failing the test on bad input.
+func region(t testing.TB, bbox string, step float64) grid.Region {
+	t.Helper()
+	l, err := grid.NewLattice(step)
+	require.NoError(t, err)
+	b, err := grid.ParseBBox(bbox)
+	require.NoError(t, err)
+	r, err := grid.NewRegion(l, b, 0)
+	require.NoError(t, err)
+	return r
+}
+
+func testContext(t testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// cellRow is one row of cell_params.
+type cellRow struct {
+	Step                     float64
+	GridID                   int64
+	Lat, Lon, Mu0, Sigma, Xi float64
+}
+
+func cellRows(t testing.TB, ctx context.Context, db *testutil.DB) []cellRow {
+	t.Helper()
+	rows, err := db.Pool.Query(ctx, `SELECT step, grid_id, lat, lon, mu0, sigma, xi FROM cell_params ORDER BY step, grid_id`)
+	require.NoError(t, err)
+	defer rows.Close()
+	var out []cellRow
+	for rows.Next() {
+		var c cellRow
+		require.NoError(t, rows.Scan(&c.Step, &c.GridID, &c.Lat, &c.Lon, &c.Mu0, &c.Sigma, &c.Xi))
+		out = append(out, c)
+	}
+	require.NoError(t, rows.Err())
+	return out
+}
+
+func TestSeedCells(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t)
+	db := testutil.NewDB(t)
+	r := region(t, "124,33,132,39", 0.05)
+	require.Equal(t, 19200, r.NumCells())
+
+	t.Run("first seed writes every cell with the reference params of its centre", func(t *testing.T) {
+		var calls []int
+		n, err := db.Store.SeedCells(ctx, r, func(done int) { calls = append(calls, done) })
+		require.NoError(t, err)
+		require.EqualValues(t, 19200, n)
+		require.Equal(t, []int{19200}, calls)
+
+		rows := cellRows(t, ctx, db)
+		require.Len(t, rows, 19200)
+		for k, got := range rows {
+			c := r.CellAt(k)
+			p := grid.ReferenceParams(c.Lat, c.Lon)
+			want := cellRow{Step: 0.05, GridID: c.GridID, Lat: c.Lat, Lon: c.Lon, Mu0: p.Mu0, Sigma: p.Sigma, Xi: p.Xi}
+			require.Equal(t, want, got, "cell %d", k)
+		}
+	})
+
+	t.Run("second seed writes nothing and changes nothing", func(t *testing.T) {
+		before := cellRows(t, ctx, db)
+		// Scribble on one row: a re-seed must leave existing rows alone, not rewrite them.
+		_, err := db.Pool.Exec(ctx, `UPDATE cell_params SET mu0 = 99 WHERE step = 0.05 AND grid_id = $1`, before[0].GridID)
+		require.NoError(t, err)
+		before[0].Mu0 = 99
+
+		n, err := db.Store.SeedCells(ctx, r, nil)
+		require.NoError(t, err)
+		require.Zero(t, n)
+		require.Equal(t, before, cellRows(t, ctx, db))
+	})
+}
+
+func TestSeedCellsCompletesAPartialSeed(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t)
+	db := testutil.NewDB(t)
+	part := region(t, "124,33,128,36", 0.05)
+	n, err := db.Store.SeedCells(ctx, part, nil)
+	require.NoError(t, err)
+	require.EqualValues(t, 4800, n)
+
+	full := region(t, "124,33,132,39", 0.05)
+	n, err = db.Store.SeedCells(ctx, full, nil)
+	require.NoError(t, err)
+	require.EqualValues(t, 19200-4800, n)
+
+	// Another step is another lattice: its cells are new rows even where ids coincide.
+	coarse := region(t, "124,33,132,39", 0.1)
+	n, err = db.Store.SeedCells(ctx, coarse, nil)
+	require.NoError(t, err)
+	require.EqualValues(t, 4800, n)
+	require.Len(t, cellRows(t, ctx, db), 19200+4800)
+}
+
+func TestSeedCellsInBatches(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t)
+	db := testutil.NewDB(t)
+	r := region(t, "124,33,132,39", 0.02) // 400 x 300 cells
+	var calls []int
+	n, err := db.Store.SeedCells(ctx, r, func(done int) { calls = append(calls, done) })
+	require.NoError(t, err)
+	require.EqualValues(t, 120_000, n)
+	require.Equal(t, []int{50_000, 100_000, 120_000}, calls)
+	seeded, err := db.Store.CountSeeded(ctx, r)
+	require.NoError(t, err)
+	require.EqualValues(t, 120_000, seeded)
+}
+
+func TestSeedCellsStopsOnCancel(t *testing.T) {
+	t.Parallel()
+	db := testutil.NewDB(t)
+	ctx, cancel := context.WithCancel(testContext(t))
+	r := region(t, "124,33,132,39", 0.02)
+	n, err := db.Store.SeedCells(ctx, r, func(int) { cancel() })
+	require.ErrorIs(t, err, context.Canceled)
+	require.EqualValues(t, 50_000, n, "the first batch is committed before the cancel is seen")
+
+	n, err = db.Store.SeedCells(testContext(t), r, nil)
+	require.NoError(t, err)
+	require.EqualValues(t, 70_000, n, "a second run finishes the seed")
+}
+
+func TestSeedCellsWithoutSchema(t *testing.T) {
+	t.Parallel()
+	db := testutil.NewEmptyDB(t)
+	_, err := db.Store.SeedCells(testContext(t), region(t, "124,33,125,34", 0.05), nil)
+	require.Error(t, err)
+	require.True(t, store.IsSchemaError(err), "IsSchemaError(%v)", err)
+}
+
+func TestLoadInputs(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t)
+	db := testutil.NewDB(t)
+	r := region(t, "124,33,126,35", 0.05)
+	_, err := db.Store.SeedCells(ctx, r, nil)
+	require.NoError(t, err)
+	input := func(k int) grid.Input {
+		c := r.CellAt(k)
+		return grid.Input{GridID: c.GridID, Params: grid.ReferenceParams(c.Lat, c.Lon)}
+	}
+
+	t.Run("returns inputs in the order asked", func(t *testing.T) {
+		want := []grid.Input{input(17), input(3), input(1599), input(0), input(800)}
+		ids := make([]int64, len(want))
+		for i, in := range want {
+			ids[i] = in.GridID
+		}
+		got, err := db.Store.LoadInputs(ctx, 0.05, ids)
+		require.NoError(t, err)
+		require.Equal(t, want, got)
+	})
+
+	t.Run("no ids, no inputs", func(t *testing.T) {
+		got, err := db.Store.LoadInputs(ctx, 0.05, nil)
+		require.NoError(t, err)
+		require.Empty(t, got)
+	})
+
+	t.Run("missing cells", func(t *testing.T) {
+		l := r.Lattice
+		// Cells just north of the seeded box, and one at another step.
+		north := []int64{l.GridID(r.Row1, r.Col0+5), l.GridID(r.Row1+2, r.Col0+9)}
+		ids := []int64{input(4).GridID, north[0], input(2).GridID, north[1]}
+		got, err := db.Store.LoadInputs(ctx, 0.05, ids)
+		require.Equal(t, []grid.Input{input(4), input(2)}, got, "the found inputs, in order")
+		var missing *store.MissingInputError
+		require.ErrorAs(t, err, &missing)
+		require.Equal(t, 0.05, missing.Step)
+		require.Equal(t, 2, missing.Missing)
+		require.Equal(t, 4, missing.Total)
+		require.Equal(t, north[0], missing.First)
+		require.Regexp(t, `^2 of 4 cells have no inputs in cell_params \(first grid_id \d+ at step 0\.05\); run: enqueuer seed --step 0\.05 --bbox \S+$`, err.Error())
+
+		// The suggested command seeds exactly what was missing.
+		bbox := regexp.MustCompile(`--bbox (\S+)$`).FindStringSubmatch(err.Error())[1]
+		fix := region(t, bbox, 0.05)
+		n, err := db.Store.SeedCells(ctx, fix, nil)
+		require.NoError(t, err)
+		require.EqualValues(t, fix.NumCells(), n, "the suggested bbox holds no seeded cell")
+		got, err = db.Store.LoadInputs(ctx, 0.05, ids)
+		require.NoError(t, err)
+		require.Len(t, got, 4)
+
+		_, err = db.Store.LoadInputs(ctx, 0.1, ids[:1])
+		require.ErrorAs(t, err, &missing, "the same id at another step is another cell")
+	})
+
+	t.Run("missing ids off the lattice", func(t *testing.T) {
+		_, err := db.Store.LoadInputs(ctx, 0.05, []int64{-1})
+		require.EqualError(t, err, "1 of 1 cells have no inputs in cell_params (first grid_id -1 at step 0.05); run: enqueuer seed --step 0.05 --bbox LON_MIN,LAT_MIN,LON_MAX,LAT_MAX")
+	})
+}
+
+func TestCountSeeded(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t)
+	db := testutil.NewDB(t)
+	seeded := region(t, "124,33,132,39", 0.05)
+	_, err := db.Store.SeedCells(ctx, seeded, nil)
+	require.NoError(t, err)
+	ids := map[int64]bool{}
+	for k := range seeded.NumCells() {
+		ids[seeded.CellAt(k).GridID] = true
+	}
+
+	for _, tc := range []struct{ name, bbox string }{
+		{"same region", "124,33,132,39"},
+		{"inside", "125,34,126,35"},
+		{"overlapping to the west and south", "120,30,126,35"},
+		{"overlapping to the east and north", "130,37,140,45"},
+		{"wider on both sides", "100,35,150,36"},
+		{"disjoint", "0,0,10,10"},
+		{"whole width of the globe", "-180,35,180,35.2"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := region(t, tc.bbox, 0.05)
+			var want int64
+			for k := range r.NumCells() {
+				if ids[r.CellAt(k).GridID] {
+					want++
+				}
+			}
+			got, err := db.Store.CountSeeded(ctx, r)
+			require.NoError(t, err)
+			require.Equal(t, want, got)
+		})
+	}
+
+	t.Run("another step", func(t *testing.T) {
+		got, err := db.Store.CountSeeded(ctx, region(t, "124,33,132,39", 0.1))
+		require.NoError(t, err)
+		require.Zero(t, got)
+	})
+}
+
+// BenchmarkSeedCells seeds the Korea bbox into a fresh schema per iteration
+// and reports cells/s. Run it with
+//
+//	go test -run '^$' -bench SeedCells -benchtime 3x ./internal/store/
+func BenchmarkSeedCells(b *testing.B) {
+	for _, step := range []float64{0.05, 0.02} {
+		r := region(b, "124,33,132,39", step)
+		b.Run("step="+strconv.FormatFloat(step, 'g', -1, 64), func(b *testing.B) {
+			ctx := testContext(b)
+			b.ResetTimer()
+			for range b.N {
+				b.StopTimer()
+				db := testutil.NewDB(b)
+				b.StartTimer()
+				n, err := db.Store.SeedCells(ctx, r, nil)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if n != int64(r.NumCells()) {
+					b.Fatalf("seeded %d cells, want %d", n, r.NumCells())
+				}
+			}
+			b.ReportMetric(float64(r.NumCells())*float64(b.N)/b.Elapsed().Seconds(), "cells/s")
+		})
+	}
+}

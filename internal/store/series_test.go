@@ -1,0 +1,74 @@
+package store_test
+
+import (
+	"math"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/gridbatch/gridbatch/internal/grid"
+	"github.com/gridbatch/gridbatch/internal/store"
+	"github.com/gridbatch/gridbatch/internal/testutil"
+)
+
+func TestResultsTable(t *testing.T) {
+	t.Parallel()
+	for kind, want := range map[string]string{"ph": "ph_timeseries", "hazard": "hazard_timeseries"} {
+		got, err := store.ResultsTable(kind)
+		require.NoError(t, err)
+		require.Equal(t, want, got)
+	}
+	for _, kind := range []string{"", "PH", "ph_timeseries", "ph; DROP TABLE cell_params"} {
+		_, err := store.ResultsTable(kind)
+		require.ErrorContains(t, err, "(known: hazard, ph)", "kind %q", kind)
+	}
+}
+
+func TestReadSeries(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t)
+	db := testutil.NewDB(t)
+	values := make([]float64, grid.NumYears)
+	for i := range values {
+		values[i] = math.Nextafter(0.1*float64(i), 1) // values that only survive at full precision
+	}
+	computed := time.Date(2025, 3, 4, 5, 6, 7, 123456000, time.UTC)
+	_, err := db.Pool.Exec(ctx, `INSERT INTO ph_timeseries (step, grid_id, scenario, first_year, series, batch_id, computed_at)
+VALUES (0.05, 4242, 'ssp245', 2021, $1, 'b-1', $2)`, values, computed)
+	require.NoError(t, err)
+
+	t.Run("round trip", func(t *testing.T) {
+		got, err := db.Store.ReadSeries(ctx, "ph", 0.05, 4242, "ssp245")
+		require.NoError(t, err)
+		require.Equal(t, store.StoredSeries{
+			Step: 0.05, GridID: 4242, Scenario: "ssp245", FirstYear: 2021,
+			Values: values, BatchID: "b-1", ComputedAt: computed,
+		}, store.StoredSeries{
+			Step: got.Step, GridID: got.GridID, Scenario: got.Scenario, FirstYear: got.FirstYear,
+			Values: got.Values, BatchID: got.BatchID, ComputedAt: got.ComputedAt.UTC(),
+		})
+	})
+
+	for _, tc := range []struct {
+		name, kind, scenario string
+		step                 float64
+		id                   int64
+	}{
+		{"other kind", "hazard", "ssp245", 0.05, 4242},
+		{"other scenario", "ph", "ssp585", 0.05, 4242},
+		{"other step", "ph", "ssp245", 0.1, 4242},
+		{"other cell", "ph", "ssp245", 0.05, 4243},
+	} {
+		t.Run("no series: "+tc.name, func(t *testing.T) {
+			_, err := db.Store.ReadSeries(ctx, tc.kind, tc.step, tc.id, tc.scenario)
+			require.ErrorIs(t, err, store.ErrNoSeries)
+		})
+	}
+
+	t.Run("unknown kind", func(t *testing.T) {
+		_, err := db.Store.ReadSeries(ctx, "risk", 0.05, 4242, "ssp245")
+		require.EqualError(t, err, `unknown kind "risk" (known: hazard, ph)`)
+		require.NotErrorIs(t, err, store.ErrNoSeries)
+	})
+}

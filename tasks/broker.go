@@ -1,0 +1,276 @@
+package tasks
+
+import (
+	"context"
+	"crypto/md5"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/gridbatch/gridbatch/internal/batch"
+	"github.com/gridbatch/gridbatch/internal/store"
+)
+
+// Broker implements batch.Broker on asynq.
+type Broker struct {
+	client *asynq.Client
+	insp   *asynq.Inspector
+	rdb    redis.UniversalClient
+	opts   ChunkOptions
+}
+
+// ChunkOptions are the asynq options of chunk tasks.
+type ChunkOptions struct {
+	// Timeout bounds one run of a chunk task. Defaults to 5m.
+	Timeout time.Duration
+	// MaxRetry is how many retries a chunk gets before it is archived. Defaults to 5.
+	MaxRetry int
+	// EnqueueWorkers enqueue chunk tasks in parallel. Defaults to 8.
+	EnqueueWorkers int
+}
+
+// NewBroker returns a Broker. The caller owns and closes client, insp and rdb.
+func NewBroker(client *asynq.Client, insp *asynq.Inspector, rdb redis.UniversalClient, o ChunkOptions) *Broker {
+	if o.Timeout <= 0 {
+		o.Timeout = 5 * time.Minute
+	}
+	if o.MaxRetry < 0 {
+		o.MaxRetry = 5
+	}
+	if o.EnqueueWorkers <= 0 {
+		o.EnqueueWorkers = 8
+	}
+	return &Broker{client: client, insp: insp, rdb: rdb, opts: o}
+}
+
+var _ batch.Broker = (*Broker)(nil)
+
+// uniqueKey is asynq's unique-lock key of a task (asynq internal/base.UniqueKey);
+// a test checks it against the key asynq really writes.
+func uniqueKey(queue, typ string, payload []byte) string {
+	sum := md5.Sum(payload)
+	return "asynq:{" + queue + "}:unique:" + typ + ":" + hex.EncodeToString(sum[:])
+}
+
+func lockKey(kind string) string {
+	t, _ := NewLockTask(kind)
+	return uniqueKey(QueueBatch, TypeLock, t.Payload())
+}
+
+// AcquireLock implements batch.Broker.
+func (b *Broker) AcquireLock(ctx context.Context, kind, batchID string, deadlineAt time.Time, ttlPastDeadline time.Duration) error {
+	t, err := NewLockTask(kind)
+	if err != nil {
+		return err
+	}
+	_, err = b.client.EnqueueContext(ctx, t, asynq.Queue(QueueBatch), asynq.TaskID(batchID),
+		asynq.ProcessAt(deadlineAt), asynq.Unique(ttlPastDeadline), asynq.MaxRetry(25), asynq.Timeout(10*time.Minute))
+	if errors.Is(err, asynq.ErrDuplicateTask) {
+		return batch.ErrLocked
+	}
+	return err
+}
+
+// LockHolder implements batch.Broker.
+func (b *Broker) LockHolder(ctx context.Context, kind string) (string, time.Time, error) {
+	key := lockKey(kind)
+	id, err := b.rdb.Get(ctx, key).Result()
+	if err != nil {
+		return "", time.Time{}, err
+	}
+	ttl, err := b.rdb.PTTL(ctx, key).Result()
+	if err != nil || ttl < 0 {
+		return id, time.Time{}, err
+	}
+	return id, time.Now().Add(ttl).Truncate(time.Second), nil
+}
+
+// ReleaseLock implements batch.Broker.
+func (b *Broker) ReleaseLock(ctx context.Context, batchID string) error {
+	err := b.insp.DeleteTask(QueueBatch, batchID)
+	if err == nil || errors.Is(err, asynq.ErrTaskNotFound) || errors.Is(err, asynq.ErrQueueNotFound) {
+		return nil
+	}
+	if info, ierr := b.insp.GetTaskInfo(QueueBatch, batchID); ierr == nil && info.State == asynq.TaskStateActive {
+		return nil // the lock task is running: it releases the lock when it returns
+	}
+	return err
+}
+
+// LockExists implements batch.Broker.
+func (b *Broker) LockExists(ctx context.Context, batchID string) (bool, error) {
+	_, err := b.insp.GetTaskInfo(QueueBatch, batchID)
+	if errors.Is(err, asynq.ErrTaskNotFound) || errors.Is(err, asynq.ErrQueueNotFound) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// PlanTaskID is the ID of a batch's plan task.
+func PlanTaskID(batchID string) string { return batchID + ":plan" }
+
+// EnqueuePlan implements batch.Broker.
+func (b *Broker) EnqueuePlan(ctx context.Context, batchID string) error {
+	t, err := NewPlanTask(batchID)
+	if err != nil {
+		return err
+	}
+	_, err = b.client.EnqueueContext(ctx, t, asynq.Queue(QueueBatch), asynq.TaskID(PlanTaskID(batchID)),
+		asynq.MaxRetry(25), asynq.Timeout(10*time.Minute))
+	if errors.Is(err, asynq.ErrTaskIDConflict) {
+		return nil
+	}
+	return err
+}
+
+// EnqueueChunks implements batch.Broker: parallel enqueues, a task ID
+// conflict (the chunk is already queued or running) counts as done.
+func (b *Broker) EnqueueChunks(ctx context.Context, bt store.Batch, chunks []int) error {
+	next := make(chan int)
+	var (
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		firstErr error
+	)
+	base := ChunkPayload{BatchID: bt.ID, Kind: bt.Kind, Step: bt.Step, ChunkSize: bt.ChunkSize,
+		BBox: [4]float64{bt.BBox.LonMin, bt.BBox.LatMin, bt.BBox.LonMax, bt.BBox.LatMax}}
+	for range b.opts.EnqueueWorkers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for c := range next {
+				p := base
+				p.Chunk = c
+				err := b.enqueueChunk(ctx, p, batch.ChunkTaskID(bt.ID, c))
+				if err != nil {
+					mu.Lock()
+					if firstErr == nil {
+						firstErr = fmt.Errorf("chunk %d: %w", c, err)
+					}
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	for _, c := range chunks {
+		if ctx.Err() != nil {
+			break
+		}
+		next <- c
+	}
+	close(next)
+	wg.Wait()
+	if firstErr == nil {
+		firstErr = ctx.Err()
+	}
+	return firstErr
+}
+
+func (b *Broker) enqueueChunk(ctx context.Context, p ChunkPayload, id string) error {
+	t, err := NewChunkTask(p)
+	if err != nil {
+		return err
+	}
+	_, err = b.client.EnqueueContext(ctx, t, asynq.Queue(QueueGrid), asynq.TaskID(id),
+		asynq.MaxRetry(b.opts.MaxRetry), asynq.Timeout(b.opts.Timeout))
+	if errors.Is(err, asynq.ErrTaskIDConflict) {
+		return nil
+	}
+	return err
+}
+
+// RemoveChunks implements batch.Broker: queued tasks are deleted; running
+// ones are cancelled, and deleted once they are back in the retry set.
+func (b *Broker) RemoveChunks(ctx context.Context, batchID string, chunks []int) error {
+	var active []string
+	var firstErr error
+	for _, c := range chunks {
+		id := batch.ChunkTaskID(batchID, c)
+		err := b.insp.DeleteTask(QueueGrid, id)
+		switch {
+		case err == nil, errors.Is(err, asynq.ErrTaskNotFound), errors.Is(err, asynq.ErrQueueNotFound):
+		default:
+			if info, ierr := b.insp.GetTaskInfo(QueueGrid, id); ierr == nil && info.State == asynq.TaskStateActive {
+				active = append(active, id)
+				_ = b.insp.CancelProcessing(id)
+			} else if firstErr == nil {
+				firstErr = err
+			}
+		}
+	}
+	// A cancelled handler stops within milliseconds and asynq moves its task
+	// to retry; delete it there. Bounded: at most 10 s.
+	for deadline := time.Now().Add(10 * time.Second); len(active) > 0 && time.Now().Before(deadline); {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+		left := active[:0]
+		for _, id := range active {
+			err := b.insp.DeleteTask(QueueGrid, id)
+			if err != nil && !errors.Is(err, asynq.ErrTaskNotFound) {
+				left = append(left, id)
+			}
+		}
+		active = left
+	}
+	if len(active) > 0 && firstErr == nil {
+		firstErr = fmt.Errorf("%d chunk tasks still active after cancel; they will find the batch ended and do nothing", len(active))
+	}
+	return firstErr
+}
+
+// ArchivedChunks implements batch.Broker.
+func (b *Broker) ArchivedChunks(ctx context.Context) ([]batch.ArchivedChunk, error) {
+	var out []batch.ArchivedChunk
+	for page := 1; ; page++ {
+		infos, err := b.insp.ListArchivedTasks(QueueGrid, asynq.PageSize(1000), asynq.Page(page))
+		if errors.Is(err, asynq.ErrQueueNotFound) {
+			return out, nil
+		}
+		if err != nil {
+			return out, err
+		}
+		for _, ti := range infos {
+			if ti.Type != TypeChunk {
+				continue
+			}
+			bid, chunk, ok := batch.ParseChunkTaskID(ti.ID)
+			if !ok {
+				continue
+			}
+			out = append(out, batch.ArchivedChunk{TaskID: ti.ID, BatchID: bid, Chunk: chunk, Retried: ti.Retried,
+				LastError: ti.LastErr, FailedAt: ti.LastFailedAt})
+		}
+		if len(infos) < 1000 || ctx.Err() != nil {
+			return out, ctx.Err()
+		}
+	}
+}
+
+func dbErrorsKey(batchID string) string { return "gridbatch:batch:" + batchID + ":db_errors" }
+
+// CountDBError implements batch.Broker.
+func (b *Broker) CountDBError(ctx context.Context, batchID string) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	key := dbErrorsKey(batchID)
+	pipe := b.rdb.TxPipeline()
+	pipe.Incr(ctx, key)
+	pipe.Expire(ctx, key, 30*24*time.Hour)
+	_, _ = pipe.Exec(ctx)
+}
+
+// DBErrors implements batch.Broker.
+func (b *Broker) DBErrors(ctx context.Context, batchID string) int64 {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	n, _ := b.rdb.Get(ctx, dbErrorsKey(batchID)).Int64()
+	return n
+}

@@ -1,0 +1,141 @@
+package tasks
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"math/rand/v2"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/gridbatch/gridbatch/dlq"
+	"github.com/gridbatch/gridbatch/internal/batch"
+	"github.com/gridbatch/gridbatch/internal/store"
+)
+
+// Handlers run gridbatch's tasks.
+type Handlers struct {
+	svc *batch.Service
+	log *slog.Logger
+}
+
+// NewHandlers returns the handlers.
+func NewHandlers(svc *batch.Service, log *slog.Logger) *Handlers {
+	return &Handlers{svc: svc, log: log}
+}
+
+// Register adds every task type's handler to mux.
+func Register(mux *asynq.ServeMux, h *Handlers) {
+	mux.HandleFunc(TypeChunk, h.ProcessChunk)
+	mux.HandleFunc(TypePlan, h.ProcessPlan)
+	mux.HandleFunc(TypeLock, h.ProcessLock)
+}
+
+func taskMeta(ctx context.Context) (id string, retried, maxRetry int) {
+	id, _ = asynq.GetTaskID(ctx)
+	retried, _ = asynq.GetRetryCount(ctx)
+	maxRetry, _ = asynq.GetMaxRetry(ctx)
+	return id, retried, maxRetry
+}
+
+// ProcessChunk runs one chunk task.
+func (h *Handlers) ProcessChunk(ctx context.Context, t *asynq.Task) error {
+	id, retried, _ := taskMeta(ctx)
+	p, err := DecodeChunk(t.Payload())
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	err = h.svc.RunChunk(ctx, p.chunk(id, retried))
+	if err == nil {
+		h.log.Debug("chunk done", "batch_id", p.BatchID, "chunk", p.Chunk, "task_id", id, "seconds", time.Since(start).Seconds())
+	}
+	return err
+}
+
+// ProcessPlan runs a batch's plan task.
+func (h *Handlers) ProcessPlan(ctx context.Context, t *asynq.Task) error {
+	p, err := DecodePlan(t.Payload())
+	if err != nil {
+		return err
+	}
+	return h.svc.Plan(ctx, p.BatchID)
+}
+
+// ProcessLock runs when a batch's lock task reaches its deadline.
+func (h *Handlers) ProcessLock(ctx context.Context, t *asynq.Task) error {
+	if _, err := DecodeLock(t.Payload()); err != nil {
+		return err
+	}
+	id, _, _ := taskMeta(ctx)
+	return h.svc.Deadline(ctx, id)
+}
+
+// HandleError is the server's asynq.ErrorHandler. It logs every failure
+// and, when the failure sends the task to the archive (retries exhausted or
+// SkipRetry), records the dead letter in PostgreSQL and the chunk's outcome.
+func (h *Handlers) HandleError(ctx context.Context, t *asynq.Task, err error) {
+	id, retried, maxRetry := taskMeta(ctx)
+	final := (errors.Is(err, asynq.SkipRetry) || retried >= maxRetry) && !errors.Is(err, asynq.RevokeTask)
+	attrs := []any{"task_id", id, "type", t.Type(), "retried", retried, "max_retry", maxRetry, "error", err.Error()}
+	var p ChunkPayload
+	var perr error = errors.New("not a chunk")
+	if t.Type() == TypeChunk {
+		p, perr = DecodeChunk(t.Payload())
+	}
+	batchID, chunk, _ := batch.ParseChunkTaskID(id)
+	if perr == nil {
+		batchID, chunk = p.BatchID, p.Chunk
+	}
+	if batchID != "" {
+		attrs = append(attrs, "batch_id", batchID, "chunk", chunk)
+	}
+	if !final {
+		h.log.Warn("task failed; will retry", attrs...)
+		return
+	}
+	h.log.Error("task dead-lettered", attrs...)
+	// The handler's ctx may be cancelled (a timeout): record on a fresh, bounded one.
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
+	defer cancel()
+	d := store.DeadLetter{TaskID: id, Type: t.Type(), Queue: queueOf(t.Type()), Payload: t.Payload(),
+		LastError: err.Error(), Retries: retried, FailedAt: time.Now()}
+	if batchID != "" {
+		d.BatchID, d.Chunk = &batchID, &chunk
+	}
+	if _, rerr := dlq.Record(rctx, h.svc.Store(), d); rerr != nil {
+		h.log.Error("record dead letter failed; the archive sweep will record it", append(attrs, "record_error", rerr.Error())...)
+	}
+	if t.Type() == TypeChunk && batchID != "" {
+		c := batch.Chunk{BatchID: batchID, TaskID: id, Chunk: chunk, Retried: retried}
+		if perr == nil {
+			c = p.chunk(id, retried)
+		}
+		if rerr := h.svc.ChunkDeadLettered(rctx, c, err.Error()); rerr != nil && !errors.Is(rerr, store.ErrBatchNotFound) {
+			h.log.Error("record dead-lettered chunk failed; the reconciler will record it", append(attrs, "record_error", rerr.Error())...)
+		}
+	}
+}
+
+func queueOf(typ string) string {
+	if typ == TypeChunk {
+		return QueueGrid
+	}
+	return QueueBatch
+}
+
+// RetryDelay returns asynq's RetryDelayFunc for a policy: "linear" waits
+// base·(n+1) before retry n+1 (n = retries already done); "exponential" waits
+// base·2^n with ±20% jitter, capped at 10 minutes.
+func RetryDelay(policy string, base time.Duration) asynq.RetryDelayFunc {
+	if policy == "exponential" {
+		return func(n int, _ error, _ *asynq.Task) time.Duration {
+			d := base << min(n, 20)
+			d = min(d, 10*time.Minute)
+			jitter := 0.8 + 0.4*rand.Float64()
+			return time.Duration(float64(d) * jitter)
+		}
+	}
+	return func(n int, _ error, _ *asynq.Task) time.Duration { return base * time.Duration(n+1) }
+}
