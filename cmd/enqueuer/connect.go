@@ -2,9 +2,9 @@ package main
 
 import (
 	"context"
-			"io"
+	"io"
 	"log/slog"
-	
+
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
