@@ -8,6 +8,7 @@ import (
 
 	"github.com/gridbatch/gridbatch/internal/cli"
 	"github.com/gridbatch/gridbatch/internal/config"
+	"github.com/gridbatch/gridbatch/internal/worker"
 )
 
 func main() { cli.Main("worker", run) }
@@ -39,5 +40,5 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
-	return serve(ctx, cfg, stderr)
+	return worker.Run(ctx, cfg, stderr)
 }

@@ -1,4 +1,8 @@
-package main
+// Package worker is the worker process: the asynq server for the grid and
+// batch queues, its HTTP endpoints and the one-at-a-time reconciler.
+// cmd/worker is a thin main around Run; tests build variants with extra
+// handlers through Options.
+package worker
 
 import (
 	"context"
@@ -23,10 +27,26 @@ import (
 	"github.com/gridbatch/gridbatch/tasks"
 )
 
-// serve runs the worker until ctx is cancelled (SIGTERM/SIGINT), then shuts
+// Option adds to a worker; tests use it to register extra task types.
+type Option func(*options)
+
+type options struct {
+	handlers map[string]asynq.Handler
+}
+
+// WithHandler registers an extra handler for a task type.
+func WithHandler(typ string, h asynq.Handler) Option {
+	return func(o *options) { o.handlers[typ] = h }
+}
+
+// Run runs the worker until ctx is cancelled (SIGTERM/SIGINT), then shuts
 // down: no new tasks, in-flight ones get ShutdownTimeout, the rest are
-// requeued without counting a retry.
-func serve(ctx context.Context, cfg config.Worker, stderr io.Writer) error {
+// requeued without counting a retry. It returns nil after a clean shutdown.
+func Run(ctx context.Context, cfg config.Worker, stderr io.Writer, opts ...Option) error {
+	o := options{handlers: map[string]asynq.Handler{}}
+	for _, opt := range opts {
+		opt(&o)
+	}
 	log := logging.New(stderr, cfg.LogFormat, cfg.LogLevel)
 	rdb, err := cli.OpenRedis(ctx, cfg.RedisURL)
 	if err != nil {
@@ -64,6 +84,9 @@ func serve(ctx context.Context, cfg config.Worker, stderr io.Writer) error {
 	})
 	mux := asynq.NewServeMux()
 	tasks.Register(mux, h)
+	for typ, extra := range o.handlers {
+		mux.Handle(typ, extra)
+	}
 
 	httpSrv := &http.Server{Addr: cfg.HTTPAddr, Handler: endpoints(rdb, st), ReadHeaderTimeout: 5 * time.Second}
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
