@@ -5,6 +5,8 @@
 #   scripts/services.sh down     stop both (data is kept)
 #   scripts/services.sh status   say what runs where
 #   scripts/services.sh env      print the GRIDBATCH_* URLs for these services (eval-able)
+#   scripts/services.sh stop-postgres | start-postgres | restart-redis   (for the chaos tests)
+#   scripts/services.sh browser  install Debian's chromium for the monitor's browser test
 #
 # Both listen on loopback only, on non-default ports, with data under a git-ignored folder.
 # Environment (all optional): GRIDBATCH_SERVICES_DIR (default <repo>/.services),
@@ -156,8 +158,24 @@ status)
 	pg_running "$(pg_data "$user")" "$user" && echo "postgres: up on 127.0.0.1:$pg_port" || echo "postgres: down (start: make services-up)"
 	;;
 env) print_env ;;
+stop-postgres)
+	user=$(pg_user)
+	as_pg "$user" "$pg_bin/pg_ctl" -D "$(pg_data "$user")" -m fast -w -t 60 stop >/dev/null
+	log "postgres stopped"
+	;;
+start-postgres) start_pg ;;
+browser)
+	if ! command -v chromium >/dev/null || ! fc-list 2>/dev/null | grep -qi liberation; then apt_install chromium fonts-liberation; fi
+	log "chromium: $(chromium --version 2>/dev/null | head -1)"
+	;;
+restart-redis)
+	# SHUTDOWN fsyncs the AOF first, so nothing acknowledged is lost.
+	redis-cli -h 127.0.0.1 -p "$redis_port" shutdown >/dev/null 2>&1 || true
+	for _ in $(seq 1 50); do redis_up || break; sleep 0.1; done
+	start_redis
+	;;
 *)
-	sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
+	sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
 	exit 2
 	;;
 esac

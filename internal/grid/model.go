@@ -79,6 +79,13 @@ type Model interface {
 	Compute(ctx context.Context, in []Input) ([]Series, error)
 }
 
+// Tabled is implemented by a model that writes its series to a results table
+// of its own choosing (one with the columns of ph_timeseries). The reference
+// models write to ph_timeseries and hazard_timeseries.
+type Tabled interface {
+	ResultsTable() string
+}
+
 // ErrUnknownModel is returned (wrapped) by ModelFor for a kind that is not
 // registered.
 var ErrUnknownModel = errors.New("unknown model kind")

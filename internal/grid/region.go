@@ -167,3 +167,18 @@ func checkChunkSize(size int) {
 		panic(fmt.Sprintf("grid: chunk size %d must be positive", size))
 	}
 }
+
+// ParseRegion builds the region of a bbox string ("LON0,LAT0,LON1,LAT1") on
+// the lattice of step, as NewRegion does, with the errors of ParseBBox,
+// NewLattice and NewRegion.
+func ParseRegion(step float64, bbox string, maxCells int) (Region, error) {
+	l, err := NewLattice(step)
+	if err != nil {
+		return Region{}, err
+	}
+	b, err := ParseBBox(bbox)
+	if err != nil {
+		return Region{}, err
+	}
+	return NewRegion(l, b, maxCells)
+}

@@ -41,6 +41,7 @@ func (s *Store) WriteChunk(ctx context.Context, kind string, step float64, serie
 		_, err = tx.Exec(ctx, `
 			INSERT INTO `+table+` (step, grid_id, scenario, first_year, series, batch_id, computed_at)
 			SELECT $1, grid_id, scenario, $2, series, $3, now() FROM `+stageTable+`
+			ORDER BY grid_id, scenario -- one lock order, so duplicate deliveries never deadlock
 			ON CONFLICT (step, grid_id, scenario) DO UPDATE SET
 				first_year = EXCLUDED.first_year, series = EXCLUDED.series,
 				batch_id = EXCLUDED.batch_id, computed_at = EXCLUDED.computed_at`,

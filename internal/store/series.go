@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"regexp"
 	"strconv"
 	"time"
 
@@ -30,7 +31,8 @@ type StoredSeries struct {
 }
 
 // ResultsTable returns the table holding the series of kind: ph_timeseries
-// for "ph" and hazard_timeseries for "hazard". Any other kind is an error
+// for "ph", hazard_timeseries for "hazard", and for a registered user model
+// implementing grid.Tabled the table it names. Any other kind is an error
 // naming the known ones.
 func ResultsTable(kind string) (string, error) {
 	switch kind {
@@ -39,8 +41,15 @@ func ResultsTable(kind string) (string, error) {
 	case grid.KindHazard:
 		return "hazard_timeseries", nil
 	}
+	if m, err := grid.ModelFor(kind); err == nil {
+		if t, ok := m.(grid.Tabled); ok && tableName.MatchString(t.ResultsTable()) {
+			return t.ResultsTable(), nil
+		}
+	}
 	return "", fmt.Errorf("unknown kind %q (known: %s, %s)", kind, grid.KindHazard, grid.KindPH)
 }
+
+var tableName = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
 
 // ReadSeries returns the stored series of kind ("ph" or "hazard") for the
 // cell gridID of the lattice of step and the given scenario. It returns an

@@ -69,6 +69,9 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 	cfg.MaxConnLifetimeJitter = cfg.MaxConnLifetime / 10
 	cfg.HealthCheckPeriod = orDefault(o.HealthCheckPeriod, 15*time.Second)
 	cfg.MaxConnIdleTime = 5 * time.Minute
+	// pgxpool pings a connection idle for over 1 s before handing it out, so a
+	// connection the server terminated is replaced, never handed out; bound the ping.
+	cfg.PingTimeout = 2 * time.Second
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("open PostgreSQL pool: %w", err)

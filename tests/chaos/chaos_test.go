@@ -1,0 +1,199 @@
+//go:build integration
+
+package chaos
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/stretchr/testify/require"
+
+	"github.com/gridbatch/gridbatch/internal/grid"
+	"github.com/gridbatch/gridbatch/internal/store"
+	"github.com/gridbatch/gridbatch/tasks"
+	"github.com/gridbatch/gridbatch/tests/chaos/chaosmodel"
+)
+
+// The scenarios share the chaos services (some stop or restart them), so
+// they run one after another.
+
+func TestChaos1SigkillOneOfTwoWorkers(t *testing.T) {
+	e := newEnv(t)
+	w1 := e.start("worker", "GRIDBATCH_CONCURRENCY=2")
+	e.start("worker", "GRIDBATCH_CONCURRENCY=2")
+	id := e.runBatch("--kind", "ph", "--chunk-size", "20")
+	e.waitDone(id, 80)
+	signal(w1, syscall.SIGKILL)
+	b := e.waitEnded(id, 4*time.Minute)
+	exp, found := e.rows(all)
+	ok := b.Status == store.StatusSucceeded && exp == found && b.CompletedChunks == b.TotalChunks
+	report("sigkill-one-of-two-workers", pass(ok), b, exp, found, "")
+	require.True(t, ok, "status %s, rows %d/%d, chunks %d/%d", b.Status, found, exp, b.CompletedChunks, b.TotalChunks)
+}
+
+func TestChaos2SigtermWorker(t *testing.T) {
+	e := newEnv(t)
+	// A very short shutdown timeout makes SIGTERM requeue whatever is in flight.
+	w1 := e.start("worker", "GRIDBATCH_CONCURRENCY=4", "GRIDBATCH_SHUTDOWN_TIMEOUT=1ms")
+	e.start("worker", "GRIDBATCH_CONCURRENCY=2")
+	id := e.runBatch("--kind", "ph", "--chunk-size", "10")
+	e.waitDone(id, 100)
+	signal(w1, syscall.SIGTERM)
+	select {
+	case <-w1.done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("worker did not exit within 30 s of SIGTERM")
+	}
+	require.NoError(t, w1.err, "SIGTERM exits 0")
+	b := e.waitEnded(id, 3*time.Minute)
+	exp, found := e.rows(all)
+	var retried int
+	require.NoError(t, e.db.Pool.QueryRow(context.Background(),
+		`SELECT count(*) FROM chunk_runs WHERE batch_id = $1 AND attempts > 1`, id).Scan(&retried))
+	requeued := strings.Count(w1.logText(), "requeue") + strings.Count(w1.logText(), "Requeue")
+	ok := b.Status == store.StatusSucceeded && exp == found && retried == 0 && b.FailedChunks == 0
+	report("sigterm-worker", pass(ok), b, exp, found, fmt.Sprintf("chunks_retried=%d requeue_log_lines=%d", retried, requeued))
+	require.True(t, ok, "status %s, rows %d/%d, retried chunks %d", b.Status, found, exp, retried)
+}
+
+func TestChaos3PostgresDown30s(t *testing.T) {
+	e := newEnv(t)
+	px := startProxy(t, "127.0.0.1:"+pgPort)
+	dbURL := "GRIDBATCH_DATABASE_URL=" + viaProxy(e.db.URL, px)
+	workerEnv := []string{dbURL, "GRIDBATCH_CONCURRENCY=2", "GRIDBATCH_BREAKER_FAILURES=3",
+		"GRIDBATCH_BREAKER_OPEN_FOR=3s", "GRIDBATCH_MAX_RETRY=8", "GRIDBATCH_DB_CONNECT_TIMEOUT=2s"}
+	w1 := e.start("worker", workerEnv...)
+	w2 := e.start("worker", workerEnv...)
+	id := e.runBatch("--kind", "ph", "--chunk-size", "10")
+	e.waitDone(id, 60)
+
+	out, err := services("stop-postgres")
+	require.NoError(t, err, out)
+	before := px.attempts.Load()
+	time.Sleep(30 * time.Second)
+	during := px.attempts.Load() - before
+	out, err = services("start-postgres")
+	require.NoError(t, err, out)
+
+	b := e.waitEnded(id, 4*time.Minute)
+	exp, found := e.rows(all)
+	logs := w1.logText() + w2.logText()
+	opened := strings.Contains(logs, "database circuit breaker open")
+	closed := strings.Contains(logs, "database circuit breaker closed")
+	// Unguarded, 4 handler slots retrying every 200 ms·(n+1) would dial
+	// hundreds of times in 30 s; guarded, each worker probes once per 3 s.
+	const maxAttempts = 60
+	ok := b.Status == store.StatusSucceeded && exp == found && opened && closed && during <= maxAttempts
+	report("postgres-stopped-30s", pass(ok), b, exp, found,
+		fmt.Sprintf("connection_attempts_during_outage=%d (bound %d) breaker_opened=%t breaker_closed=%t db_conn_errors=%d",
+			during, maxAttempts, opened, closed, b.DBConnErrors))
+	require.True(t, ok, "status %s, rows %d/%d, attempts %d, opened %t, closed %t", b.Status, found, exp, during, opened, closed)
+}
+
+func TestChaos4TerminateAllBackends(t *testing.T) {
+	e := newEnv(t)
+	e.start("worker", "GRIDBATCH_CONCURRENCY=2")
+	e.start("worker", "GRIDBATCH_CONCURRENCY=2")
+	id := e.runBatch("--kind", "ph", "--chunk-size", "10")
+	e.waitDone(id, 60)
+	var killed int
+	require.NoError(t, e.db.Pool.QueryRow(context.Background(), `
+		SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+		WHERE application_name = 'gridbatch-worker' AND pid <> pg_backend_pid()`).Scan(&killed))
+	b := e.waitEnded(id, 3*time.Minute)
+	exp, found := e.rows(all)
+	ok := b.Status == store.StatusSucceeded && exp == found && killed > 0
+	report("terminate-all-backends", pass(ok), b, exp, found, fmt.Sprintf("backends_terminated=%d", killed))
+	require.True(t, ok, "status %s, rows %d/%d, terminated %d", b.Status, found, exp, killed)
+}
+
+func TestChaos5RedisRestart(t *testing.T) {
+	e := newEnv(t)
+	e.start("worker", "GRIDBATCH_CONCURRENCY=2")
+	e.start("worker", "GRIDBATCH_CONCURRENCY=2")
+	id := e.runBatch("--kind", "ph", "--chunk-size", "10")
+	e.waitDone(id, 60)
+	out, err := services("restart-redis")
+	require.NoError(t, err, out)
+	b := e.waitEnded(id, 4*time.Minute)
+	exp, found := e.rows(all)
+	ok := b.Status == store.StatusSucceeded && exp == found && b.CompletedChunks == b.TotalChunks
+	report("redis-restart", pass(ok), b, exp, found, "")
+	require.True(t, ok, "status %s, rows %d/%d", b.Status, found, exp)
+}
+
+func TestChaos6HandlerIgnoresCancellation(t *testing.T) {
+	e := newEnv(t)
+	addr := freePort(t)
+	w := e.start("testworker", "GRIDBATCH_HTTP_ADDR="+addr, "GRIDBATCH_HUNG_GRACE=2s", "GRIDBATCH_CONCURRENCY=2")
+	healthz := func() int {
+		resp, err := http.Get("http://" + addr + "/healthz")
+		if err != nil {
+			return 0
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	waitUntil(t, 20*time.Second, "worker healthy", func() bool { return healthz() == http.StatusOK })
+
+	client := asynq.NewClientFromRedisClient(e.r.Client)
+	start := time.Now()
+	_, err := client.Enqueue(asynq.NewTask(chaosmodel.TypeHang, nil), asynq.Queue(tasks.QueueGrid),
+		asynq.TaskID("hang-1"), asynq.Timeout(2*time.Second), asynq.MaxRetry(3))
+	require.NoError(t, err)
+	insp := asynq.NewInspectorFromRedisClient(e.r.Client)
+	waitUntil(t, 30*time.Second, "the hung task to be retried", func() bool {
+		info, err := insp.GetTaskInfo(tasks.QueueGrid, "hang-1")
+		return err == nil && info.Retried >= 1
+	})
+	waitUntil(t, 30*time.Second, "/healthz to turn unhealthy", func() bool { return healthz() == http.StatusServiceUnavailable })
+	took := time.Since(start)
+	ok := strings.Contains(w.logText(), "handler ignores cancellation")
+	report("handler-ignores-cancellation", pass(ok), store.Batch{}, 0, 0,
+		fmt.Sprintf("task_retried=true healthz=503 after=%.1fs", took.Seconds()))
+	require.True(t, ok, "the watchdog logs the hung handler")
+}
+
+func TestChaos7ModelPanics(t *testing.T) {
+	e := newEnv(t)
+	addr := freePort(t)
+	w := e.start("testworker", "GRIDBATCH_HTTP_ADDR="+addr, "GRIDBATCH_MAX_RETRY=1", "GRIDBATCH_CONCURRENCY=2")
+	b := e.trigger(chaosmodel.Kind, 500)
+	b = e.waitEnded(b.ID, 3*time.Minute)
+	exp, found := e.rows(func(c grid.Cell) bool { return c.Lat <= chaosmodel.PanicAbove })
+	var deadLetters int
+	require.NoError(t, e.db.Pool.QueryRow(context.Background(),
+		`SELECT count(*) FROM dead_letters WHERE batch_id = $1 AND last_error LIKE '%panic%'`, b.ID).Scan(&deadLetters))
+	resp, err := http.Get("http://" + addr + "/healthz")
+	serving := err == nil && resp.StatusCode == http.StatusOK && !w.exited()
+	if err == nil {
+		resp.Body.Close()
+	}
+	ok := b.Status == store.StatusPartial && exp == found && deadLetters == b.FailedChunks && deadLetters > 0 && serving
+	report("model-panics", pass(ok), b, exp, found, fmt.Sprintf("dead_letters=%d failed_chunks=%d worker_serving=%t", deadLetters, b.FailedChunks, serving))
+	require.True(t, ok, "status %s, rows %d/%d, dead letters %d, failed chunks %d, serving %t", b.Status, found, exp, deadLetters, b.FailedChunks, serving)
+}
+
+func pass(ok bool) string {
+	if ok {
+		return "PASS"
+	}
+	return "FAIL"
+}
+
+func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}

@@ -1,0 +1,329 @@
+//go:build integration
+
+// Package chaos runs the failure scenarios of DESIGN.md against the real
+// binaries and private Redis and PostgreSQL instances of its own (ports 6391
+// and 5441, data in .services/chaos), which it stops, kills and restarts.
+// Each scenario prints one line: SCENARIO name outcome duration rows.
+package chaos
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/stretchr/testify/require"
+
+	"github.com/gridbatch/gridbatch/internal/batch"
+	"github.com/gridbatch/gridbatch/internal/grid"
+	"github.com/gridbatch/gridbatch/internal/store"
+	"github.com/gridbatch/gridbatch/internal/testutil"
+	"github.com/gridbatch/gridbatch/tasks"
+	"github.com/gridbatch/gridbatch/tests/chaos/chaosmodel"
+)
+
+const (
+	redisPort = "6391"
+	pgPort    = "5441"
+)
+
+var (
+	binDir      string
+	servicesEnv []string
+)
+
+func TestMain(m *testing.M) {
+	root := testutil.RepoRoot()
+	servicesEnv = append(os.Environ(),
+		"GRIDBATCH_SERVICES_DIR="+filepath.Join(root, ".services", "chaos"),
+		"GRIDBATCH_REDIS_PORT="+redisPort, "GRIDBATCH_PG_PORT="+pgPort)
+	if out, err := services("up"); err != nil {
+		fmt.Fprintf(os.Stderr, "chaos: cannot start the private services (%v):\n%s\nrun: make services-up (it installs what is missing), then retry\n", err, out)
+		os.Exit(1)
+	}
+	os.Setenv("GRIDBATCH_TEST_REDIS_URL", "redis://127.0.0.1:"+redisPort+"/0")
+	os.Setenv("GRIDBATCH_TEST_DATABASE_URL", "postgres://gridbatch:gridbatch@127.0.0.1:"+pgPort+"/gridbatch?sslmode=disable")
+	var err error
+	binDir, err = os.MkdirTemp("", "gridbatch-chaos-bin-")
+	if err == nil {
+		cmd := exec.Command("go", "build", "-tags", "integration", "-o", binDir+"/",
+			"./cmd/worker", "./cmd/enqueuer", "./tests/chaos/testworker")
+		cmd.Dir = root
+		var out []byte
+		if out, err = cmd.CombinedOutput(); err != nil {
+			err = fmt.Errorf("%v: %s", err, out)
+		}
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "chaos: build the binaries: %v\n", err)
+		os.Exit(1)
+	}
+	chaosmodel.Register()
+	code := m.Run()
+	_, _ = services("down")
+	os.RemoveAll(binDir)
+	os.Exit(code)
+}
+
+func services(verb string) (string, error) {
+	cmd := exec.Command(filepath.Join(testutil.RepoRoot(), "scripts", "services.sh"), verb)
+	cmd.Env = servicesEnv
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// env is one scenario's private Redis DB and schema on the chaos services.
+type env struct {
+	t    *testing.T
+	r    *testutil.Redis
+	db   *testutil.DB
+	base []string
+	n    int
+}
+
+func newEnv(t *testing.T) *env {
+	r := testutil.NewRedis(t)
+	db := testutil.NewDB(t)
+	e := &env{t: t, r: r, db: db, base: testutil.Env(r, db,
+		"GRIDBATCH_RECONCILE_INTERVAL=1s", "GRIDBATCH_RETRY_BASE=200ms", "GRIDBATCH_HTTP_ADDR=127.0.0.1:0")}
+	_, errOut, code := e.run("enqueuer", nil, "seed", "--bbox", "124,33,132,39", "--step", "0.05")
+	require.Equal(t, 0, code, errOut)
+	return e
+}
+
+func (e *env) run(name string, extra []string, args ...string) (string, string, int) {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, filepath.Join(binDir, name), args...)
+	cmd.Env = append(append([]string{}, e.base...), extra...)
+	var out, errb strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	if ee, ok := err.(*exec.ExitError); ok {
+		return out.String(), errb.String(), ee.ExitCode()
+	}
+	require.NoError(e.t, err)
+	return out.String(), errb.String(), 0
+}
+
+type proc struct {
+	cmd  *exec.Cmd
+	log  string
+	done chan struct{}
+	err  error
+}
+
+func (e *env) start(name string, extra ...string) *proc {
+	e.t.Helper()
+	e.n++
+	logPath := filepath.Join(e.t.TempDir(), fmt.Sprintf("%s-%d.log", name, e.n))
+	f, err := os.Create(logPath)
+	require.NoError(e.t, err)
+	cmd := exec.Command(filepath.Join(binDir, name))
+	cmd.Env = append(append([]string{}, e.base...), extra...)
+	cmd.Stdout, cmd.Stderr = f, f
+	require.NoError(e.t, cmd.Start())
+	p := &proc{cmd: cmd, log: logPath, done: make(chan struct{})}
+	go func() { p.err = cmd.Wait(); f.Close(); close(p.done) }()
+	e.t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-p.done
+		if e.t.Failed() {
+			e.t.Logf("last lines of %s:\n%s", logPath, tail(p.logText(), 30))
+		}
+	})
+	return p
+}
+
+func (p *proc) logText() string { b, _ := os.ReadFile(p.log); return string(b) }
+
+func (p *proc) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(s, "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+func (e *env) runBatch(args ...string) string {
+	e.t.Helper()
+	out, errOut, code := e.run("enqueuer", nil, append([]string{"run"}, args...)...)
+	require.Equal(e.t, 0, code, errOut)
+	return strings.SplitN(out, "\n", 2)[0]
+}
+
+func (e *env) waitDone(id string, n int) {
+	e.t.Helper()
+	testutil.Eventually(e.t, 2*time.Minute, fmt.Sprintf("%d chunks of %s done", n, id), func() bool {
+		b, err := e.db.Store.GetBatch(context.Background(), id)
+		return err == nil && b.DoneChunks >= n
+	})
+}
+
+func (e *env) waitEnded(id string, timeout time.Duration) store.Batch {
+	e.t.Helper()
+	var b store.Batch
+	testutil.Eventually(e.t, timeout, "batch "+id+" to end", func() bool {
+		var err error
+		b, err = e.db.Store.GetBatch(context.Background(), id)
+		return err == nil && b.Ended()
+	})
+	return b
+}
+
+// rows counts the ph rows of the Korea grid and checks each against the
+// kernel; cellOK selects the cells expected to have rows.
+func (e *env) rows(cellOK func(grid.Cell) bool) (expected, found int) {
+	e.t.Helper()
+	ctx := context.Background()
+	lat, err := grid.NewLattice(0.05)
+	require.NoError(e.t, err)
+	bbox, _ := grid.ParseBBox("124,33,132,39")
+	region, err := grid.NewRegion(lat, bbox, 0)
+	require.NoError(e.t, err)
+	for k := range region.NumCells() {
+		if cellOK(region.CellAt(k)) {
+			expected += len(grid.Scenarios)
+		}
+	}
+	ph, _ := grid.ModelFor(grid.KindPH)
+	rows, err := e.db.Pool.Query(ctx, `SELECT grid_id, scenario, series FROM ph_timeseries WHERE step = 0.05`)
+	require.NoError(e.t, err)
+	defer rows.Close()
+	for rows.Next() {
+		var id int64
+		var scen string
+		var got []float64
+		require.NoError(e.t, rows.Scan(&id, &scen, &got))
+		cell, err := lat.CellByID(id)
+		require.NoError(e.t, err)
+		require.True(e.t, cellOK(cell), "unexpected row for cell %d", id)
+		want, err := ph.Compute(ctx, []grid.Input{{GridID: id, Params: grid.ReferenceParams(cell.Lat, cell.Lon)}})
+		require.NoError(e.t, err)
+		for _, s := range want {
+			if s.Scenario == scen {
+				require.Equal(e.t, s.Values, got, "cell %d %s", id, scen)
+			}
+		}
+		found++
+	}
+	require.NoError(e.t, rows.Err())
+	return expected, found
+}
+
+func all(grid.Cell) bool { return true }
+
+// report prints the scenario's line.
+func report(name, outcome string, b store.Batch, expected, found int, extra string) {
+	dur := "-"
+	if b.DurationSeconds != nil {
+		dur = fmt.Sprintf("%.1fs", *b.DurationSeconds)
+	}
+	line := fmt.Sprintf("SCENARIO %-28s %-4s batch=%s status=%s duration=%s rows=%d/%d", name, outcome, b.ID, b.Status, dur, found, expected)
+	if extra != "" {
+		line += " " + extra
+	}
+	fmt.Println(line)
+}
+
+// trigger starts a batch in-process (for model kinds only the test registers).
+func (e *env) trigger(kind string, chunkSize int) store.Batch {
+	e.t.Helper()
+	client := asynq.NewClientFromRedisClient(e.r.Client)
+	insp := asynq.NewInspectorFromRedisClient(e.r.Client)
+	svc := batch.New(e.db.Store, tasks.NewBroker(client, insp, e.r.Client, tasks.ChunkOptions{}),
+		slog.New(slog.NewTextHandler(io.Discard, nil)), batch.Config{})
+	lat, _ := grid.NewLattice(0.05)
+	bbox, _ := grid.ParseBBox("124,33,132,39")
+	region, err := grid.NewRegion(lat, bbox, 0)
+	require.NoError(e.t, err)
+	b, err := svc.Trigger(context.Background(), batch.Request{Kind: kind, Region: region, ChunkSize: chunkSize,
+		Deadline: 10 * time.Minute, LockTTL: 20 * time.Minute, Trigger: "test"})
+	require.NoError(e.t, err)
+	return b
+}
+
+// proxy is a TCP proxy to PostgreSQL that counts connection attempts.
+type proxy struct {
+	ln       net.Listener
+	attempts atomic.Int64
+	mu       sync.Mutex
+	conns    []net.Conn
+}
+
+func startProxy(t *testing.T, upstream string) *proxy {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	p := &proxy{ln: ln}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			p.attempts.Add(1)
+			go p.pipe(c, upstream)
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		p.mu.Lock()
+		for _, c := range p.conns {
+			c.Close()
+		}
+		p.mu.Unlock()
+	})
+	return p
+}
+
+func (p *proxy) pipe(c net.Conn, upstream string) {
+	u, err := net.DialTimeout("tcp", upstream, 2*time.Second)
+	if err != nil {
+		c.Close()
+		return
+	}
+	p.mu.Lock()
+	p.conns = append(p.conns, c, u)
+	p.mu.Unlock()
+	go func() { _, _ = io.Copy(u, c); u.Close() }()
+	_, _ = io.Copy(c, u)
+	c.Close()
+}
+
+// viaProxy returns the DB URL with its host replaced by the proxy's.
+func viaProxy(raw string, p *proxy) string {
+	u, _ := url.Parse(raw)
+	u.Host = p.ln.Addr().String()
+	return u.String()
+}
+
+func freePort(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func signal(p *proc, s syscall.Signal) { _ = p.cmd.Process.Signal(s) }
