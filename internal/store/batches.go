@@ -345,18 +345,7 @@ func (s *Store) FinishBatch(ctx context.Context, id string, f Final) (b Batch, r
 			return err
 		}
 		b, err = scanBatch(tx.QueryRow(ctx, `
-			WITH c AS (
-				SELECT
-					count(*) FILTER (WHERE status = 'succeeded')                AS n_completed,
-					count(*) FILTER (WHERE status = 'failed')                   AS n_failed,
-					count(*) FILTER (WHERE status = 'timed_out')                AS n_timed_out,
-					count(*) FILTER (WHERE status = 'cancelled')                AS n_cancelled,
-					coalesce(sum(cells) FILTER (WHERE status = 'succeeded'), 0) AS n_completed_cells,
-					coalesce(sum(cells) FILTER (WHERE status = 'failed'), 0)    AS n_failed_cells,
-					coalesce(sum(cells) FILTER (WHERE status = 'timed_out'), 0) AS n_timed_out_cells,
-					avg(task_seconds) FILTER (WHERE status = 'succeeded')       AS n_avg_task,
-					max(worker_rss_bytes)                                       AS n_peak_rss
-				FROM chunk_runs WHERE batch_id = $1)
+			WITH c AS (`+chunkFigures+`)
 			UPDATE batch_runs b SET
 				status = $2, error = nullif($3, ''), ended_at = now(),
 				duration_seconds = extract(epoch FROM now() - b.started_at),
@@ -374,6 +363,23 @@ func (s *Store) FinishBatch(ctx context.Context, id string, f Final) (b Batch, r
 	})
 	return b, rest, ended, err
 }
+
+// chunkFigures aggregates a batch's chunk_runs ($1) into the n_* figures
+// written to batch_runs when it ends or heals.
+const chunkFigures = `
+	SELECT
+		count(*) FILTER (WHERE status = 'succeeded')                AS n_completed,
+		count(*) FILTER (WHERE status = 'failed')                   AS n_failed,
+		count(*) FILTER (WHERE status = 'timed_out')                AS n_timed_out,
+		count(*) FILTER (WHERE status = 'cancelled')                AS n_cancelled,
+		count(*) FILTER (WHERE status = 'pending')                  AS n_pending,
+		coalesce(sum(cells) FILTER (WHERE status = 'succeeded'), 0) AS n_completed_cells,
+		coalesce(sum(cells) FILTER (WHERE status = 'failed'), 0)    AS n_failed_cells,
+		coalesce(sum(cells) FILTER (WHERE status = 'timed_out'), 0) AS n_timed_out_cells,
+		avg(task_seconds) FILTER (WHERE status = 'succeeded')       AS n_avg_task,
+		max(worker_rss_bytes)                                       AS n_peak_rss,
+		max(finished_at)                                            AS last_finished
+	FROM chunk_runs WHERE batch_id = $1`
 
 // AddDBConnErrors adds to a batch's count of DB connection errors.
 func (s *Store) AddDBConnErrors(ctx context.Context, id string, n int64) error {
