@@ -1,0 +1,80 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/gridbatch/gridbatch/internal/alert"
+	"github.com/gridbatch/gridbatch/internal/batch"
+	"github.com/gridbatch/gridbatch/internal/cli"
+	"github.com/gridbatch/gridbatch/internal/config"
+	"github.com/gridbatch/gridbatch/internal/grid"
+	"github.com/gridbatch/gridbatch/internal/logging"
+	"github.com/gridbatch/gridbatch/internal/schedule"
+	"github.com/gridbatch/gridbatch/tasks"
+)
+
+// serve runs the scheduler until ctx is cancelled (SIGTERM/SIGINT), then
+// releases the lease and returns nil.
+func serve(ctx context.Context, cfg config.Scheduler, schedules []schedule.Schedule, stderr io.Writer) error {
+	log := logging.New(stderr, cfg.LogFormat, cfg.LogLevel)
+	region, err := grid.ParseRegion(cfg.Step, cfg.BBox, cfg.MaxCells)
+	if err != nil {
+		return err
+	}
+	var sender *alert.Sender
+	if cfg.AlertWebhookURL != "" {
+		if sender, err = alert.New(alert.Config{URL: cfg.AlertWebhookURL, Timeout: cfg.AlertTimeout}); err != nil {
+			return err
+		}
+	}
+
+	rdb, err := cli.OpenRedis(ctx, cfg.RedisURL)
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+	st, err := cli.OpenStore(ctx, cfg.Common, "gridbatch-scheduler")
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	if err := st.CheckSchedulerSchema(ctx); err != nil {
+		return err
+	}
+	client := asynq.NewClientFromRedisClient(rdb)
+	defer client.Close()
+	insp := asynq.NewInspectorFromRedisClient(rdb)
+	svc := batch.New(st, tasks.NewBroker(client, insp, rdb, tasks.ChunkOptions{}), log, batch.Config{})
+
+	host, _ := os.Hostname()
+	suffix := make([]byte, 3)
+	_, _ = rand.Read(suffix)
+	instance := fmt.Sprintf("%s:%d:%s", host, os.Getpid(), hex.EncodeToString(suffix))
+	s, err := schedule.New(st, rdb, svc, log, schedule.Config{
+		Schedules:    schedules,
+		MisfireGrace: cfg.MisfireGrace,
+		LeaderTTL:    cfg.LeaderTTL,
+		Instance:     instance,
+		Alerts:       sender,
+		Request: batch.Request{Region: region, ChunkSize: cfg.ChunkSize, Deadline: cfg.Deadline,
+			LockTTL: cfg.EffectiveLockTTL()},
+	})
+	if err != nil {
+		return err
+	}
+	log.Info("scheduler started", "instance", instance, "timezone", cfg.TimeZone, "misfire_grace", cfg.MisfireGrace.String(),
+		"leader_ttl", cfg.LeaderTTL.String(), "alerts", sender != nil, "bbox", region.BBox.String(), "step", cfg.Step,
+		"chunk_size", cfg.ChunkSize, "deadline", cfg.Deadline.String())
+	err = s.Run(ctx)
+	log.Info("scheduler stopped", "instance", instance)
+	return err
+}
+
+var _ schedule.Triggerer = (*batch.Service)(nil)

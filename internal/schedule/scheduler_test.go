@@ -1,0 +1,273 @@
+package schedule
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/stretchr/testify/require"
+
+	"github.com/gridbatch/gridbatch/internal/alert"
+	"github.com/gridbatch/gridbatch/internal/batch"
+	"github.com/gridbatch/gridbatch/internal/grid"
+	"github.com/gridbatch/gridbatch/internal/store"
+	"github.com/gridbatch/gridbatch/internal/testutil"
+	"github.com/gridbatch/gridbatch/tasks"
+)
+
+// env is one test's Redis database and schema, seeded with a 16-cell grid,
+// and the batch service on them.
+type env struct {
+	r   *testutil.Redis
+	db  *testutil.DB
+	svc *batch.Service
+	req batch.Request
+}
+
+func newEnv(t *testing.T, log *slog.Logger) *env {
+	t.Helper()
+	ctx := testContext(t)
+	r := testutil.NewRedis(t)
+	db := testutil.NewDB(t)
+	lat, err := grid.NewLattice(0.05)
+	require.NoError(t, err)
+	bbox, err := grid.ParseBBox("126,35,126.2,35.2")
+	require.NoError(t, err)
+	region, err := grid.NewRegion(lat, bbox, 0)
+	require.NoError(t, err)
+	_, err = db.Store.SeedCells(ctx, region, nil)
+	require.NoError(t, err)
+	client := asynq.NewClientFromRedisClient(r.Client)
+	insp := asynq.NewInspectorFromRedisClient(r.Client)
+	t.Cleanup(func() { client.Close() })
+	svc := batch.New(db.Store, tasks.NewBroker(client, insp, r.Client, tasks.ChunkOptions{}), log, batch.Config{})
+	return &env{r: r, db: db, svc: svc,
+		req: batch.Request{Region: region, ChunkSize: 4, Deadline: time.Hour, LockTTL: 2 * time.Hour}}
+}
+
+func (e *env) scheduler(t *testing.T, instance string, log *slog.Logger, sender *alert.Sender) *Scheduler {
+	t.Helper()
+	s, err := New(e.db.Store, e.r.Client, e.svc, log, Config{
+		Schedules: []Schedule{mustSchedule(t, "*/5 * * * * *", time.UTC)},
+		Request:   e.req, MisfireGrace: time.Minute, LeaderTTL: 2 * time.Second, Instance: instance, Alerts: sender,
+	})
+	require.NoError(t, err)
+	return s
+}
+
+func (e *env) batchesForTick(t *testing.T, tick time.Time) int {
+	t.Helper()
+	var n int
+	require.NoError(t, e.db.Pool.QueryRow(context.Background(),
+		`SELECT count(*) FROM batch_runs WHERE kind = 'ph' AND scheduled_for = $1`, tick).Scan(&n))
+	return n
+}
+
+func TestFireIsIdempotentAcrossLeadersAndSkipsWhileRunning(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t)
+	log, logs := testLogger()
+	e := newEnv(t, log)
+	a := e.scheduler(t, "a", log, nil)
+	b := e.scheduler(t, "b", log, nil)
+	tick := time.Date(2026, 3, 10, 0, 0, 5, 0, time.UTC)
+	now := tick.Add(time.Second)
+
+	b.lease.Step(ctx)
+	require.ErrorIs(t, a.fire(ctx, a.kinds[0], tick, now), errNotLeader, "only the leader fires")
+
+	require.NoError(t, b.lease.Release(ctx))
+	a.lease.Step(ctx)
+	require.NoError(t, a.fire(ctx, a.kinds[0], tick, now))
+	first, err := e.db.Store.BatchForTick(ctx, "ph", tick)
+	require.NoError(t, err)
+	require.Equal(t, TriggerName, first.Trigger)
+	require.Contains(t, logs.String(), "tick fired")
+
+	// Failover: b leads and sees the tick again. The recorded batch counts as fired.
+	require.NoError(t, a.lease.Release(ctx))
+	b.lease.Step(ctx)
+	require.NoError(t, b.loadCursors(ctx))
+	require.True(t, tick.Equal(b.kinds[0].last), "a new leader takes up at the last fired tick")
+	require.NoError(t, b.fire(ctx, b.kinds[0], tick, now))
+	require.Equal(t, 1, e.batchesForTick(t, tick))
+	require.Contains(t, logs.String(), "tick already fired")
+
+	// A racing leader that gets past the look-up is refused by the lock its
+	// own tick's batch holds: that counts as fired, not as skipped.
+	req := e.req
+	req.Kind, req.Trigger, req.ScheduledFor = "ph", TriggerName, &tick
+	_, err = e.svc.Trigger(ctx, req)
+	var refused *batch.RefusedError
+	require.ErrorAs(t, err, &refused)
+	require.NoError(t, b.skip(ctx, b.kinds[0], tick, refused))
+	ticks, err := e.db.Store.ListTicks(ctx, "ph")
+	require.NoError(t, err)
+	require.Empty(t, ticks)
+
+	// The next tick while the first batch still runs is skipped, logged and recorded.
+	next := tick.Add(5 * time.Second)
+	require.NoError(t, b.fire(ctx, b.kinds[0], next, next))
+	require.Zero(t, e.batchesForTick(t, next))
+	require.Contains(t, logs.String(), "tick skipped: a ph batch is still running: "+first.ID+" (lock expires ")
+	ticks, err = e.db.Store.ListTicks(ctx, "ph")
+	require.NoError(t, err)
+	require.Len(t, ticks, 1)
+	require.Equal(t, store.TickSkipped, ticks[0].Outcome)
+	require.Equal(t, first.ID, ticks[0].RunningBatchID)
+	require.NotNil(t, ticks[0].LockExpiresAt)
+	require.True(t, next.Equal(b.kinds[0].last))
+
+	// Once the batch has ended, a second batch for a fired tick hits the
+	// unique index, and the lock the losing attempt took is released.
+	_, err = e.svc.Cancel(ctx, first.ID)
+	require.NoError(t, err)
+	_, err = e.svc.Trigger(ctx, req)
+	require.True(t, store.IsDuplicateTick(err), "want the unique violation, got %v", err)
+	later := next.Add(5 * time.Second)
+	require.NoError(t, b.fire(ctx, b.kinds[0], later, later))
+	require.Equal(t, 1, e.batchesForTick(t, later), "the lock of the losing attempt was released")
+	require.Equal(t, 1, e.batchesForTick(t, tick))
+}
+
+func TestCatchUpOnLeadershipRecordsMissedTicks(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t)
+	log, logs := testLogger()
+	e := newEnv(t, log)
+	s := e.scheduler(t, "a", log, nil)
+	s.cfg.MisfireGrace = 0
+	s.lease.Step(ctx)
+	require.NoError(t, s.loadCursors(ctx))
+	// Every minute; the last fired tick was 10½ minutes ago: the 10 ticks
+	// since are missed, the latest too (30 s late, zero grace), recorded as one row.
+	s.kinds[0].sched = mustSchedule(t, "0 * * * * *", time.UTC)
+	last := time.Date(2026, 3, 10, 0, 0, 0, 0, time.UTC)
+	s.kinds[0].last = last
+	s.evaluate(ctx, s.kinds[0], last.Add(10*time.Minute+30*time.Second))
+	ticks, err := e.db.Store.ListTicks(ctx, "ph")
+	require.NoError(t, err)
+	require.Len(t, ticks, 1)
+	require.Equal(t, store.TickMissed, ticks[0].Outcome)
+	require.Equal(t, 10, ticks[0].MissedTicks)
+	require.True(t, last.Add(10*time.Minute).Equal(ticks[0].ScheduledFor))
+	require.True(t, last.Add(time.Minute).Equal(*ticks[0].FirstMissed))
+	require.Contains(t, logs.String(), "tick missed")
+	var n int
+	require.NoError(t, e.db.Pool.QueryRow(ctx, `SELECT count(*) FROM batch_runs`).Scan(&n))
+	require.Zero(t, n)
+	// A new leader reads the missed row as handled: nothing is re-reported.
+	require.NoError(t, s.loadCursors(ctx))
+	require.True(t, s.kinds[0].last.Equal(ticks[0].ScheduledFor))
+}
+
+// webhook records the alerts it receives.
+type webhook struct {
+	mu   sync.Mutex
+	msgs []alert.Message
+}
+
+func (w *webhook) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
+	var m alert.Message
+	if err := json.NewDecoder(r.Body).Decode(&m); err != nil {
+		http.Error(rw, err.Error(), http.StatusBadRequest)
+		return
+	}
+	w.mu.Lock()
+	w.msgs = append(w.msgs, m)
+	w.mu.Unlock()
+}
+
+func (w *webhook) received() []alert.Message {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return append([]alert.Message(nil), w.msgs...)
+}
+
+func TestAlertsAreSentOnceAndGivenBackOnShutdown(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t)
+	log, _ := testLogger()
+	e := newEnv(t, log)
+
+	// A partial batch of a tick, a succeeded one, and a skipped tick.
+	tick := time.Date(2026, 3, 10, 0, 0, 5, 0, time.UTC)
+	req := e.req
+	req.Kind, req.Trigger, req.ScheduledFor = "ph", TriggerName, &tick
+	partial, err := e.svc.Trigger(ctx, req)
+	require.NoError(t, err)
+	_, _, _, err = e.db.Store.FinishBatch(ctx, partial.ID, store.Final{Status: store.StatusPartial, Rest: store.ChunkCancelled, Error: "2 chunks dead-lettered"})
+	require.NoError(t, err)
+	req.Kind, req.ScheduledFor = "hazard", nil
+	ok, err := e.svc.Trigger(ctx, req)
+	require.NoError(t, err)
+	_, _, _, err = e.db.Store.FinishBatch(ctx, ok.ID, store.Final{Status: store.StatusSucceeded, Rest: store.ChunkCancelled})
+	require.NoError(t, err)
+	skippedAt := tick.Add(5 * time.Second)
+	_, err = e.db.Store.RecordTick(ctx, store.Tick{Kind: "ph", ScheduledFor: skippedAt, Outcome: store.TickSkipped,
+		Detail: "ph tick skipped: a ph batch is still running: x (lock expires unknown)", RunningBatchID: "x"})
+	require.NoError(t, err)
+
+	// A hanging webhook: shutdown gives the claimed alerts back.
+	release := make(chan struct{})
+	hang := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		select {
+		case <-r.Context().Done():
+		case <-release:
+		}
+	}))
+	defer hang.Close()
+	defer close(release)
+	slow, err := alert.New(alert.Config{URL: hang.URL, Timeout: 10 * time.Second})
+	require.NoError(t, err)
+	s1 := e.scheduler(t, "a", log, slow)
+	dctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	start := time.Now()
+	s1.dispatch(dctx)
+	cancel()
+	require.Less(t, time.Since(start), 3*time.Second, "shutdown does not wait for the webhook")
+
+	hook := &webhook{}
+	srv := httptest.NewServer(hook)
+	defer srv.Close()
+	sender, err := alert.New(alert.Config{URL: srv.URL})
+	require.NoError(t, err)
+	s2 := e.scheduler(t, "b", log, sender)
+	s2.dispatch(ctx)
+	s2.dispatch(ctx)
+	got := hook.received()
+	require.Len(t, got, 2, "one alert each for the partial batch and the skipped tick: %+v", got)
+	byEvent := map[string]alert.Message{}
+	for _, m := range got {
+		byEvent[m.Event] = m
+	}
+	b := byEvent[alert.EventBatchEnded]
+	require.Equal(t, partial.ID, b.BatchID)
+	require.Equal(t, store.StatusPartial, b.Status)
+	require.NotNil(t, b.ScheduledFor)
+	require.True(t, tick.Equal(*b.ScheduledFor))
+	require.Contains(t, b.Text, partial.ID)
+	require.Contains(t, b.Text, "ended partial")
+	sk := byEvent[alert.EventTickSkipped]
+	require.Equal(t, "skipped", sk.Status)
+	require.Equal(t, "x", sk.BatchID)
+	require.True(t, skippedAt.Equal(*sk.ScheduledFor))
+	require.Contains(t, sk.Text, "tick skipped")
+}
+
+func TestNewRefusesAnEmptyConfig(t *testing.T) {
+	t.Parallel()
+	_, err := New(nil, nil, nil, slog.Default(), Config{Instance: "a"})
+	require.True(t, err != nil && !errors.Is(err, context.Canceled))
+	_, err = New(nil, nil, nil, slog.Default(), Config{Schedules: []Schedule{mustSchedule(t, "@daily", time.UTC)}})
+	require.ErrorContains(t, err, "instance")
+}

@@ -1,0 +1,445 @@
+//go:build integration
+
+package integration
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/gridbatch/gridbatch/internal/alert"
+	"github.com/gridbatch/gridbatch/internal/schedule"
+	"github.com/gridbatch/gridbatch/internal/store"
+	"github.com/gridbatch/gridbatch/internal/testutil"
+)
+
+// The scheduler tests run batches over a 400-cell corner of the Korea grid
+// (4 chunks of 100), so a batch ends well within a 5 s tick.
+const (
+	schedBBox  = "126,35,127,36"
+	every5s    = "*/5 * * * * *"
+	schedTicks = 5 * time.Second
+)
+
+// schedCluster is a cluster seeded with the scheduler tests' grid, with
+// every binary built, so processes start at once.
+func schedCluster(t *testing.T) *cluster {
+	t.Helper()
+	testutil.Binaries(t)
+	c := newCluster(t)
+	_, errOut, code := c.enqueuer("seed", "--bbox", schedBBox, "--step", "0.05")
+	require.Equal(t, 0, code, errOut)
+	return c
+}
+
+// schedEnv is a scheduler's environment: spec for ph, a 2 s leader lease,
+// the small grid, plus extra.
+func schedEnv(spec string, extra ...string) []string {
+	return append([]string{
+		"GRIDBATCH_SCHEDULES=ph=" + spec,
+		"GRIDBATCH_LEADER_TTL=2s",
+		"GRIDBATCH_GRID_BBOX=" + schedBBox,
+		"GRIDBATCH_CHUNK_SIZE=100",
+	}, extra...)
+}
+
+func (c *cluster) scheduler(spec string, extra ...string) *proc {
+	c.t.Helper()
+	return c.start("scheduler", schedEnv(spec, extra...))
+}
+
+// logOf returns what the process has logged so far.
+func logOf(t *testing.T, p *proc) string {
+	t.Helper()
+	b, err := os.ReadFile(p.log)
+	require.NoError(t, err)
+	return string(b)
+}
+
+func waitLog(t *testing.T, p *proc, want string, timeout time.Duration) {
+	t.Helper()
+	waitFor(t, timeout, fmt.Sprintf("%s to log %q", p.name, want), func() bool { return strings.Contains(logOf(t, p), want) })
+}
+
+// scheduled returns the batches the scheduler started, by tick.
+func (c *cluster) scheduled() []store.Batch {
+	c.t.Helper()
+	all, err := c.db.Store.ListBatches(context.Background(), "", "", 1000)
+	require.NoError(c.t, err)
+	var out []store.Batch
+	for _, b := range all {
+		if b.Trigger == schedule.TriggerName {
+			require.NotNil(c.t, b.ScheduledFor, "batch %s", b.ID)
+			out = append(out, b)
+		}
+	}
+	slices.SortFunc(out, func(a, b store.Batch) int { return a.ScheduledFor.Compare(*b.ScheduledFor) })
+	return out
+}
+
+func (c *cluster) waitScheduled(n int, timeout time.Duration) []store.Batch {
+	c.t.Helper()
+	var got []store.Batch
+	waitFor(c.t, timeout, fmt.Sprintf("%d scheduled batches", n), func() bool {
+		got = c.scheduled()
+		return len(got) >= n
+	})
+	return got
+}
+
+func (c *cluster) ticks() []store.Tick {
+	c.t.Helper()
+	ticks, err := c.db.Store.ListTicks(context.Background(), "")
+	require.NoError(c.t, err)
+	return ticks
+}
+
+func mustSchedule(t *testing.T, spec string) schedule.Schedule {
+	t.Helper()
+	s, err := schedule.NewSchedule("ph", spec, time.UTC)
+	require.NoError(t, err)
+	return s
+}
+
+// requireOneBatchPerTick checks that the batches are one per consecutive
+// tick of s: none fired twice, none left out.
+func requireOneBatchPerTick(t *testing.T, s schedule.Schedule, batches []store.Batch) {
+	t.Helper()
+	for i := 1; i < len(batches); i++ {
+		prev, cur := *batches[i-1].ScheduledFor, *batches[i].ScheduledFor
+		require.True(t, s.Next(prev).Equal(cur), "batch %s is for %s, the tick after %s is %s: a tick fired twice or was left out",
+			batches[i].ID, cur, prev, s.Next(prev))
+	}
+}
+
+// webhook is a local alert receiver.
+type webhook struct {
+	*httptest.Server
+	mu   sync.Mutex
+	msgs []alert.Message
+}
+
+func newWebhook(t *testing.T) *webhook {
+	w := &webhook{}
+	w.Server = httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		var m alert.Message
+		if err := json.NewDecoder(r.Body).Decode(&m); err != nil {
+			http.Error(rw, err.Error(), http.StatusBadRequest)
+			return
+		}
+		w.mu.Lock()
+		w.msgs = append(w.msgs, m)
+		w.mu.Unlock()
+	}))
+	t.Cleanup(w.Close)
+	return w
+}
+
+func (w *webhook) received(event string) []alert.Message {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var out []alert.Message
+	for _, m := range w.msgs {
+		if m.Event == event {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+func TestSchedulerTwoReplicasFireEachTickOnce(t *testing.T) {
+	t.Parallel()
+	c := schedCluster(t)
+	c.worker()
+	a := c.scheduler(every5s)
+	b := c.scheduler(every5s)
+	c.waitScheduled(5, 5*schedTicks+20*time.Second)
+	a.signal(syscall.SIGTERM)
+	b.signal(syscall.SIGTERM)
+	require.Equal(t, 0, a.wait(t, 15*time.Second), "SIGTERM exits 0")
+	require.Equal(t, 0, b.wait(t, 15*time.Second), "SIGTERM exits 0")
+
+	batches := c.scheduled()
+	require.GreaterOrEqual(t, len(batches), 5)
+	requireOneBatchPerTick(t, mustSchedule(t, every5s), batches)
+	require.Empty(t, c.ticks(), "no tick skipped or missed")
+	for _, bt := range batches {
+		require.Equal(t, store.StatusSucceeded, c.waitEnded(bt.ID, time.Minute).Status)
+	}
+	leaders := 0
+	for _, p := range []*proc{a, b} {
+		if strings.Contains(logOf(t, p), "leading: this scheduler fires the ticks") {
+			leaders++
+		}
+	}
+	require.GreaterOrEqual(t, leaders, 1)
+	n, err := c.r.Client.Exists(context.Background(), schedule.DefaultLeaderKey).Result()
+	require.NoError(t, err)
+	require.Zero(t, n, "the lease is released on SIGTERM")
+}
+
+func TestSchedulerLeaderKilledNextTickFiresOnce(t *testing.T) {
+	t.Parallel()
+	c := schedCluster(t)
+	c.worker()
+	s := mustSchedule(t, every5s)
+	a := c.scheduler(every5s)
+	waitLog(t, a, "leading: this scheduler fires the ticks", 10*time.Second)
+	b := c.scheduler(every5s)
+	waitLog(t, b, "standing by: another scheduler leads", 10*time.Second)
+
+	first := c.waitScheduled(1, 2*schedTicks)[0]
+	// Kill the leader a second before the next tick: the standby must take
+	// over and fire it, once.
+	next := s.Next(*first.ScheduledFor)
+	if time.Until(next) < 1500*time.Millisecond {
+		next = s.Next(next)
+	}
+	time.Sleep(time.Until(next.Add(-time.Second)))
+	a.signal(syscall.SIGKILL)
+	a.wait(t, 5*time.Second)
+	var batches []store.Batch
+	waitFor(t, 3*schedTicks, "the batches of the two ticks after the kill", func() bool {
+		batches = c.scheduled()
+		return len(batches) > 0 && !batches[len(batches)-1].ScheduledFor.Before(s.Next(next))
+	})
+	requireOneBatchPerTick(t, s, batches)
+	var firedNext int
+	for _, bt := range batches {
+		if bt.ScheduledFor.Equal(next) {
+			firedNext++
+		}
+	}
+	require.Equal(t, 1, firedNext, "the tick at the kill fired exactly once")
+	require.Contains(t, logOf(t, b), "leading: this scheduler fires the ticks")
+	require.Empty(t, c.ticks(), "no tick skipped or missed")
+}
+
+func TestSchedulerMissedTickOnStart(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name  string
+		grace string
+		fires bool
+	}{
+		{"within the grace fires once", "1m", true},
+		{"beyond the grace is logged missed", "10s", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			c := schedCluster(t)
+			hook := newWebhook(t)
+			// A spec that ticked once a minute, last 30 s ago: the scheduler was "down" at it.
+			tick := time.Now().Add(-30 * time.Second).Truncate(time.Second)
+			spec := fmt.Sprintf("%d * * * * *", tick.Second())
+			env := []string{"GRIDBATCH_MISFIRE_GRACE=" + tc.grace, "GRIDBATCH_ALERT_WEBHOOK_URL=" + hook.URL}
+			a := c.scheduler(spec, env...)
+			if tc.fires {
+				got := c.waitScheduled(1, 10*time.Second)
+				require.True(t, tick.Equal(*got[0].ScheduledFor), "fired the missed tick %s, not %s", tick, got[0].ScheduledFor)
+				waitLog(t, a, "missed tick fired late, within the misfire grace", 5*time.Second)
+				// A restarted scheduler finds the tick fired and fires nothing more.
+				a.signal(syscall.SIGTERM)
+				require.Equal(t, 0, a.wait(t, 10*time.Second))
+				b := c.scheduler(spec, env...)
+				waitLog(t, b, "leading: this scheduler fires the ticks", 10*time.Second)
+				time.Sleep(time.Second)
+				require.Len(t, c.scheduled(), 1)
+				require.Empty(t, c.ticks())
+				return
+			}
+			waitLog(t, a, "tick missed", 10*time.Second)
+			line := ""
+			for l := range strings.SplitSeq(logOf(t, a), "\n") {
+				if strings.Contains(l, "tick missed") {
+					line = l
+				}
+			}
+			require.Contains(t, line, "kind=ph")
+			require.Contains(t, line, "scheduled_for="+tick.UTC().Format("2006-01-02T15:04:05.000Z"))
+			require.Contains(t, line, "late=3") // about 30 s
+			waitFor(t, 10*time.Second, "the missed-tick alert", func() bool { return len(hook.received(alert.EventTickMissed)) > 0 })
+			m := hook.received(alert.EventTickMissed)[0]
+			require.Equal(t, "ph", m.Kind)
+			require.Equal(t, store.TickMissed, m.Status)
+			require.True(t, tick.Equal(*m.ScheduledFor))
+			require.Contains(t, m.Text, "missed")
+			ticks := c.ticks()
+			require.Len(t, ticks, 1)
+			require.Equal(t, store.TickMissed, ticks[0].Outcome)
+			time.Sleep(time.Second)
+			require.Empty(t, c.scheduled(), "a tick beyond the grace does not fire")
+		})
+	}
+}
+
+func TestSchedulerSkipsATickWhileABatchRuns(t *testing.T) {
+	t.Parallel()
+	c := schedCluster(t)
+	s := mustSchedule(t, every5s)
+	// No worker yet: the first batch keeps running across the next tick.
+	a := c.scheduler(every5s)
+	first := c.waitScheduled(1, 2*schedTicks)[0]
+	waitLog(t, a, "tick skipped: a ph batch is still running: "+first.ID+" (lock expires ", 2*schedTicks)
+	ticks := c.ticks()
+	require.NotEmpty(t, ticks)
+	require.Equal(t, store.TickSkipped, ticks[0].Outcome)
+	require.Equal(t, first.ID, ticks[0].RunningBatchID)
+	require.True(t, s.Next(*first.ScheduledFor).Equal(ticks[0].ScheduledFor), "the very next tick is skipped")
+
+	c.worker()
+	ended := c.waitEnded(first.ID, time.Minute)
+	require.Equal(t, store.StatusSucceeded, ended.Status)
+	var second store.Batch
+	waitFor(t, 3*schedTicks, "a batch after the first ended", func() bool {
+		got := c.scheduled()
+		if len(got) < 2 {
+			return false
+		}
+		second = got[1]
+		return true
+	})
+	// The first tick after the end fired; every tick in between was skipped, none silently.
+	require.True(t, second.ScheduledFor.After(*ended.EndedAt), "fired for %s, the first batch ended at %s", second.ScheduledFor, ended.EndedAt)
+	require.True(t, s.Latest(*ended.EndedAt).Before(*second.ScheduledFor))
+	require.True(t, s.Next(*ended.EndedAt).Equal(*second.ScheduledFor), "the first tick after the end fires")
+	skipped := c.ticks()
+	for tk := s.Next(*first.ScheduledFor); tk.Before(*second.ScheduledFor); tk = s.Next(tk) {
+		require.True(t, slices.ContainsFunc(skipped, func(x store.Tick) bool {
+			return x.ScheduledFor.Equal(tk) && x.Outcome == store.TickSkipped
+		}), "tick %s was neither fired nor recorded skipped", tk)
+	}
+	require.Equal(t, store.StatusSucceeded, c.waitEnded(second.ID, time.Minute).Status)
+}
+
+// breakChunkZero deletes the inputs of 50 cells of the scheduler grid's
+// first chunk, so that chunk is dead-lettered (missing input) and each
+// batch ends partial.
+func breakChunkZero(t *testing.T, c *cluster) {
+	t.Helper()
+	tag, err := c.db.Pool.Exec(context.Background(), `DELETE FROM cell_params WHERE (step, grid_id) IN
+		(SELECT step, grid_id FROM cell_params ORDER BY grid_id LIMIT 50)`)
+	require.NoError(t, err)
+	require.EqualValues(t, 50, tag.RowsAffected())
+}
+
+func TestSchedulerAlertsOnceForAPartialBatch(t *testing.T) {
+	t.Parallel()
+	c := schedCluster(t)
+	breakChunkZero(t, c)
+	hook := newWebhook(t)
+	c.worker("GRIDBATCH_MAX_RETRY=0")
+	// Ticks once a minute, last 2 s ago: one batch, caught up at start.
+	tick := time.Now().Add(-2 * time.Second).Truncate(time.Second)
+	spec := fmt.Sprintf("%d * * * * *", tick.Second())
+	env := []string{"GRIDBATCH_ALERT_WEBHOOK_URL=" + hook.URL}
+	a := c.scheduler(spec, env...)
+	waitLog(t, a, "leading: this scheduler fires the ticks", 10*time.Second)
+	b := c.scheduler(spec, env...)
+	bt := c.waitScheduled(1, 10*time.Second)[0]
+	require.Equal(t, store.StatusPartial, c.waitEnded(bt.ID, time.Minute).Status)
+	waitFor(t, 15*time.Second, "the alert of the partial batch", func() bool { return len(hook.received(alert.EventBatchEnded)) > 0 })
+
+	// The leader dies; the standby takes over the alert duty and sends nothing twice.
+	a.signal(syscall.SIGKILL)
+	waitLog(t, b, "leading: this scheduler fires the ticks", 10*time.Second)
+	time.Sleep(5 * time.Second) // two alert polls of the new leader
+	got := hook.received(alert.EventBatchEnded)
+	require.Len(t, got, 1, "exactly one alert: %+v", got)
+	m := got[0]
+	require.Equal(t, bt.ID, m.BatchID)
+	require.Equal(t, "ph", m.Kind)
+	require.Equal(t, store.StatusPartial, m.Status)
+	require.True(t, tick.Equal(*m.ScheduledFor))
+	require.Positive(t, m.FailedChunks)
+	require.Contains(t, m.Text, bt.ID)
+	require.Contains(t, m.Text, "ended partial")
+	require.Len(t, c.scheduled(), 1)
+}
+
+func TestSchedulerTicksOnTimeWhileTheWebhookHangs(t *testing.T) {
+	t.Parallel()
+	c := schedCluster(t)
+	breakChunkZero(t, c)
+	var mu sync.Mutex
+	var hung int
+	release := make(chan struct{})
+	hang := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		mu.Lock()
+		hung++
+		mu.Unlock()
+		select {
+		case <-r.Context().Done():
+		case <-release:
+		}
+	}))
+	t.Cleanup(hang.Close)
+	t.Cleanup(func() { close(release) })
+	c.worker("GRIDBATCH_MAX_RETRY=0")
+	s := mustSchedule(t, every5s)
+	c.scheduler(every5s, "GRIDBATCH_ALERT_WEBHOOK_URL="+hang.URL, "GRIDBATCH_ALERT_TIMEOUT=1m")
+
+	// Every batch ends partial, so alerts pile up on the hanging webhook
+	// while the ticks go on.
+	first := c.waitScheduled(1, 2*schedTicks)[0]
+	c.waitEnded(first.ID, 30*time.Second)
+	waitFor(t, 10*time.Second, "an alert to hang", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return hung > 0
+	})
+	hungAt := time.Now()
+	waitFor(t, 4*schedTicks, "three more ticks", func() bool {
+		got := c.scheduled()
+		n := 0
+		for _, b := range got {
+			if b.ScheduledFor.After(hungAt) {
+				n++
+			}
+		}
+		tn := 0
+		for _, tk := range c.ticks() {
+			if tk.ScheduledFor.After(hungAt) {
+				tn++
+			}
+		}
+		return n+tn >= 3
+	})
+	batches, ticks := c.scheduled(), c.ticks()
+	for _, b := range batches[1:] { // the first is the catch-up of the tick before the start
+		late := b.StartedAt.Sub(*b.ScheduledFor)
+		require.Less(t, late, 1500*time.Millisecond, "batch %s started %s after its tick", b.ID, late)
+	}
+	for _, tk := range ticks {
+		require.Equal(t, store.TickSkipped, tk.Outcome, "no tick missed")
+		late := tk.RecordedAt.Sub(tk.ScheduledFor)
+		require.Less(t, late, 3*time.Second, "tick %s recorded %s late", tk.ScheduledFor, late)
+	}
+	// Every tick since the first fired once or was skipped (a batch outlived its tick).
+	for tk := *batches[0].ScheduledFor; !tk.After(*batches[len(batches)-1].ScheduledFor); tk = s.Next(tk) {
+		n := 0
+		for _, b := range batches {
+			if b.ScheduledFor.Equal(tk) {
+				n++
+			}
+		}
+		if n == 0 {
+			require.True(t, slices.ContainsFunc(ticks, func(x store.Tick) bool { return x.ScheduledFor.Equal(tk) }),
+				"tick %s neither fired nor recorded", tk)
+		}
+		require.LessOrEqual(t, n, 1, "tick %s fired twice", tk)
+	}
+}
