@@ -5,10 +5,22 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"net"
+	"net/http"
+	"strings"
+	"time"
 
+	"github.com/hibiken/asynq"
+
+	"github.com/gridbatch/gridbatch/dlq"
+	"github.com/gridbatch/gridbatch/internal/batch"
 	"github.com/gridbatch/gridbatch/internal/cli"
 	"github.com/gridbatch/gridbatch/internal/config"
+	"github.com/gridbatch/gridbatch/internal/logging"
+	"github.com/gridbatch/gridbatch/internal/monitor"
+	"github.com/gridbatch/gridbatch/tasks"
 )
 
 func main() { cli.Main("monitor", run) }
@@ -17,15 +29,29 @@ const about = `Usage: monitor [flags]
 
 Serves the batch view at /, asynqmon at /asynqmon/ and Prometheus metrics at
 /metrics, all behind HTTP basic auth (GRIDBATCH_MONITOR_USER and
-GRIDBATCH_MONITOR_PASSWORD); /healthz is open.`
+GRIDBATCH_MONITOR_PASSWORD); /healthz is open. Without credentials it refuses
+to start, unless --insecure-no-auth is given and it listens on a loopback
+address. It is read-only unless started with --allow-writes, which enables
+asynqmon's actions and the dead-letter requeue of the batch page.`
 
 const example = `  GRIDBATCH_MONITOR_USER=ops GRIDBATCH_MONITOR_PASSWORD=... monitor --addr :8080
-  monitor --insecure-no-auth --addr 127.0.0.1:8080`
+  monitor --insecure-no-auth --addr 127.0.0.1:8080
+  GRIDBATCH_MONITOR_USER=ops GRIDBATCH_MONITOR_PASSWORD=... monitor --allow-writes`
+
+// requeueOptions are the settings of the chunk tasks the batch page's
+// requeue enqueues; they mirror the worker's.
+type requeueOptions struct {
+	MaxRetry int
+	Timeout  time.Duration
+}
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var cfg config.Monitor
+	var rq requeueOptions
 	set := config.NewSet("monitor", about, example)
 	cfg.Bind(set)
+	set.Int(&rq.MaxRetry, "max-retry", "GRIDBATCH_MAX_RETRY", 5, "with --allow-writes: retries a requeued chunk task gets before it is dead-lettered again")
+	set.Duration(&rq.Timeout, "task-timeout", "GRIDBATCH_TASK_TIMEOUT", 5*time.Minute, "with --allow-writes: bound on one run of a requeued chunk task")
 	if err := set.Parse(args); err != nil {
 		return err
 	}
@@ -36,5 +62,125 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
-	return errors.New("the monitor is not built yet (issue: Observability and the monitor); use asynqmon directly meanwhile")
+	if err := monitor.CheckAuth(cfg.Addr, cfg.User, cfg.Password, cfg.InsecureNoAuth); err != nil {
+		return err
+	}
+	switch {
+	case rq.MaxRetry < 0 || rq.MaxRetry > 100:
+		return fmt.Errorf("GRIDBATCH_MAX_RETRY=%d must be between 0 and 100", rq.MaxRetry)
+	case rq.Timeout <= 0:
+		return fmt.Errorf("GRIDBATCH_TASK_TIMEOUT=%s must be positive, e.g. 5m", rq.Timeout)
+	}
+	return serve(ctx, cfg, rq, stderr)
+}
+
+// serve runs the monitor until ctx is cancelled.
+func serve(ctx context.Context, cfg config.Monitor, rq requeueOptions, stderr io.Writer) error {
+	log := logging.New(stderr, cfg.LogFormat, cfg.LogLevel)
+	noAuth := cfg.User == "" && cfg.Password == ""
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("GRIDBATCH_MONITOR_ADDR=%s: %w", cfg.Addr, err)
+	}
+	defer ln.Close()
+	if tcp, ok := ln.Addr().(*net.TCPAddr); noAuth && (!ok || !tcp.IP.IsLoopback()) {
+		return fmt.Errorf("refusing --insecure-no-auth: %s resolved to %s, which is not a loopback address", cfg.Addr, ln.Addr())
+	}
+
+	rdb, err := cli.OpenRedis(ctx, cfg.RedisURL)
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+	connOpt, err := asynq.ParseRedisURI(cfg.RedisURL)
+	if err != nil {
+		return fmt.Errorf("GRIDBATCH_REDIS_URL: %w", err)
+	}
+	st, err := cli.OpenStore(ctx, cfg.Common, "gridbatch-monitor")
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	client := asynq.NewClientFromRedisClient(rdb)
+	defer client.Close()
+	insp := asynq.NewInspectorFromRedisClient(rdb)
+	broker := tasks.NewBroker(client, insp, rdb, tasks.ChunkOptions{MaxRetry: rq.MaxRetry, Timeout: rq.Timeout})
+	var requeue monitor.RequeueFunc
+	if cfg.AllowWrites {
+		svc := batch.New(st, broker, log, batch.Config{})
+		dq, err := dlq.New(st, rdb, client, svc, broker, log, dlq.Config{Queues: []string{tasks.QueueGrid, tasks.QueueBatch}})
+		if err != nil {
+			return err
+		}
+		requeue = requeueWith(dq)
+	}
+
+	srv, err := monitor.New(monitor.Config{
+		Store:          st,
+		Redis:          rdb,
+		RedisConnOpt:   connOpt,
+		User:           cfg.User,
+		Password:       cfg.Password,
+		InsecureNoAuth: noAuth,
+		AllowWrites:    cfg.AllowWrites,
+		Requeue:        requeue,
+		DBErrors:       broker.DBErrors,
+		Log:            log,
+	})
+	if err != nil {
+		return err
+	}
+	defer srv.Close()
+
+	httpSrv := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	served := make(chan error, 1)
+	go func() { served <- httpSrv.Serve(ln) }()
+	log.Info("monitor started", "addr", ln.Addr().String(), "auth", !noAuth, "allow_writes", cfg.AllowWrites,
+		"batch_view", "/", "asynqmon", "/asynqmon/", "metrics", "/metrics")
+	if noAuth {
+		log.Warn("serving without authentication (--insecure-no-auth, loopback only)")
+	}
+	select {
+	case err := <-served:
+		if !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("serve: %w", err)
+		}
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = httpSrv.Shutdown(sctx)
+	log.Info("monitor stopped")
+	return nil
+}
+
+// requeueWith is the batch page's requeue on the dead-letter queue: the
+// given dead letters of the batch, or all its open ones. Task IDs of
+// another batch are refused.
+func requeueWith(dq *dlq.Service) monitor.RequeueFunc {
+	return func(ctx context.Context, batchID string, taskIDs []string) (int, error) {
+		sel := dlq.Selector{BatchID: batchID}
+		if len(taskIDs) > 0 {
+			for _, id := range taskIDs {
+				if !strings.HasPrefix(id, batchID+":") {
+					return 0, fmt.Errorf("task %s is not a chunk of batch %s", id, batchID)
+				}
+			}
+			sel = dlq.Selector{TaskIDs: taskIDs}
+		}
+		results, err := dq.Requeue(ctx, sel, false)
+		if err != nil {
+			return 0, err
+		}
+		n := 0
+		var errs []error
+		for _, r := range results {
+			if r.Err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", r.DeadLetter.TaskID, r.Err))
+				continue
+			}
+			n++
+		}
+		return n, errors.Join(errs...)
+	}
 }
