@@ -12,6 +12,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/gridbatch/gridbatch/dlq"
 	"github.com/gridbatch/gridbatch/internal/batch"
 	"github.com/gridbatch/gridbatch/internal/store"
 )
@@ -49,6 +50,9 @@ func NewBroker(client *asynq.Client, insp *asynq.Inspector, rdb redis.UniversalC
 }
 
 var _ batch.Broker = (*Broker)(nil)
+
+// EnqueueWorkers is how many goroutines EnqueueChunks enqueues with.
+func (b *Broker) EnqueueWorkers() int { return b.opts.EnqueueWorkers }
 
 // uniqueKey is asynq's unique-lock key of a task (asynq internal/base.UniqueKey);
 // a test checks it against the key asynq really writes.
@@ -172,6 +176,7 @@ func (b *Broker) EnqueueChunks(ctx context.Context, bt store.Batch, chunks []int
 }
 
 func (b *Broker) enqueueChunk(ctx context.Context, p ChunkPayload, id string) error {
+	p.EnqueuedAtUnixNano = time.Now().UnixNano()
 	t, err := NewChunkTask(p)
 	if err != nil {
 		return err
@@ -226,34 +231,6 @@ func (b *Broker) RemoveChunks(ctx context.Context, batchID string, chunks []int)
 	return firstErr
 }
 
-// ArchivedChunks implements batch.Broker.
-func (b *Broker) ArchivedChunks(ctx context.Context) ([]batch.ArchivedChunk, error) {
-	var out []batch.ArchivedChunk
-	for page := 1; ; page++ {
-		infos, err := b.insp.ListArchivedTasks(QueueGrid, asynq.PageSize(1000), asynq.Page(page))
-		if errors.Is(err, asynq.ErrQueueNotFound) {
-			return out, nil
-		}
-		if err != nil {
-			return out, err
-		}
-		for _, ti := range infos {
-			if ti.Type != TypeChunk {
-				continue
-			}
-			bid, chunk, ok := batch.ParseChunkTaskID(ti.ID)
-			if !ok {
-				continue
-			}
-			out = append(out, batch.ArchivedChunk{TaskID: ti.ID, BatchID: bid, Chunk: chunk, Retried: ti.Retried,
-				LastError: ti.LastErr, FailedAt: ti.LastFailedAt})
-		}
-		if len(infos) < 1000 || ctx.Err() != nil {
-			return out, ctx.Err()
-		}
-	}
-}
-
 func dbErrorsKey(batchID string) string { return "gridbatch:batch:" + batchID + ":db_errors" }
 
 // CountDBError implements batch.Broker.
@@ -273,4 +250,35 @@ func (b *Broker) DBErrors(ctx context.Context, batchID string) int64 {
 	defer cancel()
 	n, _ := b.rdb.Get(ctx, dbErrorsKey(batchID)).Int64()
 	return n
+}
+
+var _ dlq.Tasks = (*Broker)(nil)
+
+// DescribeTask implements dlq.Tasks: a chunk task names its batch, chunk
+// and requeue generation in its payload or, when that cannot be decoded, its
+// batch and chunk in its ID. Other tasks name no chunk.
+func (b *Broker) DescribeTask(typ, taskID string, payload []byte) dlq.Subject {
+	if typ != TypeChunk {
+		return dlq.Subject{}
+	}
+	if p, err := DecodeChunk(payload); err == nil {
+		return dlq.Subject{BatchID: p.BatchID, Chunk: p.Chunk, IsChunk: true, Generation: max(p.Requeue, 0)}
+	}
+	if bid, chunk, ok := batch.ParseChunkTaskID(taskID); ok {
+		return dlq.Subject{BatchID: bid, Chunk: chunk, IsChunk: true}
+	}
+	return dlq.Subject{}
+}
+
+// ChunkTask implements dlq.Tasks: the chunk's task with requeue generation
+// gen, under the chunk's task ID, with this broker's max retry and timeout.
+func (b *Broker) ChunkTask(bt store.Batch, chunk, gen int) (*asynq.Task, []asynq.Option, error) {
+	t, err := NewChunkTask(ChunkPayload{BatchID: bt.ID, Kind: bt.Kind, Chunk: chunk, Step: bt.Step, ChunkSize: bt.ChunkSize,
+		BBox: [4]float64{bt.BBox.LonMin, bt.BBox.LatMin, bt.BBox.LonMax, bt.BBox.LatMax}, Requeue: gen,
+		EnqueuedAtUnixNano: time.Now().UnixNano()})
+	if err != nil {
+		return nil, nil, err
+	}
+	return t, []asynq.Option{asynq.Queue(QueueGrid), asynq.TaskID(batch.ChunkTaskID(bt.ID, chunk)),
+		asynq.MaxRetry(b.opts.MaxRetry), asynq.Timeout(b.opts.Timeout)}, nil
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/gridbatch/gridbatch/dlq"
 	"github.com/gridbatch/gridbatch/internal/batch"
+	"github.com/gridbatch/gridbatch/internal/metrics"
 	"github.com/gridbatch/gridbatch/internal/store"
 )
 
@@ -18,11 +19,30 @@ import (
 type Handlers struct {
 	svc *batch.Service
 	log *slog.Logger
+	obs Observer
 }
 
+// Observer is told the outcome of every failed task run; *metrics.Worker
+// implements it. outcome is metrics.OutcomeRetried, OutcomeFailed (the task
+// goes to the archive: a dead letter), OutcomeTimedOut or OutcomeSkipped
+// (revoked, or cancelled because its batch ended).
+type Observer interface {
+	TaskFailed(taskType, outcome string)
+}
+
+// HandlerOption configures Handlers.
+type HandlerOption func(*Handlers)
+
+// WithObserver reports failed task runs to o.
+func WithObserver(o Observer) HandlerOption { return func(h *Handlers) { h.obs = o } }
+
 // NewHandlers returns the handlers.
-func NewHandlers(svc *batch.Service, log *slog.Logger) *Handlers {
-	return &Handlers{svc: svc, log: log}
+func NewHandlers(svc *batch.Service, log *slog.Logger, opts ...HandlerOption) *Handlers {
+	h := &Handlers{svc: svc, log: log}
+	for _, o := range opts {
+		o(h)
+	}
+	return h
 }
 
 // Register adds every task type's handler to mux.
@@ -47,7 +67,9 @@ func (h *Handlers) ProcessChunk(ctx context.Context, t *asynq.Task) error {
 		return err
 	}
 	start := time.Now()
-	err = h.svc.RunChunk(ctx, p.chunk(id, retried))
+	c := p.chunk(id, retried)
+	c.Requeue = p.Requeue
+	err = h.svc.RunChunk(ctx, c)
 	if err == nil {
 		h.log.Debug("chunk done", "batch_id", p.BatchID, "chunk", p.Chunk, "task_id", id, "seconds", time.Since(start).Seconds())
 	}
@@ -84,12 +106,22 @@ func (h *Handlers) HandleError(ctx context.Context, t *asynq.Task, err error) {
 	if t.Type() == TypeChunk {
 		p, perr = DecodeChunk(t.Payload())
 	}
-	batchID, chunk, _ := batch.ParseChunkTaskID(id)
+	batchID, chunk, isChunk := batch.ParseChunkTaskID(id)
 	if perr == nil {
-		batchID, chunk = p.BatchID, p.Chunk
+		batchID, chunk, isChunk = p.BatchID, p.Chunk, true
 	}
-	if batchID != "" {
+	switch {
+	case isChunk:
 		attrs = append(attrs, "batch_id", batchID, "chunk", chunk)
+	case t.Type() == TypeLock:
+		attrs = append(attrs, "batch_id", id) // a lock task's ID is its batch's
+	case t.Type() == TypePlan:
+		if pp, err := DecodePlan(t.Payload()); err == nil {
+			attrs = append(attrs, "batch_id", pp.BatchID)
+		}
+	}
+	if h.obs != nil {
+		h.obs.TaskFailed(t.Type(), failureOutcome(err, final))
 	}
 	if !final {
 		h.log.Warn("task failed; will retry", attrs...)
@@ -104,6 +136,9 @@ func (h *Handlers) HandleError(ctx context.Context, t *asynq.Task, err error) {
 	if batchID != "" {
 		d.BatchID, d.Chunk = &batchID, &chunk
 	}
+	if perr == nil {
+		d.Generation = p.Requeue // a requeued chunk that fails again is a new dead letter of the same task ID
+	}
 	if _, rerr := dlq.Record(rctx, h.svc.Store(), d); rerr != nil {
 		h.log.Error("record dead letter failed; the archive sweep will record it", append(attrs, "record_error", rerr.Error())...)
 	}
@@ -113,9 +148,25 @@ func (h *Handlers) HandleError(ctx context.Context, t *asynq.Task, err error) {
 			c = p.chunk(id, retried)
 		}
 		if rerr := h.svc.ChunkDeadLettered(rctx, c, err.Error()); rerr != nil && !errors.Is(rerr, store.ErrBatchNotFound) {
-			h.log.Error("record dead-lettered chunk failed; the reconciler will record it", append(attrs, "record_error", rerr.Error())...)
+			h.log.Error("record dead-lettered chunk failed; the archive sweep will record it", append(attrs, "record_error", rerr.Error())...)
 		}
 	}
+}
+
+// failureOutcome classifies a failed run the way asynq's processor treats
+// it: archived (final) is a dead letter whatever the cause; otherwise a
+// revoked or cancelled run is skipped, one past its deadline timed out, and
+// anything else retried.
+func failureOutcome(err error, final bool) string {
+	switch {
+	case final:
+		return metrics.OutcomeFailed
+	case errors.Is(err, asynq.RevokeTask), errors.Is(err, context.Canceled):
+		return metrics.OutcomeSkipped
+	case errors.Is(err, context.DeadlineExceeded):
+		return metrics.OutcomeTimedOut
+	}
+	return metrics.OutcomeRetried
 }
 
 func queueOf(typ string) string {

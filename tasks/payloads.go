@@ -36,6 +36,16 @@ type ChunkPayload struct {
 	Step      float64    `json:"step"`
 	BBox      [4]float64 `json:"bbox"` // lon_min, lat_min, lon_max, lat_max
 	ChunkSize int        `json:"chunk_size"`
+	// Requeue is the requeue generation: 0 (left out) as first enqueued, n
+	// for the task 'enqueuer dlq requeue' enqueued the n-th time. The task
+	// ID stays batch.ChunkTaskID(batch, chunk); a requeued chunk may write
+	// into an ended batch and heal it.
+	Requeue int `json:"requeue,omitempty"`
+	// EnqueuedAtUnixNano is when the task was handed to asynq (Unix
+	// nanoseconds, the enqueuing process's clock); 0 (left out) when unknown,
+	// as in tasks enqueued before the field existed. The worker logs each
+	// chunk task's first start against it (start_latency_seconds, debug level).
+	EnqueuedAtUnixNano int64 `json:"enqueued_at_unix_nano,omitempty"`
 }
 
 // NewChunkTask returns the chunk task; its ID must be set with

@@ -61,15 +61,7 @@ func runRun(ctx context.Context, e *env, args []string) error {
 	if _, err := grid.ModelFor(kind); err != nil {
 		return err
 	}
-	lat, err := grid.NewLattice(cfg.Step)
-	if err != nil {
-		return err
-	}
-	bbox, err := grid.ParseBBox(cfg.BBox)
-	if err != nil {
-		return err
-	}
-	region, err := grid.NewRegion(lat, bbox, cfg.MaxCells)
+	region, err := seedRegion(cfg.Batch)
 	if err != nil {
 		return err
 	}

@@ -101,15 +101,7 @@ func runSeed(ctx context.Context, e *env, args []string) error {
 // more than --max-cells cells. Its errors are the grid package's one-line
 // messages.
 func seedRegion(b config.Batch) (grid.Region, error) {
-	l, err := grid.NewLattice(b.Step)
-	if err != nil {
-		return grid.Region{}, err
-	}
-	bbox, err := grid.ParseBBox(b.BBox)
-	if err != nil {
-		return grid.Region{}, err
-	}
-	return grid.NewRegion(l, bbox, b.MaxCells)
+	return grid.ParseRegion(b.Step, b.BBox, b.MaxCells)
 }
 
 // migrateHint turns an error for which store.IsSchemaError is true into one

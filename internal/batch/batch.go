@@ -18,7 +18,9 @@ import (
 
 	"github.com/hibiken/asynq"
 
+	"github.com/gridbatch/gridbatch/internal/breaker"
 	"github.com/gridbatch/gridbatch/internal/grid"
+	"github.com/gridbatch/gridbatch/internal/metrics"
 	"github.com/gridbatch/gridbatch/internal/store"
 )
 
@@ -43,21 +45,9 @@ type Broker interface {
 	EnqueueChunks(ctx context.Context, b store.Batch, chunks []int) error
 	// RemoveChunks removes the batch's queued chunk tasks and cancels running ones.
 	RemoveChunks(ctx context.Context, batchID string, chunks []int) error
-	// ArchivedChunks lists chunk tasks in the archive.
-	ArchivedChunks(ctx context.Context) ([]ArchivedChunk, error)
 	// CountDBError adds one to the batch's DB connection errors; DBErrors reads them.
 	CountDBError(ctx context.Context, batchID string)
 	DBErrors(ctx context.Context, batchID string) int64
-}
-
-// ArchivedChunk is a chunk task found in asynq's archive.
-type ArchivedChunk struct {
-	TaskID    string
-	BatchID   string
-	Chunk     int
-	Retried   int
-	LastError string
-	FailedAt  time.Time
 }
 
 // ErrLocked is returned by Broker.AcquireLock when the kind's lock is held.
@@ -89,6 +79,9 @@ type Config struct {
 	FailFastAfter int
 	// OnFinished, when set, is called once for every batch this process ends.
 	OnFinished func(store.Batch)
+	// DB, when set, guards the chunk path's database work: while it is open
+	// chunks fail fast with an error wrapping breaker.ErrOpen.
+	DB *breaker.Breaker
 }
 
 // Service runs the batch life cycle.
@@ -198,6 +191,7 @@ func (s *Service) Plan(ctx context.Context, batchID string) error {
 		return fmt.Errorf("plan %s: %w", batchID, err)
 	}
 	if b.Ended() {
+		metrics.Skipped(ctx)
 		return nil
 	}
 	pending, err := s.store.PlanChunks(ctx, b)
@@ -209,7 +203,8 @@ func (s *Service) Plan(ctx context.Context, batchID string) error {
 		return fmt.Errorf("enqueue chunks of %s: %w", batchID, err)
 	}
 	el := time.Since(start)
-	s.log.Info("batch planned", "batch_id", batchID, "chunks", b.TotalChunks, "enqueued", len(pending),
+	taskID, _ := asynq.GetTaskID(ctx)
+	s.log.Info("batch planned", "batch_id", batchID, "task_id", taskID, "chunks", b.TotalChunks, "enqueued", len(pending),
 		"enqueue_seconds", el.Seconds(), "tasks_per_second", float64(len(pending))/max(el.Seconds(), 1e-9))
 	return nil
 }
@@ -224,6 +219,10 @@ type Chunk struct {
 	BBox      grid.BBox
 	ChunkSize int
 	Retried   int
+	// Requeue is the chunk task's requeue generation: 0 as first enqueued,
+	// n after the n-th 'enqueuer dlq requeue'. A requeued chunk may write
+	// into a batch that has ended, and heals its figures and status.
+	Requeue int
 }
 
 // ErrBadChunk marks data errors in a chunk: no retry can fix them.
@@ -253,7 +252,11 @@ func (s *Service) RunChunk(ctx context.Context, c Chunk) error {
 			ErrBadChunk, c.Chunk, c.ChunkSize, region.NumCells(), asynq.SkipRetry)
 	}
 	ids := region.ChunkIDs(c.Chunk, c.ChunkSize)
-	inputs, err := s.store.LoadInputs(ctx, c.Step, ids)
+	var inputs []grid.Input
+	err = s.guard(func() (err error) {
+		inputs, err = s.store.LoadInputs(ctx, c.Step, ids)
+		return err
+	})
 	if err != nil {
 		return s.dbError(ctx, c, "load inputs", err)
 	}
@@ -264,27 +267,50 @@ func (s *Service) RunChunk(ctx context.Context, c Chunk) error {
 		}
 		return fmt.Errorf("compute: %w: %w", err, asynq.SkipRetry)
 	}
-	t, err := s.store.WriteChunk(ctx, c.Kind, c.Step, series, store.ChunkOutcome{
-		BatchID: c.BatchID, Chunk: c.Chunk, Attempts: c.Retried + 1, TaskSeconds: time.Since(start).Seconds(),
-		Worker: s.cfg.Worker, RSSBytes: PeakRSS(),
-	}, false)
+	var t store.Transition
+	err = s.guard(func() (err error) {
+		t, err = s.store.WriteChunk(ctx, c.Kind, c.Step, series, store.ChunkOutcome{
+			BatchID: c.BatchID, Chunk: c.Chunk, Attempts: c.Retried + 1, TaskSeconds: time.Since(start).Seconds(),
+			Worker: s.cfg.Worker, RSSBytes: PeakRSS(),
+		}, c.Requeue > 0)
+		return err
+	})
 	if err != nil {
 		return s.dbError(ctx, c, "write results", err)
 	}
+	if !t.BatchRunning && c.Requeue > 0 {
+		metrics.CellsWritten(ctx, len(ids))
+		return s.healEnded(context.WithoutCancel(ctx), c)
+	}
 	if !t.BatchRunning {
 		s.log.Info("batch already ended; chunk result discarded", "batch_id", c.BatchID, "chunk", c.Chunk, "task_id", c.TaskID)
+		metrics.Skipped(ctx)
 		return nil
 	}
+	metrics.CellsWritten(ctx, len(ids))
 	if t.AllDone() {
 		s.Finish(context.WithoutCancel(ctx), c.BatchID)
 	}
 	return nil
 }
 
+// guard runs database work through the breaker, when there is one.
+func (s *Service) guard(fn func() error) error {
+	if s.cfg.DB == nil {
+		return fn()
+	}
+	return s.cfg.DB.Do(fn)
+}
+
+// DBOpen reports whether the database breaker is open.
+func (s *Service) DBOpen() bool { return s.cfg.DB != nil && s.cfg.DB.State() == breaker.Open }
+
 // dbError classifies an error from the store during a chunk.
 func (s *Service) dbError(ctx context.Context, c Chunk, what string, err error) error {
 	var missing *store.MissingInputError
 	switch {
+	case errors.Is(err, breaker.ErrOpen):
+		return fmt.Errorf("%s: %w", what, err) // retried later, not counted as a failure
 	case errors.As(err, &missing):
 		return fmt.Errorf("%s: %w: %w", what, err, asynq.SkipRetry)
 	case errors.Is(err, store.ErrBatchNotFound):
@@ -293,6 +319,7 @@ func (s *Service) dbError(ctx context.Context, c Chunk, what string, err error) 
 		s.fail(ctx, c.BatchID, fmt.Sprintf("chunk %d: %s: %v (run 'enqueuer migrate')", c.Chunk, what, err))
 		return nil
 	case store.IsConnError(err):
+		metrics.DBError(ctx)
 		s.broker.CountDBError(context.WithoutCancel(ctx), c.BatchID)
 	}
 	return fmt.Errorf("%s: %w", what, err)

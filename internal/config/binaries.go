@@ -1,8 +1,11 @@
 package config
 
 import (
+	"errors"
 	"fmt"
+	"net/url"
 	"runtime"
+	"strings"
 	"time"
 )
 
@@ -38,6 +41,21 @@ type Worker struct {
 	// ReconcileInterval is how often one worker checks running batches for
 	// completion, deadlines and unrecorded dead letters. Defaults to 10s.
 	ReconcileInterval time.Duration
+	// BreakerFailures is how many consecutive DB connection errors open the
+	// circuit breaker. Defaults to 5.
+	BreakerFailures int
+	// BreakerOpenFor is how long the breaker stays open before a probe. Defaults to 10s.
+	BreakerOpenFor time.Duration
+	// WedgedAfter is how long a worker with free slots may start no task
+	// while tasks are pending before /healthz reports it wedged. Defaults to 2m.
+	WedgedAfter time.Duration
+	// DLQSweepInterval is how often the worker holding the reconciler's
+	// lease sweeps asynq's archives for dead letters no handler recorded.
+	// Defaults to 30s.
+	DLQSweepInterval time.Duration
+	// Pprof serves net/http/pprof under /debug/pprof/ on HTTPAddr. It is off
+	// by default: profiles expose internals and cost CPU while taken.
+	Pprof bool
 }
 
 // Bind registers the worker's flags on s.
@@ -53,6 +71,11 @@ func (c *Worker) Bind(s *Set) {
 	s.Duration(&c.TaskCheckInterval, "task-check-interval", "GRIDBATCH_TASK_CHECK_INTERVAL", 50*time.Millisecond, "poll interval of an idle worker")
 	s.Duration(&c.HungGrace, "hung-grace", "GRIDBATCH_HUNG_GRACE", 30*time.Second, "a handler running this long past its timeout makes /healthz fail")
 	s.Duration(&c.ReconcileInterval, "reconcile-interval", "GRIDBATCH_RECONCILE_INTERVAL", 10*time.Second, "how often batches are checked for completion and deadlines")
+	s.Int(&c.BreakerFailures, "breaker-failures", "GRIDBATCH_BREAKER_FAILURES", 5, "consecutive DB connection errors that open the circuit breaker")
+	s.Duration(&c.BreakerOpenFor, "breaker-open-for", "GRIDBATCH_BREAKER_OPEN_FOR", 10*time.Second, "how long the open breaker waits before a probe")
+	s.Duration(&c.WedgedAfter, "wedged-after", "GRIDBATCH_WEDGED_AFTER", 2*time.Minute, "free slots and pending tasks but no task started for this long: /healthz fails")
+	s.Duration(&c.DLQSweepInterval, "dlq-sweep-interval", "GRIDBATCH_DLQ_SWEEP_INTERVAL", 30*time.Second, "how often the archives are swept for dead letters no handler recorded")
+	s.Bool(&c.Pprof, "pprof", "GRIDBATCH_PPROF", false, "serve net/http/pprof under /debug/pprof/ on the HTTP address")
 }
 
 // Validate reports the first bad setting, naming its variable.
@@ -79,6 +102,14 @@ func (c *Worker) Validate() error {
 		return badValue("GRIDBATCH_HUNG_GRACE", c.HungGrace, "must be positive, e.g. 30s")
 	case c.ReconcileInterval <= 0:
 		return badValue("GRIDBATCH_RECONCILE_INTERVAL", c.ReconcileInterval, "must be positive, e.g. 10s")
+	case c.BreakerFailures < 1:
+		return badValue("GRIDBATCH_BREAKER_FAILURES", c.BreakerFailures, "must be at least 1")
+	case c.BreakerOpenFor <= 0:
+		return badValue("GRIDBATCH_BREAKER_OPEN_FOR", c.BreakerOpenFor, "must be positive, e.g. 10s")
+	case c.WedgedAfter <= 0:
+		return badValue("GRIDBATCH_WEDGED_AFTER", c.WedgedAfter, "must be positive, e.g. 2m")
+	case c.DLQSweepInterval <= 0:
+		return badValue("GRIDBATCH_DLQ_SWEEP_INTERVAL", c.DLQSweepInterval, "must be positive, e.g. 30s")
 	}
 	return nil
 }
@@ -116,6 +147,12 @@ type Scheduler struct {
 	// AlertWebhookURL receives a JSON alert when a batch ends badly or a tick
 	// is skipped or missed. Empty disables alerts.
 	AlertWebhookURL string
+	// AlertTimeout bounds one POST to the webhook; each alert is tried 3
+	// times with backoff. Defaults to 5s.
+	AlertTimeout time.Duration
+	// LeaderTTL is the TTL of the leader lease in Redis: a dead leader is
+	// replaced within about 1⅓ of it. Defaults to 10s.
+	LeaderTTL time.Duration
 }
 
 // Bind registers the scheduler's flags on s.
@@ -126,6 +163,8 @@ func (c *Scheduler) Bind(s *Set) {
 	s.String(&c.TimeZone, "timezone", "GRIDBATCH_TIMEZONE", "UTC", "IANA time zone of the cron specs, e.g. Asia/Seoul")
 	s.Duration(&c.MisfireGrace, "misfire-grace", "GRIDBATCH_MISFIRE_GRACE", time.Hour, "a tick missed by at most this much still fires once")
 	s.Secret(&c.AlertWebhookURL, "alert-webhook-url", "GRIDBATCH_ALERT_WEBHOOK_URL", "", "POST a JSON alert here on bad batch ends and skipped ticks")
+	s.Duration(&c.AlertTimeout, "alert-timeout", "GRIDBATCH_ALERT_TIMEOUT", 5*time.Second, "bound on one webhook POST (3 attempts per alert)")
+	s.Duration(&c.LeaderTTL, "leader-ttl", "GRIDBATCH_LEADER_TTL", 10*time.Second, "TTL of the leader lease; a dead leader is replaced within about 1.3x this")
 }
 
 // Validate reports the first bad setting, naming its variable.
@@ -139,8 +178,21 @@ func (c *Scheduler) Validate() error {
 	if _, err := time.LoadLocation(c.TimeZone); err != nil {
 		return badValue("GRIDBATCH_TIMEZONE", c.TimeZone, "is not a known IANA time zone, e.g. UTC or Asia/Seoul")
 	}
-	if c.MisfireGrace < 0 {
+	switch {
+	case c.MisfireGrace < 0:
 		return badValue("GRIDBATCH_MISFIRE_GRACE", c.MisfireGrace, "must not be negative")
+	case strings.TrimSpace(c.Schedules) == "":
+		return errors.New("GRIDBATCH_SCHEDULES is empty; expected KIND=SPEC;KIND=SPEC, e.g. 'ph=0 2 1 1 *;hazard=0 3 1 1 *'")
+	case c.AlertTimeout <= 0:
+		return badValue("GRIDBATCH_ALERT_TIMEOUT", c.AlertTimeout, "must be positive, e.g. 5s")
+	case c.LeaderTTL < time.Second:
+		return badValue("GRIDBATCH_LEADER_TTL", c.LeaderTTL, "must be at least 1s, e.g. 10s")
+	}
+	if c.AlertWebhookURL != "" {
+		u, err := url.Parse(c.AlertWebhookURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return errors.New("GRIDBATCH_ALERT_WEBHOOK_URL is not an http(s) URL (value not shown: it is a secret); expected e.g. https://hooks.slack.com/services/…")
+		}
 	}
 	return nil
 }

@@ -10,19 +10,23 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"time"
 
 	"github.com/hibiken/asynq"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/gridbatch/gridbatch/dlq"
 	"github.com/gridbatch/gridbatch/internal/batch"
+	"github.com/gridbatch/gridbatch/internal/breaker"
 	"github.com/gridbatch/gridbatch/internal/cli"
 	"github.com/gridbatch/gridbatch/internal/config"
 	"github.com/gridbatch/gridbatch/internal/logging"
+	"github.com/gridbatch/gridbatch/internal/metrics"
 	"github.com/gridbatch/gridbatch/internal/store"
 	"github.com/gridbatch/gridbatch/tasks"
 )
@@ -64,13 +68,24 @@ func Run(ctx context.Context, cfg config.Worker, stderr io.Writer, opts ...Optio
 	broker := tasks.NewBroker(client, insp, rdb, tasks.ChunkOptions{Timeout: cfg.TaskTimeout, MaxRetry: cfg.MaxRetry})
 	host, _ := os.Hostname()
 	workerName := fmt.Sprintf("%s:%d", host, os.Getpid())
-	svc := batch.New(st, broker, log, batch.Config{Worker: workerName})
-	h := tasks.NewHandlers(svc, log)
+	m := metrics.NewWorker(tasks.TypeChunk, tasks.TypePlan, tasks.TypeLock)
+	db := breaker.New(breaker.Config{Failures: cfg.BreakerFailures, OpenFor: cfg.BreakerOpenFor,
+		IsConnError: store.IsConnError, Log: log, OnChange: func(_, to string) { m.SetBreakerState(to) }})
+	svc := batch.New(st, broker, log, batch.Config{Worker: workerName, DB: db})
+	h := tasks.NewHandlers(svc, log, tasks.WithObserver(m))
+	dq, err := dlq.New(st, rdb, client, svc, broker, log, dlq.Config{
+		Queues: []string{tasks.QueueGrid, tasks.QueueBatch}, SweepInterval: cfg.DLQSweepInterval})
+	if err != nil {
+		return err
+	}
 
 	srv := asynq.NewServerFromRedisClient(rdb, asynq.Config{
-		Concurrency:       cfg.Concurrency,
-		Queues:            tasks.Queues,
-		RetryDelayFunc:    tasks.RetryDelay(cfg.RetryPolicy, cfg.RetryBase),
+		Concurrency:    cfg.Concurrency,
+		Queues:         tasks.Queues,
+		RetryDelayFunc: retryDelay(tasks.RetryDelay(cfg.RetryPolicy, cfg.RetryBase), db),
+		// A task refused by the open breaker never reached the database: it
+		// is retried without counting against its retries.
+		IsFailure:         func(err error) bool { return !errors.Is(err, breaker.ErrOpen) },
 		ErrorHandler:      asynq.ErrorHandlerFunc(h.HandleError),
 		Logger:            logging.Asynq(log),
 		LogLevel:          logging.AsynqLevel(cfg.LogLevel),
@@ -82,13 +97,17 @@ func Run(ctx context.Context, cfg config.Worker, stderr io.Writer, opts ...Optio
 			}
 		},
 	})
+	wd := NewWatchdog(cfg.HungGrace, log)
 	mux := asynq.NewServeMux()
+	mux.Use(logStartLatency(log))
+	mux.Use(wd.Middleware)
+	mux.Use(m.Middleware)
 	tasks.Register(mux, h)
 	for typ, extra := range o.handlers {
 		mux.Handle(typ, extra)
 	}
 
-	httpSrv := &http.Server{Addr: cfg.HTTPAddr, Handler: endpoints(rdb, st), ReadHeaderTimeout: 5 * time.Second}
+	httpSrv := &http.Server{Addr: cfg.HTTPAddr, Handler: endpoints(rdb, st, health(cfg, wd, insp), m.Handler(), cfg.Pprof), ReadHeaderTimeout: 5 * time.Second}
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
 		return fmt.Errorf("GRIDBATCH_HTTP_ADDR=%s: %w", cfg.HTTPAddr, err)
@@ -107,10 +126,22 @@ func Run(ctx context.Context, cfg config.Worker, stderr io.Writer, opts ...Optio
 		"retry", cfg.RetryPolicy, "retry_base", cfg.RetryBase.String())
 
 	rctx, stopReconciler := context.WithCancel(context.Background())
+	go func() { // log overdue handlers even when nobody polls /healthz
+		t := time.NewTicker(5 * time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-rctx.Done():
+				return
+			case <-t.C:
+				m.SetOverdueHandlers(len(wd.Overdue(time.Now())))
+			}
+		}
+	}()
 	reconciled := make(chan struct{})
 	go func() {
 		defer close(reconciled)
-		reconcileLoop(rctx, rdb, svc, log, workerName, cfg.ReconcileInterval)
+		reconcileLoop(rctx, rdb, svc, dq, log, workerName, cfg.ReconcileInterval)
 	}()
 
 	<-ctx.Done()
@@ -127,10 +158,12 @@ func Run(ctx context.Context, cfg config.Worker, stderr io.Writer, opts ...Optio
 	return nil
 }
 
-// reconcileLoop runs batch.Service.Reconcile every interval in the one
+// reconcileLoop runs batch.Service.Reconcile, then the dead-letter queue's
+// upkeep (orphaned active tasks; the archive sweep every
+// GRIDBATCH_DLQ_SWEEP_INTERVAL), every interval in the one
 // worker holding a Redis lease, so only one does at a time; the lease has a
 // TTL, so a dead holder is replaced.
-func reconcileLoop(ctx context.Context, rdb redis.UniversalClient, svc *batch.Service, log *slog.Logger, me string, interval time.Duration) {
+func reconcileLoop(ctx context.Context, rdb redis.UniversalClient, svc *batch.Service, dq *dlq.Service, log *slog.Logger, me string, interval time.Duration) {
 	const key = "gridbatch:reconciler:lease"
 	t := time.NewTicker(interval)
 	defer t.Stop()
@@ -152,15 +185,91 @@ func reconcileLoop(ctx context.Context, rdb redis.UniversalClient, svc *batch.Se
 			if err := svc.Reconcile(lctx, interval); err != nil && ctx.Err() == nil {
 				log.Warn("reconcile", "error", err)
 			}
+			dq.Maintain(ctx) // bounds itself; logs its own errors
 		}
 		cancel()
 	}
 }
 
-// endpoints serves /healthz, /readyz and /metrics.
-func endpoints(rdb redis.UniversalClient, st *store.Store) http.Handler {
+// retryDelay waits out the open breaker (with jitter, so retries do not
+// stampede the probe) and otherwise applies the policy.
+func retryDelay(policy asynq.RetryDelayFunc, db *breaker.Breaker) asynq.RetryDelayFunc {
+	return func(n int, err error, t *asynq.Task) time.Duration {
+		if errors.Is(err, breaker.ErrOpen) {
+			wait := max(db.NextProbe(), db.OpenFor()/2)
+			return wait + time.Duration(rand.Int64N(int64(db.OpenFor())))
+		}
+		return policy(n, err, t)
+	}
+}
+
+// health is the liveness check: unhealthy when a handler outlives its
+// timeout by the hung grace (it ignores cancellation), or when the processor
+// is wedged: free slots and pending tasks, but no task started for WedgedAfter.
+func health(cfg config.Worker, wd *Watchdog, insp *asynq.Inspector) func() []string {
+	return func() []string {
+		now := time.Now()
+		problems := wd.Overdue(now)
+		busy, last := wd.Busy()
+		if busy < cfg.Concurrency && now.Sub(last) > cfg.WedgedAfter {
+			pending := 0
+			for q := range tasks.Queues {
+				if qi, err := insp.GetQueueInfo(q); err == nil && !qi.Paused {
+					pending += qi.Pending
+				}
+			}
+			if pending > 0 {
+				problems = append(problems, fmt.Sprintf("processor wedged: %d tasks pending, %d of %d slots free, no task started for %s",
+					pending, cfg.Concurrency-busy, cfg.Concurrency, now.Sub(last).Round(time.Second)))
+			}
+		}
+		return problems
+	}
+}
+
+// logStartLatency logs, at debug level, how long each chunk task waited
+// from its enqueue (the payload's enqueued_at_unix_nano) to the start of its
+// first run: start_latency_seconds. That is queue wait plus asynq's dispatch
+// (the idle poll of TaskCheckInterval). Retries are left out (their wait
+// includes the retry countdown), and so are tasks without the field. Both
+// clocks must agree: across hosts, skew adds to the figure.
+func logStartLatency(log *slog.Logger) asynq.MiddlewareFunc {
+	return func(next asynq.Handler) asynq.Handler {
+		return asynq.HandlerFunc(func(ctx context.Context, t *asynq.Task) error {
+			if t.Type() == tasks.TypeChunk && log.Enabled(ctx, slog.LevelDebug) {
+				start := time.Now()
+				if retried, _ := asynq.GetRetryCount(ctx); retried == 0 {
+					if p, err := tasks.DecodeChunk(t.Payload()); err == nil && p.EnqueuedAtUnixNano > 0 {
+						id, _ := asynq.GetTaskID(ctx)
+						log.Debug("chunk task started", "batch_id", p.BatchID, "chunk", p.Chunk, "task_id", id,
+							"start_latency_seconds", start.Sub(time.Unix(0, p.EnqueuedAtUnixNano)).Seconds())
+					}
+				}
+			}
+			return next.ProcessTask(ctx, t)
+		})
+	}
+}
+
+// endpoints serves /healthz, /readyz and /metrics, and net/http/pprof under
+// /debug/pprof/ when withPprof is set.
+func endpoints(rdb redis.UniversalClient, st *store.Store, health func() []string, metricsHandler http.Handler, withPprof bool) http.Handler {
 	mux := http.NewServeMux()
+	if withPprof {
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		if problems := health(); len(problems) > 0 {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			for _, p := range problems {
+				fmt.Fprintln(w, "unhealthy: "+p)
+			}
+			return
+		}
 		fmt.Fprintln(w, "ok")
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
@@ -182,6 +291,6 @@ func endpoints(rdb redis.UniversalClient, st *store.Store) http.Handler {
 		}
 		fmt.Fprintln(w, "ready")
 	})
-	mux.Handle("GET /metrics", promhttp.Handler())
+	mux.Handle("GET /metrics", metricsHandler)
 	return mux
 }
