@@ -93,6 +93,10 @@ pg_data() {
 	echo "$dir/pg"
 }
 
+pg_answers() {
+	PGPASSWORD=$pg_password PGCONNECT_TIMEOUT=3 psql -h 127.0.0.1 -p "$pg_port" -U gridbatch -d gridbatch -qtAc 'SELECT 1' >/dev/null 2>&1
+}
+
 pg_running() { [ -f "$1/postmaster.pid" ] && as_pg "$2" "$pg_bin/pg_ctl" -D "$1" status >/dev/null 2>&1; }
 
 start_pg() {
@@ -100,6 +104,11 @@ start_pg() {
 	user=$(pg_user)
 	data=$(pg_data "$user")
 	if pg_running "$data" "$user"; then log "postgres already up on 127.0.0.1:$pg_port"; return; fi
+	if pg_answers; then
+		# Another checkout's cluster holds the port and takes our credentials: use it.
+		log "postgres already up on 127.0.0.1:$pg_port (another data folder)"
+		return
+	fi
 	if [ ! -f "$data/PG_VERSION" ]; then
 		mkdir -p "$data"
 		chown "$user" "$data" "$(dirname "$data")" 2>/dev/null || true
