@@ -50,7 +50,7 @@ lint: ## gofmt, go vet and staticcheck
 .PHONY: test
 test: services-up test-deps lint ## the whole suite: lint, go test -race ./..., then the integration and chaos tests (real binaries)
 	$(GO) test -race -count=1 -timeout 20m ./...
-	$(GO) test -count=1 -timeout 40m -tags integration -v ./tests/... 2>&1 | scripts/testlines.sh
+	$(GO) test -p 1 -count=1 -timeout 40m -tags integration -v ./tests/... 2>&1 | scripts/testlines.sh
 
 .PHONY: test-deps
 test-deps: ## install what only the tests need (Debian's chromium for the monitor's browser test)
