@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"os"
+	"runtime/debug"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -52,6 +53,9 @@ func Run(ctx context.Context, cfg config.Worker, stderr io.Writer, opts ...Optio
 		opt(&o)
 	}
 	log := logging.New(stderr, cfg.LogFormat, cfg.LogLevel)
+	if cfg.GCPercent > 0 {
+		debug.SetGCPercent(cfg.GCPercent)
+	}
 	rdb, err := cli.OpenRedis(ctx, cfg.RedisURL)
 	if err != nil {
 		return err
@@ -123,7 +127,7 @@ func Run(ctx context.Context, cfg config.Worker, stderr io.Writer, opts ...Optio
 	}
 	log.Info("worker started", "worker", workerName, "concurrency", cfg.Concurrency, "queues", tasks.Queues,
 		"http_addr", ln.Addr().String(), "task_timeout", cfg.TaskTimeout.String(), "max_retry", cfg.MaxRetry,
-		"retry", cfg.RetryPolicy, "retry_base", cfg.RetryBase.String())
+		"retry", cfg.RetryPolicy, "retry_base", cfg.RetryBase.String(), "gc_percent", cfg.GCPercent)
 
 	rctx, stopReconciler := context.WithCancel(context.Background())
 	go func() { // log overdue handlers even when nobody polls /healthz
