@@ -83,20 +83,6 @@ func TestBBoxString(t *testing.T) {
 	}
 }
 
-func TestFmtCount(t *testing.T) {
-	t.Parallel()
-	tests := []struct {
-		in   int
-		want string
-	}{
-		{0, "0"}, {999, "999"}, {1000, "1,000"}, {19200, "19,200"},
-		{64800000, "64,800,000"}, {-1234567, "-1,234,567"},
-	}
-	for _, tt := range tests {
-		require.Equal(t, tt.want, fmtCount(tt.in), "fmtCount(%d)", tt.in)
-	}
-}
-
 func FuzzParseBBox(f *testing.F) {
 	for _, s := range []string{"124,33,132,39", " -180 , -90 , 180 , 90 ", "1,2,3", "NaN,1,2,3", "1e400,0,1,1", "0x1p-2,0,1,1", ",,,", "1,2,1,2"} {
 		f.Add(s)

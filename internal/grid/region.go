@@ -3,6 +3,8 @@ package grid
 import (
 	"fmt"
 	"math"
+
+	"github.com/gridbatch/gridbatch/internal/numfmt"
 )
 
 // Region is the cells of a lattice whose centres lie inside a bbox (bounds
@@ -38,7 +40,7 @@ func NewRegion(l Lattice, b BBox, maxCells int) (Region, error) {
 	}
 	if n := r.NumCells(); maxCells > 0 && n > maxCells {
 		return Region{}, fmt.Errorf("bbox %s at step %s has %s cells, more than the limit of %s (GRIDBATCH_MAX_CELLS); use a smaller bbox or a coarser step",
-			b, fmtFloat(l.Step), fmtCount(n), fmtCount(maxCells))
+			b, fmtFloat(l.Step), numfmt.Int(n), numfmt.Int(maxCells))
 	}
 	return r, nil
 }

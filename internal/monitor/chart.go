@@ -5,6 +5,7 @@ import (
 	"math"
 	"time"
 
+	"github.com/gridbatch/gridbatch/internal/numfmt"
 	"github.com/gridbatch/gridbatch/internal/store"
 )
 
@@ -92,7 +93,7 @@ func buildChart(buckets []store.ThroughputBucket, bucket, elapsed time.Duration,
 			rate := float64(b.Cells) / span(b.Index)
 			h := rate / yMax * chartPlotH
 			v.Bars = append(v.Bars, chartBar{X: x + gap/2, Y: chartTop + chartPlotH - h, W: bw - gap, H: h,
-				Title: fmt.Sprintf("%s: %s cells, %s cells/s", when, groupInt(b.Cells), fmtRate(rate))})
+				Title: fmt.Sprintf("%s: %s cells, %s cells/s", when, numfmt.Int(b.Cells), fmtRate(rate))})
 		}
 		if b.Failed > 0 {
 			v.Failed = append(v.Failed, chartBar{X: x + gap/2, Y: chartTop + chartPlotH + 2, W: bw - gap, H: chartFailedBandHeight,

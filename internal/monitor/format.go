@@ -4,27 +4,10 @@ import (
 	"fmt"
 	"math"
 	"strconv"
-	"strings"
 	"time"
-)
 
-// groupInt writes n with comma thousands separators: 19,200.
-func groupInt[T ~int | ~int64](n T) string {
-	s := strconv.FormatInt(int64(n), 10)
-	neg := strings.HasPrefix(s, "-")
-	s = strings.TrimPrefix(s, "-")
-	var b strings.Builder
-	for i, r := range s {
-		if i > 0 && (len(s)-i)%3 == 0 {
-			b.WriteRune(',')
-		}
-		b.WriteRune(r)
-	}
-	if neg {
-		return "-" + b.String()
-	}
-	return b.String()
-}
+	"github.com/gridbatch/gridbatch/internal/numfmt"
+)
 
 // fmtRate prints a rate with about three significant digits.
 func fmtRate(v float64) string {
@@ -32,7 +15,7 @@ func fmtRate(v float64) string {
 	case v == 0:
 		return "0"
 	case v >= 1000:
-		return groupInt(int64(math.Round(v)))
+		return numfmt.Int(int64(math.Round(v)))
 	case v >= 100:
 		return strconv.FormatFloat(v, 'f', 0, 64)
 	case v >= 10:

@@ -18,9 +18,6 @@ func TestFormats(t *testing.T) {
 	} {
 		require.Equal(t, want, humanDuration(in), "%v", in)
 	}
-	for in, want := range map[int64]string{0: "0", 999: "999", 1000: "1,000", 19200: "19,200", 1234567: "1,234,567", -4200: "-4,200"} {
-		require.Equal(t, want, groupInt(in))
-	}
 	for in, want := range map[float64]string{0: "0", 0.5: "0.50", 15.25: "15.2", 642.4: "642", 1151.2: "1,151"} {
 		require.Equal(t, want, fmtRate(in))
 	}

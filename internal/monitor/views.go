@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/gridbatch/gridbatch/internal/numfmt"
 	"github.com/gridbatch/gridbatch/internal/store"
 )
 
@@ -26,8 +27,8 @@ var staticFS embed.FS
 const deadLetterRows = 500
 
 var funcs = template.FuncMap{
-	"int":      func(n int) string { return groupInt(n) },
-	"int64":    func(n int64) string { return groupInt(n) },
+	"int":      func(n int) string { return numfmt.Int(n) },
+	"int64":    func(n int64) string { return numfmt.Int(n) },
 	"pct":      fmtPct,
 	"time":     fmtTime,
 	"truncate": truncate,
@@ -139,7 +140,7 @@ func newBar(b store.Batch) bar {
 		if p.n <= 0 {
 			continue
 		}
-		out.Segs = append(out.Segs, seg{X: x, W: widths[i], Class: p.class, Title: groupInt(p.n) + " chunks " + p.what})
+		out.Segs = append(out.Segs, seg{X: x, W: widths[i], Class: p.class, Title: numfmt.Int(p.n) + " chunks " + p.what})
 		x += widths[i]
 	}
 	return out
@@ -400,7 +401,7 @@ func (s *Server) batchPage(w http.ResponseWriter, r *http.Request) {
 // worker memory, DB connection errors). A running batch's rate, average and
 // peak are computed live from its chunks; an ended one's are its record.
 func figures(b store.Batch, c store.ChunkStats, dbErrors int64, now time.Time) (chunks, cells, other []figure) {
-	n := func(v int) string { return groupInt(v) }
+	n := func(v int) string { return numfmt.Int(v) }
 	chunks = []figure{
 		{"Total", n(b.TotalChunks), ""},
 		{"Succeeded", n(b.CompletedChunks), ""},
@@ -414,10 +415,10 @@ func figures(b store.Batch, c store.ChunkStats, dbErrors int64, now time.Time) (
 		chunks = append(chunks, figure{"Open", n(c.Pending), "queued, running or retrying"})
 	}
 	cells = []figure{
-		{"Total", groupInt(b.TotalCells), ""},
-		{"Succeeded", groupInt(b.CompletedCells), ""},
-		{"Dead-lettered", groupInt(b.FailedCells), ""},
-		{"Timed out", groupInt(b.TimedOutCells), ""},
+		{"Total", numfmt.Int(b.TotalCells), ""},
+		{"Succeeded", numfmt.Int(b.CompletedCells), ""},
+		{"Dead-lettered", numfmt.Int(b.FailedCells), ""},
+		{"Timed out", numfmt.Int(b.TimedOutCells), ""},
 	}
 	start := figure{"Started", fmtTime(b.StartedAt), ago(b.StartedAt, now) + " · trigger " + b.Trigger}
 	endF := figure{"Ended", "—", "still running"}
@@ -454,7 +455,7 @@ func figures(b store.Batch, c store.ChunkStats, dbErrors int64, now time.Time) (
 		}
 	}
 	other = []figure{start, endF, dur, rate, avg, peak,
-		{"DB connection errors", groupInt(dbErrors), "met by chunk tasks"},
+		{"DB connection errors", numfmt.Int(dbErrors), "met by chunk tasks"},
 		{"Deadline", fmtTime(b.DeadlineAt), ""},
 	}
 	return chunks, cells, other
