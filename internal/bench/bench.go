@@ -1,0 +1,340 @@
+// Package bench is gridbatch's performance harness. Run measures, on one
+// machine in one run, the seven figures of `make bench`: the kernel's cost
+// per cell, seeding, fan-out (chunk tasks planned and enqueued per second),
+// the in-process lower bound of a batch's work, the same batch through the
+// real binaries (enqueuer run and worker processes), how that scales with the
+// grid, and the workers' peak memory and task start latency. Table renders
+// them with the machine they were taken on. tests/bench drives it.
+//
+// Every figure comes from gridbatch's own code paths: the lower bound runs
+// batch.Service.RunChunk (load inputs, compute, store.WriteChunk) in
+// GOMAXPROCS goroutines with no queue, and the pipeline is the built worker
+// and enqueuer binaries, so the ratio of the two is what the queue and the
+// process boundary cost.
+package bench
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/gridbatch/gridbatch/internal/cli"
+	"github.com/gridbatch/gridbatch/internal/config"
+	"github.com/gridbatch/gridbatch/internal/grid"
+	"github.com/gridbatch/gridbatch/internal/store"
+	"github.com/gridbatch/gridbatch/tasks"
+)
+
+// Config says where and what to measure. Zero fields take the defaults
+// documented on each.
+type Config struct {
+	// RedisURL selects a Redis database of this run's own: Run flushes it
+	// between measurements. Required.
+	RedisURL string
+	// DatabaseURL points at a migrated PostgreSQL schema of this run's own:
+	// Run truncates its results tables between measurements. Required.
+	DatabaseURL string
+	// BinDir holds the built worker and enqueuer binaries. Required.
+	BinDir string
+	// RepoRoot is the module root, where the go test benchmarks run. Required
+	// unless SkipGoBench.
+	RepoRoot string
+	// Env is the environment of the binaries and of go test; the GRIDBATCH_*
+	// settings Run needs are set on top. Defaults to os.Environ().
+	Env []string
+	// Kind is the model of the lower bound and pipeline runs. Defaults to "ph".
+	Kind string
+	// BBox is the region. Defaults to the Korea box 124,33,132,39.
+	BBox grid.BBox
+	// Step is the grid step of the lower bound and of the pipeline it is
+	// compared with. Defaults to 0.01 (480,000 cells over Korea).
+	Step float64
+	// ScalingSteps are the steps of the scaling figure, coarsest first; the
+	// run at Step is the pipeline figure. Defaults to 0.05, 0.02, 0.01.
+	ScalingSteps []float64
+	// ChunkSize is the chunk size of every run. Defaults to the binaries'
+	// default (GRIDBATCH_CHUNK_SIZE, else the config default).
+	ChunkSize int
+	// Workers is the number of worker processes of the pipeline. Defaults to 2.
+	Workers int
+	// WorkerEnv is added to the workers' environment (e.g.
+	// GRIDBATCH_CONCURRENCY=4), to measure a setting against its default.
+	// Unless it sets GRIDBATCH_CONCURRENCY, each worker runs
+	// GOMAXPROCS/Workers chunks at once (at least 1), so the pipeline has as
+	// many chunks in flight as the lower bound has goroutines, and Run also
+	// measures one pipeline batch with the workers at their own default
+	// concurrency.
+	WorkerEnv []string
+	// LowerBoundGoroutines is how many chunks the lower bound runs at once.
+	// Defaults to GOMAXPROCS, the issue's definition; other values are for
+	// experiments.
+	LowerBoundGoroutines int
+	// Repeat is how many times the lower bound and the pipeline at Step are
+	// measured, alternately; the median of each is reported. Defaults to 1.
+	Repeat int
+	// FanoutChunks is the size of the fan-out batch. Defaults to 10,000.
+	FanoutChunks int
+	// LatencyProbes is how many chunk tasks the start-latency probe enqueues,
+	// one at a time, to idle workers. Defaults to 200.
+	LatencyProbes int
+	// KernelBenchtime and SeedBenchtime are go test's -benchtime for
+	// BenchmarkCompute and BenchmarkSeedCells. Default 2s and 2x.
+	KernelBenchtime, SeedBenchtime string
+	// SkipGoBench leaves out the go test benchmarks (figures 1 and 2).
+	SkipGoBench bool
+	// ProfileDir, when set, receives CPU profiles: the lower bound's, and
+	// each worker's during the pipeline at Step (the workers then serve
+	// pprof, GRIDBATCH_PPROF=true).
+	ProfileDir string
+	// LogDir, when set, keeps the binaries' logs; otherwise they go to a
+	// temporary folder that is removed.
+	LogDir string
+	// Log receives progress lines. Defaults to io.Discard.
+	Log io.Writer
+
+	// addedConcurrency is the GRIDBATCH_CONCURRENCY entry fill added to
+	// WorkerEnv, if any.
+	addedConcurrency string
+}
+
+func (c *Config) fill() error {
+	switch {
+	case c.RedisURL == "":
+		return errors.New("bench: RedisURL is required")
+	case c.DatabaseURL == "":
+		return errors.New("bench: DatabaseURL is required")
+	case c.BinDir == "":
+		return errors.New("bench: BinDir is required")
+	case c.RepoRoot == "" && !c.SkipGoBench:
+		return errors.New("bench: RepoRoot is required for the go test benchmarks")
+	}
+	if c.Env == nil {
+		c.Env = os.Environ()
+	}
+	c.Kind = cmp.Or(c.Kind, grid.KindPH)
+	if c.BBox == (grid.BBox{}) {
+		c.BBox = grid.BBox{LonMin: 124, LatMin: 33, LonMax: 132, LatMax: 39}
+	}
+	c.Step = cmp.Or(c.Step, 0.01)
+	if len(c.ScalingSteps) == 0 {
+		c.ScalingSteps = []float64{0.05, 0.02, 0.01}
+	}
+	if c.ChunkSize == 0 {
+		var b config.Batch
+		s := config.NewSet("bench", "", "")
+		s.Batch(&b)
+		if err := s.Parse(nil); err != nil {
+			return fmt.Errorf("bench: the default chunk size: %w", err)
+		}
+		c.ChunkSize = b.ChunkSize
+	}
+	c.Workers = cmp.Or(c.Workers, 2)
+	c.LowerBoundGoroutines = cmp.Or(c.LowerBoundGoroutines, runtime.GOMAXPROCS(0))
+	if !slices.ContainsFunc(c.WorkerEnv, func(e string) bool { return strings.HasPrefix(e, "GRIDBATCH_CONCURRENCY=") }) {
+		c.addedConcurrency = fmt.Sprintf("GRIDBATCH_CONCURRENCY=%d", max(1, c.LowerBoundGoroutines/c.Workers))
+		c.WorkerEnv = append(slices.Clip(c.WorkerEnv), c.addedConcurrency)
+	}
+	c.Repeat = max(c.Repeat, 1)
+	c.FanoutChunks = cmp.Or(c.FanoutChunks, 10_000)
+	c.LatencyProbes = cmp.Or(c.LatencyProbes, 200)
+	c.KernelBenchtime = cmp.Or(c.KernelBenchtime, "2s")
+	c.SeedBenchtime = cmp.Or(c.SeedBenchtime, "2x")
+	if c.Log == nil {
+		c.Log = io.Discard
+	}
+	return nil
+}
+
+// harness is one Run's open connections.
+type harness struct {
+	cfg    Config
+	st     *store.Store
+	rdb    redis.UniversalClient
+	client *asynq.Client
+	insp   *asynq.Inspector
+	broker *tasks.Broker
+	log    *slog.Logger
+	logDir string
+	// workers are the pipeline's worker processes while they run.
+	workers []*workerProc
+	// workerSettings is the worker's --print-config output.
+	workerSettings string
+	// ownConcurrency starts the workers at their own default concurrency
+	// (without the GRIDBATCH_CONCURRENCY that Config.fill added).
+	ownConcurrency bool
+}
+
+func (h *harness) logf(format string, args ...any) {
+	fmt.Fprintf(h.cfg.Log, "bench: "+format+"\n", args...)
+}
+
+// Run takes every figure and returns the table. It stops at the first
+// error; ctx bounds the whole run.
+func Run(ctx context.Context, cfg Config) (Table, error) {
+	if err := cfg.fill(); err != nil {
+		return Table{}, err
+	}
+	var t Table
+	h := &harness{cfg: cfg, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	var err error
+	if h.st, err = store.Open(ctx, store.Options{URL: cfg.DatabaseURL, AppName: "gridbatch-bench"}); err != nil {
+		return t, err
+	}
+	defer h.st.Close()
+	if h.rdb, err = cli.OpenRedis(ctx, cfg.RedisURL); err != nil {
+		return t, err
+	}
+	defer h.rdb.Close()
+	h.client = asynq.NewClientFromRedisClient(h.rdb)
+	defer h.client.Close()
+	h.insp = asynq.NewInspectorFromRedisClient(h.rdb)
+	// The worker's own broker settings: tasks.ChunkOptions' defaults.
+	h.broker = tasks.NewBroker(h.client, h.insp, h.rdb, tasks.ChunkOptions{})
+	h.logDir = cfg.LogDir
+	if h.logDir == "" {
+		if h.logDir, err = os.MkdirTemp("", "gridbatch-bench-"); err != nil {
+			return t, err
+		}
+		defer os.RemoveAll(h.logDir)
+	} else if err := os.MkdirAll(h.logDir, 0o755); err != nil {
+		return t, err
+	}
+	if cfg.ProfileDir != "" {
+		if err := os.MkdirAll(cfg.ProfileDir, 0o755); err != nil {
+			return t, err
+		}
+	}
+
+	started := time.Now()
+	if t.Machine, err = h.machine(ctx); err != nil {
+		return t, err
+	}
+	t.Config = Settings{Kind: cfg.Kind, BBox: cfg.BBox.String(), Step: cfg.Step, ChunkSize: cfg.ChunkSize,
+		Workers: cfg.Workers, WorkerEnv: cfg.WorkerEnv, Repeat: cfg.Repeat}
+	if h.workerSettings, err = h.output(ctx, filepath.Join(cfg.BinDir, "worker"), h.workerEnv(false), "--print-config"); err != nil {
+		return t, fmt.Errorf("worker --print-config: %w", err)
+	}
+	t.Config.WorkerSettings = pickSettings(h.workerSettings, "GRIDBATCH_CONCURRENCY", "GRIDBATCH_TASK_CHECK_INTERVAL", "GRIDBATCH_DB_MAX_CONNS", "GRIDBATCH_GC_PERCENT")
+
+	if !cfg.SkipGoBench {
+		h.logf("kernel: go test -bench BenchmarkCompute -benchtime %s ./internal/grid/", cfg.KernelBenchtime)
+		if t.Kernel, err = h.kernelBench(ctx); err != nil {
+			return t, err
+		}
+		h.logf("seeding: go test -bench BenchmarkSeedCells -benchtime %s ./internal/store/", cfg.SeedBenchtime)
+		if t.Seed, err = h.seedBench(ctx); err != nil {
+			return t, err
+		}
+	}
+
+	steps := append([]float64{}, cfg.ScalingSteps...)
+	if !containsStep(steps, cfg.Step) {
+		steps = append(steps, cfg.Step)
+	}
+	for _, s := range steps {
+		sr, err := h.seed(ctx, s)
+		if err != nil {
+			return t, err
+		}
+		t.Seed = append(t.Seed, sr)
+	}
+
+	h.logf("fan-out: plan and enqueue a %d-chunk batch", cfg.FanoutChunks)
+	if t.Fanout, err = h.fanout(ctx); err != nil {
+		return t, err
+	}
+	h.logf("fan-out: %.0f tasks/s (enqueue alone %.0f tasks/s)", t.Fanout.TasksPerSecond, t.Fanout.EnqueuePerSecond)
+
+	// The workers serve every pipeline run, as long-lived workers do: the
+	// coarser scaling runs go first and warm them up.
+	if err := h.startWorkers(ctx, cfg.ProfileDir != ""); err != nil {
+		return t, err
+	}
+	defer h.killWorkers()
+	for _, s := range cfg.ScalingSteps {
+		if s == cfg.Step {
+			continue
+		}
+		pr, err := h.pipeline(ctx, s, false)
+		if err != nil {
+			return t, err
+		}
+		h.logf("pipeline at step %g: %d cells in %.2fs: %.0f cells/s", s, pr.Cells, pr.Seconds, pr.CellsPerSecond)
+		t.Scaling = append(t.Scaling, pr)
+	}
+	for i := range cfg.Repeat {
+		lb, err := h.lowerBound(ctx, cfg.Step, i == 0 && cfg.ProfileDir != "")
+		if err != nil {
+			return t, err
+		}
+		h.logf("lower bound #%d: %d cells in %.2fs: %.0f cells/s", i+1, lb.Cells, lb.Seconds, lb.CellsPerSecond)
+		t.LowerBoundRuns = append(t.LowerBoundRuns, lb)
+		pr, err := h.pipeline(ctx, cfg.Step, i == 0 && cfg.ProfileDir != "")
+		if err != nil {
+			return t, err
+		}
+		h.logf("pipeline #%d at step %g: %d cells in %.2fs: %.0f cells/s", i+1, cfg.Step, pr.Cells, pr.Seconds, pr.CellsPerSecond)
+		t.PipelineRuns = append(t.PipelineRuns, pr)
+	}
+	h.logf("start latency: %d chunk tasks enqueued one at a time to the idle workers", cfg.LatencyProbes)
+	idle, err := h.latencyProbe(ctx)
+	if err != nil {
+		return t, err
+	}
+	t.Idle = &idle
+	if t.Workers, err = h.workerFigures(); err != nil {
+		return t, err
+	}
+	if err := h.stopWorkers(); err != nil {
+		return t, err
+	}
+	if cfg.addedConcurrency != "" {
+		// The same batch with each worker at its own default concurrency
+		// (GOMAXPROCS chunks at once): what oversubscribing the cores costs.
+		h.ownConcurrency = true
+		own, err := h.output(ctx, filepath.Join(cfg.BinDir, "worker"), h.workerEnv(false), "--print-config")
+		if err != nil {
+			return t, fmt.Errorf("worker --print-config: %w", err)
+		}
+		if err := h.startWorkers(ctx, false); err != nil {
+			return t, err
+		}
+		pr, err := h.pipeline(ctx, cfg.Step, false)
+		if err != nil {
+			return t, err
+		}
+		pr.Concurrency = cfg.Workers * settingInt(own, "GRIDBATCH_CONCURRENCY")
+		h.logf("pipeline at the workers' default concurrency (%d chunks in flight): %.0f cells/s", pr.Concurrency, pr.CellsPerSecond)
+		t.OwnConcurrency = &pr
+		if err := h.stopWorkers(); err != nil {
+			return t, err
+		}
+	}
+	t.finish()
+	if t.Machine.LoadAfter, err = loadAverage(); err != nil {
+		return t, err
+	}
+	t.Elapsed = time.Since(started)
+	return t, nil
+}
+
+func containsStep(steps []float64, s float64) bool {
+	for _, x := range steps {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,383 @@
+package bench
+
+import (
+	"fmt"
+	"math"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gridbatch/gridbatch/internal/numfmt"
+)
+
+// Settings are the run's parameters, as the table reports them.
+type Settings struct {
+	Kind           string
+	BBox           string
+	Step           float64
+	ChunkSize      int
+	Workers        int
+	WorkerEnv      []string
+	WorkerSettings string
+	Repeat         int
+}
+
+// Latency summarises start latencies in seconds.
+type Latency struct {
+	N             int
+	P50, P99, Max float64
+}
+
+// latencyOf returns the nearest-rank percentiles of xs.
+func latencyOf(xs []float64) Latency {
+	if len(xs) == 0 {
+		return Latency{}
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	rank := func(p float64) float64 {
+		i := int(math.Ceil(p*float64(len(s)))) - 1
+		return s[min(max(i, 0), len(s)-1)]
+	}
+	return Latency{N: len(s), P50: rank(0.50), P99: rank(0.99), Max: s[len(s)-1]}
+}
+
+// Target is one of the issue's targets and whether the run met it.
+type Target struct {
+	Name, Want, Got string
+	Met             bool
+}
+
+// Table is every figure of a run.
+type Table struct {
+	Machine Machine
+	Config  Settings
+	// Kernel is figure 1, Seed figure 2 (the go test benchmark's grids, then
+	// the harness's own seeding).
+	Kernel []KernelFigure
+	Seed   []SeedFigure
+	// Fanout is figure 3.
+	Fanout FanoutFigure
+	// LowerBoundRuns and PipelineRuns are every measurement at Config.Step;
+	// LowerBound and Pipeline (figures 4 and 5) are the median of each (by
+	// cells/s; the upper median of an even count).
+	LowerBoundRuns []RunFigure
+	PipelineRuns   []PipelineFigure
+	LowerBound     RunFigure
+	Pipeline       PipelineFigure
+	// Ratios are pipeline / lower bound cells/s of each pair of runs (run i
+	// of each, measured back to back, so drift in the machine between pairs
+	// cancels out); Ratio is their median, the target's figure. RatioOfMedians
+	// and RatioBest compare the medians and the fastest runs.
+	Ratios                           []float64
+	Ratio, RatioOfMedians, RatioBest float64
+	// Scaling is figure 6: the pipeline at every scaling step, coarsest first.
+	Scaling []PipelineFigure
+	// Workers (figure 7) are the worker processes, which served every
+	// pipeline run; Idle is the start latency of chunk tasks reaching them
+	// idle (figure 7).
+	Workers []WorkerFigure
+	Idle    *Latency
+	// OwnConcurrency is the pipeline at Step once more, with each worker at
+	// its own default concurrency instead of the harness's one chunk per
+	// core; nil when Config.WorkerEnv set the concurrency.
+	OwnConcurrency *PipelineFigure
+	Targets        []Target
+	// Generated is when the run ended; Elapsed how long it took.
+	Generated time.Time
+	Elapsed   time.Duration
+}
+
+const mib = 1 << 20
+
+// finish picks the median runs and checks the targets.
+func (t *Table) finish() {
+	t.Generated = time.Now().UTC()
+	byRate := func(a, b float64) int { return cmpFloat(a, b) }
+	if n := len(t.LowerBoundRuns); n > 0 {
+		runs := slices.Clone(t.LowerBoundRuns)
+		slices.SortFunc(runs, func(a, b RunFigure) int { return byRate(a.CellsPerSecond, b.CellsPerSecond) })
+		t.LowerBound = runs[n/2]
+		bestLB := runs[n-1].CellsPerSecond
+		if m := len(t.PipelineRuns); m > 0 {
+			pipes := slices.Clone(t.PipelineRuns)
+			slices.SortFunc(pipes, func(a, b PipelineFigure) int { return byRate(a.CellsPerSecond, b.CellsPerSecond) })
+			t.Pipeline = pipes[m/2]
+			t.RatioBest = pipes[m-1].CellsPerSecond / bestLB
+		}
+	}
+	if t.LowerBound.CellsPerSecond > 0 {
+		t.RatioOfMedians = t.Pipeline.CellsPerSecond / t.LowerBound.CellsPerSecond
+	}
+	for i := range min(len(t.LowerBoundRuns), len(t.PipelineRuns)) {
+		t.Ratios = append(t.Ratios, t.PipelineRuns[i].CellsPerSecond/t.LowerBoundRuns[i].CellsPerSecond)
+	}
+	t.Ratio = median(t.Ratios)
+	t.Scaling = append(t.Scaling, t.Pipeline)
+	slices.SortFunc(t.Scaling, func(a, b PipelineFigure) int { return -cmpFloat(a.Step, b.Step) })
+
+	t.Targets = append(t.Targets, Target{Name: "pipeline vs lower bound (median of the paired runs' ratios)", Want: "≥ 0.90",
+		Got: fmt.Sprintf("%.3f (pairs: %s; medians: %.3f; fastest runs: %.3f)", t.Ratio, ratios(t.Ratios), t.RatioOfMedians, t.RatioBest),
+		Met: t.Ratio >= 0.90})
+	if len(t.Scaling) > 1 {
+		coarse, fine := t.Scaling[0], t.Scaling[len(t.Scaling)-1]
+		r := fine.CellsPerSecond / coarse.CellsPerSecond
+		t.Targets = append(t.Targets, Target{Name: fmt.Sprintf("cells/s at step %g vs %g", fine.Step, coarse.Step),
+			Want: "≥ 0.85 (within 15%)", Got: fmt.Sprintf("%.3f", r), Met: r >= 0.85})
+	}
+	t.Targets = append(t.Targets, Target{Name: "fan-out", Want: "≥ 20,000 tasks/s",
+		Got: count(t.Fanout.TasksPerSecond) + " tasks/s", Met: t.Fanout.TasksPerSecond >= 20_000})
+	var peak int64
+	for _, w := range t.Workers {
+		peak = max(peak, w.PeakRSSBytes)
+	}
+	t.Targets = append(t.Targets, Target{Name: "worker peak RSS", Want: "≤ 150 MiB",
+		Got: fmt.Sprintf("%.0f MiB (largest)", float64(peak)/mib), Met: peak > 0 && peak <= 150*mib})
+	if t.Idle != nil {
+		t.Targets = append(t.Targets, Target{Name: "chunk-task start latency p50", Want: "≤ 50 ms",
+			Got: ms(t.Idle.P50), Met: t.Idle.N > 0 && t.Idle.P50 <= 0.050})
+	}
+}
+
+// median is the middle value of xs, the mean of the middle two for an even
+// count, 0 for none.
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	n := len(s)
+	if n%2 == 1 {
+		return s[n/2]
+	}
+	return (s[n/2-1] + s[n/2]) / 2
+}
+
+func ratios(xs []float64) string {
+	var out []string
+	for _, x := range xs {
+		out = append(out, fmt.Sprintf("%.3f", x))
+	}
+	return strings.Join(out, ", ")
+}
+
+func cmpFloat(a, b float64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// count formats a number with thousands separators and no decimals.
+func count(v float64) string { return numfmt.Int(int64(math.Round(v))) }
+
+func ms(sec float64) string {
+	v := sec * 1000
+	if v < 10 {
+		return fmt.Sprintf("%.1f ms", v)
+	}
+	return fmt.Sprintf("%.0f ms", v)
+}
+
+func secs(sec float64) string {
+	if sec < 10 {
+		return fmt.Sprintf("%.2f s", sec)
+	}
+	return fmt.Sprintf("%.1f s", sec)
+}
+
+func pct(v float64) string { return fmt.Sprintf("%.0f%%", v*100) }
+
+func gib(b int64) string { return fmt.Sprintf("%.1f GiB", float64(b)/(1<<30)) }
+
+func stepStr(s float64) string { return strconv.FormatFloat(s, 'g', -1, 64) }
+
+// Figures renders the seven figures as a Markdown table.
+func (t Table) Figures() string {
+	var b strings.Builder
+	row := func(cells ...string) { b.WriteString("| " + strings.Join(cells, " | ") + " |\n") }
+	row("#", "figure", "value", "how")
+	row("---", "---", "---:", "---")
+	for _, k := range t.Kernel {
+		row("1", "kernel, "+k.Kind, fmt.Sprintf("%s ns/cell", count(k.NsPerCell)),
+			"3 scenarios × 80 years per cell, chunks of 500 cells; `"+k.Command+"`")
+	}
+	for _, s := range t.Seed {
+		how := fmt.Sprintf("step %s", stepStr(s.Step))
+		if s.Source == "harness" {
+			how = fmt.Sprintf("step %s, %s cells in %s (store.SeedCells, as `enqueuer seed`)", stepStr(s.Step), count(float64(s.Cells)), secs(s.Seconds))
+		} else {
+			how += "; `" + s.Source + "`"
+		}
+		row("2", "seeding", count(s.CellsPerSecond)+" cells/s", how)
+	}
+	f := t.Fanout
+	row("3", "fan-out", count(f.TasksPerSecond)+" tasks/s",
+		fmt.Sprintf("a %s-chunk batch: plan (chunk rows) %s + enqueue %s (%s tasks/s, %d goroutines, %.2f EVALSHA and %.2f Redis commands per task)",
+			count(float64(f.Chunks)), secs(f.PlanSeconds), secs(f.EnqueueSeconds), count(f.EnqueuePerSecond), f.EnqueueWorkers,
+			float64(f.RedisEvalsha)/float64(max(f.Chunks, 1)), float64(f.RedisCalls)/float64(max(f.Chunks, 1))))
+	lb := t.LowerBound
+	row("4", "lower bound", count(lb.CellsPerSecond)+" cells/s",
+		fmt.Sprintf("step %s, %s cells, %s chunks of %d; one process (the workers' GC setting), %d goroutines, no queue: %s; CPU %s busy",
+			stepStr(lb.Step), count(float64(lb.Cells)), count(float64(lb.Chunks)), t.Config.ChunkSize, lb.Concurrency, secs(lb.Seconds), pct(lb.CPUBusy)))
+	p := t.Pipeline
+	row("5", "pipeline", fmt.Sprintf("%s cells/s (%.3f × lower bound)", count(p.CellsPerSecond), t.Ratio),
+		fmt.Sprintf("`enqueuer run --wait` + %d running worker processes (%d chunks in flight): batch %s (wall %s); CPU %s busy; %.1f Redis commands per chunk",
+			len(t.Workers), p.Concurrency, secs(p.Seconds), secs(p.WallSeconds), pct(p.CPUBusy), p.RedisCallsPerChunk))
+	if o := t.OwnConcurrency; o != nil {
+		row("5", "pipeline, workers at their default concurrency", fmt.Sprintf("%s cells/s (%.3f × lower bound)", count(o.CellsPerSecond), o.CellsPerSecond/lb.CellsPerSecond),
+			fmt.Sprintf("as above but %d chunks in flight (GRIDBATCH_CONCURRENCY unset: GOMAXPROCS per worker): batch %s; CPU %s busy; one run, compared with the median lower bound",
+				o.Concurrency, secs(o.Seconds), pct(o.CPUBusy)))
+	}
+	var sc []string
+	for _, s := range t.Scaling {
+		sc = append(sc, fmt.Sprintf("%s: %s", stepStr(s.Step), count(s.CellsPerSecond)))
+	}
+	var scHow []string
+	for _, s := range t.Scaling {
+		scHow = append(scHow, fmt.Sprintf("%s: %s cells in %s", stepStr(s.Step), count(float64(s.Cells)), secs(s.Seconds)))
+	}
+	row("6", "scaling (cells/s by step)", strings.Join(sc, "; "), "pipeline as in 5; "+strings.Join(scHow, "; "))
+	var rss []string
+	for _, w := range t.Workers {
+		rss = append(rss, fmt.Sprintf("%.0f MiB", float64(w.PeakRSSBytes)/mib))
+	}
+	row("7", "worker peak RSS", strings.Join(rss, ", "), fmt.Sprintf("VmHWM of each worker process after all %d pipeline batches and the latency probe (the step-%s batch's peak_worker_rss_bytes: %.0f MiB)",
+		len(t.PipelineRuns)+len(t.Scaling)-1, stepStr(p.Step), float64(p.BatchPeakRSSBytes)/mib))
+	if t.Idle != nil {
+		row("7", "chunk-task start latency", fmt.Sprintf("p50 %s, p99 %s", ms(t.Idle.P50), ms(t.Idle.P99)),
+			fmt.Sprintf("enqueue to first start, %d chunk tasks enqueued one at a time (10–90 ms apart) to the idle workers; max %s", t.Idle.N, ms(t.Idle.Max)))
+	}
+	row("7", "chunk-task queue wait in the batch", fmt.Sprintf("p50 %s, p99 %s", secs(p.Backlog.P50), secs(p.Backlog.P99)),
+		fmt.Sprintf("enqueue to first start of the %s chunk tasks of the step-%s batch, all enqueued at once: the wait behind earlier chunks", count(float64(p.Backlog.N)), stepStr(p.Step)))
+	return b.String()
+}
+
+// TargetsTable renders the targets as a Markdown table.
+func (t Table) TargetsTable() string {
+	var b strings.Builder
+	b.WriteString("| target | want | got | met |\n|---|---|---|---|\n")
+	for _, x := range t.Targets {
+		met := "no"
+		if x.Met {
+			met = "yes"
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", x.Name, x.Want, x.Got, met)
+	}
+	return b.String()
+}
+
+// MachineTable renders the machine as a Markdown table.
+func (t Table) MachineTable() string {
+	m := t.Machine
+	var b strings.Builder
+	b.WriteString("| | |\n|---|---|\n")
+	fmt.Fprintf(&b, "| CPU | %d cores, %s |\n", m.Cores, m.CPUModel)
+	fmt.Fprintf(&b, "| memory | %s |\n", gib(m.MemoryBytes))
+	fmt.Fprintf(&b, "| OS | %s |\n", m.Kernel)
+	fmt.Fprintf(&b, "| Go | %s |\n", m.Go)
+	fmt.Fprintf(&b, "| Redis | %s, on the same machine |\n", m.Redis)
+	fmt.Fprintf(&b, "| PostgreSQL | %s, on the same machine (%s) |\n", m.Postgres, m.PostgresNotes)
+	fmt.Fprintf(&b, "| load average (1, 5, 15 min) | %s at the start, %s at the end |\n", m.LoadBefore, m.LoadAfter)
+	return b.String()
+}
+
+// RunsTable lists every measured run.
+func (t Table) RunsTable() string {
+	var b strings.Builder
+	b.WriteString("| run | step | cells | seconds | cells/s | chunks in flight | CPU busy | CPU core-s: PostgreSQL (its run's sessions, background) / Go (workers or harness) / Redis / enqueuer / other | WAL written |\n")
+	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---|---:|\n")
+	line := func(name string, r RunFigure) {
+		c := r.CPU
+		fmt.Fprintf(&b, "| %s | %s | %s | %.2f | %s | %d | %s | %.1f (%.1f, %.1f) / %.1f / %.1f / %.1f / %.1f | %s |\n", name, stepStr(r.Step), count(float64(r.Cells)),
+			r.Seconds, count(r.CellsPerSecond), r.Concurrency, pct(r.CPUBusy), c.Postgres, c.PostgresSessions, c.PostgresBackground, c.Workers+c.Harness, c.Redis, c.Enqueuer, c.Other(),
+			fmt.Sprintf("%.0f MiB", float64(r.WALBytes)/mib))
+	}
+	for i, r := range t.LowerBoundRuns {
+		line(fmt.Sprintf("lower bound #%d", i+1), r)
+	}
+	for i, r := range t.PipelineRuns {
+		name := fmt.Sprintf("pipeline #%d", i+1)
+		if i < len(t.Ratios) {
+			name += fmt.Sprintf(" (%.3f × lower bound #%d)", t.Ratios[i], i+1)
+		}
+		line(name, r.RunFigure)
+	}
+	for _, r := range t.Scaling {
+		if r.Step != t.Config.Step {
+			line("pipeline", r.RunFigure)
+		}
+	}
+	if o := t.OwnConcurrency; o != nil {
+		line("pipeline, workers at their default concurrency", o.RunFigure)
+	}
+	b.WriteString("\nPostgreSQL sessions of each run by state and wait event (pg_stat_activity sampled every 50 ms; average sessions):\n\n")
+	for i, r := range t.LowerBoundRuns {
+		fmt.Fprintf(&b, "- lower bound #%d: %s\n", i+1, r.Waits)
+	}
+	for i, r := range t.PipelineRuns {
+		fmt.Fprintf(&b, "- pipeline #%d: %s\n", i+1, r.Waits)
+	}
+	if o := t.OwnConcurrency; o != nil {
+		fmt.Fprintf(&b, "- pipeline, workers at their default concurrency: %s\n", o.Waits)
+	}
+	return b.String()
+}
+
+// Markdown renders the whole report: BENCHMARKS.md.
+func (t Table) Markdown() string {
+	var b strings.Builder
+	b.WriteString("# gridbatch benchmarks\n\n")
+	fmt.Fprintf(&b, "Measured by `make bench` on %s in %s, on the machine below. `make bench` rewrites\nthis file; run it on an otherwise idle machine.\n\n",
+		t.Generated.Format("2006-01-02 15:04 MST"), t.Elapsed.Round(time.Second))
+	b.WriteString("## Machine\n\n" + t.MachineTable() + "\n")
+	c := t.Config
+	fmt.Fprintf(&b, "## Figures\n\nKind %s, bbox %s, chunk size %d, %d worker processes (%s", c.Kind, c.BBox, c.ChunkSize, c.Workers, c.WorkerSettings)
+	if len(c.WorkerEnv) > 0 {
+		fmt.Fprintf(&b, "; with %s", strings.Join(c.WorkerEnv, " "))
+	}
+	fmt.Fprintf(&b, "). Figures 4 and 5 are the median of %d measurements each, taken in pairs (lower bound, then pipeline); the ratio in 5 is the median of the pairs' ratios. Every run is listed under \"Every run\".\n\n", c.Repeat)
+	b.WriteString(t.Figures() + "\n")
+	b.WriteString("## Targets\n\n" + t.TargetsTable() + "\n")
+	b.WriteString("## Every run\n\n" + t.RunsTable() + "\n")
+	b.WriteString(howProduced)
+	return b.String()
+}
+
+const howProduced = `## How these figures are produced
+
+` + "`make bench`" + ` (services up, binaries built) runs ` + "`go test -tags bench -run TestBench ./tests/bench/`" + `,
+which calls ` + "`internal/bench.Run`" + ` on a fresh Redis database and PostgreSQL schema of its own:
+
+1. **Kernel**: ` + "`go test -bench BenchmarkCompute ./internal/grid/`" + `, ns per cell (3 scenarios × 80 years).
+2. **Seeding**: ` + "`go test -bench BenchmarkSeedCells ./internal/store/`" + `, and the harness timing
+   ` + "`store.SeedCells`" + ` (what ` + "`enqueuer seed`" + ` runs) for the grids it needs.
+3. **Fan-out**: the plan task's code in-process, no worker running: ` + "`store.PlanChunks`" + ` (the chunk rows)
+   then ` + "`tasks.Broker.EnqueueChunks`" + ` (one asynq task per chunk, the worker's settings).
+4. **Lower bound**: the worker's chunk code, ` + "`batch.Service.RunChunk`" + ` (load the inputs in one query, compute,
+   ` + "`store.WriteChunk`" + `: COPY into a temporary table, one upsert and the chunk's outcome in one
+   transaction), over every chunk in GOMAXPROCS goroutines of one process, no queue; timed from
+   the plan to the last chunk's commit.
+5. **Pipeline**: the built binaries: ` + "`enqueuer run --wait`" + ` and worker processes started once and kept
+   for every pipeline batch, as long-lived workers are (the coarser scaling steps run first and
+   warm them up); cells/s is the batch's cells over its recorded duration (started_at to ended_at).
+   The lower bound and the pipeline are measured in pairs, back to back, so the ratio of each pair
+   is little affected by drift in the machine; the lower bound runs with the workers' GC setting.
+6. **Scaling**: the pipeline at each step.
+7. **Memory and latency**: VmHWM of each worker from /proc after all its batches. Start latency:
+   chunk payloads carry ` + "`enqueued_at_unix_nano`" + `; the worker logs each chunk task's first start against
+   it (debug level; the workers run with GRIDBATCH_LOG_LEVEL=debug). The figure is taken with idle
+   workers, chunk tasks enqueued one at a time; inside a batch a task's wait is mostly the queue
+   ahead of it, reported separately.
+
+Before every measured run the results tables are truncated and PostgreSQL checkpoints. CPU time
+comes from /proc (PostgreSQL: the postmaster and its children, split into the run's own sessions
+and background processes) and Redis's INFO cpu; WAL bytes, Redis command counts and PostgreSQL
+CPU are server-wide: anything else using the servers at the same time adds to them, and to
+"other". The database's sessions are sampled from pg_stat_activity every 50 ms.
+`

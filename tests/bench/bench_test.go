@@ -1,0 +1,106 @@
+//go:build bench
+
+// Package bench drives internal/bench: `make bench` runs TestBench, which
+// prints the table and writes BENCHMARKS.md at the repository root.
+package bench
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/gridbatch/gridbatch/internal/bench"
+	"github.com/gridbatch/gridbatch/internal/testutil"
+)
+
+// TestBench takes every figure on a fresh Redis database and PostgreSQL
+// schema of its own. Environment (all optional):
+//
+//	GRIDBATCH_BENCH_BIN_DIR     the built binaries (make bench: bin/); default: built afresh
+//	GRIDBATCH_BENCH_OUT         the report's path; default BENCHMARKS.md at the repository root, "-" for none
+//	GRIDBATCH_BENCH_REPEAT      measurements of the lower bound and the pipeline at 0.01 (the median is reported); default 3
+//	GRIDBATCH_BENCH_STEPS       scaling steps, comma-separated; default 0.05,0.02,0.01
+//	GRIDBATCH_BENCH_STEP        step of the lower bound and pipeline figures; default 0.01
+//	GRIDBATCH_BENCH_KIND        model kind; default ph
+//	GRIDBATCH_BENCH_CHUNK_SIZE  chunk size; default the binaries' default
+//	GRIDBATCH_BENCH_WORKERS     worker processes of the pipeline; default 2
+//	GRIDBATCH_BENCH_LB_GOROUTINES chunks the lower bound runs at once; default GOMAXPROCS
+//	GRIDBATCH_BENCH_WORKER_ENV  extra worker settings, space-separated (e.g. GRIDBATCH_CONCURRENCY=4);
+//	                            without GRIDBATCH_CONCURRENCY each worker runs GOMAXPROCS/workers chunks
+//	GRIDBATCH_BENCH_PROFILE_DIR write CPU profiles of the lower bound and the workers here
+//	GRIDBATCH_BENCH_LOG_DIR     keep the binaries' logs here
+//	GRIDBATCH_BENCH_SKIP_GOBENCH=1 leave out the go test benchmarks (figures 1 and 2)
+func TestBench(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
+	defer cancel()
+	r := testutil.NewRedis(t)
+	db := testutil.NewDB(t)
+	bin := os.Getenv("GRIDBATCH_BENCH_BIN_DIR")
+	if bin == "" {
+		bin = testutil.Binaries(t)
+	}
+	cfg := bench.Config{
+		RedisURL:    r.URL,
+		DatabaseURL: db.URL,
+		BinDir:      bin,
+		RepoRoot:    testutil.RepoRoot(),
+		Kind:        os.Getenv("GRIDBATCH_BENCH_KIND"),
+		Repeat:      3,
+		ProfileDir:  os.Getenv("GRIDBATCH_BENCH_PROFILE_DIR"),
+		LogDir:      os.Getenv("GRIDBATCH_BENCH_LOG_DIR"),
+		SkipGoBench: os.Getenv("GRIDBATCH_BENCH_SKIP_GOBENCH") == "1",
+		WorkerEnv:   strings.Fields(os.Getenv("GRIDBATCH_BENCH_WORKER_ENV")),
+		Log:         testWriter{t},
+	}
+	envInt(t, "GRIDBATCH_BENCH_REPEAT", &cfg.Repeat)
+	envInt(t, "GRIDBATCH_BENCH_LB_GOROUTINES", &cfg.LowerBoundGoroutines)
+	envInt(t, "GRIDBATCH_BENCH_WORKERS", &cfg.Workers)
+	envInt(t, "GRIDBATCH_BENCH_CHUNK_SIZE", &cfg.ChunkSize)
+	if v := os.Getenv("GRIDBATCH_BENCH_STEP"); v != "" {
+		s, err := strconv.ParseFloat(v, 64)
+		require.NoError(t, err, "GRIDBATCH_BENCH_STEP")
+		cfg.Step = s
+	}
+	if v := os.Getenv("GRIDBATCH_BENCH_STEPS"); v != "" {
+		for _, f := range strings.Split(v, ",") {
+			s, err := strconv.ParseFloat(strings.TrimSpace(f), 64)
+			require.NoError(t, err, "GRIDBATCH_BENCH_STEPS")
+			cfg.ScalingSteps = append(cfg.ScalingSteps, s)
+		}
+	}
+	table, err := bench.Run(ctx, cfg)
+	require.NoError(t, err)
+	md := table.Markdown()
+	os.Stdout.WriteString("\n" + md + "\n")
+	out := os.Getenv("GRIDBATCH_BENCH_OUT")
+	if out == "" {
+		out = filepath.Join(testutil.RepoRoot(), "BENCHMARKS.md")
+	}
+	if out != "-" {
+		require.NoError(t, os.WriteFile(out, []byte(md), 0o644))
+		t.Logf("wrote %s", out)
+	}
+}
+
+// envInt sets *v from the integer environment variable name, when set.
+func envInt(t *testing.T, name string, v *int) {
+	if s := os.Getenv(name); s != "" {
+		n, err := strconv.Atoi(s)
+		require.NoError(t, err, name)
+		*v = n
+	}
+}
+
+// testWriter sends progress lines to the test log as they come.
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
