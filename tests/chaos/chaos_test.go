@@ -29,7 +29,7 @@ func TestChaos1SigkillOneOfTwoWorkers(t *testing.T) {
 	e.start("worker", "GRIDBATCH_CONCURRENCY=2")
 	id := e.runBatch("--kind", "ph", "--chunk-size", "20")
 	e.waitDone(id, 80)
-	signal(w1, syscall.SIGKILL)
+	w1.Signal(syscall.SIGKILL)
 	b := e.waitEnded(id, 4*time.Minute)
 	exp, found := e.rows(all)
 	ok := b.Status == store.StatusSucceeded && exp == found && b.CompletedChunks == b.TotalChunks
@@ -44,19 +44,19 @@ func TestChaos2SigtermWorker(t *testing.T) {
 	e.start("worker", "GRIDBATCH_CONCURRENCY=2")
 	id := e.runBatch("--kind", "ph", "--chunk-size", "10")
 	e.waitDone(id, 100)
-	signal(w1, syscall.SIGTERM)
+	w1.Signal(syscall.SIGTERM)
 	select {
-	case <-w1.done:
+	case <-w1.Done():
 	case <-time.After(30 * time.Second):
 		t.Fatal("worker did not exit within 30 s of SIGTERM")
 	}
-	require.NoError(t, w1.err, "SIGTERM exits 0")
+	require.NoError(t, w1.Err(), "SIGTERM exits 0")
 	b := e.waitEnded(id, 3*time.Minute)
 	exp, found := e.rows(all)
 	var retried int
 	require.NoError(t, e.db.Pool.QueryRow(context.Background(),
 		`SELECT count(*) FROM chunk_runs WHERE batch_id = $1 AND attempts > 1`, id).Scan(&retried))
-	requeued := strings.Count(w1.logText(), "requeue") + strings.Count(w1.logText(), "Requeue")
+	requeued := strings.Count(w1.LogText(), "requeue") + strings.Count(w1.LogText(), "Requeue")
 	ok := b.Status == store.StatusSucceeded && exp == found && retried == 0 && b.FailedChunks == 0
 	report("sigterm-worker", pass(ok), b, exp, found, fmt.Sprintf("chunks_retried=%d requeue_log_lines=%d", retried, requeued))
 	require.True(t, ok, "status %s, rows %d/%d, retried chunks %d", b.Status, found, exp, retried)
@@ -83,7 +83,7 @@ func TestChaos3PostgresDown30s(t *testing.T) {
 
 	b := e.waitEnded(id, 4*time.Minute)
 	exp, found := e.rows(all)
-	logs := w1.logText() + w2.logText()
+	logs := w1.LogText() + w2.LogText()
 	opened := strings.Contains(logs, "database circuit breaker open")
 	closed := strings.Contains(logs, "database circuit breaker closed")
 	// Unguarded, 4 handler slots retrying every 200 ms·(n+1) would dial
@@ -154,7 +154,7 @@ func TestChaos6HandlerIgnoresCancellation(t *testing.T) {
 	})
 	waitUntil(t, 30*time.Second, "/healthz to turn unhealthy", func() bool { return healthz() == http.StatusServiceUnavailable })
 	took := time.Since(start)
-	ok := strings.Contains(w.logText(), "handler ignores cancellation")
+	ok := strings.Contains(w.LogText(), "handler ignores cancellation")
 	report("handler-ignores-cancellation", pass(ok), store.Batch{}, 0, 0,
 		fmt.Sprintf("task_retried=true healthz=503 after=%.1fs", took.Seconds()))
 	require.True(t, ok, "the watchdog logs the hung handler")
@@ -171,7 +171,7 @@ func TestChaos7ModelPanics(t *testing.T) {
 	require.NoError(t, e.db.Pool.QueryRow(context.Background(),
 		`SELECT count(*) FROM dead_letters WHERE batch_id = $1 AND last_error LIKE '%panic%'`, b.ID).Scan(&deadLetters))
 	resp, err := http.Get("http://" + addr + "/healthz")
-	serving := err == nil && resp.StatusCode == http.StatusOK && !w.exited()
+	serving := err == nil && resp.StatusCode == http.StatusOK && !w.Exited()
 	if err == nil {
 		resp.Body.Close()
 	}

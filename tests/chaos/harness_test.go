@@ -16,10 +16,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -86,18 +84,21 @@ func services(verb string) (string, error) {
 
 // env is one scenario's private Redis DB and schema on the chaos services.
 type env struct {
-	t    *testing.T
-	r    *testutil.Redis
-	db   *testutil.DB
-	base []string
-	n    int
+	t       *testing.T
+	r       *testutil.Redis
+	db      *testutil.DB
+	batches testutil.Batches
+	base    []string
+	n       int
 }
 
 func newEnv(t *testing.T) *env {
 	r := testutil.NewRedis(t)
 	db := testutil.NewDB(t)
 	e := &env{t: t, r: r, db: db, base: testutil.Env(r, db,
-		"GRIDBATCH_RECONCILE_INTERVAL=1s", "GRIDBATCH_RETRY_BASE=200ms", "GRIDBATCH_HTTP_ADDR=127.0.0.1:0")}
+		"GRIDBATCH_RECONCILE_INTERVAL=1s", "GRIDBATCH_RETRY_BASE=200ms", "GRIDBATCH_HTTP_ADDR=127.0.0.1:0"),
+		// The scenarios stop and restart PostgreSQL while they wait.
+		batches: testutil.Batches{Store: db.Store, RetryReads: true}}
 	_, errOut, code := e.run("enqueuer", nil, "seed", "--bbox", "124,33,132,39", "--step", "0.05")
 	require.Equal(t, 0, code, errOut)
 	return e
@@ -105,99 +106,38 @@ func newEnv(t *testing.T) *env {
 
 func (e *env) run(name string, extra []string, args ...string) (string, string, int) {
 	e.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, filepath.Join(binDir, name), args...)
-	cmd.Env = append(append([]string{}, e.base...), extra...)
-	var out, errb strings.Builder
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	if ee, ok := err.(*exec.ExitError); ok {
-		return out.String(), errb.String(), ee.ExitCode()
-	}
-	require.NoError(e.t, err)
-	return out.String(), errb.String(), 0
+	return testutil.RunBinary(e.t, filepath.Join(binDir, name), e.envWith(extra), args...)
 }
 
-type proc struct {
-	cmd  *exec.Cmd
-	log  string
-	done chan struct{}
-	err  error
-}
-
-func (e *env) start(name string, extra ...string) *proc {
+func (e *env) start(name string, extra ...string) *testutil.Proc {
 	e.t.Helper()
 	e.n++
-	logPath := filepath.Join(e.t.TempDir(), fmt.Sprintf("%s-%d.log", name, e.n))
-	f, err := os.Create(logPath)
-	require.NoError(e.t, err)
-	cmd := exec.Command(filepath.Join(binDir, name))
-	cmd.Env = append(append([]string{}, e.base...), extra...)
-	cmd.Stdout, cmd.Stderr = f, f
-	require.NoError(e.t, cmd.Start())
-	p := &proc{cmd: cmd, log: logPath, done: make(chan struct{})}
-	go func() { p.err = cmd.Wait(); f.Close(); close(p.done) }()
-	e.t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-p.done
-		if e.t.Failed() {
-			e.t.Logf("last lines of %s:\n%s", logPath, tail(p.logText(), 30))
-		}
-	})
-	return p
+	return testutil.Start(e.t, fmt.Sprintf("%s-%d", name, e.n), filepath.Join(binDir, name), e.envWith(extra))
 }
 
-func (p *proc) logText() string { b, _ := os.ReadFile(p.log); return string(b) }
-
-func (p *proc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
-func tail(s string, n int) string {
-	lines := strings.Split(s, "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
+func (e *env) envWith(extra []string) []string {
+	return append(append([]string{}, e.base...), extra...)
 }
 
 func (e *env) runBatch(args ...string) string {
 	e.t.Helper()
-	out, errOut, code := e.run("enqueuer", nil, append([]string{"run"}, args...)...)
-	require.Equal(e.t, 0, code, errOut)
-	return strings.SplitN(out, "\n", 2)[0]
+	return testutil.RunBatch(e.t, filepath.Join(binDir, "enqueuer"), e.base, args...)
 }
 
 func (e *env) waitDone(id string, n int) {
 	e.t.Helper()
-	testutil.Eventually(e.t, 2*time.Minute, fmt.Sprintf("%d chunks of %s done", n, id), func() bool {
-		b, err := e.db.Store.GetBatch(context.Background(), id)
-		return err == nil && b.DoneChunks >= n
-	})
+	e.batches.WaitDone(e.t, id, n, 2*time.Minute)
 }
 
 func (e *env) waitEnded(id string, timeout time.Duration) store.Batch {
 	e.t.Helper()
-	var b store.Batch
-	testutil.Eventually(e.t, timeout, "batch "+id+" to end", func() bool {
-		var err error
-		b, err = e.db.Store.GetBatch(context.Background(), id)
-		return err == nil && b.Ended()
-	})
-	return b
+	return e.batches.WaitEnded(e.t, id, timeout)
 }
 
 // rows counts the ph rows of the Korea grid and checks each against the
 // kernel; cellOK selects the cells expected to have rows.
 func (e *env) rows(cellOK func(grid.Cell) bool) (expected, found int) {
 	e.t.Helper()
-	ctx := context.Background()
 	lat, err := grid.NewLattice(0.05)
 	require.NoError(e.t, err)
 	bbox, _ := grid.ParseBBox("124,33,132,39")
@@ -208,29 +148,7 @@ func (e *env) rows(cellOK func(grid.Cell) bool) (expected, found int) {
 			expected += len(grid.Scenarios)
 		}
 	}
-	ph, _ := grid.ModelFor(grid.KindPH)
-	rows, err := e.db.Pool.Query(ctx, `SELECT grid_id, scenario, series FROM ph_timeseries WHERE step = 0.05`)
-	require.NoError(e.t, err)
-	defer rows.Close()
-	for rows.Next() {
-		var id int64
-		var scen string
-		var got []float64
-		require.NoError(e.t, rows.Scan(&id, &scen, &got))
-		cell, err := lat.CellByID(id)
-		require.NoError(e.t, err)
-		require.True(e.t, cellOK(cell), "unexpected row for cell %d", id)
-		want, err := ph.Compute(ctx, []grid.Input{{GridID: id, Params: grid.ReferenceParams(cell.Lat, cell.Lon)}})
-		require.NoError(e.t, err)
-		for _, s := range want {
-			if s.Scenario == scen {
-				require.Equal(e.t, s.Values, got, "cell %d %s", id, scen)
-			}
-		}
-		found++
-	}
-	require.NoError(e.t, rows.Err())
-	return expected, found
+	return expected, testutil.CheckResults(e.t, e.db.Pool, grid.KindPH, 0.05, cellOK)
 }
 
 func all(grid.Cell) bool { return true }
@@ -325,5 +243,3 @@ func freePort(t *testing.T) string {
 	defer ln.Close()
 	return ln.Addr().String()
 }
-
-func signal(p *proc, s syscall.Signal) { _ = p.cmd.Process.Signal(s) }

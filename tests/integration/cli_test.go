@@ -3,38 +3,15 @@
 package integration
 
 import (
-	"bytes"
 	"context"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/gridbatch/gridbatch/internal/testutil"
 )
-
-// runBin runs one binary to completion with env and returns stdout, stderr and the exit code.
-func runBin(t *testing.T, env []string, name string, args ...string) (string, string, int) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, filepath.Join(testutil.Binaries(t), name), args...)
-	cmd.Env = env
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else {
-		require.NoError(t, err, "run %s %v", name, args)
-	}
-	return out.String(), errb.String(), code
-}
 
 func TestEveryBinaryAnswersHelpAndPrintConfig(t *testing.T) {
 	env := append(testutil.Env(testutil.NewRedis(t), testutil.NewEmptyDB(t)),

@@ -43,8 +43,8 @@ func (c *cluster) holdChunks(insp *asynq.Inspector) store.Batch {
 		q, err := insp.GetQueueInfo(tasks.QueueGrid)
 		return err == nil && b.PlannedChunks == b.TotalChunks && q.Pending == b.TotalChunks
 	})
-	w.signal(syscall.SIGTERM)
-	require.Equal(c.t, 0, w.wait(c.t, 30*time.Second))
+	w.Signal(syscall.SIGTERM)
+	require.Equal(c.t, 0, w.Wait(c.t, 30*time.Second))
 	return b
 }
 
@@ -264,7 +264,7 @@ func TestOrphanedActiveTaskIsRecovered(t *testing.T) {
 	require.Equal(t, store.StatusSucceeded, end.Status, "error: %v", end.Error)
 	require.Equal(t, end.TotalChunks, end.CompletedChunks)
 	requireExactRows(t, c, "ph")
-	logText, err := os.ReadFile(w.log)
+	logText, err := os.ReadFile(w.Log)
 	require.NoError(t, err)
 	require.Contains(t, string(logText), "recovered an orphaned active task")
 	require.Contains(t, string(logText), taskID)

@@ -3,14 +3,9 @@
 package integration
 
 import (
-	"context"
-	"errors"
 	"fmt"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -24,11 +19,12 @@ import (
 // cluster is one test's private Redis database and PostgreSQL schema, with
 // the real binaries run against them.
 type cluster struct {
-	t   *testing.T
-	r   *testutil.Redis
-	db  *testutil.DB
-	env []string
-	n   int
+	t       *testing.T
+	r       *testutil.Redis
+	db      *testutil.DB
+	batches testutil.Batches
+	env     []string
+	n       int
 }
 
 func newCluster(t *testing.T, extraEnv ...string) *cluster {
@@ -40,7 +36,7 @@ func newCluster(t *testing.T, extraEnv ...string) *cluster {
 		"GRIDBATCH_RETRY_BASE=200ms",
 		"GRIDBATCH_HTTP_ADDR=127.0.0.1:0",
 	}, extraEnv...)...)
-	return &cluster{t: t, r: r, db: db, env: env}
+	return &cluster{t: t, r: r, db: db, batches: testutil.Batches{Store: db.Store}, env: env}
 }
 
 // seed seeds the 0.05° Korea grid (19,200 cells).
@@ -55,100 +51,43 @@ func (c *cluster) enqueuer(args ...string) (string, string, int) {
 	return runBin(c.t, c.env, "enqueuer", args...)
 }
 
-// proc is a running binary whose output goes to a log file.
-type proc struct {
-	name string
-	cmd  *exec.Cmd
-	log  string
-	done chan struct{}
-	err  error
+// runBin runs one binary to completion with env and returns stdout, stderr and the exit code.
+func runBin(t *testing.T, env []string, name string, args ...string) (string, string, int) {
+	t.Helper()
+	return testutil.RunBinary(t, filepath.Join(testutil.Binaries(t), name), env, args...)
 }
 
 // start runs a binary in the background; it is killed when the test ends.
-func (c *cluster) start(name string, env []string, args ...string) *proc {
+func (c *cluster) start(name string, env []string, args ...string) *testutil.Proc {
 	c.t.Helper()
 	c.n++
-	logPath := filepath.Join(c.t.TempDir(), fmt.Sprintf("%s-%d.log", name, c.n))
-	f, err := os.Create(logPath)
-	require.NoError(c.t, err)
-	cmd := exec.Command(filepath.Join(testutil.Binaries(c.t), name), args...)
-	cmd.Env = append(append([]string{}, c.env...), env...)
-	cmd.Stdout, cmd.Stderr = f, f
-	require.NoError(c.t, cmd.Start())
-	p := &proc{name: fmt.Sprintf("%s-%d", name, c.n), cmd: cmd, log: logPath, done: make(chan struct{})}
-	go func() {
-		p.err = cmd.Wait()
-		f.Close()
-		close(p.done)
-	}()
-	c.t.Cleanup(func() {
-		p.signal(syscall.SIGKILL)
-		<-p.done
-		if c.t.Failed() {
-			b, _ := os.ReadFile(logPath)
-			lines := strings.Split(string(b), "\n")
-			if len(lines) > 40 {
-				lines = lines[len(lines)-40:]
-			}
-			c.t.Logf("last lines of %s:\n%s", p.name, strings.Join(lines, "\n"))
-		}
-	})
-	return p
+	return testutil.Start(c.t, fmt.Sprintf("%s-%d", name, c.n), filepath.Join(testutil.Binaries(c.t), name),
+		append(append([]string{}, c.env...), env...), args...)
 }
 
-func (c *cluster) worker(env ...string) *proc { return c.start("worker", env) }
-
-func (p *proc) signal(s syscall.Signal) { _ = p.cmd.Process.Signal(s) }
-
-// wait waits for the process to exit and returns its exit code.
-func (p *proc) wait(t *testing.T, timeout time.Duration) int {
-	t.Helper()
-	select {
-	case <-p.done:
-	case <-time.After(timeout):
-		t.Fatalf("%s did not exit within %s", p.name, timeout)
-	}
-	var ee *exec.ExitError
-	if errors.As(p.err, &ee) {
-		return ee.ExitCode()
-	}
-	return 0
-}
+func (c *cluster) worker(env ...string) *testutil.Proc { return c.start("worker", env) }
 
 func (c *cluster) batch(id string) store.Batch {
 	c.t.Helper()
-	b, err := c.db.Store.GetBatch(context.Background(), id)
-	require.NoError(c.t, err)
-	return b
+	return c.batches.Get(c.t, id)
 }
 
 // waitEnded waits until the batch has a final status.
 func (c *cluster) waitEnded(id string, timeout time.Duration) store.Batch {
 	c.t.Helper()
-	var b store.Batch
-	testutil.Eventually(c.t, timeout, "batch "+id+" to end", func() bool {
-		b = c.batch(id)
-		return b.Ended()
-	})
-	return b
+	return c.batches.WaitEnded(c.t, id, timeout)
 }
 
 // waitDone waits until at least n chunks of the batch have an outcome.
 func (c *cluster) waitDone(id string, n int, timeout time.Duration) {
 	c.t.Helper()
-	testutil.Eventually(c.t, timeout, fmt.Sprintf("batch %s to have %d chunks done", id, n), func() bool {
-		return c.batch(id).DoneChunks >= n
-	})
+	c.batches.WaitDone(c.t, id, n, timeout)
 }
 
 // runID starts a batch and returns its ID.
 func (c *cluster) runID(args ...string) string {
 	c.t.Helper()
-	out, errOut, code := c.enqueuer(append([]string{"run"}, args...)...)
-	require.Equal(c.t, 0, code, errOut)
-	id := strings.SplitN(out, "\n", 2)[0]
-	require.NotEmpty(c.t, id)
-	return id
+	return testutil.RunBatch(c.t, filepath.Join(testutil.Binaries(c.t), "enqueuer"), c.env, args...)
 }
 
 // queued counts the tasks of a batch still in Redis (any state but completed).

@@ -25,6 +25,7 @@ import (
 	"github.com/gridbatch/gridbatch/internal/metrics/metricstest"
 	"github.com/gridbatch/gridbatch/internal/monitor"
 	"github.com/gridbatch/gridbatch/internal/store"
+	"github.com/gridbatch/gridbatch/internal/testutil"
 )
 
 // chromiumPath is Debian's chromium, or GRIDBATCH_CHROMIUM. Missing, the
@@ -58,11 +59,11 @@ func artifacts(t *testing.T) string {
 
 // logValue waits until the process's log has a line matching re and
 // returns the first group.
-func logValue(t *testing.T, p *proc, re *regexp.Regexp, timeout time.Duration) string {
+func logValue(t *testing.T, p *testutil.Proc, re *regexp.Regexp, timeout time.Duration) string {
 	t.Helper()
 	var v string
-	waitFor(t, timeout, fmt.Sprintf("%s to log %s", p.name, re), func() bool {
-		b, _ := os.ReadFile(p.log)
+	waitFor(t, timeout, fmt.Sprintf("%s to log %s", p.Name, re), func() bool {
+		b, _ := os.ReadFile(p.Log)
 		if m := re.FindSubmatch(b); m != nil {
 			v = string(m[1])
 			return true

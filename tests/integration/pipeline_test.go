@@ -14,6 +14,7 @@ import (
 
 	"github.com/gridbatch/gridbatch/internal/grid"
 	"github.com/gridbatch/gridbatch/internal/store"
+	"github.com/gridbatch/gridbatch/internal/testutil"
 	"github.com/gridbatch/gridbatch/tasks"
 )
 
@@ -31,37 +32,7 @@ func requireExactRows(t *testing.T, c *cluster, kind string) {
 	require.Equal(t, koreaCells*len(grid.Scenarios), n, "rows in %s", table)
 	require.Equal(t, n, distinct)
 
-	lat, err := grid.NewLattice(0.05)
-	require.NoError(t, err)
-	model, err := grid.ModelFor(kind)
-	require.NoError(t, err)
-	rows, err := c.db.Pool.Query(ctx, `SELECT grid_id, scenario, first_year, series FROM `+table+` WHERE step = 0.05`)
-	require.NoError(t, err)
-	defer rows.Close()
-	checked := 0
-	for rows.Next() {
-		var id int64
-		var scen string
-		var first int
-		var got []float64
-		require.NoError(t, rows.Scan(&id, &scen, &first, &got))
-		cell, err := lat.CellByID(id)
-		require.NoError(t, err)
-		want, err := model.Compute(ctx, []grid.Input{{GridID: id, Params: grid.ReferenceParams(cell.Lat, cell.Lon)}})
-		require.NoError(t, err)
-		require.Equal(t, grid.FirstYear, first)
-		found := false
-		for _, s := range want {
-			if s.Scenario == scen {
-				require.Equal(t, s.Values, got, "cell %d %s", id, scen)
-				found = true
-			}
-		}
-		require.True(t, found, "scenario %s", scen)
-		checked++
-	}
-	require.NoError(t, rows.Err())
-	require.Equal(t, n, checked)
+	require.Equal(t, n, testutil.CheckResults(t, c.db.Pool, kind, 0.05, nil))
 }
 
 func TestBatchSucceedsWithTwoWorkers(t *testing.T) {
@@ -141,7 +112,7 @@ func TestWorkerKilledMidBatch(t *testing.T) {
 	c.worker("GRIDBATCH_CONCURRENCY=2")
 	id := c.runID("--kind", "ph", "--chunk-size", "20")
 	c.waitDone(id, 60, time.Minute)
-	w1.signal(syscall.SIGKILL)
+	w1.Signal(syscall.SIGKILL)
 	// asynq recovers the killed worker's tasks once their 30 s lease expires (recoverer every 60 s).
 	b := c.waitEnded(id, 4*time.Minute)
 	require.Equal(t, store.StatusSucceeded, b.Status, "error: %v", b.Error)
@@ -158,10 +129,10 @@ func TestAllProcessesKilledThenWorkersRestarted(t *testing.T) {
 	w2 := c.worker()
 	id := c.runID("--kind", "ph", "--chunk-size", "20")
 	c.waitDone(id, 60, time.Minute)
-	w1.signal(syscall.SIGKILL)
-	w2.signal(syscall.SIGKILL)
-	w1.wait(t, 10*time.Second)
-	w2.wait(t, 10*time.Second)
+	w1.Signal(syscall.SIGKILL)
+	w2.Signal(syscall.SIGKILL)
+	w1.Wait(t, 10*time.Second)
+	w2.Wait(t, 10*time.Second)
 	require.Equal(t, store.StatusRunning, c.batch(id).Status)
 
 	c.worker()

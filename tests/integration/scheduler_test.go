@@ -58,22 +58,22 @@ func schedEnv(spec string, extra ...string) []string {
 	}, extra...)
 }
 
-func (c *cluster) scheduler(spec string, extra ...string) *proc {
+func (c *cluster) scheduler(spec string, extra ...string) *testutil.Proc {
 	c.t.Helper()
 	return c.start("scheduler", schedEnv(spec, extra...))
 }
 
 // logOf returns what the process has logged so far.
-func logOf(t *testing.T, p *proc) string {
+func logOf(t *testing.T, p *testutil.Proc) string {
 	t.Helper()
-	b, err := os.ReadFile(p.log)
+	b, err := os.ReadFile(p.Log)
 	require.NoError(t, err)
 	return string(b)
 }
 
-func waitLog(t *testing.T, p *proc, want string, timeout time.Duration) {
+func waitLog(t *testing.T, p *testutil.Proc, want string, timeout time.Duration) {
 	t.Helper()
-	waitFor(t, timeout, fmt.Sprintf("%s to log %q", p.name, want), func() bool { return strings.Contains(logOf(t, p), want) })
+	waitFor(t, timeout, fmt.Sprintf("%s to log %q", p.Name, want), func() bool { return strings.Contains(logOf(t, p), want) })
 }
 
 // scheduled returns the batches the scheduler started, by tick.
@@ -189,10 +189,10 @@ func TestSchedulerTwoReplicasFireEachTickOnce(t *testing.T) {
 	a := c.scheduler(every5s, shortGrace)
 	b := c.scheduler(every5s, shortGrace)
 	c.waitScheduled(5, 5*schedTicks+20*time.Second)
-	a.signal(syscall.SIGTERM)
-	b.signal(syscall.SIGTERM)
-	require.Equal(t, 0, a.wait(t, 15*time.Second), "SIGTERM exits 0")
-	require.Equal(t, 0, b.wait(t, 15*time.Second), "SIGTERM exits 0")
+	a.Signal(syscall.SIGTERM)
+	b.Signal(syscall.SIGTERM)
+	require.Equal(t, 0, a.Wait(t, 15*time.Second), "SIGTERM exits 0")
+	require.Equal(t, 0, b.Wait(t, 15*time.Second), "SIGTERM exits 0")
 
 	batches := c.scheduled()
 	require.GreaterOrEqual(t, len(batches), 5)
@@ -202,7 +202,7 @@ func TestSchedulerTwoReplicasFireEachTickOnce(t *testing.T) {
 		require.Equal(t, store.StatusSucceeded, c.waitEnded(bt.ID, time.Minute).Status)
 	}
 	leaders := 0
-	for _, p := range []*proc{a, b} {
+	for _, p := range []*testutil.Proc{a, b} {
 		if strings.Contains(logOf(t, p), "leading: this scheduler fires the ticks") {
 			leaders++
 		}
@@ -231,8 +231,8 @@ func TestSchedulerLeaderKilledNextTickFiresOnce(t *testing.T) {
 		next = s.Next(next)
 	}
 	time.Sleep(time.Until(next.Add(-time.Second)))
-	a.signal(syscall.SIGKILL)
-	a.wait(t, 5*time.Second)
+	a.Signal(syscall.SIGKILL)
+	a.Wait(t, 5*time.Second)
 	var batches []store.Batch
 	waitFor(t, 3*schedTicks, "the batches of the two ticks after the kill", func() bool {
 		batches = c.scheduled()
@@ -274,8 +274,8 @@ func TestSchedulerMissedTickOnStart(t *testing.T) {
 				require.True(t, tick.Equal(*got[0].ScheduledFor), "fired the missed tick %s, not %s", tick, got[0].ScheduledFor)
 				waitLog(t, a, "missed tick fired late, within the misfire grace", 5*time.Second)
 				// A restarted scheduler finds the tick fired and fires nothing more.
-				a.signal(syscall.SIGTERM)
-				require.Equal(t, 0, a.wait(t, 10*time.Second))
+				a.Signal(syscall.SIGTERM)
+				require.Equal(t, 0, a.Wait(t, 10*time.Second))
 				b := c.scheduler(spec, env...)
 				waitLog(t, b, "leading: this scheduler fires the ticks", 10*time.Second)
 				time.Sleep(time.Second)
@@ -376,7 +376,7 @@ func TestSchedulerAlertsOnceForAPartialBatch(t *testing.T) {
 	waitFor(t, 15*time.Second, "the alert of the partial batch", func() bool { return len(hook.received(alert.EventBatchEnded)) > 0 })
 
 	// The leader dies; the standby takes over the alert duty and sends nothing twice.
-	a.signal(syscall.SIGKILL)
+	a.Signal(syscall.SIGKILL)
 	waitLog(t, b, "leading: this scheduler fires the ticks", 10*time.Second)
 	time.Sleep(5 * time.Second) // two alert polls of the new leader
 	got := hook.received(alert.EventBatchEnded)
