@@ -11,7 +11,6 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"net/http/pprof"
 	"os"
@@ -26,6 +25,7 @@ import (
 	"github.com/gridbatch/gridbatch/internal/breaker"
 	"github.com/gridbatch/gridbatch/internal/cli"
 	"github.com/gridbatch/gridbatch/internal/config"
+	"github.com/gridbatch/gridbatch/internal/health"
 	"github.com/gridbatch/gridbatch/internal/logging"
 	"github.com/gridbatch/gridbatch/internal/metrics"
 	"github.com/gridbatch/gridbatch/internal/store"
@@ -111,22 +111,16 @@ func Run(ctx context.Context, cfg config.Worker, stderr io.Writer, opts ...Optio
 		mux.Handle(typ, extra)
 	}
 
-	httpSrv := &http.Server{Addr: cfg.HTTPAddr, Handler: endpoints(rdb, st, health(cfg, wd, insp), m.Handler(), cfg.Pprof), ReadHeaderTimeout: 5 * time.Second}
-	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	httpSrv, err := health.Listen(cfg.HTTPAddr, endpoints(rdb, st, liveness(cfg, wd, insp), m.Handler(), cfg.Pprof), log)
 	if err != nil {
-		return fmt.Errorf("GRIDBATCH_HTTP_ADDR=%s: %w", cfg.HTTPAddr, err)
+		return err
 	}
-	go func() {
-		if err := httpSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error("http server", "error", err)
-		}
-	}()
 
 	if err := srv.Start(mux); err != nil {
 		return fmt.Errorf("start the asynq server: %w", err)
 	}
 	log.Info("worker started", "worker", workerName, "concurrency", cfg.Concurrency, "queues", tasks.Queues,
-		"http_addr", ln.Addr().String(), "task_timeout", cfg.TaskTimeout.String(), "max_retry", cfg.MaxRetry,
+		"http_addr", httpSrv.Addr(), "task_timeout", cfg.TaskTimeout.String(), "max_retry", cfg.MaxRetry,
 		"retry", cfg.RetryPolicy, "retry_base", cfg.RetryBase.String(), "gc_percent", cfg.GCPercent)
 
 	rctx, stopReconciler := context.WithCancel(context.Background())
@@ -207,10 +201,10 @@ func retryDelay(policy asynq.RetryDelayFunc, db *breaker.Breaker) asynq.RetryDel
 	}
 }
 
-// health is the liveness check: unhealthy when a handler outlives its
+// liveness is the worker's liveness check: unhealthy when a handler outlives its
 // timeout by the hung grace (it ignores cancellation), or when the processor
 // is wedged: free slots and pending tasks, but no task started for WedgedAfter.
-func health(cfg config.Worker, wd *Watchdog, insp *asynq.Inspector) func() []string {
+func liveness(cfg config.Worker, wd *Watchdog, insp *asynq.Inspector) func() []string {
 	return func() []string {
 		now := time.Now()
 		problems := wd.Overdue(now)
@@ -257,7 +251,7 @@ func logStartLatency(log *slog.Logger) asynq.MiddlewareFunc {
 
 // endpoints serves /healthz, /readyz and /metrics, and net/http/pprof under
 // /debug/pprof/ when withPprof is set.
-func endpoints(rdb redis.UniversalClient, st *store.Store, health func() []string, metricsHandler http.Handler, withPprof bool) http.Handler {
+func endpoints(rdb redis.UniversalClient, st *store.Store, live func() []string, metricsHandler http.Handler, withPprof bool) http.Handler {
 	mux := http.NewServeMux()
 	if withPprof {
 		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
@@ -266,35 +260,7 @@ func endpoints(rdb redis.UniversalClient, st *store.Store, health func() []strin
 		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
 		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	}
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		if problems := health(); len(problems) > 0 {
-			w.WriteHeader(http.StatusServiceUnavailable)
-			for _, p := range problems {
-				fmt.Fprintln(w, "unhealthy: "+p)
-			}
-			return
-		}
-		fmt.Fprintln(w, "ok")
-	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-		defer cancel()
-		var problems []string
-		if err := rdb.Ping(ctx).Err(); err != nil {
-			problems = append(problems, "redis: "+err.Error())
-		}
-		if err := st.Ping(ctx); err != nil {
-			problems = append(problems, "postgres: "+config.Mask(err.Error()))
-		}
-		if len(problems) > 0 {
-			w.WriteHeader(http.StatusServiceUnavailable)
-			for _, p := range problems {
-				fmt.Fprintln(w, p)
-			}
-			return
-		}
-		fmt.Fprintln(w, "ready")
-	})
+	health.Register(mux, rdb, st, live)
 	mux.Handle("GET /metrics", metricsHandler)
 	return mux
 }

@@ -1,0 +1,89 @@
+// Package health serves the liveness and readiness endpoints of gridbatch's
+// long-running processes (worker, scheduler), so that both answer alike.
+package health
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/gridbatch/gridbatch/internal/config"
+	"github.com/gridbatch/gridbatch/internal/store"
+)
+
+// PingTimeout bounds each dependency's ping in /readyz.
+const PingTimeout = 2 * time.Second
+
+// Register adds to mux:
+//
+//   - GET /healthz, liveness: "ok", or 503 with one "unhealthy: …" line per
+//     problem live reports (a restart is the remedy);
+//   - GET /readyz, readiness: "ready" when Redis and PostgreSQL each answer a
+//     ping within PingTimeout, else 503 naming each that did not (passwords
+//     masked).
+func Register(mux *http.ServeMux, rdb redis.UniversalClient, st *store.Store, live func() []string) {
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		if problems := live(); len(problems) > 0 {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			for _, p := range problems {
+				fmt.Fprintln(w, "unhealthy: "+p)
+			}
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), PingTimeout)
+		defer cancel()
+		var problems []string
+		if err := rdb.Ping(ctx).Err(); err != nil {
+			problems = append(problems, "redis: "+config.Mask(err.Error()))
+		}
+		if err := st.Ping(ctx); err != nil {
+			problems = append(problems, "postgres: "+config.Mask(err.Error()))
+		}
+		if len(problems) > 0 {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			for _, p := range problems {
+				fmt.Fprintln(w, p)
+			}
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
+}
+
+// Server serves a process's endpoints on GRIDBATCH_HTTP_ADDR.
+type Server struct {
+	srv *http.Server
+	ln  net.Listener
+}
+
+// Listen binds addr, the value of GRIDBATCH_HTTP_ADDR, and serves h on it in
+// the background; a bind error names the variable. Errors while serving are
+// logged.
+func Listen(addr string, h http.Handler, log *slog.Logger) (*Server, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("GRIDBATCH_HTTP_ADDR=%s: %w", addr, err)
+	}
+	s := &Server{srv: &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}, ln: ln}
+	go func() {
+		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("http server", "error", err)
+		}
+	}()
+	return s, nil
+}
+
+// Addr is the address served, with the port chosen when addr asked for 0.
+func (s *Server) Addr() string { return s.ln.Addr().String() }
+
+// Shutdown stops serving, waiting for requests in progress until ctx ends.
+func (s *Server) Shutdown(ctx context.Context) error { return s.srv.Shutdown(ctx) }
