@@ -595,15 +595,21 @@ func TestKubernetes(t *testing.T) {
 			"listLength of %s must not exceed GRIDBATCH_CONCURRENCY (%d), or a scale-down could stop busy workers", activeList, concurrency)
 	})
 
-	t.Run("two schedulers without probes", func(t *testing.T) {
+	t.Run("two schedulers, probes on their health endpoints", func(t *testing.T) {
 		t.Parallel()
-		d := one[*appsv1.Deployment](t, keda, "scheduler")
-		require.NotNil(t, d.Spec.Replicas)
-		require.Equal(t, int32(2), *d.Spec.Replicas)
-		ctr := container(t, d, "scheduler")
-		require.Equal(t, "scheduler", binaryOf(t, binDir, ctr.Command))
-		require.Nil(t, ctr.LivenessProbe, "the scheduler has no health endpoint")
-		require.Nil(t, ctr.ReadinessProbe, "the scheduler has no health endpoint")
+		for _, v := range variants {
+			d := one[*appsv1.Deployment](t, v, "scheduler")
+			require.NotNil(t, d.Spec.Replicas)
+			require.Equal(t, int32(2), *d.Spec.Replicas)
+			ctr := container(t, d, "scheduler")
+			require.Equal(t, "scheduler", binaryOf(t, binDir, ctr.Command))
+			c := newCluster(t, manifests, v)
+			cfg, err := settings("scheduler", c.env(t, ctr))
+			require.NoError(t, err)
+			p := port(t, cfg.(*config.Scheduler).HTTPAddr)
+			requireHTTPProbe(t, ctr, ctr.LivenessProbe, "liveness", "/healthz", p)
+			requireHTTPProbe(t, ctr, ctr.ReadinessProbe, "readiness", "/readyz", p)
+		}
 	})
 
 	t.Run("monitor is served on its listen port", func(t *testing.T) {

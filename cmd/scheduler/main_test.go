@@ -1,8 +1,12 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
+	"io"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -10,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gridbatch/gridbatch/internal/schedule"
+	"github.com/gridbatch/gridbatch/internal/testutil"
 )
 
 func TestPrintConfigShowsTheNextFireTimes(t *testing.T) {
@@ -52,4 +57,60 @@ func TestBadSchedulesStopTheBinaryWithOneLine(t *testing.T) {
 		require.False(t, strings.ContainsAny(err.Error(), "\n"))
 		require.NotContains(t, err.Error(), "SECRET")
 	}
+}
+
+// TestServesHealthEndpoints runs the scheduler against a test's Redis and
+// PostgreSQL and reads its /healthz and /readyz; it stops on cancel.
+func TestServesHealthEndpoints(t *testing.T) {
+	t.Parallel()
+	r := testutil.NewRedis(t)
+	db := testutil.NewDB(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"--redis-url", r.URL, "--database-url", db.URL, "--http-addr", "127.0.0.1:0",
+			"--log-format", "json", "--schedules", "ph=0 2 1 1 *"}, io.Discard, pw)
+		pw.Close()
+	}()
+	addr := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(pr)
+		for sc.Scan() {
+			var l struct {
+				Msg      string `json:"msg"`
+				HTTPAddr string `json:"http_addr"`
+			}
+			if json.Unmarshal(sc.Bytes(), &l) == nil && l.Msg == "scheduler started" {
+				addr <- l.HTTPAddr
+			}
+		}
+	}()
+	var base string
+	select {
+	case a := <-addr:
+		base = "http://" + a
+	case err := <-done:
+		t.Fatalf("scheduler stopped before it started: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("no \"scheduler started\" line within 30s")
+	}
+	for path, want := range map[string]string{"/healthz": "ok\n", "/readyz": "ready\n"} {
+		resp, err := http.Get(base + path)
+		require.NoError(t, err)
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		require.NoError(t, err)
+		require.Equal(t, http.StatusOK, resp.StatusCode, "%s: %s", path, body)
+		require.Equal(t, want, string(body), path)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("scheduler did not stop within 30s of cancel")
+	}
+	_, err := http.Get(base + "/healthz")
+	require.Error(t, err, "the endpoints stop with the scheduler")
 }

@@ -6,7 +6,9 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
+	"time"
 
 	"github.com/hibiken/asynq"
 
@@ -15,6 +17,7 @@ import (
 	"github.com/gridbatch/gridbatch/internal/cli"
 	"github.com/gridbatch/gridbatch/internal/config"
 	"github.com/gridbatch/gridbatch/internal/grid"
+	"github.com/gridbatch/gridbatch/internal/health"
 	"github.com/gridbatch/gridbatch/internal/logging"
 	"github.com/gridbatch/gridbatch/internal/schedule"
 	"github.com/gridbatch/gridbatch/tasks"
@@ -69,10 +72,19 @@ func serve(ctx context.Context, cfg config.Scheduler, schedules []schedule.Sched
 	if err != nil {
 		return err
 	}
+	mux := http.NewServeMux()
+	health.Register(mux, rdb, st, func() []string { return s.Health(time.Now()) })
+	httpSrv, err := health.Listen(cfg.HTTPAddr, mux, log)
+	if err != nil {
+		return err
+	}
 	log.Info("scheduler started", "instance", instance, "timezone", cfg.TimeZone, "misfire_grace", cfg.MisfireGrace.String(),
 		"leader_ttl", cfg.LeaderTTL.String(), "alerts", sender != nil, "bbox", region.BBox.String(), "step", cfg.Step,
-		"chunk_size", cfg.ChunkSize, "deadline", cfg.Deadline.String())
+		"chunk_size", cfg.ChunkSize, "deadline", cfg.Deadline.String(), "http_addr", httpSrv.Addr())
 	err = s.Run(ctx)
+	sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_ = httpSrv.Shutdown(sctx)
 	log.Info("scheduler stopped", "instance", instance)
 	return err
 }

@@ -164,6 +164,9 @@ type Scheduler struct {
 	// LeaderTTL is the TTL of the leader lease in Redis: a dead leader is
 	// replaced within about 1⅓ of it. Defaults to 10s.
 	LeaderTTL time.Duration
+	// HTTPAddr serves /healthz and /readyz. Defaults to :8082, so that it
+	// does not clash with a worker's :8081 on one host.
+	HTTPAddr string
 }
 
 // Bind registers the scheduler's flags on s.
@@ -176,6 +179,7 @@ func (c *Scheduler) Bind(s *Set) {
 	s.Secret(&c.AlertWebhookURL, "alert-webhook-url", "GRIDBATCH_ALERT_WEBHOOK_URL", "", "POST a JSON alert here on bad batch ends and skipped ticks")
 	s.Duration(&c.AlertTimeout, "alert-timeout", "GRIDBATCH_ALERT_TIMEOUT", 5*time.Second, "bound on one webhook POST (3 attempts per alert)")
 	s.Duration(&c.LeaderTTL, "leader-ttl", "GRIDBATCH_LEADER_TTL", 10*time.Second, "TTL of the leader lease; a dead leader is replaced within about 1.3x this")
+	s.String(&c.HTTPAddr, "http-addr", "GRIDBATCH_HTTP_ADDR", ":8082", "`address` of /healthz and /readyz")
 }
 
 // Validate reports the first bad setting, naming its variable.

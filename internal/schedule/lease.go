@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -40,12 +41,20 @@ type Lease struct {
 	until   time.Time // leader until then; zero when not
 	holder  string    // the last holder seen, for logs
 	changed chan struct{}
+	// stepped is when the last attempt ended (unix ns), for liveness.
+	stepped atomic.Int64
 }
 
 // NewLease returns a lease on key for the replica id.
 func NewLease(rdb redis.UniversalClient, key, id string, ttl time.Duration, log *slog.Logger) *Lease {
-	return &Lease{rdb: rdb, key: key, id: id, ttl: ttl, log: log, changed: make(chan struct{}, 1)}
+	l := &Lease{rdb: rdb, key: key, id: id, ttl: ttl, log: log, changed: make(chan struct{}, 1)}
+	l.stepped.Store(time.Now().UnixNano())
+	return l
 }
+
+// SteppedAt is when the last attempt to take or renew the lease ended (or
+// the lease was made, before the first).
+func (l *Lease) SteppedAt() time.Time { return time.Unix(0, l.stepped.Load()) }
 
 // Held reports whether this replica leads now.
 func (l *Lease) Held() bool {
@@ -84,6 +93,7 @@ func (l *Lease) Run(ctx context.Context) {
 // Step makes one attempt: renew the lease when this replica holds it,
 // otherwise take it when it is free.
 func (l *Lease) Step(ctx context.Context) {
+	defer func() { l.stepped.Store(time.Now().UnixNano()) }()
 	wasHeld := l.Held()
 	ctx, cancel := context.WithTimeout(ctx, l.ttl/3)
 	defer cancel()

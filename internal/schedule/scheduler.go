@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -65,6 +66,8 @@ type Scheduler struct {
 	lease *Lease
 	log   *slog.Logger
 	kinds []*kindState
+	// loopAt is when the tick loop last began an iteration (unix ns).
+	loopAt atomic.Int64
 }
 
 // kindState is the leader's view of one schedule.
@@ -95,7 +98,31 @@ func New(st *store.Store, rdb redis.UniversalClient, trig Triggerer, log *slog.L
 	for _, sc := range cfg.Schedules {
 		s.kinds = append(s.kinds, &kindState{sched: sc})
 	}
+	s.loopAt.Store(time.Now().UnixNano())
 	return s, nil
+}
+
+// tickLoopWake is the longest the tick loop sleeps: it re-reads the clock at
+// least this often (clock changes).
+const tickLoopWake = 30 * time.Second
+
+// Health is the scheduler's liveness check: a problem when the tick loop has
+// not begun an iteration for longer than its longest sleep plus a trigger
+// per kind (each bounded by TriggerTimeout) plus a minute, or when the lease
+// loop has not made an attempt for 3 TTLs (it tries every TTL/3, each
+// attempt bounded by TTL/3). Either means a wait without a bound somewhere:
+// the process needs a restart, and its standby leads meanwhile.
+func (s *Scheduler) Health(now time.Time) []string {
+	var problems []string
+	loopBound := tickLoopWake + time.Duration(len(s.kinds))*s.cfg.TriggerTimeout + time.Minute
+	if since := now.Sub(time.Unix(0, s.loopAt.Load())); since > loopBound {
+		problems = append(problems, fmt.Sprintf("tick loop stalled: no iteration for %s (bound %s)", since.Round(time.Second), loopBound))
+	}
+	leaseBound := 3 * s.cfg.LeaderTTL
+	if since := now.Sub(s.lease.SteppedAt()); since > leaseBound {
+		problems = append(problems, fmt.Sprintf("leader lease loop stalled: no attempt for %s (bound %s)", since.Round(time.Second), leaseBound))
+	}
+	return problems
 }
 
 // Lease exposes the scheduler's lease.
@@ -126,7 +153,8 @@ func (s *Scheduler) tickLoop(ctx context.Context) {
 	leading := false
 	for {
 		now := time.Now()
-		wake := now.Add(30 * time.Second) // re-check at least this often (clock changes)
+		s.loopAt.Store(now.UnixNano())
+		wake := now.Add(tickLoopWake)
 		held := s.lease.Held()
 		switch {
 		case held && !leading:

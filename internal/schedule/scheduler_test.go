@@ -271,3 +271,36 @@ func TestNewRefusesAnEmptyConfig(t *testing.T) {
 	_, err = New(nil, nil, nil, slog.Default(), Config{Schedules: []Schedule{mustSchedule(t, "@daily", time.UTC)}})
 	require.ErrorContains(t, err, "instance")
 }
+
+// TestHealthReportsStalledLoops runs a scheduler and checks its liveness:
+// healthy while both loops turn, and each loop reported once its heartbeat
+// is older than its bound.
+func TestHealthReportsStalledLoops(t *testing.T) {
+	t.Parallel()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	e := newEnv(t, log)
+	s := e.scheduler(t, "health-a", log, nil)
+	ctx, cancel := context.WithCancel(testContext(t))
+	done := make(chan struct{})
+	go func() { defer close(done); _ = s.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	loop0, lease0 := s.loopAt.Load(), s.lease.SteppedAt()
+	testutil.Eventually(t, 15*time.Second, "both loops to beat", func() bool {
+		return s.loopAt.Load() > loop0 && s.lease.SteppedAt().After(lease0)
+	})
+	// Past the lease's bound (3 TTLs = 6 s) in real time: still healthy,
+	// because the lease loop keeps beating.
+	time.Sleep(7 * time.Second)
+	require.Empty(t, s.Health(time.Now()))
+
+	now := time.Now()
+	// One kind, TriggerTimeout 30 s: the tick loop's bound is 30 s + 30 s + 1 m.
+	problems := s.Health(now.Add(10 * time.Second))
+	require.Len(t, problems, 1)
+	require.Contains(t, problems[0], "leader lease loop stalled")
+	problems = s.Health(now.Add(3 * time.Minute))
+	require.Len(t, problems, 2)
+	require.Contains(t, problems[0], "tick loop stalled")
+	require.Contains(t, problems[0], "bound 2m0s")
+}
