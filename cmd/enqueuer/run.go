@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 	"github.com/gridbatch/gridbatch/internal/cli"
 	"github.com/gridbatch/gridbatch/internal/config"
 	"github.com/gridbatch/gridbatch/internal/grid"
+	"github.com/gridbatch/gridbatch/internal/numfmt"
 	"github.com/gridbatch/gridbatch/internal/store"
 )
 
@@ -80,8 +82,8 @@ func runRun(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	fmt.Fprintln(e.stdout, b.ID)
-	fmt.Fprintf(e.stderr, "started %s batch %s: %d cells in %d chunks of %d; deadline %s; lock expires %s\n",
-		b.Kind, b.ID, b.TotalCells, b.TotalChunks, b.ChunkSize,
+	fmt.Fprintf(e.stderr, "started %s batch %s: %s cells in %s chunks of %s; deadline %s; lock expires %s\n",
+		b.Kind, b.ID, numfmt.Int(b.TotalCells), numfmt.Int(b.TotalChunks), numfmt.Int(b.ChunkSize),
 		b.DeadlineAt.Format(time.RFC3339), b.LockExpiresAt.Format(time.RFC3339))
 	if !wait {
 		fmt.Fprintf(e.stderr, "follow it with: enqueuer status %s\n", b.ID)
@@ -152,10 +154,11 @@ func progressLine(b store.Batch, el time.Duration) string {
 	rate := float64(b.CompletedCells) / max(el.Seconds(), 1e-3)
 	eta := "?"
 	if rate > 0 {
-		eta = (time.Duration(float64(b.TotalCells-done)/rate) * time.Second).Round(time.Second).String()
+		eta = numfmt.Duration(time.Duration(float64(b.TotalCells-done) / rate * float64(time.Second)))
 	}
-	return fmt.Sprintf("%s %s: %d/%d chunks (%d failed), %d/%d cells, %.0f cells/s, eta %s",
-		b.ID, b.Status, b.DoneChunks, b.TotalChunks, b.FailedChunks, done, b.TotalCells, rate, eta)
+	return fmt.Sprintf("%s %s: %s/%s chunks (%s failed), %s/%s cells, %s cells/s, eta %s",
+		b.ID, b.Status, numfmt.Int(b.DoneChunks), numfmt.Int(b.TotalChunks), numfmt.Int(b.FailedChunks),
+		numfmt.Int(done), numfmt.Int(b.TotalCells), numfmt.Int(int64(math.Round(rate))), eta)
 }
 
 // statusExit maps a batch status to the exit codes of DESIGN.md.

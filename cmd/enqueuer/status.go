@@ -6,11 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strconv"
 	"text/tabwriter"
 	"time"
 
 	"github.com/gridbatch/gridbatch/internal/config"
+	"github.com/gridbatch/gridbatch/internal/numfmt"
 	"github.com/gridbatch/gridbatch/internal/store"
 )
 
@@ -119,11 +119,11 @@ func writeJSON(w io.Writer, v any) error {
 
 // printSummary writes a batch's figures for people.
 func printSummary(w io.Writer, b store.Batch) {
-	f := func(v *float64, unit string) string {
+	orDash := func(v *float64, format func(float64) string) string {
 		if v == nil {
 			return "-"
 		}
-		return strconv.FormatFloat(*v, 'g', -1, 64) + unit
+		return format(*v)
 	}
 	ended := "-"
 	if b.EndedAt != nil {
@@ -131,16 +131,17 @@ func printSummary(w io.Writer, b store.Batch) {
 	}
 	rss := "-"
 	if b.PeakWorkerRSSBytes != nil {
-		rss = fmt.Sprintf("%.1f MiB", float64(*b.PeakWorkerRSSBytes)/(1<<20))
+		rss = numfmt.Bytes(*b.PeakWorkerRSSBytes)
 	}
+	n := numfmt.Int[int64]
 	fmt.Fprintf(w, "batch %s (%s): %s\n", b.ID, b.Kind, b.Status)
-	fmt.Fprintf(w, "  grid:            bbox %s, step %g, %d cells in %d chunks of %d\n", b.BBox, b.Step, b.TotalCells, b.TotalChunks, b.ChunkSize)
-	fmt.Fprintf(w, "  started / ended: %s / %s (duration %s)\n", b.StartedAt.Format(time.RFC3339), ended, f(b.DurationSeconds, " s"))
-	fmt.Fprintf(w, "  chunks:          %d succeeded, %d failed (dead letters), %d timed out, %d cancelled of %d\n",
-		b.CompletedChunks, b.FailedChunks, b.TimedOutChunks, b.CancelledChunks, b.TotalChunks)
-	fmt.Fprintf(w, "  cells:           %d succeeded, %d failed, %d timed out of %d\n", b.CompletedCells, b.FailedCells, b.TimedOutCells, b.TotalCells)
-	fmt.Fprintf(w, "  success rate:    %s; avg task %s; peak worker RSS %s; DB connection errors %d\n",
-		f(b.SuccessRate, ""), f(b.AvgTaskSeconds, " s"), rss, b.DBConnErrors)
+	fmt.Fprintf(w, "  grid:            bbox %s, step %g, %s cells in %s chunks of %s\n", b.BBox, b.Step, n(b.TotalCells), numfmt.Int(b.TotalChunks), numfmt.Int(b.ChunkSize))
+	fmt.Fprintf(w, "  started / ended: %s / %s (duration %s)\n", b.StartedAt.Format(time.RFC3339), ended, orDash(b.DurationSeconds, numfmt.Seconds))
+	fmt.Fprintf(w, "  chunks:          %s succeeded, %s failed (dead letters), %s timed out, %s cancelled of %s\n",
+		numfmt.Int(b.CompletedChunks), numfmt.Int(b.FailedChunks), numfmt.Int(b.TimedOutChunks), numfmt.Int(b.CancelledChunks), numfmt.Int(b.TotalChunks))
+	fmt.Fprintf(w, "  cells:           %s succeeded, %s failed, %s timed out of %s\n", n(b.CompletedCells), n(b.FailedCells), n(b.TimedOutCells), n(b.TotalCells))
+	fmt.Fprintf(w, "  success rate:    %s; avg task %s; peak worker RSS %s; DB connection errors %s\n",
+		orDash(b.SuccessRate, numfmt.Percent), orDash(b.AvgTaskSeconds, numfmt.Seconds), rss, numfmt.Int(b.DBConnErrors))
 	if b.Error != nil {
 		fmt.Fprintf(w, "  error:           %s\n", *b.Error)
 	}

@@ -67,7 +67,7 @@ func buildChart(buckets []store.ThroughputBucket, bucket, elapsed time.Duration,
 	}
 	v := chartView{W: chartW, H: chartH, PlotX: chartLeft, PlotY: chartTop, PlotW: chartPlotW, PlotH: chartPlotH,
 		PlotR: chartLeft + chartPlotW, PlotB: chartTop + chartPlotH,
-		Bucket: humanDuration(bucket)}
+		Bucket: numfmt.Duration(bucket)}
 	// A bucket's rate divides by the time it covers: the last one may be
 	// cut short by the batch's end, or by now while it runs.
 	span := func(i int) float64 {
@@ -107,7 +107,7 @@ func buildChart(buckets []store.ThroughputBucket, bucket, elapsed time.Duration,
 	total := time.Duration(n) * bucket
 	for i := 0; i <= 4; i++ {
 		v.XLabels = append(v.XLabels, chartLabel{X: chartLeft + float64(i)/4*chartPlotW, Y: chartH - 6,
-			Text: humanDuration(total * time.Duration(i) / 4)})
+			Text: numfmt.Duration(total * time.Duration(i) / 4)})
 	}
 	if elapsed > 0 && cells > 0 {
 		avg := float64(cells) / max(elapsed, time.Second).Seconds()

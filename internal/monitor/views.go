@@ -29,7 +29,7 @@ const deadLetterRows = 500
 var funcs = template.FuncMap{
 	"int":      func(n int) string { return numfmt.Int(n) },
 	"int64":    func(n int64) string { return numfmt.Int(n) },
-	"pct":      fmtPct,
+	"pct":      numfmt.Percent,
 	"time":     fmtTime,
 	"truncate": truncate,
 	"iso":      func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
@@ -180,29 +180,29 @@ func newRow(o store.BatchOverview, now time.Time) batchRow {
 		r.Error = *b.Error
 	}
 	if b.TotalChunks > 0 {
-		r.Pct = fmtPct(float64(b.DoneChunks) / float64(b.TotalChunks))
+		r.Pct = numfmt.Percent(float64(b.DoneChunks) / float64(b.TotalChunks))
 	}
 	switch {
 	case r.Running:
-		r.Elapsed = humanDuration(now.Sub(b.StartedAt))
-		r.DeadlineIn = humanDuration(b.DeadlineAt.Sub(now))
+		r.Elapsed = numfmt.Duration(now.Sub(b.StartedAt))
+		r.DeadlineIn = numfmt.Duration(b.DeadlineAt.Sub(now))
 		if o.RecentSeconds > 0 {
 			rate := float64(o.RecentCells) / o.RecentSeconds
 			r.Rate = fmtRate(rate)
-			r.RateNote = "over the last " + humanDuration(time.Duration(o.RecentSeconds*float64(time.Second)))
+			r.RateNote = "over the last " + numfmt.Duration(time.Duration(o.RecentSeconds*float64(time.Second)))
 			left := b.TotalCells - r.CellsDone
 			switch {
 			case left <= 0 || b.DoneChunks >= b.TotalChunks:
 				r.ETA = "finishing"
 			case rate > 0:
-				r.ETA = humanDuration(time.Duration(float64(left) / rate * float64(time.Second)))
+				r.ETA = numfmt.Duration(time.Duration(float64(left) / rate * float64(time.Second)))
 			default:
 				r.ETA = "stalled"
 			}
 		}
 	case b.DurationSeconds != nil:
 		d := time.Duration(*b.DurationSeconds * float64(time.Second))
-		r.Elapsed = humanDuration(d)
+		r.Elapsed = numfmt.Duration(d)
 		if *b.DurationSeconds > 0 {
 			r.Rate = fmtRate(float64(b.CompletedCells) / *b.DurationSeconds)
 			r.RateNote = "average over the batch"
@@ -242,7 +242,7 @@ func (s *Server) queueSummary() ([]queueRow, workers, []string) {
 		}
 		wk.Busy += qi.Active
 		out = append(out, queueRow{Name: q, Pending: qi.Pending, Active: qi.Active, Scheduled: qi.Scheduled,
-			Retry: qi.Retry, Archive: qi.Archived, Latency: humanDuration(qi.Latency), Paused: qi.Paused})
+			Retry: qi.Retry, Archive: qi.Archived, Latency: numfmt.Duration(qi.Latency), Paused: qi.Paused})
 	}
 	// Busy counts the queues' active tasks, which are current; the
 	// servers' own lists of active workers lag by a heartbeat (5 s).
@@ -272,7 +272,7 @@ func (s *Server) overview(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 15*time.Second)
 	defer cancel()
 	now := time.Now()
-	p := overviewPage{layout: s.layout("Batches", now), RateWindow: humanDuration(s.cfg.RateWindow), RecentLimit: s.cfg.RecentBatches}
+	p := overviewPage{layout: s.layout("Batches", now), RateWindow: numfmt.Duration(s.cfg.RateWindow), RecentLimit: s.cfg.RecentBatches}
 	ovs, err := s.cfg.Store.BatchOverviews(ctx, s.cfg.RecentBatches, s.cfg.RateWindow)
 	if err != nil {
 		p.Problems = append(p.Problems, "PostgreSQL: cannot read the batches: "+err.Error())
@@ -422,12 +422,12 @@ func figures(b store.Batch, c store.ChunkStats, dbErrors int64, now time.Time) (
 	}
 	start := figure{"Started", fmtTime(b.StartedAt), ago(b.StartedAt, now) + " · trigger " + b.Trigger}
 	endF := figure{"Ended", "—", "still running"}
-	dur := figure{"Duration", humanDuration(now.Sub(b.StartedAt)), "so far"}
+	dur := figure{"Duration", numfmt.Duration(now.Sub(b.StartedAt)), "so far"}
 	if b.EndedAt != nil {
 		endF = figure{"Ended", fmtTime(*b.EndedAt), ago(*b.EndedAt, now)}
 		dur.Note = ""
 		if b.DurationSeconds != nil {
-			dur.Value = humanDuration(time.Duration(*b.DurationSeconds * float64(time.Second)))
+			dur.Value = numfmt.Duration(time.Duration(*b.DurationSeconds * float64(time.Second)))
 		}
 	}
 	rate := figure{"Success rate", "—", "succeeded chunks of all chunks"}
@@ -435,23 +435,23 @@ func figures(b store.Batch, c store.ChunkStats, dbErrors int64, now time.Time) (
 	peak := figure{"Peak worker memory", "—", "largest RSS a chunk reported"}
 	if b.Ended() {
 		if b.SuccessRate != nil {
-			rate.Value = fmtPct(*b.SuccessRate)
+			rate.Value = numfmt.Percent(*b.SuccessRate)
 		}
 		if b.AvgTaskSeconds != nil {
-			avg.Value = fmtSeconds(*b.AvgTaskSeconds)
+			avg.Value = numfmt.Seconds(*b.AvgTaskSeconds)
 		}
 		if b.PeakWorkerRSSBytes != nil {
-			peak.Value = fmtBytes(*b.PeakWorkerRSSBytes)
+			peak.Value = numfmt.Bytes(*b.PeakWorkerRSSBytes)
 		}
 	} else {
 		if done := c.Succeeded + c.Failed + c.TimedOut + c.Cancelled; done > 0 {
-			rate = figure{"Success rate", fmtPct(float64(c.Succeeded) / float64(done)), "so far, of chunks with an outcome"}
+			rate = figure{"Success rate", numfmt.Percent(float64(c.Succeeded) / float64(done)), "so far, of chunks with an outcome"}
 		}
 		if c.AvgTaskSeconds != nil {
-			avg.Value, avg.Note = fmtSeconds(*c.AvgTaskSeconds), "so far"
+			avg.Value, avg.Note = numfmt.Seconds(*c.AvgTaskSeconds), "so far"
 		}
 		if c.PeakRSSBytes != nil {
-			peak.Value, peak.Note = fmtBytes(*c.PeakRSSBytes), "so far"
+			peak.Value, peak.Note = numfmt.Bytes(*c.PeakRSSBytes), "so far"
 		}
 	}
 	other = []figure{start, endF, dur, rate, avg, peak,
@@ -459,16 +459,6 @@ func figures(b store.Batch, c store.ChunkStats, dbErrors int64, now time.Time) (
 		{"Deadline", fmtTime(b.DeadlineAt), ""},
 	}
 	return chunks, cells, other
-}
-
-func fmtSeconds(s float64) string {
-	if s < 1 {
-		return strconv.FormatFloat(s*1000, 'f', 1, 64) + " ms"
-	}
-	if s < 10 {
-		return strconv.FormatFloat(s, 'f', 3, 64) + " s"
-	}
-	return humanDuration(time.Duration(s * float64(time.Second)))
 }
 
 func (s *Server) requeue(w http.ResponseWriter, r *http.Request) {
