@@ -43,8 +43,10 @@ func (h *harness) seed(ctx context.Context, step float64) (SeedFigure, error) {
 		return SeedFigure{}, fmt.Errorf("seed step %g: %w", step, err)
 	}
 	el := time.Since(start).Seconds()
-	if _, err := h.st.Pool.Exec(ctx, `ANALYZE cell_params`); err != nil {
-		return SeedFigure{}, err
+	// Vacuum now what autovacuum would otherwise take up a minute later, in
+	// the middle of some measured run (its naptime is 1 min).
+	if _, err := h.st.Pool.Exec(ctx, `VACUUM (ANALYZE) cell_params`); err != nil {
+		return SeedFigure{}, fmt.Errorf("vacuum cell_params: %w", err)
 	}
 	h.logf("seeded %d cells at step %g in %.2fs", r.NumCells(), step, el)
 	return SeedFigure{Step: step, Cells: r.NumCells(), Seconds: el, CellsPerSecond: float64(r.NumCells()) / el, Source: "harness"}, nil
@@ -313,7 +315,11 @@ type PipelineFigure struct {
 // pipeline run, as long-lived workers do in production; stopWorkers ends them.
 func (h *harness) startWorkers(ctx context.Context, pprof bool) error {
 	for i := range h.cfg.Workers {
-		w, err := h.startWorker(ctx, fmt.Sprintf("worker-%d", i+1), pprof)
+		name := fmt.Sprintf("worker-%d", i+1)
+		if h.ownConcurrency {
+			name = fmt.Sprintf("worker-default-concurrency-%d", i+1)
+		}
+		w, err := h.startWorker(ctx, name, pprof)
 		if err != nil {
 			return err
 		}
@@ -487,8 +493,13 @@ func fetchProfile(ctx context.Context, addr, path string, d time.Duration) error
 	return err
 }
 
+// probeStep is the grid of the start-latency probe: 19,200 cells over
+// Korea, so that its LatencyProbes chunks are small (96 cells at 200) and
+// the figure is the queue's latency, not the work's.
+const probeStep = 0.05
+
 // latencyProbe measures the start latency of chunk tasks that reach idle
-// workers: it records a hazard batch over the coarsest scaling grid with
+// workers: it records a hazard batch over the probeStep grid with
 // LatencyProbes chunks and enqueues them one at a time with the broker's
 // EnqueueChunks, 10–90 ms apart (random, so the enqueues fall at every phase
 // of the workers' polling), and reads the latency each worker logged.
@@ -496,10 +507,12 @@ func (h *harness) latencyProbe(ctx context.Context) (Latency, error) {
 	if err := h.reset(ctx, false); err != nil {
 		return Latency{}, err
 	}
-	step := h.cfg.ScalingSteps[0]
-	r, err := h.region(step)
+	r, err := h.region(probeStep)
 	if err != nil {
 		return Latency{}, err
+	}
+	if _, err := h.st.SeedCells(ctx, r, nil); err != nil { // a no-op when a scaling run seeded it
+		return Latency{}, fmt.Errorf("seed the probe's grid: %w", err)
 	}
 	size := max(1, r.NumCells()/h.cfg.LatencyProbes)
 	b, err := h.newBatch(ctx, "probe", grid.KindHazard, r, size)

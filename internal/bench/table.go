@@ -251,7 +251,7 @@ func (t Table) Figures() string {
 		len(t.PipelineRuns)+len(t.Scaling)-1, stepStr(p.Step), float64(p.BatchPeakRSSBytes)/mib))
 	if t.Idle != nil {
 		row("7", "chunk-task start latency", fmt.Sprintf("p50 %s, p99 %s", ms(t.Idle.P50), ms(t.Idle.P99)),
-			fmt.Sprintf("enqueue to first start, %d chunk tasks enqueued one at a time (10–90 ms apart) to the idle workers; max %s", t.Idle.N, ms(t.Idle.Max)))
+			fmt.Sprintf("enqueue to first start, %d small chunk tasks (hazard, step 0.05, 96 cells each at 200) enqueued one at a time (10–90 ms apart) to the idle workers; max %s", t.Idle.N, ms(t.Idle.Max)))
 	}
 	row("7", "chunk-task queue wait in the batch", fmt.Sprintf("p50 %s, p99 %s", secs(p.Backlog.P50), secs(p.Backlog.P99)),
 		fmt.Sprintf("enqueue to first start of the %s chunk tasks of the step-%s batch, all enqueued at once: the wait behind earlier chunks", count(float64(p.Backlog.N)), stepStr(p.Step)))
