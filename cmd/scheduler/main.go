@@ -30,9 +30,10 @@ previous batch of its kind still runs is skipped, with a log line naming that
 batch. Batches that end other than succeeded, and skipped or missed ticks, are
 posted to GRIDBATCH_ALERT_WEBHOOK_URL (Slack-compatible JSON) when it is set.
 The batch settings (bbox, step, chunk size, deadline, lock TTL) are the
-enqueuer's. Serves /healthz (liveness: fails when the tick loop or the lease
-loop has stalled) and /readyz (Redis and PostgreSQL answer) on
-GRIDBATCH_HTTP_ADDR. On SIGTERM it releases the lease and exits 0.`
+enqueuer's. A leader whose tick loop stalls (a wait without a bound) gives
+its lease up, so a standby leads. Serves /healthz (liveness: fails when the
+tick loop or the lease loop has stalled) and /readyz (Redis and PostgreSQL
+answer) on GRIDBATCH_HTTP_ADDR. On SIGTERM it releases the lease and exits 0.`
 
 const example = `  scheduler --schedules 'ph=0 2 1 1 *;hazard=0 3 1 1 *' --timezone Asia/Seoul
   GRIDBATCH_SCHEDULES='ph=*/10 * * * * *' GRIDBATCH_MISFIRE_GRACE=1m scheduler

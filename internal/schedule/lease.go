@@ -43,7 +43,16 @@ type Lease struct {
 	changed chan struct{}
 	// stepped is when the last attempt ended (unix ns), for liveness.
 	stepped atomic.Int64
+	// gate, when set, may forbid leading (see SetGate); gated records that
+	// it did at the last attempt.
+	gate  func() error
+	gated bool
 }
+
+// SetGate makes every attempt ask gate first: while it returns an error,
+// this replica gives the lease up (when it holds it) and does not take it,
+// so a standby leads. Call it before Run.
+func (l *Lease) SetGate(gate func() error) { l.gate = gate }
 
 // NewLease returns a lease on key for the replica id.
 func NewLease(rdb redis.UniversalClient, key, id string, ttl time.Duration, log *slog.Logger) *Lease {
@@ -97,6 +106,23 @@ func (l *Lease) Step(ctx context.Context) {
 	wasHeld := l.Held()
 	ctx, cancel := context.WithTimeout(ctx, l.ttl/3)
 	defer cancel()
+	if l.gate != nil {
+		if err := l.gate(); err != nil {
+			if !l.gated {
+				l.log.Error("not fit to lead: giving the leader lease up so a standby leads", "instance", l.id, "reason", err.Error())
+			}
+			l.gated = true
+			if err := l.Release(ctx); err != nil {
+				l.log.Warn("release the leader lease; it expires by its TTL", "error", err)
+			}
+			l.settle(wasHeld)
+			return
+		}
+		if l.gated {
+			l.log.Info("fit to lead again", "instance", l.id)
+		}
+		l.gated = false
+	}
 	start := time.Now()
 	renewed, err := renewScript.Run(ctx, l.rdb, []string{l.key}, l.id, l.ttl.Milliseconds()).Int()
 	ok := err == nil && renewed == 1

@@ -54,6 +54,11 @@ type Config struct {
 	RetryBackoff time.Duration
 	// AlertPoll is how often the leader looks for alerts to send. Defaults to 2s.
 	AlertPoll time.Duration
+	// StallAfter is how long the tick loop may go without beginning an
+	// iteration before the scheduler counts as stalled: it gives its lease
+	// up and /healthz fails. Defaults to the loop's longest sleep (30s) plus
+	// TriggerTimeout per kind plus 1m.
+	StallAfter time.Duration
 	// Alerts posts the alerts; nil only logs them.
 	Alerts *alert.Sender
 }
@@ -98,25 +103,36 @@ func New(st *store.Store, rdb redis.UniversalClient, trig Triggerer, log *slog.L
 	for _, sc := range cfg.Schedules {
 		s.kinds = append(s.kinds, &kindState{sched: sc})
 	}
+	if s.cfg.StallAfter <= 0 {
+		s.cfg.StallAfter = tickLoopWake + time.Duration(len(s.kinds))*cfg.TriggerTimeout + time.Minute
+	}
 	s.loopAt.Store(time.Now().UnixNano())
+	s.lease.SetGate(func() error { return s.tickLoopStalled(time.Now()) })
 	return s, nil
+}
+
+// tickLoopStalled reports the tick loop stalled when it has not begun an
+// iteration for StallAfter: a wait without a bound somewhere.
+func (s *Scheduler) tickLoopStalled(now time.Time) error {
+	if since := now.Sub(time.Unix(0, s.loopAt.Load())); since > s.cfg.StallAfter {
+		return fmt.Errorf("tick loop stalled: no iteration for %s (bound %s)", since.Round(time.Second), s.cfg.StallAfter)
+	}
+	return nil
 }
 
 // tickLoopWake is the longest the tick loop sleeps: it re-reads the clock at
 // least this often (clock changes).
 const tickLoopWake = 30 * time.Second
 
-// Health is the scheduler's liveness check: a problem when the tick loop has
-// not begun an iteration for longer than its longest sleep plus a trigger
-// per kind (each bounded by TriggerTimeout) plus a minute, or when the lease
-// loop has not made an attempt for 3 TTLs (it tries every TTL/3, each
-// attempt bounded by TTL/3). Either means a wait without a bound somewhere:
-// the process needs a restart, and its standby leads meanwhile.
+// Health is the scheduler's liveness check: a problem when the tick loop
+// has stalled (see StallAfter; the lease is already given up then), or when
+// the lease loop has not made an attempt for 3 TTLs (it tries every TTL/3,
+// each attempt bounded by TTL/3). Either means a wait without a bound
+// somewhere: the process needs a restart.
 func (s *Scheduler) Health(now time.Time) []string {
 	var problems []string
-	loopBound := tickLoopWake + time.Duration(len(s.kinds))*s.cfg.TriggerTimeout + time.Minute
-	if since := now.Sub(time.Unix(0, s.loopAt.Load())); since > loopBound {
-		problems = append(problems, fmt.Sprintf("tick loop stalled: no iteration for %s (bound %s)", since.Round(time.Second), loopBound))
+	if err := s.tickLoopStalled(now); err != nil {
+		problems = append(problems, err.Error())
 	}
 	leaseBound := 3 * s.cfg.LeaderTTL
 	if since := now.Sub(s.lease.SteppedAt()); since > leaseBound {

@@ -304,3 +304,71 @@ func TestHealthReportsStalledLoops(t *testing.T) {
 	require.Contains(t, problems[0], "tick loop stalled")
 	require.Contains(t, problems[0], "bound 2m0s")
 }
+
+// stuckTriggerer never returns from Trigger until released, whatever its
+// context says: a wait without a bound inside the tick loop.
+type stuckTriggerer struct {
+	entered chan struct{}
+	release chan struct{}
+	once    sync.Once
+}
+
+func (s *stuckTriggerer) Trigger(ctx context.Context, r batch.Request) (store.Batch, error) {
+	s.once.Do(func() { close(s.entered) })
+	<-s.release
+	return store.Batch{}, errors.New("released")
+}
+
+// TestStalledLeaderHandsOver: the leader's tick loop hangs in a trigger that
+// ignores its context. After StallAfter it gives the lease up, so the
+// standby leads and fires the next ticks, and its /healthz check names the
+// stalled loop, while the lease loop itself stays healthy.
+func TestStalledLeaderHandsOver(t *testing.T) {
+	t.Parallel()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	e := newEnv(t, log)
+	stuck := &stuckTriggerer{entered: make(chan struct{}), release: make(chan struct{})}
+	aDone := make(chan struct{})
+	// Registered first, so it runs last: a's tick loop stays stuck until
+	// released, after ctx is cancelled below.
+	t.Cleanup(func() { close(stuck.release); <-aDone })
+	cfg := Config{
+		Schedules: []Schedule{mustSchedule(t, "* * * * * *", time.UTC)},
+		Request:   e.req, MisfireGrace: time.Minute, LeaderTTL: 2 * time.Second, Instance: "stuck",
+		StallAfter: 3 * time.Second,
+	}
+	a, err := New(e.db.Store, e.r.Client, stuck, log, cfg)
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(testContext(t))
+	go func() { defer close(aDone); _ = a.Run(ctx) }()
+	select {
+	case <-stuck.entered:
+	case <-time.After(15 * time.Second):
+		t.Fatal("the leader never triggered")
+	}
+	require.True(t, a.Lease().Held(), "the stuck replica led when it triggered")
+
+	b := e.scheduler(t, "standby", log, nil)
+	bDone := make(chan struct{})
+	go func() { defer close(bDone); _ = b.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-bDone })
+
+	stalledAt := time.Now()
+	testutil.Eventually(t, 20*time.Second, "the standby to lead", func() bool { return b.Lease().Held() })
+	took := time.Since(stalledAt)
+	require.False(t, a.Lease().Held(), "one leader at a time")
+	// StallAfter (3 s) from the stuck trigger's start, then one lease
+	// attempt (every TTL/3) to give it up and one for the standby to take it.
+	require.Less(t, took, 3*time.Second+2*time.Second, "handover took %s", took)
+
+	var fired int
+	testutil.Eventually(t, 15*time.Second, "the standby to fire a batch", func() bool {
+		require.NoError(t, e.db.Pool.QueryRow(context.Background(),
+			`SELECT count(*) FROM batch_runs WHERE kind = 'ph' AND trigger = $1`, TriggerName).Scan(&fired))
+		return fired > 0
+	})
+	problems := a.Health(time.Now())
+	require.Len(t, problems, 1, "%v", problems)
+	require.Contains(t, problems[0], "tick loop stalled")
+	require.Empty(t, b.Health(time.Now()))
+}
