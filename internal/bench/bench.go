@@ -304,8 +304,7 @@ func Run(ctx context.Context, cfg Config) (Table, error) {
 		// The same batch with each worker at its own default concurrency
 		// (GOMAXPROCS chunks at once): what oversubscribing the cores costs.
 		h.ownConcurrency = true
-		own, err := h.output(ctx, filepath.Join(cfg.BinDir, "worker"), h.workerEnv(false), "--print-config")
-		if err != nil {
+		if h.workerSettings, err = h.output(ctx, filepath.Join(cfg.BinDir, "worker"), h.workerEnv(false), "--print-config"); err != nil {
 			return t, fmt.Errorf("worker --print-config: %w", err)
 		}
 		if err := h.startWorkers(ctx, false); err != nil {
@@ -315,7 +314,6 @@ func Run(ctx context.Context, cfg Config) (Table, error) {
 		if err != nil {
 			return t, err
 		}
-		pr.Concurrency = cfg.Workers * settingInt(own, "GRIDBATCH_CONCURRENCY")
 		h.logf("pipeline at the workers' default concurrency (%d chunks in flight): %.0f cells/s", pr.Concurrency, pr.CellsPerSecond)
 		t.OwnConcurrency = &pr
 		if err := h.stopWorkers(); err != nil {

@@ -1,7 +1,6 @@
 package bench
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -9,7 +8,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"runtime"
 	"runtime/debug"
 	"runtime/pprof"
 	"strconv"
@@ -207,7 +205,7 @@ func (h *harness) lowerBound(ctx context.Context, step float64, profile bool) (R
 		return RunFigure{}, err
 	}
 	svc := batch.New(h.st, h.broker, h.log, batch.Config{Worker: "bench-lowerbound"})
-	procs := cmp.Or(h.cfg.LowerBoundGoroutines, runtime.GOMAXPROCS(0))
+	procs := h.cfg.LowerBoundGoroutines
 	// The worker's GC setting, so that the two differ by the queue and the
 	// processes only.
 	if gc := h.workerInt("GRIDBATCH_GC_PERCENT"); gc > 0 {
@@ -456,11 +454,8 @@ func (h *harness) latencies(batchID string, want int) []float64 {
 
 // workerInt is an integer setting of the workers, as they print it; 0 when
 // they do not.
-func (h *harness) workerInt(key string) int { return settingInt(h.workerSettings, key) }
-
-// settingInt is an integer setting in --print-config output; 0 when absent.
-func settingInt(out, key string) int {
-	_, v, _ := strings.Cut(pickSettings(out, key), "=")
+func (h *harness) workerInt(key string) int {
+	_, v, _ := strings.Cut(pickSettings(h.workerSettings, key), "=")
 	n, _ := strconv.Atoi(v)
 	return n
 }
