@@ -349,13 +349,7 @@ func (s *Store) FinishBatch(ctx context.Context, id string, f Final) (b Batch, r
 			UPDATE batch_runs b SET
 				status = $2, error = nullif($3, ''), ended_at = now(),
 				duration_seconds = extract(epoch FROM now() - b.started_at),
-				done_chunks = n_completed + n_failed + n_timed_out + n_cancelled,
-				completed_chunks = n_completed, failed_chunks = n_failed,
-				timed_out_chunks = n_timed_out, cancelled_chunks = n_cancelled,
-				completed_cells = n_completed_cells, failed_cells = n_failed_cells,
-				timed_out_cells = n_timed_out_cells,
-				success_rate = CASE WHEN b.total_chunks > 0 THEN n_completed::float8 / b.total_chunks END,
-				avg_task_seconds = n_avg_task, peak_worker_rss_bytes = n_peak_rss,
+				`+setChunkFigures+`,
 				db_conn_errors = b.db_conn_errors + $4
 			FROM c WHERE b.id = $1
 			RETURNING `+batchColumns, id, f.Status, f.Error, f.DBConnErrors))
@@ -380,6 +374,17 @@ const chunkFigures = `
 		max(worker_rss_bytes)                                       AS n_peak_rss,
 		max(finished_at)                                            AS last_finished
 	FROM chunk_runs WHERE batch_id = $1`
+
+// setChunkFigures sets a batch's figures (alias b) from chunkFigures' n_*
+// columns, in the SET list of an UPDATE batch_runs b … FROM the aggregate.
+const setChunkFigures = `
+	done_chunks = n_completed + n_failed + n_timed_out + n_cancelled,
+	completed_chunks = n_completed, failed_chunks = n_failed,
+	timed_out_chunks = n_timed_out, cancelled_chunks = n_cancelled,
+	completed_cells = n_completed_cells, failed_cells = n_failed_cells,
+	timed_out_cells = n_timed_out_cells,
+	success_rate = CASE WHEN b.total_chunks > 0 THEN n_completed::float8 / b.total_chunks END,
+	avg_task_seconds = n_avg_task, peak_worker_rss_bytes = n_peak_rss`
 
 // AddDBConnErrors adds to a batch's count of DB connection errors.
 func (s *Store) AddDBConnErrors(ctx context.Context, id string, n int64) error {

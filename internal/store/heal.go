@@ -42,13 +42,7 @@ func (s *Store) HealEndedBatch(ctx context.Context, id string) (b Batch, before 
 				error = CASE WHEN n.new_status = 'succeeded' THEN NULL ELSE b.error END,
 				ended_at = n.new_ended_at,
 				duration_seconds = extract(epoch FROM n.new_ended_at - b.started_at),
-				done_chunks = n_completed + n_failed + n_timed_out + n_cancelled,
-				completed_chunks = n_completed, failed_chunks = n_failed,
-				timed_out_chunks = n_timed_out, cancelled_chunks = n_cancelled,
-				completed_cells = n_completed_cells, failed_cells = n_failed_cells,
-				timed_out_cells = n_timed_out_cells,
-				success_rate = CASE WHEN b.total_chunks > 0 THEN n_completed::float8 / b.total_chunks END,
-				avg_task_seconds = n_avg_task, peak_worker_rss_bytes = n_peak_rss
+				`+setChunkFigures+`
 			FROM n WHERE b.id = $1
 			RETURNING `+batchColumns, id))
 		return err
