@@ -17,11 +17,7 @@ import (
 // region returns the region of bbox at step, failing the test on bad input.
 func region(t testing.TB, bbox string, step float64) grid.Region {
 	t.Helper()
-	l, err := grid.NewLattice(step)
-	require.NoError(t, err)
-	b, err := grid.ParseBBox(bbox)
-	require.NoError(t, err)
-	r, err := grid.NewRegion(l, b, 0)
+	r, err := grid.ParseRegion(step, bbox, 0)
 	require.NoError(t, err)
 	return r
 }

@@ -138,10 +138,7 @@ func (e *env) waitEnded(id string, timeout time.Duration) store.Batch {
 // kernel; cellOK selects the cells expected to have rows.
 func (e *env) rows(cellOK func(grid.Cell) bool) (expected, found int) {
 	e.t.Helper()
-	lat, err := grid.NewLattice(0.05)
-	require.NoError(e.t, err)
-	bbox, _ := grid.ParseBBox("124,33,132,39")
-	region, err := grid.NewRegion(lat, bbox, 0)
+	region, err := grid.ParseRegion(0.05, "124,33,132,39", 0)
 	require.NoError(e.t, err)
 	for k := range region.NumCells() {
 		if cellOK(region.CellAt(k)) {
@@ -173,9 +170,7 @@ func (e *env) trigger(kind string, chunkSize int) store.Batch {
 	insp := asynq.NewInspectorFromRedisClient(e.r.Client)
 	svc := batch.New(e.db.Store, tasks.NewBroker(client, insp, e.r.Client, tasks.ChunkOptions{}),
 		slog.New(slog.NewTextHandler(io.Discard, nil)), batch.Config{})
-	lat, _ := grid.NewLattice(0.05)
-	bbox, _ := grid.ParseBBox("124,33,132,39")
-	region, err := grid.NewRegion(lat, bbox, 0)
+	region, err := grid.ParseRegion(0.05, "124,33,132,39", 0)
 	require.NoError(e.t, err)
 	b, err := svc.Trigger(context.Background(), batch.Request{Kind: kind, Region: region, ChunkSize: chunkSize,
 		Deadline: 10 * time.Minute, LockTTL: 20 * time.Minute, Trigger: "test"})
