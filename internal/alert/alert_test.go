@@ -1,4 +1,4 @@
-package alert
+package alert_test
 
 import (
 	"context"
@@ -13,13 +13,16 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
+
+	"github.com/gridbatch/gridbatch/internal/alert"
+	"github.com/gridbatch/gridbatch/internal/alert/alerttest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-func newSender(t *testing.T, url string, timeout time.Duration) *Sender {
+func newSender(t *testing.T, url string, timeout time.Duration) *alert.Sender {
 	t.Helper()
-	s, err := New(Config{URL: url, Timeout: timeout, Backoff: 10 * time.Millisecond,
+	s, err := alert.New(alert.Config{URL: url, Timeout: timeout, Backoff: 10 * time.Millisecond,
 		Client: &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}})
 	require.NoError(t, err)
 	return s
@@ -35,8 +38,8 @@ func TestSendPostsSlackCompatibleJSON(t *testing.T) {
 	}))
 	defer srv.Close()
 	at := time.Date(2026, 3, 10, 2, 0, 0, 0, time.UTC)
-	err := newSender(t, srv.URL, time.Second).Send(context.Background(), Message{
-		Text: "ph batch ph-1 ended partial", Event: EventBatchEnded, Kind: "ph", BatchID: "ph-1",
+	err := newSender(t, srv.URL, time.Second).Send(context.Background(), alert.Message{
+		Text: "ph batch ph-1 ended partial", Event: alert.EventBatchEnded, Kind: "ph", BatchID: "ph-1",
 		Status: "partial", ScheduledFor: &at, FailedChunks: 2,
 	})
 	require.NoError(t, err)
@@ -76,7 +79,7 @@ func TestSendRetries(t *testing.T) {
 				w.WriteHeader(tc.statuses[min(n, len(tc.statuses)-1)])
 			}))
 			defer srv.Close()
-			err := newSender(t, srv.URL, time.Second).Send(context.Background(), Message{Text: "x"})
+			err := newSender(t, srv.URL, time.Second).Send(context.Background(), alert.Message{Text: "x"})
 			if tc.wantErr == "" {
 				require.NoError(t, err)
 			} else {
@@ -89,20 +92,11 @@ func TestSendRetries(t *testing.T) {
 
 func TestSendIsBoundedWhenTheWebhookHangsOrIsDown(t *testing.T) {
 	t.Parallel()
-	release := make(chan struct{})
-	hang := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.Copy(io.Discard, r.Body)
-		select {
-		case <-r.Context().Done():
-		case <-release:
-		}
-	}))
-	defer hang.Close()
-	defer close(release)
+	hang := alerttest.NewHanging(t)
 
 	s := newSender(t, hang.URL, 200*time.Millisecond)
 	start := time.Now()
-	err := s.Send(context.Background(), Message{Text: "x"})
+	err := s.Send(context.Background(), alert.Message{Text: "x"})
 	require.ErrorContains(t, err, "after 3 attempts")
 	require.Less(t, time.Since(start), s.MaxDuration()+time.Second)
 	require.Equal(t, 3*200*time.Millisecond+10*time.Millisecond+20*time.Millisecond, s.MaxDuration())
@@ -113,7 +107,7 @@ func TestSendIsBoundedWhenTheWebhookHangsOrIsDown(t *testing.T) {
 	require.NoError(t, err)
 	addr := ln.Addr().String()
 	require.NoError(t, ln.Close())
-	err = newSender(t, "http://"+addr+"/services/T000/SECRET", time.Second).Send(context.Background(), Message{Text: "x"})
+	err = newSender(t, "http://"+addr+"/services/T000/SECRET", time.Second).Send(context.Background(), alert.Message{Text: "x"})
 	require.Error(t, err)
 	require.NotContains(t, err.Error(), "SECRET")
 
@@ -121,12 +115,12 @@ func TestSendIsBoundedWhenTheWebhookHangsOrIsDown(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
 	start = time.Now()
-	require.Error(t, newSender(t, hang.URL, 10*time.Second).Send(ctx, Message{Text: "x"}))
+	require.Error(t, newSender(t, hang.URL, 10*time.Second).Send(ctx, alert.Message{Text: "x"}))
 	require.Less(t, time.Since(start), 2*time.Second)
 }
 
 func TestNewNeedsAURL(t *testing.T) {
 	t.Parallel()
-	_, err := New(Config{})
+	_, err := alert.New(alert.Config{})
 	require.Error(t, err)
 }

@@ -2,12 +2,9 @@ package schedule
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
-	"net/http"
-	"net/http/httptest"
 	"sync"
 	"testing"
 	"time"
@@ -16,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gridbatch/gridbatch/internal/alert"
+	"github.com/gridbatch/gridbatch/internal/alert/alerttest"
 	"github.com/gridbatch/gridbatch/internal/batch"
 	"github.com/gridbatch/gridbatch/internal/grid"
 	"github.com/gridbatch/gridbatch/internal/store"
@@ -37,11 +35,7 @@ func newEnv(t *testing.T, log *slog.Logger) *env {
 	ctx := testContext(t)
 	r := testutil.NewRedis(t)
 	db := testutil.NewDB(t)
-	lat, err := grid.NewLattice(0.05)
-	require.NoError(t, err)
-	bbox, err := grid.ParseBBox("126,35,126.2,35.2")
-	require.NoError(t, err)
-	region, err := grid.NewRegion(lat, bbox, 0)
+	region, err := grid.ParseRegion(0.05, "126,35,126.2,35.2", 0)
 	require.NoError(t, err)
 	_, err = db.Store.SeedCells(ctx, region, nil)
 	require.NoError(t, err)
@@ -169,29 +163,6 @@ func TestCatchUpOnLeadershipRecordsMissedTicks(t *testing.T) {
 	require.True(t, s.kinds[0].last.Equal(ticks[0].ScheduledFor))
 }
 
-// webhook records the alerts it receives.
-type webhook struct {
-	mu   sync.Mutex
-	msgs []alert.Message
-}
-
-func (w *webhook) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
-	var m alert.Message
-	if err := json.NewDecoder(r.Body).Decode(&m); err != nil {
-		http.Error(rw, err.Error(), http.StatusBadRequest)
-		return
-	}
-	w.mu.Lock()
-	w.msgs = append(w.msgs, m)
-	w.mu.Unlock()
-}
-
-func (w *webhook) received() []alert.Message {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return append([]alert.Message(nil), w.msgs...)
-}
-
 func TestAlertsAreSentOnceAndGivenBackOnShutdown(t *testing.T) {
 	t.Parallel()
 	ctx := testContext(t)
@@ -217,16 +188,7 @@ func TestAlertsAreSentOnceAndGivenBackOnShutdown(t *testing.T) {
 	require.NoError(t, err)
 
 	// A hanging webhook: shutdown gives the claimed alerts back.
-	release := make(chan struct{})
-	hang := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.Copy(io.Discard, r.Body)
-		select {
-		case <-r.Context().Done():
-		case <-release:
-		}
-	}))
-	defer hang.Close()
-	defer close(release)
+	hang := alerttest.NewHanging(t)
 	slow, err := alert.New(alert.Config{URL: hang.URL, Timeout: 10 * time.Second})
 	require.NoError(t, err)
 	s1 := e.scheduler(t, "a", log, slow)
@@ -236,15 +198,13 @@ func TestAlertsAreSentOnceAndGivenBackOnShutdown(t *testing.T) {
 	cancel()
 	require.Less(t, time.Since(start), 3*time.Second, "shutdown does not wait for the webhook")
 
-	hook := &webhook{}
-	srv := httptest.NewServer(hook)
-	defer srv.Close()
-	sender, err := alert.New(alert.Config{URL: srv.URL})
+	hook := alerttest.NewRecorder(t)
+	sender, err := alert.New(alert.Config{URL: hook.URL})
 	require.NoError(t, err)
 	s2 := e.scheduler(t, "b", log, sender)
 	s2.dispatch(ctx)
 	s2.dispatch(ctx)
-	got := hook.received()
+	got := hook.Received()
 	require.Len(t, got, 2, "one alert each for the partial batch and the skipped tick: %+v", got)
 	byEvent := map[string]alert.Message{}
 	for _, m := range got {

@@ -4,15 +4,10 @@ package integration
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -20,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gridbatch/gridbatch/internal/alert"
+	"github.com/gridbatch/gridbatch/internal/alert/alerttest"
 	"github.com/gridbatch/gridbatch/internal/schedule"
 	"github.com/gridbatch/gridbatch/internal/store"
 	"github.com/gridbatch/gridbatch/internal/testutil"
@@ -145,41 +141,6 @@ func requireOneBatchPerTick(t *testing.T, s schedule.Schedule, batches []store.B
 	}
 }
 
-// webhook is a local alert receiver.
-type webhook struct {
-	*httptest.Server
-	mu   sync.Mutex
-	msgs []alert.Message
-}
-
-func newWebhook(t *testing.T) *webhook {
-	w := &webhook{}
-	w.Server = httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
-		var m alert.Message
-		if err := json.NewDecoder(r.Body).Decode(&m); err != nil {
-			http.Error(rw, err.Error(), http.StatusBadRequest)
-			return
-		}
-		w.mu.Lock()
-		w.msgs = append(w.msgs, m)
-		w.mu.Unlock()
-	}))
-	t.Cleanup(w.Close)
-	return w
-}
-
-func (w *webhook) received(event string) []alert.Message {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	var out []alert.Message
-	for _, m := range w.msgs {
-		if m.Event == event {
-			out = append(out, m)
-		}
-	}
-	return out
-}
-
 func TestSchedulerTwoReplicasFireEachTickOnce(t *testing.T) {
 	t.Parallel()
 	c := schedCluster(t)
@@ -263,7 +224,7 @@ func TestSchedulerMissedTickOnStart(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			c := schedCluster(t)
-			hook := newWebhook(t)
+			hook := alerttest.NewRecorder(t)
 			// A spec that ticked once a minute, last 30 s ago: the scheduler was "down" at it.
 			tick := time.Now().Add(-30 * time.Second).Truncate(time.Second)
 			spec := fmt.Sprintf("%d * * * * *", tick.Second())
@@ -293,8 +254,8 @@ func TestSchedulerMissedTickOnStart(t *testing.T) {
 			require.Contains(t, line, "kind=ph")
 			require.Contains(t, line, "scheduled_for="+tick.UTC().Format("2006-01-02T15:04:05.000Z"))
 			require.Contains(t, line, "late=3") // about 30 s
-			waitFor(t, 10*time.Second, "the missed-tick alert", func() bool { return len(hook.received(alert.EventTickMissed)) > 0 })
-			m := hook.received(alert.EventTickMissed)[0]
+			waitFor(t, 10*time.Second, "the missed-tick alert", func() bool { return len(hook.Received(alert.EventTickMissed)) > 0 })
+			m := hook.Received(alert.EventTickMissed)[0]
 			require.Equal(t, "ph", m.Kind)
 			require.Equal(t, store.TickMissed, m.Status)
 			require.True(t, tick.Equal(*m.ScheduledFor))
@@ -362,7 +323,7 @@ func TestSchedulerAlertsOnceForAPartialBatch(t *testing.T) {
 	t.Parallel()
 	c := schedCluster(t)
 	breakChunkZero(t, c)
-	hook := newWebhook(t)
+	hook := alerttest.NewRecorder(t)
 	c.worker("GRIDBATCH_MAX_RETRY=0")
 	// Ticks once a minute, last 2 s ago: one batch, caught up at start.
 	tick := time.Now().Add(-2 * time.Second).Truncate(time.Second)
@@ -373,13 +334,13 @@ func TestSchedulerAlertsOnceForAPartialBatch(t *testing.T) {
 	b := c.scheduler(spec, env...)
 	bt := c.waitScheduled(1, 10*time.Second)[0]
 	require.Equal(t, store.StatusPartial, c.waitEnded(bt.ID, time.Minute).Status)
-	waitFor(t, 15*time.Second, "the alert of the partial batch", func() bool { return len(hook.received(alert.EventBatchEnded)) > 0 })
+	waitFor(t, 15*time.Second, "the alert of the partial batch", func() bool { return len(hook.Received(alert.EventBatchEnded)) > 0 })
 
 	// The leader dies; the standby takes over the alert duty and sends nothing twice.
 	a.Signal(syscall.SIGKILL)
 	waitLog(t, b, "leading: this scheduler fires the ticks", 10*time.Second)
 	time.Sleep(5 * time.Second) // two alert polls of the new leader
-	got := hook.received(alert.EventBatchEnded)
+	got := hook.Received(alert.EventBatchEnded)
 	require.Len(t, got, 1, "exactly one alert: %+v", got)
 	m := got[0]
 	require.Equal(t, bt.ID, m.BatchID)
@@ -396,21 +357,7 @@ func TestSchedulerTicksOnTimeWhileTheWebhookHangs(t *testing.T) {
 	t.Parallel()
 	c := schedCluster(t)
 	breakChunkZero(t, c)
-	var mu sync.Mutex
-	var hung int
-	release := make(chan struct{})
-	hang := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.Copy(io.Discard, r.Body)
-		mu.Lock()
-		hung++
-		mu.Unlock()
-		select {
-		case <-r.Context().Done():
-		case <-release:
-		}
-	}))
-	t.Cleanup(hang.Close)
-	t.Cleanup(func() { close(release) })
+	hang := alerttest.NewHanging(t)
 	c.worker("GRIDBATCH_MAX_RETRY=0")
 	s := mustSchedule(t, every5s)
 	c.scheduler(every5s, "GRIDBATCH_ALERT_WEBHOOK_URL="+hang.URL, "GRIDBATCH_ALERT_TIMEOUT=1m")
@@ -419,11 +366,7 @@ func TestSchedulerTicksOnTimeWhileTheWebhookHangs(t *testing.T) {
 	// while the ticks go on.
 	first := c.waitScheduled(1, 2*schedTicks)[0]
 	c.waitEnded(first.ID, 30*time.Second)
-	waitFor(t, 10*time.Second, "an alert to hang", func() bool {
-		mu.Lock()
-		defer mu.Unlock()
-		return hung > 0
-	})
+	waitFor(t, 10*time.Second, "an alert to hang", func() bool { return hang.Calls() > 0 })
 	hungAt := time.Now()
 	waitFor(t, 4*schedTicks, "three more ticks", func() bool {
 		got := c.scheduled()
