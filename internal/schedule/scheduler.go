@@ -14,6 +14,7 @@ import (
 
 	"github.com/gridbatch/gridbatch/internal/alert"
 	"github.com/gridbatch/gridbatch/internal/batch"
+	"github.com/gridbatch/gridbatch/internal/lease"
 	"github.com/gridbatch/gridbatch/internal/store"
 )
 
@@ -68,7 +69,7 @@ type Scheduler struct {
 	cfg   Config
 	st    *store.Store
 	trig  Triggerer
-	lease *Lease
+	lease *lease.Lease
 	log   *slog.Logger
 	kinds []*kindState
 	// loopAt is when the tick loop last began an iteration (unix ns).
@@ -99,7 +100,10 @@ func New(st *store.Store, rdb redis.UniversalClient, trig Triggerer, log *slog.L
 	cfg.RetryBackoff = cmp.Or(cfg.RetryBackoff, 2*time.Second)
 	cfg.AlertPoll = cmp.Or(cfg.AlertPoll, 2*time.Second)
 	s := &Scheduler{cfg: cfg, st: st, trig: trig, log: log,
-		lease: NewLease(rdb, cfg.LeaderKey, cfg.Instance, cfg.LeaderTTL, log)}
+		lease: lease.New(rdb, cfg.LeaderKey, cfg.Instance, cfg.LeaderTTL, log, lease.Messages{
+			Leading:    "leading: this scheduler fires the ticks",
+			StandingBy: "standing by: another scheduler leads",
+		})}
 	for _, sc := range cfg.Schedules {
 		s.kinds = append(s.kinds, &kindState{sched: sc})
 	}
@@ -142,7 +146,7 @@ func (s *Scheduler) Health(now time.Time) []string {
 }
 
 // Lease exposes the scheduler's lease.
-func (s *Scheduler) Lease() *Lease { return s.lease }
+func (s *Scheduler) Lease() *lease.Lease { return s.lease }
 
 // Run schedules until ctx ends, then finishes the trigger in progress, gives
 // unsent alerts back, releases the lease and returns nil.

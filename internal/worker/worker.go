@@ -26,6 +26,7 @@ import (
 	"github.com/gridbatch/gridbatch/internal/cli"
 	"github.com/gridbatch/gridbatch/internal/config"
 	"github.com/gridbatch/gridbatch/internal/health"
+	"github.com/gridbatch/gridbatch/internal/lease"
 	"github.com/gridbatch/gridbatch/internal/logging"
 	"github.com/gridbatch/gridbatch/internal/metrics"
 	"github.com/gridbatch/gridbatch/internal/store"
@@ -158,11 +159,14 @@ func Run(ctx context.Context, cfg config.Worker, stderr io.Writer, opts ...Optio
 
 // reconcileLoop runs batch.Service.Reconcile, then the dead-letter queue's
 // upkeep (orphaned active tasks; the archive sweep every
-// GRIDBATCH_DLQ_SWEEP_INTERVAL), every interval in the one
-// worker holding a Redis lease, so only one does at a time; the lease has a
-// TTL, so a dead holder is replaced.
+// GRIDBATCH_DLQ_SWEEP_INTERVAL), every interval in the one worker holding
+// the reconciler's lease, so only one does at a time; the lease has a TTL
+// of 3 intervals, so a dead holder is replaced.
 func reconcileLoop(ctx context.Context, rdb redis.UniversalClient, svc *batch.Service, dq *dlq.Service, log *slog.Logger, me string, interval time.Duration) {
-	const key = "gridbatch:reconciler:lease"
+	l := lease.New(rdb, "gridbatch:reconciler:lease", me, 3*interval, log, lease.Messages{
+		Leading:    "leading: this worker reconciles running batches and keeps the dead-letter queue",
+		StandingBy: "standing by: another worker reconciles",
+	})
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
@@ -171,21 +175,16 @@ func reconcileLoop(ctx context.Context, rdb redis.UniversalClient, svc *batch.Se
 			return
 		case <-t.C:
 		}
-		lctx, cancel := context.WithTimeout(ctx, interval)
-		ok, err := rdb.SetNX(lctx, key, me, 3*interval).Result()
-		if err == nil && !ok {
-			holder, _ := rdb.Get(lctx, key).Result()
-			if ok = holder == me; ok {
-				rdb.Expire(lctx, key, 3*interval)
-			}
+		l.Step(ctx) // bounded by TTL/3, one interval
+		if !l.Held() {
+			continue
 		}
-		if err == nil && ok {
-			if err := svc.Reconcile(lctx, interval); err != nil && ctx.Err() == nil {
-				log.Warn("reconcile", "error", err)
-			}
-			dq.Maintain(ctx) // bounds itself; logs its own errors
+		lctx, cancel := context.WithTimeout(ctx, interval)
+		if err := svc.Reconcile(lctx, interval); err != nil && ctx.Err() == nil {
+			log.Warn("reconcile", "error", err)
 		}
 		cancel()
+		dq.Maintain(ctx) // bounds itself; logs its own errors
 	}
 }
 

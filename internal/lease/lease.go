@@ -1,6 +1,9 @@
-package schedule
+// Package lease is leadership among replicas through a Redis key with a
+// TTL: the scheduler's leader, and the one worker that runs the reconciler.
+package lease
 
 import (
+	"cmp"
 	"context"
 	"log/slog"
 	"sync"
@@ -24,18 +27,20 @@ if redis.call("GET", KEYS[1]) == ARGV[1] then
 end
 return 0`)
 
-// Lease is leadership among scheduler replicas: a Redis key holding the
-// leader's ID with a TTL. The holder renews it every TTL/3; the others try
-// to take it as often, so a dead leader is replaced within about 1⅓ TTL.
+// Lease is leadership among replicas: a Redis key holding the leader's ID
+// with a TTL. The holder renews it every TTL/3 (Run, or Step called that
+// often); the others try to take it as often, so a dead leader is replaced
+// within about 1⅓ TTL.
 // A holder counts itself leader only until 90% of the TTL after its last
 // successful renewal began, so two replicas never both believe they lead
 // (barring clock-rate drift beyond 10%).
 type Lease struct {
-	rdb redis.UniversalClient
-	key string
-	id  string
-	ttl time.Duration
-	log *slog.Logger
+	rdb  redis.UniversalClient
+	key  string
+	id   string
+	ttl  time.Duration
+	log  *slog.Logger
+	msgs Messages
 
 	mu      sync.Mutex
 	until   time.Time // leader until then; zero when not
@@ -54,9 +59,18 @@ type Lease struct {
 // so a standby leads. Call it before Run.
 func (l *Lease) SetGate(gate func() error) { l.gate = gate }
 
-// NewLease returns a lease on key for the replica id.
-func NewLease(rdb redis.UniversalClient, key, id string, ttl time.Duration, log *slog.Logger) *Lease {
-	l := &Lease{rdb: rdb, key: key, id: id, ttl: ttl, log: log, changed: make(chan struct{}, 1)}
+// Messages are the lines a Lease logs when this replica starts leading and
+// when it finds another one leading, e.g. "leading: this scheduler fires
+// the ticks" and "standing by: another scheduler leads".
+type Messages struct {
+	Leading, StandingBy string
+}
+
+// New returns a lease on key for the replica id.
+func New(rdb redis.UniversalClient, key, id string, ttl time.Duration, log *slog.Logger, msgs Messages) *Lease {
+	msgs.Leading = cmp.Or(msgs.Leading, "leading")
+	msgs.StandingBy = cmp.Or(msgs.StandingBy, "standing by: another replica leads")
+	l := &Lease{rdb: rdb, key: key, id: id, ttl: ttl, log: log, msgs: msgs, changed: make(chan struct{}, 1)}
 	l.stepped.Store(time.Now().UnixNano())
 	return l
 }
@@ -158,7 +172,7 @@ func (l *Lease) settle(wasHeld bool) {
 		return
 	}
 	if held {
-		l.log.Info("leading: this scheduler fires the ticks", "instance", l.id, "lease_ttl", l.ttl.String())
+		l.log.Info(l.msgs.Leading, "instance", l.id, "lease_ttl", l.ttl.String())
 	} else {
 		l.log.Warn("no longer leading: the lease was lost or could not be renewed", "instance", l.id)
 	}
@@ -174,7 +188,7 @@ func (l *Lease) setHolder(h string) {
 	l.holder = h
 	l.mu.Unlock()
 	if h != prev && h != l.id {
-		l.log.Info("standing by: another scheduler leads", "instance", l.id, "leader", h)
+		l.log.Info(l.msgs.StandingBy, "instance", l.id, "leader", h)
 	}
 }
 

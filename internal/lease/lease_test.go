@@ -1,10 +1,10 @@
-package schedule
+package lease
 
 import (
 	"bytes"
 	"context"
+	"io"
 	"log/slog"
-	"sync"
 	"testing"
 	"time"
 
@@ -12,29 +12,6 @@ import (
 
 	"github.com/gridbatch/gridbatch/internal/testutil"
 )
-
-// logBuffer collects a logger's lines for assertions.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-func testLogger() (*slog.Logger, *logBuffer) {
-	b := &logBuffer{}
-	return slog.New(slog.NewTextHandler(b, &slog.HandlerOptions{Level: slog.LevelDebug})), b
-}
 
 func testContext(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -46,10 +23,11 @@ func TestLeaseOneLeaderAtATime(t *testing.T) {
 	t.Parallel()
 	ctx := testContext(t)
 	r := testutil.NewRedis(t)
-	log, logs := testLogger()
+	var logs bytes.Buffer // Step runs in this goroutine only
+	log := slog.New(slog.NewTextHandler(&logs, nil))
 	const ttl = time.Second
-	a := NewLease(r.Client, "lease", "a", ttl, log)
-	b := NewLease(r.Client, "lease", "b", ttl, log)
+	a := New(r.Client, "lease", "a", ttl, log, Messages{})
+	b := New(r.Client, "lease", "b", ttl, log, Messages{})
 
 	a.Step(ctx)
 	b.Step(ctx)
@@ -79,10 +57,10 @@ func TestLeaseExpiresWhenTheLeaderStopsRenewing(t *testing.T) {
 	t.Parallel()
 	ctx := testContext(t)
 	r := testutil.NewRedis(t)
-	log, _ := testLogger()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	const ttl = time.Second
-	a := NewLease(r.Client, "lease", "a", ttl, log)
-	b := NewLease(r.Client, "lease", "b", ttl, log)
+	a := New(r.Client, "lease", "a", ttl, log, Messages{})
+	b := New(r.Client, "lease", "b", ttl, log, Messages{})
 	a.Step(ctx)
 	require.True(t, a.Held())
 
@@ -103,8 +81,8 @@ func TestLeaseRunRenewsAndSignals(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithCancel(testContext(t))
 	r := testutil.NewRedis(t)
-	log, _ := testLogger()
-	a := NewLease(r.Client, "lease", "a", 600*time.Millisecond, log)
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	a := New(r.Client, "lease", "a", 600*time.Millisecond, log, Messages{})
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
