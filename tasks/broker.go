@@ -14,6 +14,7 @@ import (
 
 	"github.com/gridbatch/gridbatch/dlq"
 	"github.com/gridbatch/gridbatch/internal/batch"
+	"github.com/gridbatch/gridbatch/internal/model"
 	"github.com/gridbatch/gridbatch/internal/store"
 )
 
@@ -31,6 +32,11 @@ type ChunkOptions struct {
 	Timeout time.Duration
 	// MaxRetry is how many retries a chunk gets before it is archived. Defaults to 5.
 	MaxRetry int
+	// KindTimeouts overrides Timeout for the chunks of a kind (a model's
+	// own timeout): such a chunk gets the model's timeout plus a few
+	// seconds, so the model's own bound, which kills its process, fires
+	// first.
+	KindTimeouts map[string]time.Duration
 	// EnqueueWorkers enqueue chunk tasks in parallel. Defaults to 16: asynq
 	// makes one Redis round trip (an EVALSHA) per task and has no batch
 	// enqueue, so parallel round trips are what speeds a plan up. On a 2-core
@@ -55,6 +61,25 @@ func NewBroker(client *asynq.Client, insp *asynq.Inspector, rdb redis.UniversalC
 }
 
 var _ batch.Broker = (*Broker)(nil)
+
+// chunkTimeout is the asynq timeout of a chunk task of kind.
+func (b *Broker) chunkTimeout(kind string) time.Duration {
+	if t := b.opts.KindTimeouts[kind]; t > 0 {
+		return t + 5*time.Second
+	}
+	return b.opts.Timeout
+}
+
+// KindTimeouts returns the model timeouts of a set, for ChunkOptions.
+func KindTimeouts(set *model.Set) map[string]time.Duration {
+	out := map[string]time.Duration{}
+	for _, s := range set.Specs() {
+		if s.Timeout > 0 {
+			out[s.Kind] = s.Timeout
+		}
+	}
+	return out
+}
 
 // EnqueueWorkers is how many goroutines EnqueueChunks enqueues with.
 func (b *Broker) EnqueueWorkers() int { return b.opts.EnqueueWorkers }
@@ -187,7 +212,7 @@ func (b *Broker) enqueueChunk(ctx context.Context, p ChunkPayload, id string) er
 		return err
 	}
 	_, err = b.client.EnqueueContext(ctx, t, asynq.Queue(QueueGrid), asynq.TaskID(id),
-		asynq.MaxRetry(b.opts.MaxRetry), asynq.Timeout(b.opts.Timeout))
+		asynq.MaxRetry(b.opts.MaxRetry), asynq.Timeout(b.chunkTimeout(p.Kind)))
 	if errors.Is(err, asynq.ErrTaskIDConflict) {
 		return nil
 	}

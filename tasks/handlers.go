@@ -3,6 +3,7 @@ package tasks
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"time"
@@ -73,6 +74,15 @@ func (h *Handlers) ProcessChunk(ctx context.Context, t *asynq.Task) error {
 	if err == nil {
 		h.log.Debug("chunk done", "batch_id", p.BatchID, "chunk", p.Chunk, "task_id", id, "seconds", time.Since(start).Seconds())
 	}
+	return asynqError(err)
+}
+
+// asynqError translates batch's verdict for asynq: an error batch.Classify
+// dead-letters wraps asynq.SkipRetry.
+func asynqError(err error) error {
+	if err != nil && batch.Classify(err) == batch.DeadLetter && !errors.Is(err, asynq.SkipRetry) {
+		return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
+	}
 	return err
 }
 
@@ -82,7 +92,7 @@ func (h *Handlers) ProcessPlan(ctx context.Context, t *asynq.Task) error {
 	if err != nil {
 		return err
 	}
-	return h.svc.Plan(ctx, p.BatchID)
+	return asynqError(h.svc.Plan(ctx, p.BatchID))
 }
 
 // ProcessLock runs when a batch's lock task reaches its deadline.

@@ -40,9 +40,15 @@ func connect(ctx context.Context, c config.Common, stderr io.Writer) (*conn, err
 		rdb.Close()
 		return nil, err
 	}
+	models, err := cli.Models(c)
+	if err != nil {
+		rdb.Close()
+		st.Close()
+		return nil, err
+	}
 	client := asynq.NewClientFromRedisClient(rdb)
 	insp := asynq.NewInspectorFromRedisClient(rdb)
-	svc := batch.New(st, tasks.NewBroker(client, insp, rdb, tasks.ChunkOptions{}), log, batch.Config{})
+	svc := batch.New(st, tasks.NewBroker(client, insp, rdb, tasks.ChunkOptions{KindTimeouts: tasks.KindTimeouts(models)}), log, batch.Config{Models: models})
 	return &conn{st: st, rdb: rdb, client: client, insp: insp, svc: svc, log: log}, nil
 }
 

@@ -19,7 +19,6 @@ import (
 	"github.com/gridbatch/gridbatch/dlq"
 	"github.com/gridbatch/gridbatch/internal/cli"
 	"github.com/gridbatch/gridbatch/internal/config"
-	"github.com/gridbatch/gridbatch/internal/grid"
 	"github.com/gridbatch/gridbatch/internal/store"
 	"github.com/gridbatch/gridbatch/tasks"
 )
@@ -185,7 +184,7 @@ func runDLQList(ctx context.Context, e *env, args []string) error {
 	)
 	cfg, set, done, err := parse(dlqVerb("list"), e, args, false, func(s *config.Set) {
 		s.String(&batchID, "batch", "", "", "only the dead letters of this batch `ID`")
-		s.String(&kind, "kind", "", "", "only the dead letters of batches of this kind: "+strings.Join(grid.Kinds(), ", "))
+		s.String(&kind, "kind", "", "", "only the dead letters of batches of this kind (see 'enqueuer models')")
 		s.Bool(&open, "open", "", false, "only the dead letters not requeued")
 		s.Int(&limit, "limit", "", 100, "list at most this many")
 		s.Bool(&asJSON, "json", "", false, "print one JSON document")
@@ -199,8 +198,10 @@ func runDLQList(ctx context.Context, e *env, args []string) error {
 	if limit < 1 {
 		return fmt.Errorf("--limit %d must be at least 1", limit)
 	}
-	if kind != "" && !slices.Contains(grid.Kinds(), kind) {
-		return fmt.Errorf("--kind %q: use one of %s", kind, strings.Join(grid.Kinds(), ", "))
+	if kind != "" {
+		if !slices.Contains(e.models.Kinds(), kind) {
+			return fmt.Errorf("--kind %q: use one of %s", kind, strings.Join(e.models.Kinds(), ", "))
+		}
 	}
 	st, err := openStore(ctx, cfg.Common)
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/gridbatch/gridbatch/internal/cli"
 	"github.com/gridbatch/gridbatch/internal/config"
+	"github.com/gridbatch/gridbatch/internal/model"
 )
 
 func main() { cli.Main("enqueuer", run) }
@@ -32,6 +33,8 @@ func register(c command) { commands = append(commands, c) }
 // env is what a subcommand runs with.
 type env struct {
 	stdout, stderr io.Writer
+	// models are those of GRIDBATCH_MODELS_FILE, loaded by parse.
+	models *model.Set
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -111,6 +114,9 @@ func parse(c command, e *env, args []string, batch bool, bind func(*config.Set))
 		return cfg, set, true, nil
 	}
 	if err = cfg.Common.Validate(); err != nil {
+		return cfg, set, true, err
+	}
+	if e.models, err = cli.Models(cfg.Common); err != nil {
 		return cfg, set, true, err
 	}
 	if batch {

@@ -13,9 +13,11 @@ func init() {
 	register(command{
 		name:    "migrate",
 		summary: "create or update the PostgreSQL schema (safe to run concurrently)",
-		about: `Applies every pending embedded SQL migration to GRIDBATCH_DATABASE_URL.
-Several migrate processes may start at once: a PostgreSQL advisory lock lets one
-apply the migrations while the others wait and then find nothing to do.`,
+		about: `Applies every pending embedded SQL migration to GRIDBATCH_DATABASE_URL, then
+creates the results table <kind>_timeseries of every model that GRIDBATCH_MODELS_FILE
+declares (see 'enqueuer models'). Several migrate processes may start at once: a
+PostgreSQL advisory lock lets one apply the migrations while the others wait and
+then find nothing to do.`,
 		example: "  enqueuer migrate\n  GRIDBATCH_DATABASE_URL=postgres://gridbatch:secret@db:5432/gridbatch enqueuer migrate",
 		run:     runMigrate,
 	})
@@ -44,6 +46,13 @@ func runMigrate(ctx context.Context, e *env, args []string) error {
 		fmt.Fprintf(e.stderr, "schema is up to date (version %d)\n", v)
 	} else {
 		fmt.Fprintf(e.stderr, "applied %d migration(s); schema is at version %d\n", len(applied), v)
+	}
+	created, err := st.EnsureResultsTables(ctx, e.models.Kinds())
+	if err != nil {
+		return err
+	}
+	for _, t := range created {
+		fmt.Fprintf(e.stderr, "created results table %s\n", t)
 	}
 	return nil
 }

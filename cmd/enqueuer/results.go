@@ -14,6 +14,7 @@ import (
 
 	"github.com/gridbatch/gridbatch/internal/config"
 	"github.com/gridbatch/gridbatch/internal/grid"
+	"github.com/gridbatch/gridbatch/internal/model"
 	"github.com/gridbatch/gridbatch/internal/store"
 )
 
@@ -71,7 +72,7 @@ func runResults(ctx context.Context, e *env, args []string) error {
 	if done {
 		return err
 	}
-	cell, l, err := resultsCell(cfg.Batch.Step, kind, scenario, lat, lon)
+	cell, l, err := resultsCell(e.models, cfg.Batch.Step, kind, scenario, lat, lon)
 	if err != nil {
 		return err
 	}
@@ -124,17 +125,15 @@ func runResults(ctx context.Context, e *env, args []string) error {
 
 // resultsCell checks the arguments of results and returns the cell of the
 // lattice of step that contains the point lat, lon.
-func resultsCell(step float64, kind, scenario, lat, lon string) (grid.Cell, grid.Lattice, error) {
+func resultsCell(models *model.Set, step float64, kind, scenario, lat, lon string) (grid.Cell, grid.Lattice, error) {
 	if kind == "" {
-		return grid.Cell{}, grid.Lattice{}, errors.New("--kind is required: ph or hazard (see --help)")
+		return grid.Cell{}, grid.Lattice{}, fmt.Errorf("--kind is required: one of %s (see --help)", strings.Join(models.Kinds(), ", "))
 	}
-	if _, err := store.ResultsTable(kind); err != nil {
+	spec, err := models.Spec(kind)
+	if err != nil {
 		return grid.Cell{}, grid.Lattice{}, fmt.Errorf("--kind: %w", err)
 	}
-	known := make([]string, len(grid.Scenarios))
-	for i, s := range grid.Scenarios {
-		known[i] = s.Name
-	}
+	known := spec.Series
 	switch {
 	case scenario == "":
 		return grid.Cell{}, grid.Lattice{}, fmt.Errorf("--scenario is required: one of %s (see --help)", strings.Join(known, ", "))

@@ -15,7 +15,6 @@ import (
 	"github.com/gridbatch/gridbatch/internal/batch"
 	"github.com/gridbatch/gridbatch/internal/cli"
 	"github.com/gridbatch/gridbatch/internal/config"
-	"github.com/gridbatch/gridbatch/internal/grid"
 	"github.com/gridbatch/gridbatch/internal/numfmt"
 	"github.com/gridbatch/gridbatch/internal/store"
 )
@@ -50,17 +49,18 @@ func runRun(ctx context.Context, e *env, args []string) error {
 	var wait bool
 	var every time.Duration
 	cfg, _, done, err := parse(commandNamed("run"), e, args, true, func(s *config.Set) {
-		s.String(&kind, "kind", "", "", "batch kind: "+fmt.Sprint(grid.Kinds()))
+		s.String(&kind, "kind", "", "", "batch kind: ph, hazard or one of the models file's (see 'enqueuer models')")
 		s.Bool(&wait, "wait", "", false, "follow the batch to its end and exit with its status")
 		s.Duration(&every, "progress-interval", "", 5*time.Second, "with --wait and no terminal: print a progress line this often")
 	})
 	if done {
 		return err
 	}
+	models := e.models
 	if kind == "" {
-		return fmt.Errorf("--kind is required: one of %v (see 'enqueuer run --help')", grid.Kinds())
+		return fmt.Errorf("--kind is required: one of %v (see 'enqueuer run --help')", models.Kinds())
 	}
-	if _, err := grid.ModelFor(kind); err != nil {
+	if _, err := models.Spec(kind); err != nil {
 		return err
 	}
 	region, err := seedRegion(cfg.Batch)

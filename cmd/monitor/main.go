@@ -104,10 +104,14 @@ func serve(ctx context.Context, cfg config.Monitor, rq requeueOptions, stderr io
 	client := asynq.NewClientFromRedisClient(rdb)
 	defer client.Close()
 	insp := asynq.NewInspectorFromRedisClient(rdb)
-	broker := tasks.NewBroker(client, insp, rdb, tasks.ChunkOptions{MaxRetry: rq.MaxRetry, Timeout: rq.Timeout})
+	models, err := cli.Models(cfg.Common)
+	if err != nil {
+		return err
+	}
+	broker := tasks.NewBroker(client, insp, rdb, tasks.ChunkOptions{MaxRetry: rq.MaxRetry, Timeout: rq.Timeout, KindTimeouts: tasks.KindTimeouts(models)})
 	var requeue monitor.RequeueFunc
 	if cfg.AllowWrites {
-		svc := batch.New(st, broker, log, batch.Config{})
+		svc := batch.New(st, broker, log, batch.Config{Models: models})
 		dq, err := dlq.New(st, rdb, client, svc, broker, log, dlq.Config{Queues: []string{tasks.QueueGrid, tasks.QueueBatch}})
 		if err != nil {
 			return err
@@ -117,6 +121,7 @@ func serve(ctx context.Context, cfg config.Monitor, rq requeueOptions, stderr io
 
 	srv, err := monitor.New(monitor.Config{
 		Store:          st,
+		Kinds:          models.Kinds(),
 		Redis:          rdb,
 		RedisConnOpt:   connOpt,
 		User:           cfg.User,

@@ -53,7 +53,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	loc, _ := time.LoadLocation(cfg.TimeZone) // checked by Validate
-	schedules, err := schedule.Parse(cfg.Schedules, loc)
+	models, err := cli.Models(cfg.Common)
+	if err != nil {
+		return err
+	}
+	schedules, err := schedule.Parse(cfg.Schedules, loc, models)
 	if err != nil {
 		return fmt.Errorf("GRIDBATCH_SCHEDULES=%q: %w", cfg.Schedules, err)
 	}
@@ -61,7 +65,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		printNext(stdout, schedules, time.Now())
 		return nil
 	}
-	return serve(ctx, cfg, schedules, stderr)
+	return serve(ctx, cfg, schedules, models, stderr)
 }
 
 // printNext writes each kind's next 3 fire times, as comments after the

@@ -13,6 +13,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/gridbatch/gridbatch/internal/model"
 	"github.com/gridbatch/gridbatch/internal/schedule"
 	"github.com/gridbatch/gridbatch/internal/testutil"
 )
@@ -31,7 +32,7 @@ func TestPrintConfigShowsTheNextFireTimes(t *testing.T) {
 
 func TestPrintNext(t *testing.T) {
 	t.Parallel()
-	s, err := schedule.Parse("ph=30 1 * * *", time.UTC)
+	s, err := schedule.Parse("ph=30 1 * * *", time.UTC, model.Builtins())
 	require.NoError(t, err)
 	var out bytes.Buffer
 	printNext(&out, s, time.Date(2026, 3, 10, 12, 0, 0, 0, time.UTC))

@@ -19,13 +19,14 @@ import (
 	"github.com/gridbatch/gridbatch/internal/grid"
 	"github.com/gridbatch/gridbatch/internal/health"
 	"github.com/gridbatch/gridbatch/internal/logging"
+	"github.com/gridbatch/gridbatch/internal/model"
 	"github.com/gridbatch/gridbatch/internal/schedule"
 	"github.com/gridbatch/gridbatch/tasks"
 )
 
 // serve runs the scheduler until ctx is cancelled (SIGTERM/SIGINT), then
 // releases the lease and returns nil.
-func serve(ctx context.Context, cfg config.Scheduler, schedules []schedule.Schedule, stderr io.Writer) error {
+func serve(ctx context.Context, cfg config.Scheduler, schedules []schedule.Schedule, models *model.Set, stderr io.Writer) error {
 	log := logging.New(stderr, cfg.LogFormat, cfg.LogLevel)
 	region, err := grid.ParseRegion(cfg.Step, cfg.BBox, cfg.MaxCells)
 	if err != nil {
@@ -54,7 +55,7 @@ func serve(ctx context.Context, cfg config.Scheduler, schedules []schedule.Sched
 	client := asynq.NewClientFromRedisClient(rdb)
 	defer client.Close()
 	insp := asynq.NewInspectorFromRedisClient(rdb)
-	svc := batch.New(st, tasks.NewBroker(client, insp, rdb, tasks.ChunkOptions{}), log, batch.Config{})
+	svc := batch.New(st, tasks.NewBroker(client, insp, rdb, tasks.ChunkOptions{KindTimeouts: tasks.KindTimeouts(models)}), log, batch.Config{Models: models})
 
 	host, _ := os.Hostname()
 	suffix := make([]byte, 3)
@@ -73,7 +74,7 @@ func serve(ctx context.Context, cfg config.Scheduler, schedules []schedule.Sched
 		return err
 	}
 	mux := http.NewServeMux()
-	health.Register(mux, rdb, st, func() []string { return s.Health(time.Now()) })
+	health.Register(mux, rdb, st, func() []string { return s.Health(time.Now()) }, nil)
 	httpSrv, err := health.Listen(cfg.HTTPAddr, mux, log)
 	if err != nil {
 		return err

@@ -8,10 +8,14 @@ import (
 
 	"github.com/gridbatch/gridbatch/internal/cli"
 	"github.com/gridbatch/gridbatch/internal/config"
+	"github.com/gridbatch/gridbatch/internal/model/process"
 	"github.com/gridbatch/gridbatch/internal/worker"
 )
 
-func main() { cli.Main("worker", run) }
+func main() {
+	process.RunShimIfAsked()
+	cli.Main("worker", run)
+}
 
 const about = `Usage: worker [flags]
 

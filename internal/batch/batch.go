@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -21,6 +22,7 @@ import (
 	"github.com/gridbatch/gridbatch/internal/breaker"
 	"github.com/gridbatch/gridbatch/internal/grid"
 	"github.com/gridbatch/gridbatch/internal/metrics"
+	"github.com/gridbatch/gridbatch/internal/model"
 	"github.com/gridbatch/gridbatch/internal/store"
 )
 
@@ -82,6 +84,29 @@ type Config struct {
 	// DB, when set, guards the chunk path's database work: while it is open
 	// chunks fail fast with an error wrapping breaker.ErrOpen.
 	DB *breaker.Breaker
+	// Models are the kinds this service runs. Defaults to the built-in ph
+	// and hazard.
+	Models *model.Set
+	// Compute computes a chunk of a model. Defaults to the Go models of
+	// Models (a process model then fails its chunks); the worker passes its
+	// process runtime.
+	Compute Computer
+}
+
+// Computer computes a chunk of a model; *process.Runtime implements it.
+type Computer interface {
+	Compute(ctx context.Context, spec model.Spec, chunk string, c model.Cells) ([]float64, error)
+}
+
+// goModels computes the Go models of a set, and nothing else.
+type goModels struct{ set *model.Set }
+
+func (g goModels) Compute(ctx context.Context, spec model.Spec, _ string, c model.Cells) ([]float64, error) {
+	m, ok := g.set.Go(spec.Kind)
+	if !ok {
+		return nil, fmt.Errorf("model %s runs as a process, which only a worker can start", spec.Kind)
+	}
+	return m.Compute(ctx, spec, c)
 }
 
 // Service runs the batch life cycle.
@@ -101,11 +126,20 @@ func New(st *store.Store, b Broker, log *slog.Logger, cfg Config) *Service {
 	if cfg.FailFastAfter <= 0 {
 		cfg.FailFastAfter = 5
 	}
+	if cfg.Models == nil {
+		cfg.Models = model.Builtins()
+	}
+	if cfg.Compute == nil {
+		cfg.Compute = goModels{cfg.Models}
+	}
 	return &Service{store: st, broker: b, log: log, cfg: cfg}
 }
 
 // Store exposes the service's store.
 func (s *Service) Store() *store.Store { return s.store }
+
+// Models returns the kinds the service runs.
+func (s *Service) Models() *model.Set { return s.cfg.Models }
 
 // Request asks for a batch.
 type Request struct {
@@ -131,7 +165,8 @@ func NewID(kind string, t time.Time) string {
 // enqueues its plan task. It returns a *RefusedError when a batch of the kind
 // holds the lock.
 func (s *Service) Trigger(ctx context.Context, r Request) (store.Batch, error) {
-	if _, err := grid.ModelFor(r.Kind); err != nil {
+	spec, err := s.cfg.Models.Spec(r.Kind)
+	if err != nil {
 		return store.Batch{}, err
 	}
 	if r.LockTTL <= r.Deadline {
@@ -143,6 +178,9 @@ func (s *Service) Trigger(ctx context.Context, r Request) (store.Batch, error) {
 			return store.Batch{}, fmt.Errorf("the schema is missing or old (%v); run 'enqueuer migrate' first", err)
 		}
 		return store.Batch{}, fmt.Errorf("count seeded cells: %w", err)
+	}
+	if err := s.checkModelTables(ctx, spec); err != nil {
+		return store.Batch{}, err
 	}
 	if seeded == 0 {
 		return store.Batch{}, fmt.Errorf("no cell of bbox %s at step %g has inputs; run 'enqueuer seed --bbox %s --step %g' first",
@@ -185,7 +223,7 @@ func (s *Service) Trigger(ctx context.Context, r Request) (store.Batch, error) {
 func (s *Service) Plan(ctx context.Context, batchID string) error {
 	b, err := s.store.GetBatch(ctx, batchID)
 	if errors.Is(err, store.ErrBatchNotFound) {
-		return fmt.Errorf("plan %s: %w: %w", batchID, err, asynq.SkipRetry)
+		return fmt.Errorf("plan %s: %w: %w", batchID, err, ErrPermanent)
 	}
 	if err != nil {
 		return fmt.Errorf("plan %s: %w", batchID, err)
@@ -228,48 +266,107 @@ type Chunk struct {
 // ErrBadChunk marks data errors in a chunk: no retry can fix them.
 var ErrBadChunk = errors.New("bad chunk")
 
-// RunChunk loads the chunk's inputs in one query, computes the series and
-// writes them with the chunk's outcome in one transaction. Data errors come
-// back wrapping asynq.SkipRetry; a system error (unknown model, missing
-// schema) ends the batch failed at once and returns nil.
+// ErrPermanent marks an error no retry can fix: the chunk goes to the
+// dead-letter queue at once. The task layer translates it into
+// asynq.SkipRetry.
+var ErrPermanent = errors.New("permanent failure")
+
+// Outcome is what becomes of a task run that failed.
+type Outcome int
+
+// The outcomes of Classify.
+const (
+	// Retry: retried after the countdown, counting against its retries.
+	Retry Outcome = iota
+	// RetryUncounted: retried later without counting a retry (the database
+	// breaker was open: the task never reached the database).
+	RetryUncounted
+	// DeadLetter: no retry can fix it; dead-lettered at once.
+	DeadLetter
+)
+
+// Classify is the one place that decides what becomes of a failed task run:
+// bad payloads, bad chunks, missing or unknown inputs, a batch that no
+// longer exists and a model's reply of the wrong shape are dead-lettered at
+// once; the open breaker retries without counting; everything else (a
+// timeout, a killed or crashed model process, an exception in the model, a
+// database error) is retried.
+func Classify(err error) Outcome {
+	var missing *store.MissingInputError
+	var unknown *store.UnknownInputError
+	switch {
+	case errors.Is(err, breaker.ErrOpen):
+		return RetryUncounted
+	case errors.Is(err, ErrPermanent), errors.Is(err, ErrBadChunk), errors.Is(err, model.ErrInvalid),
+		errors.Is(err, store.ErrBatchNotFound), errors.As(err, &missing), errors.As(err, &unknown):
+		return DeadLetter
+	}
+	return Retry
+}
+
+// permanent marks err ErrPermanent when Classify dead-letters it.
+func permanent(err error) error {
+	if err == nil || Classify(err) != DeadLetter || errors.Is(err, ErrPermanent) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", err, ErrPermanent)
+}
+
+// RunChunk loads the chunk's cells and the model's inputs in one query,
+// computes the series and writes them with the chunk's outcome in one
+// transaction. Errors no retry can fix come back wrapping ErrPermanent; a
+// system error (unknown model, missing schema) ends the batch failed at once
+// and returns nil.
 func (s *Service) RunChunk(ctx context.Context, c Chunk) error {
+	return permanent(s.runChunk(ctx, c))
+}
+
+func (s *Service) runChunk(ctx context.Context, c Chunk) error {
 	start := time.Now()
-	model, err := grid.ModelFor(c.Kind)
+	spec, err := s.cfg.Models.Spec(c.Kind)
 	if err != nil {
-		s.fail(ctx, c.BatchID, fmt.Sprintf("chunk %d: %v", c.Chunk, err))
+		s.fail(ctx, c.BatchID, fmt.Sprintf("chunk %d: %v (is GRIDBATCH_MODELS_FILE the same for every binary?)", c.Chunk, err))
 		return nil
 	}
 	lat, err := grid.NewLattice(c.Step)
 	if err != nil {
-		return fmt.Errorf("%w: %w: %w", ErrBadChunk, err, asynq.SkipRetry)
+		return fmt.Errorf("%w: %w", ErrBadChunk, err)
 	}
 	region, err := grid.NewRegion(lat, c.BBox, 0)
 	if err != nil {
-		return fmt.Errorf("%w: %w: %w", ErrBadChunk, err, asynq.SkipRetry)
+		return fmt.Errorf("%w: %w", ErrBadChunk, err)
 	}
 	if c.ChunkSize < 1 || c.Chunk < 0 || c.Chunk >= region.NumChunks(c.ChunkSize) {
-		return fmt.Errorf("%w: chunk %d of size %d is outside the %d cells of the region: %w",
-			ErrBadChunk, c.Chunk, c.ChunkSize, region.NumCells(), asynq.SkipRetry)
+		return fmt.Errorf("%w: chunk %d of size %d is outside the %d cells of the region",
+			ErrBadChunk, c.Chunk, c.ChunkSize, region.NumCells())
 	}
 	ids := region.ChunkIDs(c.Chunk, c.ChunkSize)
-	var inputs []grid.Input
+	var cells model.Cells
 	err = s.guard(func() (err error) {
-		inputs, err = s.store.LoadInputs(ctx, c.Step, ids)
+		cells, err = s.store.LoadCells(ctx, c.Step, ids, spec.Inputs)
 		return err
 	})
 	if err != nil {
 		return s.dbError(ctx, c, "load inputs", err)
 	}
-	series, err := model.Compute(ctx, inputs)
+	values, err := s.cfg.Compute.Compute(ctx, spec, c.TaskID, cells)
 	if err != nil {
-		if ctx.Err() != nil {
-			return err
+		return fmt.Errorf("compute: %w", err)
+	}
+	if len(values) != spec.Values(len(ids)) {
+		return fmt.Errorf("compute: %d values for %d cells, want %d (cells × %d series × %d years): %w",
+			len(values), len(ids), spec.Values(len(ids)), len(spec.Series), spec.Years, model.ErrInvalid)
+	}
+	series := make([]grid.Series, 0, len(ids)*len(spec.Series))
+	for i, id := range ids {
+		for j, name := range spec.Series {
+			k := (i*len(spec.Series) + j) * spec.Years
+			series = append(series, grid.Series{GridID: id, Scenario: name, Values: values[k : k+spec.Years : k+spec.Years]})
 		}
-		return fmt.Errorf("compute: %w: %w", err, asynq.SkipRetry)
 	}
 	var t store.Transition
 	err = s.guard(func() (err error) {
-		t, err = s.store.WriteChunk(ctx, c.Kind, c.Step, series, store.ChunkOutcome{
+		t, err = s.store.WriteChunk(ctx, c.Kind, c.Step, spec.FirstYear, series, store.ChunkOutcome{
 			BatchID: c.BatchID, Chunk: c.Chunk, Attempts: c.Retried + 1, TaskSeconds: time.Since(start).Seconds(),
 			Worker: s.cfg.Worker, RSSBytes: PeakRSS(),
 		}, c.Requeue > 0)
@@ -294,6 +391,37 @@ func (s *Service) RunChunk(ctx context.Context, c Chunk) error {
 	return nil
 }
 
+// checkModelTables refuses a batch of a model whose results table or
+// inputs are missing, naming the command that makes them.
+func (s *Service) checkModelTables(ctx context.Context, spec model.Spec) error {
+	table, err := store.ResultsTable(spec.Kind)
+	if err != nil {
+		return err
+	}
+	ok, err := s.store.TableExists(ctx, table)
+	if err != nil {
+		return fmt.Errorf("look for %s: %w", table, err)
+	}
+	if !ok {
+		return fmt.Errorf("model %s has no results table %s; run 'enqueuer migrate' with this GRIDBATCH_MODELS_FILE", spec.Kind, table)
+	}
+	cols, err := s.store.InputColumns(ctx)
+	if err != nil {
+		return fmt.Errorf("read the input columns of cell_params: %w", err)
+	}
+	var missing []string
+	for _, in := range spec.Inputs {
+		if !slices.Contains(cols, in) {
+			missing = append(missing, in)
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("model %s reads inputs %s that cell_params has no column for (it has: %s); add and fill them, or fix the model's inputs",
+			spec.Kind, strings.Join(missing, ", "), strings.Join(cols, ", "))
+	}
+	return nil
+}
+
 // guard runs database work through the breaker, when there is one.
 func (s *Service) guard(fn func() error) error {
 	if s.cfg.DB == nil {
@@ -305,17 +433,13 @@ func (s *Service) guard(fn func() error) error {
 // DBOpen reports whether the database breaker is open.
 func (s *Service) DBOpen() bool { return s.cfg.DB != nil && s.cfg.DB.State() == breaker.Open }
 
-// dbError classifies an error from the store during a chunk.
+// dbError handles an error from the store during a chunk: a missing schema
+// fails the batch; a connection error is counted. What is retried is
+// decided by Classify.
 func (s *Service) dbError(ctx context.Context, c Chunk, what string, err error) error {
-	var missing *store.MissingInputError
 	switch {
 	case errors.Is(err, breaker.ErrOpen):
-		return fmt.Errorf("%s: %w", what, err) // retried later, not counted as a failure
-	case errors.As(err, &missing):
-		return fmt.Errorf("%s: %w: %w", what, err, asynq.SkipRetry)
-	case errors.Is(err, store.ErrBatchNotFound):
-		return fmt.Errorf("%s: %w: %w", what, err, asynq.SkipRetry)
-	case store.IsSchemaError(err):
+	case store.IsSchemaError(err) && !isInputError(err):
 		s.fail(ctx, c.BatchID, fmt.Sprintf("chunk %d: %s: %v (run 'enqueuer migrate')", c.Chunk, what, err))
 		return nil
 	case store.IsConnError(err):
@@ -323,6 +447,11 @@ func (s *Service) dbError(ctx context.Context, c Chunk, what string, err error) 
 		s.broker.CountDBError(context.WithoutCancel(ctx), c.BatchID)
 	}
 	return fmt.Errorf("%s: %w", what, err)
+}
+
+func isInputError(err error) bool {
+	var unknown *store.UnknownInputError
+	return errors.As(err, &unknown)
 }
 
 // ChunkDeadLettered records that a chunk reached the archive and ends the

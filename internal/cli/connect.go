@@ -10,8 +10,20 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/gridbatch/gridbatch/internal/config"
+	"github.com/gridbatch/gridbatch/internal/model"
 	"github.com/gridbatch/gridbatch/internal/store"
 )
+
+// Models loads the models of GRIDBATCH_MODELS_FILE (the built-in ph and
+// hazard when it is empty). Its error is one line naming the file, the entry
+// and the field.
+func Models(c config.Common) (*model.Set, error) {
+	set, err := model.Load(c.ModelsFile)
+	if err != nil {
+		return nil, fmt.Errorf("GRIDBATCH_MODELS_FILE: %w", err)
+	}
+	return set, nil
+}
 
 // OpenRedis connects to GRIDBATCH_REDIS_URL (any form asynq.ParseRedisURI
 // accepts) and checks it with one PING within 5 s.

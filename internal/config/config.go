@@ -48,6 +48,9 @@ type Common struct {
 	LogLevel string
 	// PrintConfig makes the binary print its effective configuration and exit.
 	PrintConfig bool
+	// ModelsFile is the models file (YAML) declaring the users' own models;
+	// empty means only the built-in ph and hazard.
+	ModelsFile string
 }
 
 // Batch holds the settings of a batch run.
@@ -273,6 +276,7 @@ func (s *Set) Common(c *Common) {
 	s.String(&c.LogFormat, "log-format", "GRIDBATCH_LOG_FORMAT", "json", "log format: json or text")
 	s.String(&c.LogLevel, "log-level", "GRIDBATCH_LOG_LEVEL", "info", "log level: debug, info, warn or error")
 	s.Bool(&c.PrintConfig, "print-config", "", false, "print the effective configuration (secrets masked) and exit")
+	s.String(&c.ModelsFile, "models-file", "GRIDBATCH_MODELS_FILE", "", "models `file` (YAML) declaring your own models; empty: only the built-in ph and hazard")
 }
 
 // Batch binds the batch settings.

@@ -24,63 +24,64 @@ const ExceedanceProb = 0.01
 // with exceedance probability ExceedanceProb, computed as scipy does.
 var gumbelReturn = -math.Log(-math.Log1p(-ExceedanceProb))
 
-func init() {
-	Register(phModel{})
-	Register(hazardModel{})
-}
+// PH is the built-in "ph" model: P(H) = 1 − F(Threshold), the probability
+// that a year's maximum exceeds 35 °C.
+var PH Model = kernelModel{kind: KindPH, kernel: phSeries}
 
-// phModel is the "ph" model: P(H) = 1 − F(Threshold), the probability that a
-// year's maximum exceeds 35 °C.
-type phModel struct{}
-
-// Kind returns "ph".
-func (phModel) Kind() string { return KindPH }
-
-// Compute returns the P(H) series of each input, per scenario.
-func (phModel) Compute(ctx context.Context, in []Input) ([]Series, error) {
-	return compute(ctx, KindPH, in, phSeries)
-}
-
-// hazardModel is the "hazard" model: the 100-year return level of the
+// Hazard is the built-in "hazard" model: the 100-year return level of the
 // year's maximum.
-type hazardModel struct{}
+var Hazard Model = kernelModel{kind: KindHazard, kernel: hazardSeries}
 
-// Kind returns "hazard".
-func (hazardModel) Kind() string { return KindHazard }
-
-// Compute returns the 100-year return level series of each input, per
-// scenario.
-func (hazardModel) Compute(ctx context.Context, in []Input) ([]Series, error) {
-	return compute(ctx, KindHazard, in, hazardSeries)
+// kernelModel is a reference model: one kernel run per cell and scenario.
+type kernelModel struct {
+	kind   string
+	kernel func(p Params, rate float64, out []float64)
 }
 
-// compute runs kernel for each input and scenario, storing all values in one
-// backing array. It checks ctx before each cell and validates each cell's
-// parameters.
-func compute(ctx context.Context, kind string, in []Input, kernel func(p Params, rate float64, out []float64)) ([]Series, error) {
+// Kind returns the model's kind.
+func (m kernelModel) Kind() string { return m.kind }
+
+// Compute returns the series of each input, per scenario.
+func (m kernelModel) Compute(ctx context.Context, in []Input) ([]Series, error) {
+	backing, err := m.Values(ctx, in)
+	if err != nil {
+		return nil, err
+	}
+	ns := len(Scenarios)
+	out := make([]Series, len(in)*ns)
+	for i, c := range in {
+		for j, s := range Scenarios {
+			k := i*ns + j
+			out[k] = Series{GridID: c.GridID, Scenario: s.Name, Values: backing[k*NumYears : (k+1)*NumYears : (k+1)*NumYears]}
+		}
+	}
+	return out, nil
+}
+
+// Values runs the kernel for each input and scenario and returns all values
+// in one array, cell-major, then scenario, then year. It checks ctx before
+// each cell and validates each cell's parameters.
+func (m kernelModel) Values(ctx context.Context, in []Input) ([]float64, error) {
 	ns := len(Scenarios)
 	backing := make([]float64, len(in)*ns*NumYears)
-	out := make([]Series, len(in)*ns)
 	done := ctx.Done()
 	for i, c := range in {
 		if done != nil {
 			select {
 			case <-done:
-				return nil, fmt.Errorf("compute %s: stopped before cell %d of %d: %w", kind, i, len(in), ctx.Err())
+				return nil, fmt.Errorf("compute %s: stopped before cell %d of %d: %w", m.kind, i, len(in), ctx.Err())
 			default:
 			}
 		}
 		if err := c.validate(); err != nil {
-			return nil, fmt.Errorf("compute %s: %w", kind, err)
+			return nil, fmt.Errorf("compute %s: %w", m.kind, err)
 		}
 		for j, s := range Scenarios {
 			k := i*ns + j
-			v := backing[k*NumYears : (k+1)*NumYears : (k+1)*NumYears]
-			kernel(c.Params, s.Rate, v)
-			out[k] = Series{GridID: c.GridID, Scenario: s.Name, Values: v}
+			m.kernel(c.Params, s.Rate, backing[k*NumYears:(k+1)*NumYears])
 		}
 	}
-	return out, nil
+	return backing, nil
 }
 
 // validate reports whether the parameters are finite with a positive scale.

@@ -2,12 +2,7 @@ package grid
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"math"
-	"slices"
-	"strings"
-	"sync"
 )
 
 // Params are the GEV parameters of a cell's annual maximum daily Tmax in the
@@ -66,74 +61,16 @@ type Series struct {
 	Values   []float64
 }
 
-// Model computes series for cells. The built-in models are "ph" and
-// "hazard"; a user's own model implements Model and is registered with
-// Register.
+// Model computes series for cells: the built-in PH and Hazard.
 type Model interface {
-	// Kind returns the model's registered name, such as "ph".
+	// Kind returns the model's name, such as "ph".
 	Kind() string
 	// Compute returns len(in)*len(Scenarios) series, cell-major: for each
 	// input, one series per scenario in Scenarios order. It checks ctx
 	// between cells and, once ctx is done, returns an error wrapping
 	// ctx.Err() (so errors.Is(err, context.Canceled) works) and no series.
 	Compute(ctx context.Context, in []Input) ([]Series, error)
-}
-
-// Tabled is implemented by a model that writes its series to a results table
-// of its own choosing (one with the columns of ph_timeseries). The reference
-// models write to ph_timeseries and hazard_timeseries.
-type Tabled interface {
-	ResultsTable() string
-}
-
-// ErrUnknownModel is returned (wrapped) by ModelFor for a kind that is not
-// registered.
-var ErrUnknownModel = errors.New("unknown model kind")
-
-var (
-	registryMu sync.RWMutex
-	registry   = map[string]Model{}
-)
-
-// Register makes m available to ModelFor under m.Kind(). It panics when m is
-// nil, its kind is empty, or a model of that kind is already registered.
-func Register(m Model) {
-	if m == nil {
-		panic("grid: Register of nil model")
-	}
-	kind := m.Kind()
-	if kind == "" {
-		panic("grid: Register of model with empty kind")
-	}
-	registryMu.Lock()
-	defer registryMu.Unlock()
-	if _, dup := registry[kind]; dup {
-		panic(fmt.Sprintf("grid: Register called twice for model kind %q", kind))
-	}
-	registry[kind] = m
-}
-
-// ModelFor returns the model registered under kind. For an unknown kind it
-// returns an error wrapping ErrUnknownModel that lists the known kinds, for
-// example `unknown model kind "x" (known: hazard, ph)`.
-func ModelFor(kind string) (Model, error) {
-	registryMu.RLock()
-	m, ok := registry[kind]
-	registryMu.RUnlock()
-	if !ok {
-		return nil, fmt.Errorf("%w %q (known: %s)", ErrUnknownModel, kind, strings.Join(Kinds(), ", "))
-	}
-	return m, nil
-}
-
-// Kinds returns the registered model kinds, sorted.
-func Kinds() []string {
-	registryMu.RLock()
-	defer registryMu.RUnlock()
-	kinds := make([]string, 0, len(registry))
-	for k := range registry {
-		kinds = append(kinds, k)
-	}
-	slices.Sort(kinds)
-	return kinds
+	// Values is Compute's values in one array: cell-major, then scenario,
+	// then year.
+	Values(ctx context.Context, in []Input) ([]float64, error)
 }

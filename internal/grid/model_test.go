@@ -3,10 +3,9 @@ package grid
 import (
 	"context"
 	"encoding/json"
-	"errors"
+	"fmt"
 	"math"
 	"os"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -96,7 +95,7 @@ func TestModelsMatchScipy(t *testing.T) {
 	for _, c := range loadFixtures(t) {
 		t.Run(c.Kind+"/"+c.Scenario+"/"+c.Label, func(t *testing.T) {
 			t.Parallel()
-			m, err := ModelFor(c.Kind)
+			m, err := modelFor(c.Kind)
 			require.NoError(t, err)
 			in := []Input{{GridID: 7, Params: Params{Mu0: c.Mu0, Sigma: c.Sigma, Xi: c.Xi}}}
 			out, err := m.Compute(context.Background(), in)
@@ -169,7 +168,7 @@ func TestComputeLayout(t *testing.T) {
 	for _, kind := range []string{KindPH, KindHazard} {
 		t.Run(kind, func(t *testing.T) {
 			t.Parallel()
-			m, err := ModelFor(kind)
+			m, err := modelFor(kind)
 			require.NoError(t, err)
 			require.Equal(t, kind, m.Kind())
 			out, err := m.Compute(context.Background(), in)
@@ -196,7 +195,7 @@ func TestComputeLayout(t *testing.T) {
 func TestComputeEmpty(t *testing.T) {
 	t.Parallel()
 	for _, kind := range []string{KindPH, KindHazard} {
-		m, err := ModelFor(kind)
+		m, err := modelFor(kind)
 		require.NoError(t, err)
 		out, err := m.Compute(context.Background(), nil)
 		require.NoError(t, err)
@@ -224,7 +223,7 @@ func TestComputeInvalidParams(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			for _, kind := range []string{KindPH, KindHazard} {
-				m, err := ModelFor(kind)
+				m, err := modelFor(kind)
 				require.NoError(t, err)
 				in := []Input{{GridID: 1, Params: ReferenceParams(35, 127)}, {GridID: 42, Params: tt.params}}
 				out, err := m.Compute(context.Background(), in)
@@ -244,7 +243,7 @@ func TestComputeCancel(t *testing.T) {
 	for _, kind := range []string{KindPH, KindHazard} {
 		t.Run(kind+"/cancelled mid-way", func(t *testing.T) {
 			t.Parallel()
-			m, err := ModelFor(kind)
+			m, err := modelFor(kind)
 			require.NoError(t, err)
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
@@ -256,7 +255,7 @@ func TestComputeCancel(t *testing.T) {
 		})
 		t.Run(kind+"/already cancelled", func(t *testing.T) {
 			t.Parallel()
-			m, err := ModelFor(kind)
+			m, err := modelFor(kind)
 			require.NoError(t, err)
 			ctx, cancel := context.WithCancel(context.Background())
 			cancel()
@@ -267,7 +266,7 @@ func TestComputeCancel(t *testing.T) {
 		})
 		t.Run(kind+"/deadline", func(t *testing.T) {
 			t.Parallel()
-			m, err := ModelFor(kind)
+			m, err := modelFor(kind)
 			require.NoError(t, err)
 			ctx, cancel := context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
 			defer cancel()
@@ -277,43 +276,15 @@ func TestComputeCancel(t *testing.T) {
 	}
 }
 
-// echoModel is a user model used to exercise the registry.
-type echoModel struct{ kind string }
-
-func (m echoModel) Kind() string { return m.kind }
-
-func (echoModel) Compute(ctx context.Context, in []Input) ([]Series, error) {
-	return nil, errors.ErrUnsupported
-}
-
-// TestRegister is not parallel: it adds a kind to the global registry before
-// the parallel tests resume, so they all see the same set of kinds.
-func TestRegister(t *testing.T) {
-	Register(echoModel{kind: "test-echo"})
-	m, err := ModelFor("test-echo")
-	require.NoError(t, err)
-	require.Equal(t, "test-echo", m.Kind())
-	require.Contains(t, Kinds(), "test-echo")
-
-	require.PanicsWithValue(t, `grid: Register called twice for model kind "test-echo"`, func() { Register(echoModel{kind: "test-echo"}) })
-	require.PanicsWithValue(t, `grid: Register called twice for model kind "ph"`, func() { Register(echoModel{kind: "ph"}) })
-	require.PanicsWithValue(t, "grid: Register of model with empty kind", func() { Register(echoModel{}) })
-	require.PanicsWithValue(t, "grid: Register of nil model", func() { Register(nil) })
-}
-
-func TestModelFor(t *testing.T) {
-	t.Parallel()
-	kinds := Kinds()
-	require.IsNonDecreasing(t, kinds)
-	require.Subset(t, kinds, []string{"hazard", "ph"})
-
-	_, err := ModelFor("x")
-	require.ErrorIs(t, err, ErrUnknownModel)
-	require.EqualError(t, err, `unknown model kind "x" (known: `+strings.Join(kinds, ", ")+`)`)
-	require.True(t, strings.HasPrefix(err.Error(), `unknown model kind "x" (known: hazard, ph`), err.Error())
-
-	_, err = ModelFor("")
-	require.ErrorIs(t, err, ErrUnknownModel)
+// modelFor returns the built-in model of kind.
+func modelFor(kind string) (Model, error) {
+	switch kind {
+	case KindPH:
+		return PH, nil
+	case KindHazard:
+		return Hazard, nil
+	}
+	return nil, fmt.Errorf("unknown model kind %q", kind)
 }
 
 func BenchmarkCompute(b *testing.B) {
@@ -326,7 +297,7 @@ func BenchmarkCompute(b *testing.B) {
 	}
 	for _, kind := range []string{KindPH, KindHazard} {
 		b.Run(kind, func(b *testing.B) {
-			m, err := ModelFor(kind)
+			m, err := modelFor(kind)
 			require.NoError(b, err)
 			ctx := context.Background()
 			b.ReportAllocs()

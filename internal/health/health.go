@@ -26,8 +26,9 @@ const PingTimeout = 2 * time.Second
 //     problem live reports (a restart is the remedy);
 //   - GET /readyz, readiness: "ready" when Redis and PostgreSQL each answer a
 //     ping within PingTimeout, else 503 naming each that did not (passwords
-//     masked).
-func Register(mux *http.ServeMux, rdb redis.UniversalClient, st *store.Store, live func() []string) {
+//     masked), and one line per problem notReady reports (nil: none), such
+//     as a model whose processes cannot start.
+func Register(mux *http.ServeMux, rdb redis.UniversalClient, st *store.Store, live, notReady func() []string) {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		if problems := live(); len(problems) > 0 {
 			w.WriteHeader(http.StatusServiceUnavailable)
@@ -47,6 +48,9 @@ func Register(mux *http.ServeMux, rdb redis.UniversalClient, st *store.Store, li
 		}
 		if err := st.Ping(ctx); err != nil {
 			problems = append(problems, "postgres: "+config.Mask(err.Error()))
+		}
+		if notReady != nil {
+			problems = append(problems, notReady()...)
 		}
 		if len(problems) > 0 {
 			w.WriteHeader(http.StatusServiceUnavailable)

@@ -7,7 +7,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/gridbatch/gridbatch/internal/grid"
 	"github.com/gridbatch/gridbatch/internal/store"
 )
 
@@ -33,6 +32,7 @@ const (
 // by its gridbatch_batch_started_timestamp_seconds.
 type batchCollector struct {
 	st      *store.Store
+	kinds   []string
 	timeout time.Duration
 
 	running, cellsDone, cellsFailed, cellsTotal    *prometheus.Desc
@@ -40,10 +40,11 @@ type batchCollector struct {
 	lastEnd, deadLetters, dbUp                     *prometheus.Desc
 }
 
-func newBatchCollector(st *store.Store) *batchCollector {
+func newBatchCollector(st *store.Store, kinds []string) *batchCollector {
 	kind := []string{"kind"}
 	return &batchCollector{
 		st:           st,
+		kinds:        kinds,
 		timeout:      5 * time.Second,
 		running:      prometheus.NewDesc(NameBatchRunning, "1 while a batch of the kind runs, else 0.", kind, nil),
 		cellsDone:    prometheus.NewDesc(NameBatchCellsDone, "Cells of the kind's running batch whose chunk has a final outcome (succeeded, dead-lettered or timed out); 0 when none runs.", kind, nil),
@@ -93,7 +94,7 @@ func (c *batchCollector) Collect(ch chan<- prometheus.Metric) {
 			byKind[b.Kind] = b
 		}
 	}
-	kinds := grid.Kinds()
+	kinds := slices.Clone(c.kinds)
 	for k := range byKind {
 		if !slices.Contains(kinds, k) {
 			kinds = append(kinds, k)

@@ -46,6 +46,9 @@ type RequeueFunc func(ctx context.Context, batchID string, taskIDs []string) (in
 type Config struct {
 	// Store reads batches, chunks and dead letters.
 	Store *store.Store
+	// Kinds are the model kinds whose batch gauges are always exported
+	// (a kind with no batch running reads 0). Defaults to ph and hazard.
+	Kinds []string
 	// Redis is the monitor's own connection, for the queue summary and the
 	// queue metrics. The caller closes it.
 	Redis redis.UniversalClient
@@ -98,6 +101,9 @@ func New(cfg Config) (*Server, error) {
 	case !cfg.InsecureNoAuth && (cfg.User == "" || cfg.Password == ""):
 		return nil, errors.New("monitor: User and Password are required unless InsecureNoAuth is set")
 	}
+	if cfg.Kinds == nil {
+		cfg.Kinds = []string{"hazard", "ph"}
+	}
 	cfg.Refresh = cmp.Or(cfg.Refresh, 5*time.Second)
 	cfg.RecentBatches = cmp.Or(cfg.RecentBatches, 25)
 	cfg.RateWindow = cmp.Or(cfg.RateWindow, time.Minute)
@@ -115,7 +121,7 @@ func New(cfg Config) (*Server, error) {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		asynqmetrics.NewQueueMetricsCollector(s.insp),
-		newBatchCollector(cfg.Store),
+		newBatchCollector(cfg.Store, cfg.Kinds),
 	)
 	s.handler = s.routes()
 	return s, nil

@@ -18,7 +18,7 @@ import (
 
 	"github.com/robfig/cron/v3"
 
-	"github.com/gridbatch/gridbatch/internal/grid"
+	"github.com/gridbatch/gridbatch/internal/model"
 )
 
 // OnTime is how late a tick may be noticed and still count as on time: it
@@ -85,7 +85,7 @@ func NewSchedule(kind, spec string, loc *time.Location) (s Schedule, err error) 
 
 // Parse reads GRIDBATCH_SCHEDULES: "KIND=SPEC;KIND=SPEC", each kind a known
 // batch kind at most once, each spec as NewSchedule reads it, in loc.
-func Parse(specs string, loc *time.Location) ([]Schedule, error) {
+func Parse(specs string, loc *time.Location, models *model.Set) ([]Schedule, error) {
 	var out []Schedule
 	for part := range strings.SplitSeq(specs, ";") {
 		part = strings.TrimSpace(part)
@@ -97,7 +97,7 @@ func Parse(specs string, loc *time.Location) ([]Schedule, error) {
 		if !ok || kind == "" {
 			return nil, fmt.Errorf("%q is not KIND=SPEC, e.g. 'ph=0 2 1 1 *'", part)
 		}
-		if _, err := grid.ModelFor(kind); err != nil {
+		if _, err := models.Spec(kind); err != nil {
 			return nil, err
 		}
 		if slices.ContainsFunc(out, func(s Schedule) bool { return s.Kind == kind }) {

@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/gridbatch/gridbatch/internal/model"
 )
 
 func mustLoc(t testing.TB, name string) *time.Location {
@@ -24,7 +26,7 @@ func mustSchedule(t testing.TB, spec string, loc *time.Location) Schedule {
 func TestParse(t *testing.T) {
 	t.Parallel()
 	seoul := mustLoc(t, "Asia/Seoul")
-	got, err := Parse(" ph=0 2 1 1 * ; hazard=*/10 * * * * *;", seoul)
+	got, err := Parse(" ph=0 2 1 1 * ; hazard=*/10 * * * * *;", seoul, model.Builtins())
 	require.NoError(t, err)
 	require.Len(t, got, 2)
 	require.Equal(t, "ph", got[0].Kind)
@@ -46,7 +48,7 @@ func TestParse(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			_, err := Parse(tc.specs, time.UTC)
+			_, err := Parse(tc.specs, time.UTC, model.Builtins())
 			require.ErrorContains(t, err, tc.want)
 			require.NotContains(t, err.Error(), "\n")
 		})

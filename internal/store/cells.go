@@ -2,13 +2,18 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/gridbatch/gridbatch/internal/grid"
+	"github.com/gridbatch/gridbatch/internal/model"
 )
 
 // SeedBatchSize is the number of cells SeedCells writes per transaction.
@@ -90,9 +95,10 @@ ON CONFLICT (step, grid_id) DO NOTHING`)
 	return tag.RowsAffected(), nil
 }
 
-// MissingInputError is returned by LoadInputs when some of the requested
-// cells have no row in cell_params: the grid was not seeded there at that
-// step. It is a bad-input error no retry can fix.
+// MissingInputError is returned by LoadCells when some of the requested
+// cells have no row in cell_params, or no value for an input: the grid was
+// not seeded (or imported) there at that step. It is a bad-input error no
+// retry can fix.
 type MissingInputError struct {
 	// Step is the lattice step of the request.
 	Step float64
@@ -105,6 +111,8 @@ type MissingInputError struct {
 	// BBox covers the missing cells; it is the zero BBox when they are not
 	// cells of a valid lattice of Step.
 	BBox grid.BBox
+	// Inputs are the inputs asked for.
+	Inputs []string
 }
 
 // Error says which cells are missing and the seed command that writes them.
@@ -114,55 +122,127 @@ func (e *MissingInputError) Error() string {
 	if e.BBox != (grid.BBox{}) {
 		bbox = e.BBox.String()
 	}
+	if len(e.Inputs) > 0 && !slices.Equal(e.Inputs, model.DefaultInputs) {
+		return fmt.Sprintf("%d of %d cells have no value for some of the inputs %s in cell_params (first grid_id %d at step %s); seed the cells (enqueuer seed --step %s --bbox %s), then fill those columns of cell_params",
+			e.Missing, e.Total, strings.Join(e.Inputs, ", "), e.First, step, step, bbox)
+	}
 	return fmt.Sprintf("%d of %d cells have no inputs in cell_params (first grid_id %d at step %s); run: enqueuer seed --step %s --bbox %s",
 		e.Missing, e.Total, e.First, step, step, bbox)
 }
 
-// LoadInputs returns the inputs of the cells ids of the lattice of step, in
-// the order of ids, with one query (grid_id = ANY($2)). When some cells have
-// no row in cell_params it returns the inputs it found, still in the order of
-// ids, and a *MissingInputError. An empty ids returns nil and no error
-// without a query.
-func (s *Store) LoadInputs(ctx context.Context, step float64, ids []int64) ([]grid.Input, error) {
+// LoadCells returns the cells ids of the lattice of step with the inputs
+// named (columns of cell_params), in the order of ids, with one query
+// (grid_id = ANY($2)). When some cells have no row in cell_params, or a NULL
+// in one of the inputs, it returns a *MissingInputError; when cell_params
+// has no column for an input, an *UnknownInputError. An empty ids returns
+// empty Cells without a query.
+func (s *Store) LoadCells(ctx context.Context, step float64, ids []int64, inputs []string) (model.Cells, error) {
+	c := model.Cells{GridID: ids, Lat: make([]float64, len(ids)), Lon: make([]float64, len(ids)), Inputs: make([][]float64, len(inputs))}
+	for i := range inputs {
+		c.Inputs[i] = make([]float64, len(ids))
+	}
 	if len(ids) == 0 {
-		return nil, nil
+		return c, nil
 	}
-	rows, err := s.Pool.Query(ctx, `SELECT grid_id, mu0, sigma, xi FROM cell_params WHERE step = $1 AND grid_id = ANY($2)`, step, ids)
+	cols := make([]string, len(inputs))
+	notNull := ""
+	for i, in := range inputs {
+		cols[i] = pgx.Identifier{in}.Sanitize()
+		notNull += " AND " + cols[i] + " IS NOT NULL"
+	}
+	q := `SELECT grid_id, lat, lon`
+	if len(cols) > 0 {
+		q += ", " + strings.Join(cols, ", ")
+	}
+	q += ` FROM cell_params WHERE step = $1 AND grid_id = ANY($2)` + notNull
+	where := func(err error) error {
+		return fmt.Errorf("load inputs of %d cells at step %s: %w", len(ids), strconv.FormatFloat(step, 'g', -1, 64), err)
+	}
+	rows, err := s.Pool.Query(ctx, q, step, ids)
 	if err != nil {
-		return nil, fmt.Errorf("load inputs of %d cells at step %s: %w", len(ids), strconv.FormatFloat(step, 'g', -1, 64), err)
+		return c, where(inputError(err, inputs))
 	}
-	found := make(map[int64]grid.Params, len(ids))
+	pos := make(map[int64]int, len(ids))
+	for i, id := range ids {
+		pos[id] = i
+	}
+	found := make([]bool, len(ids))
 	var (
-		id int64
-		p  grid.Params
+		id       int64
+		lat, lon float64
 	)
-	_, err = pgx.ForEachRow(rows, []any{&id, &p.Mu0, &p.Sigma, &p.Xi}, func() error {
-		found[id] = p
+	vals := make([]float64, len(inputs))
+	dest := []any{&id, &lat, &lon}
+	for i := range vals {
+		dest = append(dest, &vals[i])
+	}
+	_, err = pgx.ForEachRow(rows, dest, func() error {
+		i, ok := pos[id]
+		if !ok {
+			return nil
+		}
+		found[i] = true
+		c.Lat[i], c.Lon[i] = lat, lon
+		for k, v := range vals {
+			c.Inputs[k][i] = v
+		}
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("load inputs of %d cells at step %s: %w", len(ids), strconv.FormatFloat(step, 'g', -1, 64), err)
+		return c, where(inputError(err, inputs))
 	}
-	in := make([]grid.Input, 0, len(ids))
 	var missing []int64
-	for _, id := range ids {
-		p, ok := found[id]
+	for i, ok := range found {
 		if !ok {
-			missing = append(missing, id)
-			continue
+			missing = append(missing, ids[i])
 		}
-		in = append(in, grid.Input{GridID: id, Params: p})
 	}
 	if len(missing) > 0 {
-		return in, &MissingInputError{
+		return c, &MissingInputError{
 			Step:    step,
 			Missing: len(missing),
 			Total:   len(ids),
 			First:   missing[0],
 			BBox:    coveringBBox(step, missing),
+			Inputs:  inputs,
 		}
 	}
-	return in, nil
+	return c, nil
+}
+
+// UnknownInputError is a model input that cell_params has no column for:
+// neither seeded nor imported.
+type UnknownInputError struct {
+	Inputs []string
+	Cause  error
+}
+
+func (e *UnknownInputError) Error() string {
+	return fmt.Sprintf("cell_params has no column for some of the inputs %s (%v): add them as double precision columns of cell_params and fill them, or fix the model's inputs in the models file",
+		strings.Join(e.Inputs, ", "), e.Cause)
+}
+
+func (e *UnknownInputError) Unwrap() error { return e.Cause }
+
+// inputError turns PostgreSQL's undefined_column into an *UnknownInputError.
+func inputError(err error, inputs []string) error {
+	var pg *pgconn.PgError
+	if errors.As(err, &pg) && pg.Code == "42703" {
+		return &UnknownInputError{Inputs: inputs, Cause: err}
+	}
+	return err
+}
+
+// InputColumns returns the float8 columns of cell_params that hold inputs
+// (every column but step, grid_id, lat and lon).
+func (s *Store) InputColumns(ctx context.Context) ([]string, error) {
+	rows, err := s.Pool.Query(ctx, `SELECT column_name FROM information_schema.columns
+WHERE table_schema = current_schema() AND table_name = 'cell_params'
+  AND column_name NOT IN ('step', 'grid_id', 'lat', 'lon') ORDER BY column_name`)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, pgx.RowTo[string])
 }
 
 // coveringBBox returns a bbox whose cell centres include the given cells of

@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gridbatch/gridbatch/internal/grid"
+	"github.com/gridbatch/gridbatch/internal/model"
 	"github.com/gridbatch/gridbatch/internal/store"
 	"github.com/gridbatch/gridbatch/internal/testutil"
 )
@@ -147,7 +148,7 @@ func TestSeedCellsWithoutSchema(t *testing.T) {
 	require.True(t, store.IsSchemaError(err), "IsSchemaError(%v)", err)
 }
 
-func TestLoadInputs(t *testing.T) {
+func TestLoadCells(t *testing.T) {
 	t.Parallel()
 	ctx := testContext(t)
 	db := testutil.NewDB(t)
@@ -158,6 +159,19 @@ func TestLoadInputs(t *testing.T) {
 		c := r.CellAt(k)
 		return grid.Input{GridID: c.GridID, Params: grid.ReferenceParams(c.Lat, c.Lon)}
 	}
+	// asInputs reads Cells loaded with the inputs mu0, sigma, xi back as
+	// grid inputs, checking each cell's centre.
+	asInputs := func(t *testing.T, c model.Cells) []grid.Input {
+		out := make([]grid.Input, c.Len())
+		for i, id := range c.GridID {
+			cell, err := r.Lattice.CellByID(id)
+			require.NoError(t, err)
+			require.Equal(t, cell.Lat, c.Lat[i])
+			require.Equal(t, cell.Lon, c.Lon[i])
+			out[i] = grid.Input{GridID: id, Params: grid.Params{Mu0: c.Inputs[0][i], Sigma: c.Inputs[1][i], Xi: c.Inputs[2][i]}}
+		}
+		return out
+	}
 
 	t.Run("returns inputs in the order asked", func(t *testing.T) {
 		want := []grid.Input{input(17), input(3), input(1599), input(0), input(800)}
@@ -165,15 +179,21 @@ func TestLoadInputs(t *testing.T) {
 		for i, in := range want {
 			ids[i] = in.GridID
 		}
-		got, err := db.Store.LoadInputs(ctx, 0.05, ids)
+		got, err := db.Store.LoadCells(ctx, 0.05, ids, model.DefaultInputs)
 		require.NoError(t, err)
-		require.Equal(t, want, got)
+		require.Equal(t, want, asInputs(t, got))
+	})
+
+	t.Run("inputs in the order declared", func(t *testing.T) {
+		got, err := db.Store.LoadCells(ctx, 0.05, []int64{input(5).GridID}, []string{"xi", "mu0"})
+		require.NoError(t, err)
+		require.Equal(t, [][]float64{{input(5).Xi}, {input(5).Mu0}}, got.Inputs)
 	})
 
 	t.Run("no ids, no inputs", func(t *testing.T) {
-		got, err := db.Store.LoadInputs(ctx, 0.05, nil)
+		got, err := db.Store.LoadCells(ctx, 0.05, nil, model.DefaultInputs)
 		require.NoError(t, err)
-		require.Empty(t, got)
+		require.Zero(t, got.Len())
 	})
 
 	t.Run("missing cells", func(t *testing.T) {
@@ -181,8 +201,7 @@ func TestLoadInputs(t *testing.T) {
 		// Cells just north of the seeded box, and one at another step.
 		north := []int64{l.GridID(r.Row1, r.Col0+5), l.GridID(r.Row1+2, r.Col0+9)}
 		ids := []int64{input(4).GridID, north[0], input(2).GridID, north[1]}
-		got, err := db.Store.LoadInputs(ctx, 0.05, ids)
-		require.Equal(t, []grid.Input{input(4), input(2)}, got, "the found inputs, in order")
+		_, err := db.Store.LoadCells(ctx, 0.05, ids, model.DefaultInputs)
 		var missing *store.MissingInputError
 		require.ErrorAs(t, err, &missing)
 		require.Equal(t, 0.05, missing.Step)
@@ -197,17 +216,39 @@ func TestLoadInputs(t *testing.T) {
 		n, err := db.Store.SeedCells(ctx, fix, nil)
 		require.NoError(t, err)
 		require.EqualValues(t, fix.NumCells(), n, "the suggested bbox holds no seeded cell")
-		got, err = db.Store.LoadInputs(ctx, 0.05, ids)
+		got, err := db.Store.LoadCells(ctx, 0.05, ids, model.DefaultInputs)
 		require.NoError(t, err)
-		require.Len(t, got, 4)
+		require.Equal(t, 4, got.Len())
 
-		_, err = db.Store.LoadInputs(ctx, 0.1, ids[:1])
+		_, err = db.Store.LoadCells(ctx, 0.1, ids[:1], model.DefaultInputs)
 		require.ErrorAs(t, err, &missing, "the same id at another step is another cell")
 	})
 
 	t.Run("missing ids off the lattice", func(t *testing.T) {
-		_, err := db.Store.LoadInputs(ctx, 0.05, []int64{-1})
+		_, err := db.Store.LoadCells(ctx, 0.05, []int64{-1}, model.DefaultInputs)
 		require.EqualError(t, err, "1 of 1 cells have no inputs in cell_params (first grid_id -1 at step 0.05); run: enqueuer seed --step 0.05 --bbox LON_MIN,LAT_MIN,LON_MAX,LAT_MAX")
+	})
+
+	t.Run("an input cell_params has no column for", func(t *testing.T) {
+		_, err := db.Store.LoadCells(ctx, 0.05, []int64{input(1).GridID}, []string{"mu0", "rain"})
+		var unknown *store.UnknownInputError
+		require.ErrorAs(t, err, &unknown)
+		require.Contains(t, err.Error(), "cell_params has no column for some of the inputs mu0, rain")
+	})
+
+	t.Run("a NULL input is a missing one", func(t *testing.T) {
+		_, err := db.Store.Pool.Exec(ctx, `ALTER TABLE cell_params ADD COLUMN rain double precision`)
+		require.NoError(t, err)
+		_, err = db.Store.Pool.Exec(ctx, `UPDATE cell_params SET rain = 1.5 WHERE step = 0.05 AND grid_id = $1`, input(1).GridID)
+		require.NoError(t, err)
+		got, err := db.Store.LoadCells(ctx, 0.05, []int64{input(1).GridID}, []string{"rain"})
+		require.NoError(t, err)
+		require.Equal(t, [][]float64{{1.5}}, got.Inputs)
+		_, err = db.Store.LoadCells(ctx, 0.05, []int64{input(1).GridID, input(2).GridID}, []string{"rain"})
+		var missing *store.MissingInputError
+		require.ErrorAs(t, err, &missing)
+		require.Equal(t, 1, missing.Missing)
+		require.Contains(t, err.Error(), "have no value for some of the inputs rain")
 	})
 }
 

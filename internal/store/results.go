@@ -22,14 +22,14 @@ const stageTable = "gridbatch_stage"
 // has committed the creation of stageTable.
 const stageCreated = "gridbatch.stage_created"
 
-// WriteChunk writes a chunk's series and records the chunk succeeded, in one
+// WriteChunk writes a chunk's series (Values[0] being firstYear's) and records the chunk succeeded, in one
 // transaction: COPY into a temporary table, one INSERT … ON CONFLICT DO
 // UPDATE into the kind's table, then the chunk's outcome and the batch
 // counters. A re-run rewrites the same rows and counts nothing twice. When the
 // batch has already ended (cancelled, timed out) nothing is written and the
 // returned Transition has BatchRunning false; allowEnded writes anyway (a
 // requeued dead letter of an ended batch).
-func (s *Store) WriteChunk(ctx context.Context, kind string, step float64, series []grid.Series, o ChunkOutcome, allowEnded bool) (Transition, error) {
+func (s *Store) WriteChunk(ctx context.Context, kind string, step float64, firstYear int, series []grid.Series, o ChunkOutcome, allowEnded bool) (Transition, error) {
 	table, err := ResultsTable(kind)
 	if err != nil {
 		return Transition{}, err
@@ -65,7 +65,7 @@ func (s *Store) WriteChunk(ctx context.Context, kind string, step float64, serie
 			ON CONFLICT (step, grid_id, scenario) DO UPDATE SET
 				first_year = EXCLUDED.first_year, series = EXCLUDED.series,
 				batch_id = EXCLUDED.batch_id, computed_at = EXCLUDED.computed_at`,
-			step, grid.FirstYear, o.BatchID)
+			step, firstYear, o.BatchID)
 		if err != nil {
 			return fmt.Errorf("upsert into %s: %w", table, err)
 		}

@@ -53,7 +53,7 @@ func TestWriteChunk(t *testing.T) {
 	ended := newBatch("ended")
 	_, _, _, err = st.FinishBatch(ctx, ended.ID, store.Final{Status: store.StatusCancelled, Rest: store.ChunkCancelled})
 	require.NoError(t, err)
-	tr, err := st.WriteChunk(ctx, grid.KindPH, 0.05, series(0, 1), store.ChunkOutcome{BatchID: ended.ID, Chunk: 0, Attempts: 1}, false)
+	tr, err := st.WriteChunk(ctx, grid.KindPH, 0.05, grid.FirstYear, series(0, 1), store.ChunkOutcome{BatchID: ended.ID, Chunk: 0, Attempts: 1}, false)
 	require.NoError(t, err, "a chunk of an ended batch rolls back, staging table and all")
 	require.False(t, tr.BatchRunning)
 	_, err = st.ReadSeries(ctx, grid.KindPH, 0.05, r.ChunkIDs(0, 2)[0], "ssp126")
@@ -61,12 +61,12 @@ func TestWriteChunk(t *testing.T) {
 
 	b := newBatch("running")
 	for chunk := range 2 {
-		tr, err := st.WriteChunk(ctx, grid.KindPH, 0.05, series(chunk, 2), store.ChunkOutcome{BatchID: b.ID, Chunk: chunk, Attempts: 1}, false)
+		tr, err := st.WriteChunk(ctx, grid.KindPH, 0.05, grid.FirstYear, series(chunk, 2), store.ChunkOutcome{BatchID: b.ID, Chunk: chunk, Attempts: 1}, false)
 		require.NoError(t, err, "chunk %d", chunk)
 		require.True(t, tr.Changed)
 	}
 	// A re-run rewrites the same rows.
-	_, err = st.WriteChunk(ctx, grid.KindPH, 0.05, series(1, 3), store.ChunkOutcome{BatchID: b.ID, Chunk: 1, Attempts: 2}, false)
+	_, err = st.WriteChunk(ctx, grid.KindPH, 0.05, grid.FirstYear, series(1, 3), store.ChunkOutcome{BatchID: b.ID, Chunk: 1, Attempts: 2}, false)
 	require.NoError(t, err)
 	for chunk, seed := range []float64{2, 3} {
 		for _, id := range r.ChunkIDs(chunk, 2) {

@@ -4,13 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"regexp"
 	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/gridbatch/gridbatch/internal/grid"
+	"github.com/gridbatch/gridbatch/internal/model"
 )
 
 // ErrNoSeries is returned (wrapped) by ReadSeries when no series is stored
@@ -30,28 +29,48 @@ type StoredSeries struct {
 	ComputedAt time.Time
 }
 
-// ResultsTable returns the table holding the series of kind: ph_timeseries
-// for "ph", hazard_timeseries for "hazard", and for a registered user model
-// implementing grid.Tabled the table it names. Any other kind is an error
-// naming the known ones.
+// ResultsTable returns the table holding the series of kind:
+// <kind>_timeseries (ph_timeseries, hazard_timeseries, …). A kind that cannot
+// name a table is an error.
 func ResultsTable(kind string) (string, error) {
-	switch kind {
-	case grid.KindPH:
-		return "ph_timeseries", nil
-	case grid.KindHazard:
-		return "hazard_timeseries", nil
+	if !model.KindPattern.MatchString(kind) {
+		return "", fmt.Errorf("kind %q: must match %s", kind, model.KindPattern)
 	}
-	if m, err := grid.ModelFor(kind); err == nil {
-		if t, ok := m.(grid.Tabled); ok && tableName.MatchString(t.ResultsTable()) {
-			return t.ResultsTable(), nil
-		}
-	}
-	return "", fmt.Errorf("unknown kind %q (known: %s, %s)", kind, grid.KindHazard, grid.KindPH)
+	return kind + "_timeseries", nil
 }
 
-var tableName = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
+// TableExists reports whether the current schema has the table.
+func (s *Store) TableExists(ctx context.Context, table string) (bool, error) {
+	var exists bool
+	err := s.Pool.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, table).Scan(&exists)
+	return exists, err
+}
 
-// ReadSeries returns the stored series of kind ("ph" or "hazard") for the
+// EnsureResultsTables creates the results table of every kind that has
+// none, shaped like ph_timeseries. `enqueuer migrate` calls it for the kinds
+// of the models file.
+func (s *Store) EnsureResultsTables(ctx context.Context, kinds []string) (created []string, err error) {
+	for _, kind := range kinds {
+		table, err := ResultsTable(kind)
+		if err != nil {
+			return created, err
+		}
+		exists, err := s.TableExists(ctx, table)
+		if err != nil {
+			return created, fmt.Errorf("look for %s: %w", table, err)
+		}
+		if exists {
+			continue
+		}
+		if _, err := s.Pool.Exec(ctx, `CREATE TABLE IF NOT EXISTS `+table+` (LIKE ph_timeseries INCLUDING ALL)`); err != nil {
+			return created, fmt.Errorf("create %s: %w", table, err)
+		}
+		created = append(created, table)
+	}
+	return created, nil
+}
+
+// ReadSeries returns the stored series of kind for the
 // cell gridID of the lattice of step and the given scenario. It returns an
 // error wrapping ErrNoSeries when there is none, and the error of
 // ResultsTable for an unknown kind.

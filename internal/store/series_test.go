@@ -14,14 +14,14 @@ import (
 
 func TestResultsTable(t *testing.T) {
 	t.Parallel()
-	for kind, want := range map[string]string{"ph": "ph_timeseries", "hazard": "hazard_timeseries"} {
+	for kind, want := range map[string]string{"ph": "ph_timeseries", "hazard": "hazard_timeseries", "ph_py": "ph_py_timeseries"} {
 		got, err := store.ResultsTable(kind)
 		require.NoError(t, err)
 		require.Equal(t, want, got)
 	}
-	for _, kind := range []string{"", "PH", "ph_timeseries", "ph; DROP TABLE cell_params"} {
+	for _, kind := range []string{"", "PH", "ph-x", "9ph", "ph; DROP TABLE cell_params"} {
 		_, err := store.ResultsTable(kind)
-		require.ErrorContains(t, err, "(known: hazard, ph)", "kind %q", kind)
+		require.ErrorContains(t, err, "must match", "kind %q", kind)
 	}
 }
 
@@ -66,9 +66,20 @@ VALUES (0.05, 4242, 'ssp245', 2021, $1, 'b-1', $2)`, values, computed)
 		})
 	}
 
-	t.Run("unknown kind", func(t *testing.T) {
+	t.Run("a kind without a table", func(t *testing.T) {
 		_, err := db.Store.ReadSeries(ctx, "risk", 0.05, 4242, "ssp245")
-		require.EqualError(t, err, `unknown kind "risk" (known: hazard, ph)`)
+		require.True(t, store.IsSchemaError(err), "%v", err)
 		require.NotErrorIs(t, err, store.ErrNoSeries)
+	})
+
+	t.Run("EnsureResultsTables makes a kind's table once", func(t *testing.T) {
+		created, err := db.Store.EnsureResultsTables(ctx, []string{"ph", "risk"})
+		require.NoError(t, err)
+		require.Equal(t, []string{"risk_timeseries"}, created)
+		created, err = db.Store.EnsureResultsTables(ctx, []string{"risk"})
+		require.NoError(t, err)
+		require.Empty(t, created)
+		_, err = db.Store.ReadSeries(ctx, "risk", 0.05, 4242, "ssp245")
+		require.ErrorIs(t, err, store.ErrNoSeries)
 	})
 }

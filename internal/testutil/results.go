@@ -2,6 +2,7 @@ package testutil
 
 import (
 	"context"
+	"math"
 	"testing"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -12,18 +13,29 @@ import (
 )
 
 // CheckResults checks every row of kind's results table at step against the
-// kernel: its cell must satisfy keep (nil keeps every cell), its first year
-// must be grid.FirstYear, its scenario one of the kernel's, and its series
-// equal to the kernel's series for the cell's reference parameters. It
-// returns how many rows it checked.
+// built-in kernel of the same kind (ph or hazard), exactly. See
+// CheckResultsAgainst.
 func CheckResults(t testing.TB, pool *pgxpool.Pool, kind string, step float64, keep func(grid.Cell) bool) int {
+	t.Helper()
+	ref := grid.PH
+	if kind == grid.KindHazard {
+		ref = grid.Hazard
+	}
+	return CheckResultsAgainst(t, pool, kind, ref, 0, step, keep)
+}
+
+// CheckResultsAgainst checks every row of kind's results table at step
+// against the Go kernel ref: its cell must satisfy keep (nil keeps every
+// cell), its first year must be grid.FirstYear, its scenario one of the
+// kernel's, and each value within rel (relative; 0: exactly equal) of the
+// kernel's for the cell's reference parameters. It returns how many rows it
+// checked.
+func CheckResultsAgainst(t testing.TB, pool *pgxpool.Pool, kind string, ref grid.Model, rel, step float64, keep func(grid.Cell) bool) int {
 	t.Helper()
 	ctx := context.Background()
 	table, err := store.ResultsTable(kind)
 	require.NoError(t, err)
 	lat, err := grid.NewLattice(step)
-	require.NoError(t, err)
-	model, err := grid.ModelFor(kind)
 	require.NoError(t, err)
 	rows, err := pool.Query(ctx, `SELECT grid_id, scenario, first_year, series FROM `+table+` WHERE step = $1`, step)
 	require.NoError(t, err)
@@ -38,14 +50,24 @@ func CheckResults(t testing.TB, pool *pgxpool.Pool, kind string, step float64, k
 		cell, err := lat.CellByID(id)
 		require.NoError(t, err)
 		require.True(t, keep == nil || keep(cell), "unexpected row for cell %d", id)
-		want, err := model.Compute(ctx, []grid.Input{{GridID: id, Params: grid.ReferenceParams(cell.Lat, cell.Lon)}})
+		want, err := ref.Compute(ctx, []grid.Input{{GridID: id, Params: grid.ReferenceParams(cell.Lat, cell.Lon)}})
 		require.NoError(t, err)
 		require.Equal(t, grid.FirstYear, first)
 		found := false
 		for _, s := range want {
-			if s.Scenario == scen {
+			if s.Scenario != scen {
+				continue
+			}
+			found = true
+			if rel == 0 {
 				require.Equal(t, s.Values, got, "cell %d %s", id, scen)
-				found = true
+				continue
+			}
+			require.Len(t, got, len(s.Values), "cell %d %s", id, scen)
+			for i, w := range s.Values {
+				if d := math.Abs(got[i] - w); d > rel*math.Abs(w) && !(w == 0 && d == 0) {
+					t.Fatalf("cell %d %s year %d: got %v, want %v (relative error %.3g > %g)", id, scen, first+i, got[i], w, d/math.Abs(w), rel)
+				}
 			}
 		}
 		require.True(t, found, "scenario %s", scen)

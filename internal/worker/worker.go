@@ -29,6 +29,8 @@ import (
 	"github.com/gridbatch/gridbatch/internal/lease"
 	"github.com/gridbatch/gridbatch/internal/logging"
 	"github.com/gridbatch/gridbatch/internal/metrics"
+	"github.com/gridbatch/gridbatch/internal/model"
+	"github.com/gridbatch/gridbatch/internal/model/process"
 	"github.com/gridbatch/gridbatch/internal/store"
 	"github.com/gridbatch/gridbatch/tasks"
 )
@@ -38,11 +40,23 @@ type Option func(*options)
 
 type options struct {
 	handlers map[string]asynq.Handler
+	models   []goModel
+}
+
+type goModel struct {
+	spec model.Spec
+	c    model.Computer
 }
 
 // WithHandler registers an extra handler for a task type.
 func WithHandler(typ string, h asynq.Handler) Option {
 	return func(o *options) { o.handlers[typ] = h }
+}
+
+// WithModel adds a Go model to the models the worker runs (those of
+// GRIDBATCH_MODELS_FILE and the built-ins).
+func WithModel(spec model.Spec, c model.Computer) Option {
+	return func(o *options) { o.models = append(o.models, goModel{spec, c}) }
 }
 
 // Run runs the worker until ctx is cancelled (SIGTERM/SIGINT), then shuts
@@ -57,6 +71,15 @@ func Run(ctx context.Context, cfg config.Worker, stderr io.Writer, opts ...Optio
 	if cfg.GCPercent > 0 {
 		debug.SetGCPercent(cfg.GCPercent)
 	}
+	models, err := cli.Models(cfg.Common)
+	if err != nil {
+		return err
+	}
+	for _, m := range o.models {
+		if err := models.Add(m.spec, m.c); err != nil {
+			return err
+		}
+	}
 	rdb, err := cli.OpenRedis(ctx, cfg.RedisURL)
 	if err != nil {
 		return err
@@ -68,15 +91,22 @@ func Run(ctx context.Context, cfg config.Worker, stderr io.Writer, opts ...Optio
 	}
 	defer st.Close()
 
+	// The model processes: started on demand, killed at their chunk's end
+	// of life, and all ended when the worker stops (after the asynq server,
+	// so in-flight chunks are killed through their contexts first).
+	procs := process.New(models, log, process.Config{Concurrency: cfg.Concurrency})
+	defer procs.Close()
+
 	client := asynq.NewClientFromRedisClient(rdb)
 	insp := asynq.NewInspectorFromRedisClient(rdb)
-	broker := tasks.NewBroker(client, insp, rdb, tasks.ChunkOptions{Timeout: cfg.TaskTimeout, MaxRetry: cfg.MaxRetry})
+	broker := tasks.NewBroker(client, insp, rdb, tasks.ChunkOptions{Timeout: cfg.TaskTimeout, MaxRetry: cfg.MaxRetry,
+		KindTimeouts: tasks.KindTimeouts(models)})
 	host, _ := os.Hostname()
 	workerName := fmt.Sprintf("%s:%d", host, os.Getpid())
 	m := metrics.NewWorker(tasks.TypeChunk, tasks.TypePlan, tasks.TypeLock)
 	db := breaker.New(breaker.Config{Failures: cfg.BreakerFailures, OpenFor: cfg.BreakerOpenFor,
 		IsConnError: store.IsConnError, Log: log, OnChange: func(_, to string) { m.SetBreakerState(to) }})
-	svc := batch.New(st, broker, log, batch.Config{Worker: workerName, DB: db})
+	svc := batch.New(st, broker, log, batch.Config{Worker: workerName, DB: db, Models: models, Compute: procs})
 	h := tasks.NewHandlers(svc, log, tasks.WithObserver(m))
 	dq, err := dlq.New(st, rdb, client, svc, broker, log, dlq.Config{
 		Queues: []string{tasks.QueueGrid, tasks.QueueBatch}, SweepInterval: cfg.DLQSweepInterval})
@@ -90,7 +120,7 @@ func Run(ctx context.Context, cfg config.Worker, stderr io.Writer, opts ...Optio
 		RetryDelayFunc: retryDelay(tasks.RetryDelay(cfg.RetryPolicy, cfg.RetryBase), db),
 		// A task refused by the open breaker never reached the database: it
 		// is retried without counting against its retries.
-		IsFailure:         func(err error) bool { return !errors.Is(err, breaker.ErrOpen) },
+		IsFailure:         func(err error) bool { return batch.Classify(err) != batch.RetryUncounted },
 		ErrorHandler:      asynq.ErrorHandlerFunc(h.HandleError),
 		Logger:            logging.Asynq(log),
 		LogLevel:          logging.AsynqLevel(cfg.LogLevel),
@@ -112,7 +142,7 @@ func Run(ctx context.Context, cfg config.Worker, stderr io.Writer, opts ...Optio
 		mux.Handle(typ, extra)
 	}
 
-	httpSrv, err := health.Listen(cfg.HTTPAddr, endpoints(rdb, st, liveness(cfg, wd, insp), m.Handler(), cfg.Pprof), log)
+	httpSrv, err := health.Listen(cfg.HTTPAddr, endpoints(rdb, st, liveness(cfg, wd, insp), procs.NotReady, m.Handler(), cfg.Pprof), log)
 	if err != nil {
 		return err
 	}
@@ -125,6 +155,7 @@ func Run(ctx context.Context, cfg config.Worker, stderr io.Writer, opts ...Optio
 		"retry", cfg.RetryPolicy, "retry_base", cfg.RetryBase.String(), "gc_percent", cfg.GCPercent)
 
 	rctx, stopReconciler := context.WithCancel(context.Background())
+	procs.Warm(rctx)
 	go func() { // log overdue handlers even when nobody polls /healthz
 		t := time.NewTicker(5 * time.Second)
 		defer t.Stop()
@@ -250,7 +281,7 @@ func logStartLatency(log *slog.Logger) asynq.MiddlewareFunc {
 
 // endpoints serves /healthz, /readyz and /metrics, and net/http/pprof under
 // /debug/pprof/ when withPprof is set.
-func endpoints(rdb redis.UniversalClient, st *store.Store, live func() []string, metricsHandler http.Handler, withPprof bool) http.Handler {
+func endpoints(rdb redis.UniversalClient, st *store.Store, live, notReady func() []string, metricsHandler http.Handler, withPprof bool) http.Handler {
 	mux := http.NewServeMux()
 	if withPprof {
 		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
@@ -259,7 +290,7 @@ func endpoints(rdb redis.UniversalClient, st *store.Store, live func() []string,
 		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
 		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	}
-	health.Register(mux, rdb, st, live)
+	health.Register(mux, rdb, st, live, notReady)
 	mux.Handle("GET /metrics", metricsHandler)
 	return mux
 }

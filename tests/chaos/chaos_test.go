@@ -166,7 +166,7 @@ func TestChaos7ModelPanics(t *testing.T) {
 	w := e.start("testworker", "GRIDBATCH_HTTP_ADDR="+addr, "GRIDBATCH_MAX_RETRY=1", "GRIDBATCH_CONCURRENCY=2")
 	b := e.trigger(chaosmodel.Kind, 500)
 	b = e.waitEnded(b.ID, 3*time.Minute)
-	exp, found := e.rows(func(c grid.Cell) bool { return c.Lat <= chaosmodel.PanicAbove })
+	exp, found := e.rowsOf(chaosmodel.Kind, grid.PH, 0, func(c grid.Cell) bool { return c.Lat <= chaosmodel.PanicAbove })
 	var deadLetters int
 	require.NoError(t, e.db.Pool.QueryRow(context.Background(),
 		`SELECT count(*) FROM dead_letters WHERE batch_id = $1 AND last_error LIKE '%panic%'`, b.ID).Scan(&deadLetters))

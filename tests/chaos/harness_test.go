@@ -68,7 +68,6 @@ func TestMain(m *testing.M) {
 		fmt.Fprintf(os.Stderr, "chaos: build the binaries: %v\n", err)
 		os.Exit(1)
 	}
-	chaosmodel.Register()
 	code := m.Run()
 	_, _ = services("down")
 	os.RemoveAll(binDir)
@@ -137,6 +136,12 @@ func (e *env) waitEnded(id string, timeout time.Duration) store.Batch {
 // rows counts the ph rows of the Korea grid and checks each against the
 // kernel; cellOK selects the cells expected to have rows.
 func (e *env) rows(cellOK func(grid.Cell) bool) (expected, found int) {
+	return e.rowsOf(grid.KindPH, grid.PH, 0, cellOK)
+}
+
+// rowsOf is rows for the results of kind, checked against the kernel ref
+// within rel.
+func (e *env) rowsOf(kind string, ref grid.Model, rel float64, cellOK func(grid.Cell) bool) (expected, found int) {
 	e.t.Helper()
 	region, err := grid.ParseRegion(0.05, "124,33,132,39", 0)
 	require.NoError(e.t, err)
@@ -145,7 +150,7 @@ func (e *env) rows(cellOK func(grid.Cell) bool) (expected, found int) {
 			expected += len(grid.Scenarios)
 		}
 	}
-	return expected, testutil.CheckResults(e.t, e.db.Pool, grid.KindPH, 0.05, cellOK)
+	return expected, testutil.CheckResultsAgainst(e.t, e.db.Pool, kind, ref, rel, 0.05, cellOK)
 }
 
 func all(grid.Cell) bool { return true }
@@ -168,8 +173,11 @@ func (e *env) trigger(kind string, chunkSize int) store.Batch {
 	e.t.Helper()
 	client := asynq.NewClientFromRedisClient(e.r.Client)
 	insp := asynq.NewInspectorFromRedisClient(e.r.Client)
+	models := chaosmodel.Models()
+	_, err := e.db.Store.EnsureResultsTables(context.Background(), models.Kinds())
+	require.NoError(e.t, err)
 	svc := batch.New(e.db.Store, tasks.NewBroker(client, insp, e.r.Client, tasks.ChunkOptions{}),
-		slog.New(slog.NewTextHandler(io.Discard, nil)), batch.Config{})
+		slog.New(slog.NewTextHandler(io.Discard, nil)), batch.Config{Models: models})
 	region, err := grid.ParseRegion(0.05, "124,33,132,39", 0)
 	require.NoError(e.t, err)
 	b, err := svc.Trigger(context.Background(), batch.Request{Kind: kind, Region: region, ChunkSize: chunkSize,

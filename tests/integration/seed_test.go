@@ -143,9 +143,7 @@ func TestResultsCommand(t *testing.T) {
 	})
 
 	// A series as a batch would write it: the ph model's values for the cell's reference inputs.
-	m, err := grid.ModelFor("ph")
-	require.NoError(t, err)
-	series, err := m.Compute(ctx, []grid.Input{{GridID: seoul.GridID, Params: grid.ReferenceParams(seoul.Lat, seoul.Lon)}})
+	series, err := grid.PH.Compute(ctx, []grid.Input{{GridID: seoul.GridID, Params: grid.ReferenceParams(seoul.Lat, seoul.Lon)}})
 	require.NoError(t, err)
 	values := series[1].Values
 	require.Equal(t, "ssp245", series[1].Scenario)

@@ -1,6 +1,6 @@
 //go:build integration
 
-// Package chaosmodel is a test-only model that panics on some cells.
+// Package chaosmodel is a test-only Go model that panics on some cells.
 package chaosmodel
 
 import (
@@ -8,10 +8,11 @@ import (
 	"fmt"
 
 	"github.com/gridbatch/gridbatch/internal/grid"
+	"github.com/gridbatch/gridbatch/internal/model"
 )
 
-// Kind is the panicking model's kind; it writes to ph_timeseries.
-const Kind = "chaos-panic"
+// Kind is the panicking model's kind; it writes to chaos_panic_timeseries.
+const Kind = "chaos_panic"
 
 // TypeHang is the task type whose handler ignores cancellation.
 const TypeHang = "test:hang"
@@ -19,34 +20,30 @@ const TypeHang = "test:hang"
 // PanicAbove is the latitude north of which the model panics.
 const PanicAbove = 38.0
 
-type panicky struct{ lat grid.Lattice }
-
-func (panicky) Kind() string         { return Kind }
-func (panicky) ResultsTable() string { return "ph_timeseries" }
-
-// Compute is the ph model, but it panics on any cell north of PanicAbove.
-func (p panicky) Compute(ctx context.Context, in []grid.Input) ([]grid.Series, error) {
-	for _, c := range in {
-		cell, err := p.lat.CellByID(c.GridID)
-		if err == nil && cell.Lat > PanicAbove {
-			panic(fmt.Sprintf("chaos model: cell %d at lat %g", c.GridID, cell.Lat))
-		}
-	}
-	ph, err := grid.ModelFor(grid.KindPH)
-	if err != nil {
-		return nil, err
-	}
-	return ph.Compute(ctx, in)
+// Spec is the model's declaration: the reference ph model's.
+func Spec() model.Spec {
+	s := model.BuiltinSpec(grid.KindPH)
+	s.Kind = Kind
+	return s
 }
 
-// Register registers the model for the 0.05° lattice (idempotent per process).
-func Register() {
-	if _, err := grid.ModelFor(Kind); err == nil {
-		return
+// Compute is the ph model, but it panics on any cell north of PanicAbove.
+var Compute = model.ComputerFunc(func(ctx context.Context, spec model.Spec, c model.Cells) ([]float64, error) {
+	in := make([]grid.Input, c.Len())
+	for i, id := range c.GridID {
+		if c.Lat[i] > PanicAbove {
+			panic(fmt.Sprintf("chaos model: cell %d at lat %g", id, c.Lat[i]))
+		}
+		in[i] = grid.Input{GridID: id, Params: grid.Params{Mu0: c.Inputs[0][i], Sigma: c.Inputs[1][i], Xi: c.Inputs[2][i]}}
 	}
-	lat, err := grid.NewLattice(0.05)
-	if err != nil {
+	return grid.PH.Values(ctx, in)
+})
+
+// Models returns the built-in models and this one.
+func Models() *model.Set {
+	set := model.Builtins()
+	if err := set.Add(Spec(), Compute); err != nil {
 		panic(err)
 	}
-	grid.Register(panicky{lat: lat})
+	return set
 }

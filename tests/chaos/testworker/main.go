@@ -16,12 +16,13 @@ import (
 
 	"github.com/gridbatch/gridbatch/internal/cli"
 	"github.com/gridbatch/gridbatch/internal/config"
+	"github.com/gridbatch/gridbatch/internal/model/process"
 	"github.com/gridbatch/gridbatch/internal/worker"
 	"github.com/gridbatch/gridbatch/tests/chaos/chaosmodel"
 )
 
 func main() {
-	chaosmodel.Register()
+	process.RunShimIfAsked()
 	cli.Main("testworker", func(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		var cfg config.Worker
 		set := config.NewSet("testworker", "test-only worker", "")
@@ -32,7 +33,8 @@ func main() {
 		if err := cfg.Validate(); err != nil {
 			return err
 		}
-		return worker.Run(ctx, cfg, stderr, worker.WithHandler(chaosmodel.TypeHang, asynq.HandlerFunc(hang)))
+		return worker.Run(ctx, cfg, stderr, worker.WithHandler(chaosmodel.TypeHang, asynq.HandlerFunc(hang)),
+			worker.WithModel(chaosmodel.Spec(), chaosmodel.Compute))
 	})
 }
 

@@ -1,0 +1,410 @@
+package process
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/gridbatch/gridbatch/internal/model"
+)
+
+// proc is one running model process: its supervisor (or itself, without
+// one) leads a process group of its own, which is what a kill hits.
+type proc struct {
+	spec model.Spec
+	log  *slog.Logger
+	cmd  *exec.Cmd
+	pgid int
+	pid  atomic.Int64 // the model's own pid, from READY (the group's until then)
+
+	req    *os.File // fd 3 of the model: we write
+	reqBuf *bufio.Writer
+	rep    *os.File // fd 4 of the model: we read
+	repBuf *bufio.Reader
+	buf    []byte
+
+	exited   chan struct{} // closed once the process has been reaped
+	exitDesc string        // how it ended, once exited is closed
+	killOnce sync.Once
+	killMu   sync.Mutex
+	killed   string // why we killed it; empty when it ended by itself
+	chunks   int
+}
+
+// startProc starts spec's command under the supervisor at shimPath (none
+// when empty) and shakes hands with it within startTimeout.
+func startProc(ctx context.Context, spec model.Spec, shimPath string, startTimeout time.Duration, log *slog.Logger) (*proc, error) {
+	argv := spec.Command
+	if shimPath != "" {
+		argv = append([]string{shimPath, shimArg}, spec.Command...)
+	}
+	var closeAfterStart, closeOnError []*os.File
+	pipe := func() (r, w *os.File, err error) {
+		r, w, err = os.Pipe()
+		if err == nil {
+			closeOnError = append(closeOnError, r, w)
+		}
+		return r, w, err
+	}
+	fail := func(err error) (*proc, error) {
+		for _, f := range closeOnError {
+			_ = f.Close()
+		}
+		return nil, err
+	}
+	reqR, reqW, err := pipe()
+	if err != nil {
+		return fail(err)
+	}
+	repR, repW, err := pipe()
+	if err != nil {
+		return fail(err)
+	}
+	outR, outW, err := pipe()
+	if err != nil {
+		return fail(err)
+	}
+	errR, errW, err := pipe()
+	if err != nil {
+		return fail(err)
+	}
+	closeAfterStart = append(closeAfterStart, reqR, repW, outW, errW)
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Dir = spec.Workdir
+	cmd.Env = append(os.Environ(), "GRIDBATCH_MODEL_FDS=3,4", "GRIDBATCH_MODEL_KIND="+spec.Kind,
+		"GRIDBATCH_MODEL_PROTOCOL="+strconv.Itoa(protocolVersion))
+	for _, k := range sortedKeys(spec.Env) {
+		cmd.Env = append(cmd.Env, k+"="+spec.Env[k])
+	}
+	cmd.Stdout, cmd.Stderr = outW, errW
+	cmd.ExtraFiles = []*os.File{reqR, repW}
+	// The group is what a kill hits. Without a supervisor the model itself
+	// dies with the worker; with one, the supervisor is told (SIGTERM) and
+	// kills the group, grandchildren included.
+	attr := &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	var statusR *os.File
+	if shimPath != "" {
+		var statusW *os.File
+		statusR, statusW, err = pipe()
+		if err != nil {
+			return fail(err)
+		}
+		cmd.ExtraFiles = append(cmd.ExtraFiles, statusW)
+		closeAfterStart = append(closeAfterStart, statusW)
+		attr.Pdeathsig = syscall.SIGTERM
+	}
+	cmd.SysProcAttr = attr
+	if err := cmd.Start(); err != nil {
+		return fail(fmt.Errorf("start %q: %w", spec.Command[0], unwrapPath(err)))
+	}
+	for _, f := range closeAfterStart {
+		_ = f.Close()
+	}
+	p := &proc{spec: spec, log: log, cmd: cmd, pgid: cmd.Process.Pid, req: reqW, reqBuf: bufio.NewWriterSize(reqW, 1<<16),
+		rep: repR, repBuf: bufio.NewReaderSize(repR, 1<<16), exited: make(chan struct{})}
+	p.pid.Store(int64(cmd.Process.Pid))
+	var streams sync.WaitGroup
+	streams.Add(2)
+	go p.logLines(outR, "stdout", &streams)
+	go p.logLines(errR, "stderr", &streams)
+	go func() {
+		werr := cmd.Wait()
+		desc := ""
+		if statusR != nil {
+			b, _ := io.ReadAll(io.LimitReader(statusR, 4096))
+			_ = statusR.Close()
+			desc = string(b)
+		}
+		if desc == "" {
+			desc = "exit status 0"
+			if werr != nil {
+				desc = exitStatus(cmd.ProcessState, werr)
+			}
+		}
+		p.exitDesc = desc
+		close(p.exited)
+		streams.Wait()
+	}()
+
+	hctx, cancel := context.WithTimeout(ctx, startTimeout)
+	defer cancel()
+	f, err := p.roundTrip(hctx, frameHello, helloMeta{Protocol: protocolVersion, Kind: spec.Kind, Inputs: spec.Inputs,
+		Series: spec.Series, FirstYear: spec.FirstYear, Years: spec.Years}, nil)
+	if err != nil {
+		if hctx.Err() != nil && ctx.Err() == nil {
+			err = fmt.Errorf("no READY within %s", startTimeout)
+		}
+		p.kill("handshake failed")
+		return nil, fmt.Errorf("handshake: %w", err)
+	}
+	switch f.typ {
+	case frameReady:
+		var m readyMeta
+		if err := json.Unmarshal(f.meta, &m); err != nil || m.Protocol != protocolVersion {
+			p.kill("handshake failed")
+			return nil, fmt.Errorf("handshake: READY %s: want protocol %d", f.meta, protocolVersion)
+		}
+		if m.PID > 0 {
+			p.pid.Store(int64(m.PID))
+		}
+		return p, nil
+	case frameError:
+		p.kill("handshake refused")
+		return nil, fmt.Errorf("handshake refused: %s", errorText(f.meta))
+	}
+	p.kill("handshake failed")
+	return nil, fmt.Errorf("handshake: got %s, want READY", frameName(f.typ))
+}
+
+// compute hands the chunk's cells to the process and reads back its
+// values. An error that leaves the process unusable kills it first (see
+// alive).
+func (p *proc) compute(ctx context.Context, chunk string, c model.Cells) ([]float64, error) {
+	n := c.Len()
+	cols := append([]string{"grid_id", "lat", "lon"}, p.spec.Inputs...)
+	data := make([][]byte, 0, len(cols))
+	data = append(data, int64Bytes(c.GridID), float64Bytes(c.Lat), float64Bytes(c.Lon))
+	for _, in := range c.Inputs {
+		data = append(data, float64Bytes(in))
+	}
+	f, err := p.roundTrip(ctx, frameChunk, chunkMeta{Chunk: chunk, N: n, Columns: cols}, data...)
+	if err != nil {
+		return nil, err
+	}
+	p.chunks++
+	switch f.typ {
+	case frameResult:
+	case frameError:
+		return nil, &ComputeError{Text: errorText(f.meta), Traceback: tracebackOf(f.meta)}
+	default:
+		p.kill("protocol violation")
+		return nil, fmt.Errorf("model replied %s to a CHUNK, want RESULT or ERROR", frameName(f.typ))
+	}
+	var m resultMeta
+	if err := json.Unmarshal(f.meta, &m); err != nil {
+		p.kill("protocol violation")
+		return nil, fmt.Errorf("model's RESULT meta %q: %v", f.meta, err)
+	}
+	want := []int{n, len(p.spec.Series), p.spec.Years}
+	if m.DType != "float64" || !slices.Equal(m.Shape, want) {
+		return nil, fmt.Errorf("model replied a %s array of shape %s; want float64 of shape %s (cells, series, years): %w",
+			m.DType, shape(m.Shape), shape(want), model.ErrInvalid)
+	}
+	if len(f.data) != n*want[1]*want[2]*8 {
+		p.kill("protocol violation")
+		return nil, fmt.Errorf("model's RESULT of shape %s carries %d bytes, want %d: %w", shape(want), len(f.data), n*want[1]*want[2]*8, model.ErrInvalid)
+	}
+	return decodeFloat64s(f.data), nil
+}
+
+// roundTrip writes a frame and reads the reply, bounded by ctx. When ctx
+// ends first, or the process dies, it kills the process group, waits for it
+// (at most a second) and returns why.
+func (p *proc) roundTrip(ctx context.Context, typ uint32, meta any, data ...[]byte) (frame, error) {
+	type reply struct {
+		f   frame
+		err error
+	}
+	ch := make(chan reply, 1)
+	go func() {
+		err := writeFrame(p.reqBuf, typ, meta, data...)
+		if err != nil {
+			ch <- reply{err: err}
+			return
+		}
+		f, err := readFrame(p.repBuf, p.buf)
+		if err == nil && cap(f.data) > cap(p.buf) {
+			p.buf = f.data
+		}
+		ch <- reply{f, err}
+	}()
+	var tick <-chan time.Time
+	if p.spec.MemoryLimit > 0 {
+		t := time.NewTicker(memoryPoll)
+		defer t.Stop()
+		tick = t.C
+	}
+	for {
+		select {
+		case r := <-ch:
+			if r.err != nil {
+				select { // a broken pipe is the process dying: say how
+				case <-p.exited:
+				case <-time.After(time.Second):
+					p.kill("protocol violation")
+				}
+				<-p.exited
+				if why := p.killReason(); why != "" {
+					return frame{}, fmt.Errorf("model process (pid %d) killed: %s", p.pid.Load(), why)
+				}
+				return frame{}, &ExitError{PID: int(p.pid.Load()), Status: p.exitDesc}
+			}
+			return r.f, nil
+		case <-ctx.Done():
+			why := "chunk cancelled"
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				why = "chunk timeout"
+			}
+			p.kill(why)
+			<-ch
+			return frame{}, fmt.Errorf("model process (pid %d) killed: %s: %w", p.pid.Load(), why, ctx.Err())
+		case <-tick:
+			if rss := groupRSS(p.pgid); rss > p.spec.MemoryLimit {
+				why := fmt.Sprintf("memory limit: RSS %d MiB over %d MiB", rss>>20, p.spec.MemoryLimit>>20)
+				p.kill(why)
+				<-ch
+				return frame{}, fmt.Errorf("model process (pid %d) killed: %s", p.pid.Load(), why)
+			}
+		}
+	}
+}
+
+// memoryPoll is how often a computing process tree's RSS is read.
+const memoryPoll = 200 * time.Millisecond
+
+// kill SIGKILLs the process group, closes the pipes (so a blocked read or
+// write returns) and waits up to a second for the process to be reaped.
+func (p *proc) kill(why string) {
+	p.killOnce.Do(func() {
+		p.killMu.Lock()
+		p.killed = why
+		p.killMu.Unlock()
+		_ = syscall.Kill(-p.pgid, syscall.SIGKILL)
+		_ = p.req.Close()
+		_ = p.rep.Close()
+		p.log.Warn("model process killed", "kind", p.spec.Kind, "pid", p.pid.Load(), "reason", why, "chunks_served", p.chunks)
+	})
+	select {
+	case <-p.exited:
+	case <-time.After(time.Second):
+	}
+}
+
+// close ends an idle process: end of file on its requests, then a kill if
+// it has not exited within grace.
+func (p *proc) close(grace time.Duration) {
+	_ = p.req.Close()
+	select {
+	case <-p.exited:
+		_ = p.rep.Close()
+	case <-time.After(grace):
+		p.kill("did not exit after its requests ended")
+	}
+	// Whatever it left in its group goes with it.
+	_ = syscall.Kill(-p.pgid, syscall.SIGKILL)
+}
+
+// alive reports whether the process can take another chunk.
+func (p *proc) alive() bool {
+	select {
+	case <-p.exited:
+		return false
+	default:
+		return p.killReason() == ""
+	}
+}
+
+// killReason is why the worker killed the process; empty when it did not.
+func (p *proc) killReason() string {
+	p.killMu.Lock()
+	defer p.killMu.Unlock()
+	return p.killed
+}
+
+// logLines logs each line the model writes to one of its standard streams.
+func (p *proc) logLines(r *os.File, stream string, wg *sync.WaitGroup) {
+	defer wg.Done()
+	defer r.Close()
+	br := bufio.NewReaderSize(r, 1<<16)
+	for {
+		line, isPrefix, err := br.ReadLine()
+		if len(line) > 0 || (err == nil && !isPrefix) {
+			p.log.Info("model output", "kind", p.spec.Kind, "pid", p.pid.Load(), "stream", stream, "line", string(line))
+		}
+		if isPrefix { // a line over 64 KiB: the rest is dropped
+			for isPrefix && err == nil {
+				_, isPrefix, err = br.ReadLine()
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// ExitError is a model process that ended by itself while the worker
+// waited for its reply.
+type ExitError struct {
+	PID    int
+	Status string
+}
+
+func (e *ExitError) Error() string {
+	return fmt.Sprintf("model process (pid %d) ended: %s", e.PID, e.Status)
+}
+
+// ComputeError is the model's own ERROR reply: an exception in compute.
+type ComputeError struct {
+	Text, Traceback string
+}
+
+func (e *ComputeError) Error() string { return e.Text }
+
+func errorText(meta []byte) string {
+	var m errorMeta
+	if err := json.Unmarshal(meta, &m); err != nil || (m.Type == "" && m.Message == "") {
+		return fmt.Sprintf("model error %s", meta)
+	}
+	if m.Type == "" {
+		return m.Message
+	}
+	return m.Type + ": " + m.Message
+}
+
+func tracebackOf(meta []byte) string {
+	var m errorMeta
+	_ = json.Unmarshal(meta, &m)
+	return m.Traceback
+}
+
+func shape(s []int) string {
+	b := []byte("(")
+	for i, v := range s {
+		if i > 0 {
+			b = append(b, ", "...)
+		}
+		b = strconv.AppendInt(b, int64(v), 10)
+	}
+	return string(append(b, ')'))
+}
+
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+// unwrapPath turns exec's "fork/exec /x: no such file or directory" into its
+// cause.
+func unwrapPath(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
