@@ -48,7 +48,8 @@ lint: ## gofmt, go vet and staticcheck
 	$(STATICCHECK) -tags integration,bench ./...
 
 .PHONY: test
-test: services-up test-deps lint ## the whole suite: lint, go test -race ./..., then the integration and chaos tests (real binaries)
+test: services-up test-deps lint ## the whole suite: lint, the Python SDK's tests, go test -race ./..., then the integration and chaos tests (real binaries)
+	/usr/bin/python3 -m unittest discover -s sdk/python
 	$(GO) test -race -count=1 -timeout 20m ./...
 	$(GO) test -p 1 -count=1 -timeout 40m -tags integration -v ./tests/... 2>&1 | scripts/testlines.sh
 

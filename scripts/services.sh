@@ -45,6 +45,8 @@ ensure_packages() {
 	command -v redis-server >/dev/null || want+=(redis-server)
 	[ -x "$pg_bin/initdb" ] || want+=(postgresql-15)
 	command -v psql >/dev/null || want+=(postgresql-client-15)
+	# Users' Python models (examples/, sdk/python) run on Debian's python3 with numpy.
+	/usr/bin/python3 -c 'import numpy' >/dev/null 2>&1 || want+=(python3 python3-numpy)
 	if [ ${#want[@]} -gt 0 ]; then apt_install "${want[@]}"; fi
 	# The Debian package starts its own Redis on 6379; ours is separate and that one is left alone.
 }

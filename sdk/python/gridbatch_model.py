@@ -1,0 +1,495 @@
+"""gridbatch_model: run your own Python model under the gridbatch worker.
+
+One file, standard library + numpy, Python >= 3.9. Copy it next to your model
+or put its folder on PYTHONPATH.
+
+Write a compute function, hand it to serve()
+--------------------------------------------
+::
+
+    import numpy as np
+    import gridbatch_model
+
+    def compute(cells):
+        mu0, sigma = cells["mu0"], cells["sigma"]     # float64, shape (n,)
+        out = np.empty((len(mu0), 3, 80))            # (cells, series, years)
+        ...
+        return out
+
+    if __name__ == "__main__":
+        gridbatch_model.serve(compute, inputs=["mu0", "sigma", "xi"],
+                              series=["ssp126", "ssp245", "ssp585"],
+                              first_year=2021, years=80)
+
+``compute(cells)`` is called once per chunk (up to a few hundred cells).
+``cells`` is a dict of numpy arrays of shape (n,), one per column:
+
+- ``"grid_id"``: int64, the cell's id on the lattice;
+- ``"lat"``, ``"lon"``: float64, the cell centre in degrees;
+- one float64 array per input the models file declares (``inputs``).
+
+The arrays are views of the chunk as it arrived (no copy); they are yours
+until compute returns.
+
+It returns a float64 array of shape ``(n, len(series), years)``: for each cell
+(in the order of ``cells``), one row of ``years`` values per series, index 0
+being ``first_year``. NaN is allowed. Anything else (another shape, float32,
+ints, bools) fails the chunk *without retry* and the worker's log names the
+expected and the received shape or dtype: nothing is converted for you, so a
+bug shows instead of being stored.
+
+``serve()`` returns when the worker is done with the process (normal exit 0).
+Its keyword arguments are optional: those you give are checked against the
+models file at start, and a mismatch (for example your model reads an input
+the file does not list) stops the process before its first chunk, with an
+error naming the field, what the model expects and what the file declares.
+After the start, ``gridbatch_model.hello`` holds the worker's declaration
+(``kind``, ``inputs``, ``series``, ``first_year``, ``years``) for a compute
+function that adapts to it.
+
+Declare the model in the models file
+------------------------------------
+The file named by ``GRIDBATCH_MODELS_FILE`` (YAML), read by every gridbatch
+binary (see ``examples/models.yaml``)::
+
+    models:
+      - kind: ph_py               # results go to ph_py_timeseries (`enqueuer migrate` makes it)
+        command: ["/usr/bin/python3", "python/reference_model.py", "ph"]  # argv, no shell
+        workdir: .                # default: the models file's folder; relative paths from it
+        env: {OMP_NUM_THREADS: "1"}   # added to the worker's environment
+        inputs: [mu0, sigma, xi]  # per-cell inputs, in this order (default these three)
+        series: [ssp126, ssp245, ssp585]  # rows per cell (default these)
+        first_year: 2021          # default 2021
+        years: 80                 # values per series (default 80)
+        timeout: 2m               # per chunk (default GRIDBATCH_TASK_TIMEOUT)
+        memory_limit: 1GiB        # RSS of the process and its children (default none)
+        max_chunks_per_process: 0 # start a fresh process after this many chunks; 0 never
+        processes: 0              # model processes per worker; 0 = the worker's concurrency
+
+The worker starts each process once and hands it one chunk after another, so
+import numpy/scipy, load tables or weights at module level, not in compute.
+
+Printing, exceptions, timeouts, threads
+---------------------------------------
+- Print freely to stdout and stderr: the protocol does not use them (it has
+  its own pipes, file descriptors 3 and 4), and the worker logs each line
+  with the kind and the pid. stdout is block-buffered when it is not a
+  terminal: use ``print(..., flush=True)`` or ``env: {PYTHONUNBUFFERED: "1"}``
+  to see lines as they are printed.
+- An exception in compute fails the chunk with its type and message (the
+  traceback goes to stderr and to the worker's log) and the chunk is retried
+  later like any failure. The process stays up and serves the next chunk.
+- ``sys.exit()``, a crash or a signal mid-chunk fails the chunk (retried);
+  the worker starts a fresh process.
+- At a chunk's timeout, when its batch is cancelled, when the process tree's
+  RSS passes ``memory_limit`` or on any protocol violation, the worker
+  SIGKILLs the process's whole process group: no ``finally``, ``atexit`` or
+  signal handler runs, child processes die too. Do not rely on cleanup; write
+  any files of your own atomically (write, then rename).
+- The worker runs several model processes side by side (``processes``), each
+  on its own chunk: keep each one single-threaded with
+  ``env: {OMP_NUM_THREADS: "1"}`` (also ``OPENBLAS_NUM_THREADS``,
+  ``MKL_NUM_THREADS`` for those libraries), or they fight over the cores.
+
+Test locally
+------------
+``serve()`` only runs under the worker; started by hand it stops with exit
+status 2 and says so. Test compute with ``check()``, which calls it on
+made-up cells and checks the reply as the worker would::
+
+    /usr/bin/python3 -c 'import mymodel, gridbatch_model; gridbatch_model.check(mymodel.compute, n=4)'
+
+(``mymodel.py`` calls serve() under ``if __name__ == "__main__":`` so that
+importing it does not start serving.) Then run a small batch with the model
+declared in a models file.
+
+The protocol itself (for other languages) is docs/model-protocol.md.
+"""
+
+import fcntl
+import io
+import json
+import os
+import struct
+import sys
+import traceback
+
+import numpy as np
+
+__all__ = ["serve", "check", "hello", "PROTOCOL"]
+
+#: The protocol version this module speaks.
+PROTOCOL = 1
+
+#: The worker's HELLO meta (kind, inputs, series, first_year, years) once
+#: serve() has started; None before.
+hello = None
+
+# Frame types.
+HELLO, READY, CHUNK, RESULT, ERROR = 1, 2, 3, 4, 5
+_TYPE_NAMES = {HELLO: "HELLO", READY: "READY", CHUNK: "CHUNK", RESULT: "RESULT", ERROR: "ERROR"}
+
+_HEADER = struct.Struct("<IIQ")  # type, meta_len, data_len
+_MAX_META = 64 << 20  # a larger meta means the stream is out of step
+
+# The values check() uses when the caller does not say.
+_DEFAULT_INPUTS = ("mu0", "sigma", "xi")
+_DEFAULT_SERIES = ("ssp126", "ssp245", "ssp585")
+
+
+class _ProtocolError(Exception):
+    """The worker sent something this module cannot follow."""
+
+
+class _Stop(Exception):
+    """Stop serving: status None returns from serve(), else exit with it."""
+
+    def __init__(self, status=None):
+        super().__init__(status)
+        self.status = status
+
+
+def _log(msg):
+    """Write one diagnostic line to stderr (never to stdout: that is the user's)."""
+    try:
+        sys.stderr.write("gridbatch_model[%d]: %s\n" % (os.getpid(), msg))
+        sys.stderr.flush()
+    except Exception:  # a closed or broken stderr must not stop serving
+        pass
+
+
+def _program():
+    return os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "python3"
+
+
+# ---------------------------------------------------------------------------
+# File descriptors and frames
+
+
+def _fds():
+    """Return (request fd, reply fd) or exit 2 explaining why not."""
+    spec = os.environ.get("GRIDBATCH_MODEL_FDS")
+    if spec is None:
+        rfd, wfd = 3, 4
+    else:
+        try:
+            rfd, wfd = (int(x) for x in spec.split(","))
+            if rfd < 0 or wfd < 0:
+                raise ValueError
+        except ValueError:
+            sys.stderr.write(
+                "%s: GRIDBATCH_MODEL_FDS=%r: want two file descriptors 'READ,WRITE', for example '3,4'\n"
+                % (_program(), spec))
+            sys.exit(2)
+    problems = []
+    for fd, want, word in ((rfd, (os.O_RDONLY, os.O_RDWR), "reading"),
+                           (wfd, (os.O_WRONLY, os.O_RDWR), "writing")):
+        try:
+            mode = fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE
+        except OSError:
+            problems.append("fd %d is not open" % fd)
+            continue
+        if mode not in want:
+            problems.append("fd %d is not open for %s" % (fd, word))
+    if problems:
+        sys.stderr.write(
+            "%s: this model is meant to run under the gridbatch worker, which starts it with its\n"
+            "  protocol pipes on file descriptors %d and %d (%s).\n"
+            "  Declare it in the models file (GRIDBATCH_MODELS_FILE) and let the worker start it.\n"
+            "  To test compute locally, without a worker, call gridbatch_model.check(compute, n=4)\n"
+            "  instead of serve(), for example:\n"
+            "    /usr/bin/python3 -c 'import mymodel, gridbatch_model; gridbatch_model.check(mymodel.compute, n=4)'\n"
+            "  (help: /usr/bin/python3 -c 'import gridbatch_model; help(gridbatch_model)')\n"
+            % (_program(), rfd, wfd, "; ".join(problems)))
+        sys.exit(2)
+    for fd in (rfd, wfd):
+        os.set_inheritable(fd, False)  # children the model starts do not hold the pipes
+        os.set_blocking(fd, True)
+    return rfd, wfd
+
+
+class _Channel:
+    """Frames over a request fd (read) and a reply fd (write)."""
+
+    def __init__(self, rfd, wfd):
+        self._r = io.FileIO(rfd, "rb", closefd=False)
+        self._wfd = wfd
+
+    def _fill(self, buf, at_boundary):
+        """Fill buf (a writable buffer) from the request fd.
+
+        Returns False on end of file before the first byte when at_boundary;
+        end of file anywhere else is a truncated frame.
+        """
+        mv = memoryview(buf).cast("B")
+        got, want = 0, len(mv)
+        while got < want:
+            k = self._r.readinto(mv[got:])
+            if k is None:  # non-blocking and empty; cannot happen after set_blocking
+                continue
+            if k == 0:
+                if at_boundary and got == 0:
+                    return False
+                raise _ProtocolError("end of file in the middle of a frame (%d of %d bytes)" % (got, want))
+            got += k
+        return True
+
+    def read(self):
+        """Return (type, meta dict, data as a uint8 array) or None at end of file."""
+        head = bytearray(_HEADER.size)
+        if not self._fill(head, True):
+            return None
+        ftype, meta_len, data_len = _HEADER.unpack(head)
+        if meta_len > _MAX_META:
+            raise _ProtocolError("frame type %d with a meta of %d bytes" % (ftype, meta_len))
+        raw = bytearray(meta_len)
+        self._fill(raw, False)
+        try:
+            data = np.empty(data_len, dtype=np.uint8)  # aligned, so the columns are views
+        except (MemoryError, ValueError):
+            raise _ProtocolError("frame type %d with %d bytes of data: cannot hold them" % (ftype, data_len))
+        self._fill(data, False)
+        try:
+            meta = json.loads(raw.decode("utf-8")) if meta_len else {}
+        except ValueError as e:
+            raise _ProtocolError("frame type %d: meta is not UTF-8 JSON: %s" % (ftype, e))
+        if not isinstance(meta, dict):
+            raise _ProtocolError("frame type %d: meta is not a JSON object" % ftype)
+        return ftype, meta, data
+
+    def write(self, ftype, meta, data=None):
+        """Send one frame; data is a C-contiguous little-endian array or None."""
+        raw = json.dumps(meta, ensure_ascii=True, allow_nan=False).encode("ascii")
+        body = b"" if data is None else memoryview(data.reshape(-1).view(np.uint8))
+        try:
+            _write_all(self._wfd, _HEADER.pack(ftype, len(raw), len(body)) + raw)
+            if len(body):
+                _write_all(self._wfd, body)
+        except BrokenPipeError:
+            _log("the worker closed the reply pipe; stopping")
+            raise _Stop(None)
+
+
+def _write_all(fd, buf):
+    mv = memoryview(buf)
+    while len(mv):
+        mv = mv[os.write(fd, mv):]
+
+
+# ---------------------------------------------------------------------------
+# Chunks and results
+
+
+def _cells(n, columns, data):
+    """Build the cells dict from a chunk's columns: views of data, no copy."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise _ProtocolError("chunk meta: n=%r is not a count" % (n,))
+    if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
+        raise _ProtocolError("chunk meta: columns=%r is not a list of names" % (columns,))
+    if len(set(columns)) != len(columns):
+        raise _ProtocolError("chunk meta: columns %r repeat a name" % (columns,))
+    width = 8 * n
+    if data.nbytes != width * len(columns):
+        raise _ProtocolError("chunk data: %d bytes, want %d columns of %d values (%d bytes)"
+                             % (data.nbytes, len(columns), n, width * len(columns)))
+    cells = {}
+    for k, name in enumerate(columns):
+        cells[name] = data[k * width:(k + 1) * width].view("<i8" if name == "grid_id" else "<f8")
+    return cells
+
+
+def _error_meta(exc, tb_text):
+    try:
+        message = str(exc)
+    except Exception:
+        message = repr(exc)
+    return {"type": type(exc).__name__, "message": message, "traceback": tb_text}
+
+
+def _result(result):
+    """Return (meta, data) of the RESULT frame for what compute returned."""
+    r = np.asarray(result)
+    shape = [int(d) for d in r.shape]
+    if r.dtype.kind == "f" and r.dtype.itemsize == 8:  # float64 in either byte order
+        return {"shape": shape, "dtype": "float64"}, r.astype("<f8", order="C", copy=False)
+    # Not converted: the worker fails the chunk naming the dtype.
+    return {"shape": shape, "dtype": str(r.dtype)}, None
+
+
+def _run(compute, meta, data):
+    """Compute one chunk; return the reply (type, meta, data)."""
+    chunk = meta.get("chunk", "?")
+    try:
+        cells = _cells(meta.get("n"), meta.get("columns"), data)
+    except _ProtocolError as e:
+        _log("chunk %s: %s" % (chunk, e))
+        return ERROR, {"type": "ProtocolError", "message": str(e), "traceback": ""}, None
+    try:
+        result = compute(cells)
+    except Exception as e:
+        tb = traceback.format_exception(type(e), e, e.__traceback__.tb_next or e.__traceback__)
+        tb_text = "".join(tb)
+        _log("chunk %s: compute raised %s\n%s" % (chunk, type(e).__name__, tb_text.rstrip("\n")))
+        return (ERROR, _error_meta(e, tb_text), None)
+    del cells
+    try:
+        rmeta, rdata = _result(result)
+    except Exception as e:  # e.g. a ragged list numpy cannot make an array of
+        msg = "compute returned a %s that numpy cannot make an array of: %s" % (type(result).__name__, e)
+        _log("chunk %s: %s" % (chunk, msg))
+        return ERROR, {"type": type(e).__name__, "message": msg, "traceback": traceback.format_exc()}, None
+    return RESULT, rmeta, rdata
+
+
+# ---------------------------------------------------------------------------
+# serve
+
+
+def _handshake(ch, declared):
+    """Read HELLO, compare it with what serve() was told; send READY or ERROR."""
+    global hello
+    frame = ch.read()
+    if frame is None:
+        raise _Stop(None)  # closed before the handshake: the worker is done with us
+    ftype, meta, _ = frame
+    problems = []
+    if ftype != HELLO:
+        problems.append("expected HELLO first, received frame type %d (%s)"
+                        % (ftype, _TYPE_NAMES.get(ftype, "unknown")))
+    elif meta.get("protocol") != PROTOCOL:
+        problems.append("protocol: the model speaks %d, the worker %s" % (PROTOCOL, json.dumps(meta.get("protocol"))))
+    else:
+        for field, want in declared:
+            if want is None:
+                continue
+            got = meta.get(field)
+            if got != want:
+                problems.append("%s: the model expects %s but the models file declares %s"
+                                % (field, json.dumps(want), json.dumps(got) if field in meta else "nothing"))
+    if problems:
+        msg = "; ".join(problems)
+        _log("handshake failed (kind %s): %s" % (meta.get("kind", "?"), msg))
+        ch.write(ERROR, {"type": "HandshakeError", "message": msg, "traceback": ""})
+        raise _Stop(2)
+    hello = meta
+    ch.write(READY, {"protocol": PROTOCOL, "pid": os.getpid()})
+
+
+def _as_list(name, v):
+    if v is None:
+        return None
+    if isinstance(v, str):
+        raise TypeError("serve(%s=...): want a list of names, not the string %r" % (name, v))
+    return [str(x) for x in v]
+
+
+def _as_int(name, v):
+    if v is None:
+        return None
+    if isinstance(v, bool) or int(v) != v:
+        raise TypeError("serve(%s=%r): want an integer" % (name, v))
+    return int(v)
+
+
+def serve(compute, *, inputs=None, series=None, years=None, first_year=None):
+    """Serve chunks to the gridbatch worker until it is done with this process.
+
+    compute(cells) gets a dict of (n,) arrays ("grid_id" int64; "lat", "lon"
+    and each declared input float64) and returns a float64 array of shape
+    (n, len(series), years). inputs, series, years and first_year, when
+    given, must equal the models file's declaration, else the process stops
+    at start (exit status 2) with a HandshakeError naming the field.
+
+    Returns when the worker closes the request pipe. Exits with status 2 when
+    not started by the worker (see check() to test locally) or when the
+    worker breaks the protocol.
+    """
+    if not callable(compute):
+        raise TypeError("serve(compute): compute must be callable, got %r" % (compute,))
+    declared = [("inputs", _as_list("inputs", inputs)), ("series", _as_list("series", series)),
+                ("first_year", _as_int("first_year", first_year)), ("years", _as_int("years", years))]
+    ch = _Channel(*_fds())
+    try:
+        _handshake(ch, declared)
+        while True:
+            frame = ch.read()
+            if frame is None:
+                return  # the worker is done with this process
+            ftype, meta, data = frame
+            if ftype != CHUNK:
+                raise _ProtocolError("expected CHUNK, received frame type %d (%s)"
+                                     % (ftype, _TYPE_NAMES.get(ftype, "unknown")))
+            rtype, rmeta, rdata = _run(compute, meta, data)
+            del frame, meta, data
+            ch.write(rtype, rmeta, rdata)
+            del rdata
+    except _Stop as s:
+        if s.status is None:
+            return
+        sys.exit(s.status)
+    except _ProtocolError as e:
+        _log("protocol error: %s; exiting" % e)
+        sys.exit(2)
+
+
+# ---------------------------------------------------------------------------
+# check
+
+
+def _made_up_cells(n, inputs):
+    """n cells of a 0.05-degree lattice with plausible inputs, as a chunk's bytes."""
+    step = 0.05
+    rng = np.random.default_rng(20210101)
+    ncols = int(round(360 / step))
+    rows = rng.integers(int(30 / step), int(160 / step), size=n)  # latitudes -60..70
+    cols = rng.integers(0, ncols, size=n)
+    lat = -90 + (rows + 0.5) * step
+    lon = -180 + (cols + 0.5) * step
+    a = np.abs(lat) - 30
+    known = {  # the reference model's inputs, as `enqueuer seed` writes them
+        "mu0": 34.0 - 0.35 * a + 0.8 * np.cos(lon * np.pi / 180),
+        "sigma": 1.6 + 0.02 * np.abs(a),
+        "xi": np.full(n, -0.12),
+    }
+    columns = ["grid_id", "lat", "lon"] + list(inputs)
+    parts = [(rows * ncols + cols).astype("<i8"), lat.astype("<f8"), lon.astype("<f8")]
+    for name in inputs:
+        parts.append(known[name].astype("<f8") if name in known else rng.uniform(0, 1, size=n).astype("<f8"))
+    data = np.empty(8 * n * len(columns), dtype=np.uint8)
+    for k, p in enumerate(parts):
+        data[k * 8 * n:(k + 1) * 8 * n] = p.view(np.uint8)
+    return columns, data
+
+
+def check(compute, n=4, inputs=_DEFAULT_INPUTS, series=_DEFAULT_SERIES, years=80, first_year=2021):
+    """Call compute on n made-up cells and check its reply as the worker would.
+
+    The cells come from a 0.05-degree lattice between 60 S and 70 N; mu0, sigma
+    and xi follow the reference model's formulas, any other input is uniform
+    in [0, 1). Returns the result array; raises AssertionError naming the
+    expected and the received shape or dtype when the worker would refuse it.
+    Exceptions from compute propagate, with their traceback.
+    """
+    global hello
+    inputs, series = list(inputs), list(series)
+    columns, data = _made_up_cells(int(n), inputs)
+    cells = _cells(int(n), columns, data)
+    saved = hello
+    hello = {"protocol": PROTOCOL, "kind": "check", "inputs": inputs, "series": series,
+             "first_year": int(first_year), "years": int(years)}
+    try:
+        result = compute(cells)
+    finally:
+        hello = saved
+    meta, out = _result(result)
+    want = [int(n), len(series), int(years)]
+    if meta["dtype"] != "float64":
+        raise AssertionError("compute returned dtype %s, want float64 (shape %s): the worker would fail the chunk"
+                             % (meta["dtype"], meta["shape"]))
+    if meta["shape"] != want:
+        raise AssertionError("compute returned shape %s, want %s (cells, series, years): the worker would fail "
+                             "the chunk" % (meta["shape"], want))
+    nan = int(np.count_nonzero(np.isnan(out)))
+    _log("check: ok: compute returned float64 %s for %d made-up cells (%d NaN of %d values)"
+         % (tuple(want), int(n), nan, out.size))
+    return out
