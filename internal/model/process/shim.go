@@ -180,15 +180,3 @@ func groupRSS(pgid int) int64 {
 	})
 	return pages * int64(os.Getpagesize())
 }
-
-// groupAlive counts the processes of group pgid still present (zombies
-// included until reaped).
-func groupMembers(pgid int) []int {
-	var out []int
-	forEachProc(func(pid int, s procStat) {
-		if s.pgrp == pgid {
-			out = append(out, pid)
-		}
-	})
-	return out
-}
