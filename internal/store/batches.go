@@ -188,17 +188,8 @@ func (s *Store) PlanChunks(ctx context.Context, b Batch) ([]int, error) {
 	return pending, tx.Commit(ctx)
 }
 
-// PendingChunks returns the chunks of a batch with no final outcome yet.
-func (s *Store) PendingChunks(ctx context.Context, batchID string) ([]int, error) {
-	return pendingChunks(ctx, s.Pool, batchID)
-}
-
-type querier interface {
-	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
-}
-
-func pendingChunks(ctx context.Context, q querier, batchID string) ([]int, error) {
-	rows, err := q.Query(ctx, `SELECT chunk FROM chunk_runs WHERE batch_id = $1 AND status = 'pending' ORDER BY chunk`, batchID)
+func pendingChunks(ctx context.Context, tx pgx.Tx, batchID string) ([]int, error) {
+	rows, err := tx.Query(ctx, `SELECT chunk FROM chunk_runs WHERE batch_id = $1 AND status = 'pending' ORDER BY chunk`, batchID)
 	if err != nil {
 		return nil, err
 	}
@@ -385,12 +376,6 @@ const setChunkFigures = `
 	timed_out_cells = n_timed_out_cells,
 	success_rate = CASE WHEN b.total_chunks > 0 THEN n_completed::float8 / b.total_chunks END,
 	avg_task_seconds = n_avg_task, peak_worker_rss_bytes = n_peak_rss`
-
-// AddDBConnErrors adds to a batch's count of DB connection errors.
-func (s *Store) AddDBConnErrors(ctx context.Context, id string, n int64) error {
-	_, err := s.Pool.Exec(ctx, `UPDATE batch_runs SET db_conn_errors = db_conn_errors + $2 WHERE id = $1`, id, n)
-	return err
-}
 
 // ChunkCounts returns the number of chunks per status.
 func (s *Store) ChunkCounts(ctx context.Context, batchID string) (map[string]int, error) {
