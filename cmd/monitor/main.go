@@ -104,7 +104,7 @@ func serve(ctx context.Context, cfg config.Monitor, rq requeueOptions, stderr io
 	client := asynq.NewClientFromRedisClient(rdb)
 	defer client.Close()
 	insp := asynq.NewInspectorFromRedisClient(rdb)
-	broker := tasks.NewBroker(client, insp, rdb, tasks.ChunkOptions{MaxRetry: rq.MaxRetry, Timeout: rq.Timeout})
+	broker := tasks.NewBroker(client, insp, rdb, tasks.ChunkOptions{MaxRetry: tasks.Retries(rq.MaxRetry), Timeout: rq.Timeout})
 	var requeue monitor.RequeueFunc
 	if cfg.AllowWrites {
 		svc := batch.New(st, broker, log, batch.Config{})
