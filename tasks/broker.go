@@ -30,7 +30,9 @@ type Broker struct {
 type ChunkOptions struct {
 	// Timeout bounds one run of a chunk task. Defaults to 5m.
 	Timeout time.Duration
-	// MaxRetry is how many retries a chunk gets before it is archived. Defaults to 5.
+	// MaxRetry is how many retries a chunk gets before it is archived
+	// (MaxRetry+1 runs in all). Defaults to 5; the special value NoRetry
+	// archives a chunk at its first failure. Retries(n) gives exactly n.
 	MaxRetry int
 	// KindTimeouts overrides Timeout for the chunks of a kind (a model's
 	// own timeout): such a chunk gets the model's timeout plus a few
@@ -46,13 +48,28 @@ type ChunkOptions struct {
 	EnqueueWorkers int
 }
 
+// NoRetry, as ChunkOptions.MaxRetry, archives a chunk task at its first failure.
+const NoRetry = -1
+
+// Retries returns the ChunkOptions.MaxRetry that gives exactly n retries, n
+// counted as GRIDBATCH_MAX_RETRY counts them: n, or NoRetry when n is 0.
+func Retries(n int) int {
+	if n == 0 {
+		return NoRetry
+	}
+	return n
+}
+
 // NewBroker returns a Broker. The caller owns and closes client, insp and rdb.
 func NewBroker(client *asynq.Client, insp *asynq.Inspector, rdb redis.UniversalClient, o ChunkOptions) *Broker {
 	if o.Timeout <= 0 {
 		o.Timeout = 5 * time.Minute
 	}
-	if o.MaxRetry < 0 {
+	switch {
+	case o.MaxRetry == 0:
 		o.MaxRetry = 5
+	case o.MaxRetry < 0:
+		o.MaxRetry = 0
 	}
 	if o.EnqueueWorkers <= 0 {
 		o.EnqueueWorkers = 16

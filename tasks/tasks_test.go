@@ -3,6 +3,7 @@ package tasks
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -10,6 +11,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gridbatch/gridbatch/internal/batch"
+	"github.com/gridbatch/gridbatch/internal/grid"
+	"github.com/gridbatch/gridbatch/internal/store"
 	"github.com/gridbatch/gridbatch/internal/testutil"
 )
 
@@ -131,4 +134,41 @@ func FuzzDecodeLock(f *testing.F) {
 			t.Fatal("accepted an empty kind")
 		}
 	})
+}
+
+// TestChunkOptionsMaxRetry pins what callers rely on: the zero value takes
+// the documented default of 5 retries, and Retries(n) gives exactly n, none
+// for 0 (GRIDBATCH_MAX_RETRY=0).
+func TestChunkOptionsMaxRetry(t *testing.T) {
+	r := testutil.NewRedis(t)
+	client := asynq.NewClientFromRedisClient(r.Client)
+	insp := asynq.NewInspectorFromRedisClient(r.Client)
+	ctx := context.Background()
+	for i, tc := range []struct {
+		name string
+		opts ChunkOptions
+		want int
+	}{
+		{"zero value takes the default", ChunkOptions{}, 5},
+		{"Retries(0) is no retry", ChunkOptions{MaxRetry: Retries(0)}, 0},
+		{"NoRetry is no retry", ChunkOptions{MaxRetry: NoRetry}, 0},
+		{"Retries(3) is three", ChunkOptions{MaxRetry: Retries(3)}, 3},
+		{"an explicit count is kept", ChunkOptions{MaxRetry: 7}, 7},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := NewBroker(client, insp, r.Client, tc.opts)
+			bt := store.Batch{ID: fmt.Sprintf("ph-retry-%d", i), Kind: "ph", Step: 0.5, ChunkSize: 10,
+				BBox: grid.BBox{LonMin: 124, LatMin: 33, LonMax: 132, LatMax: 39}}
+			require.NoError(t, b.EnqueueChunks(ctx, bt, []int{0}))
+			info, err := insp.GetTaskInfo(QueueGrid, batch.ChunkTaskID(bt.ID, 0))
+			require.NoError(t, err)
+			require.Equal(t, tc.want, info.MaxRetry, "an enqueued chunk task")
+			task, opts, err := b.ChunkTask(bt, 1, 1)
+			require.NoError(t, err)
+			info, err = client.EnqueueContext(ctx, task, opts...)
+			require.NoError(t, err)
+			require.Equal(t, tc.want, info.MaxRetry, "a requeued chunk task")
+			require.Equal(t, 5*time.Minute, info.Timeout, "the default timeout")
+		})
+	}
 }

@@ -318,7 +318,7 @@ func runDLQRequeue(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	defer c.Close()
-	dq, err := c.dlq(tasks.ChunkOptions{MaxRetry: maxRetry, Timeout: timeout})
+	dq, err := c.dlq(tasks.ChunkOptions{MaxRetry: tasks.Retries(maxRetry), Timeout: timeout})
 	if err != nil {
 		return err
 	}

@@ -108,7 +108,8 @@ func serve(ctx context.Context, cfg config.Monitor, rq requeueOptions, stderr io
 	if err != nil {
 		return err
 	}
-	broker := tasks.NewBroker(client, insp, rdb, tasks.ChunkOptions{MaxRetry: rq.MaxRetry, Timeout: rq.Timeout, KindTimeouts: tasks.KindTimeouts(models)})
+	broker := tasks.NewBroker(client, insp, rdb, tasks.ChunkOptions{MaxRetry: tasks.Retries(rq.MaxRetry), Timeout: rq.Timeout,
+		KindTimeouts: tasks.KindTimeouts(models)})
 	var requeue monitor.RequeueFunc
 	if cfg.AllowWrites {
 		svc := batch.New(st, broker, log, batch.Config{Models: models})

@@ -480,22 +480,10 @@ func (s *Service) ChunkDeadLettered(ctx context.Context, c Chunk, reason string)
 	return nil
 }
 
-// Finish ends a batch whose chunks all have an outcome: succeeded when none
-// failed, failed when none succeeded, partial otherwise.
+// Finish ends a batch whose chunks all have an outcome with the status
+// store.FinalStatus gives its chunks' outcomes.
 func (s *Service) Finish(ctx context.Context, batchID string) {
-	counts, err := s.store.ChunkCounts(ctx, batchID)
-	if err != nil {
-		s.log.Error("read chunk counts", "batch_id", batchID, "error", err)
-		return
-	}
-	status := store.StatusPartial
-	switch {
-	case counts[store.ChunkFailed] == 0:
-		status = store.StatusSucceeded
-	case counts[store.ChunkSucceeded] == 0:
-		status = store.StatusFailed
-	}
-	s.end(ctx, batchID, store.Final{Status: status, Rest: store.ChunkCancelled})
+	s.end(ctx, batchID, store.Final{Rest: store.ChunkCancelled})
 }
 
 func (s *Service) fail(ctx context.Context, batchID, reason string) {

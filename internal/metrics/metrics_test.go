@@ -12,9 +12,9 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gridbatch/gridbatch/internal/metrics"
-	"github.com/gridbatch/gridbatch/internal/metrics/metricstest"
 	"github.com/gridbatch/gridbatch/internal/store"
 	"github.com/gridbatch/gridbatch/internal/testutil"
+	"github.com/gridbatch/gridbatch/internal/worker/workertest"
 	"github.com/gridbatch/gridbatch/tasks"
 )
 
@@ -26,7 +26,7 @@ func value(t *testing.T, m *metrics.Worker, name string, labels map[string]strin
 	require.Empty(t, problems, "promlint")
 	fams, err := m.Registry().Gather()
 	require.NoError(t, err)
-	got := metricstest.Families{}
+	got := workertest.Families{}
 	for _, f := range fams {
 		got[f.GetName()] = f
 	}
@@ -114,15 +114,15 @@ func TestWorkerMetricsAfterBatch(t *testing.T) {
 	t.Parallel()
 	r := testutil.NewRedis(t)
 	db := testutil.NewDB(t)
-	spec := metricstest.Batch{MissingInputs: []int{3, 7}}
-	metricstest.Seed(t, db, spec)
-	w := metricstest.StartWorker(t, r, db, map[string]string{"GRIDBATCH_CONCURRENCY": "2", "GRIDBATCH_MAX_RETRY": "0"})
-	b := metricstest.WaitEnded(t, db, metricstest.Trigger(t, r, db, spec).ID, 2*time.Minute)
+	spec := workertest.Batch{MissingInputs: []int{3, 7}}
+	workertest.Seed(t, db, spec)
+	w := workertest.StartWorker(t, r, db, map[string]string{"GRIDBATCH_CONCURRENCY": "2", "GRIDBATCH_MAX_RETRY": "0"})
+	b := workertest.WaitEnded(t, db, workertest.Trigger(t, r, db, spec).ID, 2*time.Minute)
 	require.Equal(t, store.StatusPartial, b.Status, "error: %v", b.Error)
 	require.Equal(t, 8, b.CompletedChunks)
 	require.Equal(t, 2, b.FailedChunks)
 
-	f := metricstest.Scrape(t, "http://"+w.Addr+"/metrics", "", "")
+	f := workertest.Scrape(t, "http://"+w.Addr+"/metrics", "", "")
 	chunk := func(outcome string) map[string]string {
 		return map[string]string{"type": tasks.TypeChunk, "outcome": outcome}
 	}

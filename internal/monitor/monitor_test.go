@@ -15,10 +15,10 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gridbatch/gridbatch/internal/grid"
-	"github.com/gridbatch/gridbatch/internal/metrics/metricstest"
 	"github.com/gridbatch/gridbatch/internal/monitor"
 	"github.com/gridbatch/gridbatch/internal/store"
 	"github.com/gridbatch/gridbatch/internal/testutil"
+	"github.com/gridbatch/gridbatch/internal/worker/workertest"
 )
 
 const (
@@ -253,12 +253,12 @@ func TestPagesAndMetricsOfARealBatch(t *testing.T) {
 	r := testutil.NewRedis(t)
 	db := testutil.NewDB(t)
 	e := startOn(t, r, db, nil)
-	spec := metricstest.Batch{MissingInputs: []int{2, 5}}
-	metricstest.Seed(t, db, spec)
-	b := metricstest.Trigger(t, r, db, spec)
+	spec := workertest.Batch{MissingInputs: []int{2, 5}}
+	workertest.Seed(t, db, spec)
+	b := workertest.Trigger(t, r, db, spec)
 
 	// No worker yet: the batch is running with nothing done.
-	m := metricstest.Scrape(t, e.url+"/metrics", user, password)
+	m := workertest.Scrape(t, e.url+"/metrics", user, password)
 	ph := map[string]string{"kind": "ph"}
 	require.Equal(t, 1.0, m.Require(t, monitor.NameBatchRunning, ph))
 	require.Equal(t, 192.0, m.Require(t, monitor.NameBatchCellsTotal, ph))
@@ -272,11 +272,11 @@ func TestPagesAndMetricsOfARealBatch(t *testing.T) {
 	require.Contains(t, page, `aria-valuenow="0"`)
 	require.Contains(t, page, `<meta http-equiv="refresh" content="5">`, "reloads while a batch runs")
 
-	metricstest.StartWorker(t, r, db, map[string]string{"GRIDBATCH_CONCURRENCY": "2", "GRIDBATCH_MAX_RETRY": "0"})
-	b = metricstest.WaitEnded(t, db, b.ID, 2*time.Minute)
+	workertest.StartWorker(t, r, db, map[string]string{"GRIDBATCH_CONCURRENCY": "2", "GRIDBATCH_MAX_RETRY": "0"})
+	b = workertest.WaitEnded(t, db, b.ID, 2*time.Minute)
 	require.Equal(t, store.StatusPartial, b.Status)
 
-	m = metricstest.Scrape(t, e.url+"/metrics", user, password)
+	m = workertest.Scrape(t, e.url+"/metrics", user, password)
 	require.Equal(t, 0.0, m.Require(t, monitor.NameBatchRunning, ph))
 	require.Equal(t, 0.0, m.Require(t, monitor.NameBatchCellsTotal, ph))
 	require.InDelta(t, float64(b.EndedAt.UnixMilli())/1000, m.Require(t, monitor.NameBatchLastEnd, map[string]string{"kind": "ph", "status": "partial"}), 0.001)

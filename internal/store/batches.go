@@ -188,17 +188,8 @@ func (s *Store) PlanChunks(ctx context.Context, b Batch) ([]int, error) {
 	return pending, tx.Commit(ctx)
 }
 
-// PendingChunks returns the chunks of a batch with no final outcome yet.
-func (s *Store) PendingChunks(ctx context.Context, batchID string) ([]int, error) {
-	return pendingChunks(ctx, s.Pool, batchID)
-}
-
-type querier interface {
-	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
-}
-
-func pendingChunks(ctx context.Context, q querier, batchID string) ([]int, error) {
-	rows, err := q.Query(ctx, `SELECT chunk FROM chunk_runs WHERE batch_id = $1 AND status = 'pending' ORDER BY chunk`, batchID)
+func pendingChunks(ctx context.Context, tx pgx.Tx, batchID string) ([]int, error) {
+	rows, err := tx.Query(ctx, `SELECT chunk FROM chunk_runs WHERE batch_id = $1 AND status = 'pending' ORDER BY chunk`, batchID)
 	if err != nil {
 		return nil, err
 	}
@@ -232,12 +223,11 @@ type Transition struct {
 // AllDone reports whether every chunk of the batch has a final outcome.
 func (t Transition) AllDone() bool { return t.BatchRunning && t.Total > 0 && t.Done >= t.Total }
 
-// markChunk moves a chunk to status inside tx and updates the batch counters
-// exactly once per transition: pending→final adds one to done_chunks;
-// failed→succeeded (a requeued dead letter) moves one from failed to
-// completed. Nothing changes when the batch has ended, except that a
-// requeued chunk may still heal an ended batch's counts (see
-// dlq.Requeue); allowEnded says so.
+// markChunk records a chunk's outcome inside tx, through moveChunks, so the
+// batch counters move exactly once per transition: pending → status, or
+// failed → succeeded (a requeued dead letter). Nothing changes when the
+// batch has ended, except that a requeued chunk may still heal an ended
+// batch's counts (see dlq.Requeue); allowEnded says so.
 func markChunk(ctx context.Context, tx pgx.Tx, o ChunkOutcome, status string, allowEnded bool) (Transition, error) {
 	var t Transition
 	var batchStatus string
@@ -252,35 +242,14 @@ func markChunk(ctx context.Context, tx pgx.Tx, o ChunkOutcome, status string, al
 	if !t.BatchRunning && !allowEnded {
 		return t, nil
 	}
-	var prev string
-	var cells int64
-	err = tx.QueryRow(ctx, `
-		WITH old AS (SELECT status FROM chunk_runs WHERE batch_id = $1 AND chunk = $2 FOR UPDATE)
-		UPDATE chunk_runs c SET status = $3, attempts = $4, task_seconds = $5, worker = $6,
-			worker_rss_bytes = $7, error = nullif($8, ''), finished_at = now()
-		FROM old
-		WHERE c.batch_id = $1 AND c.chunk = $2
-			AND (old.status = 'pending' OR (old.status = 'failed' AND $3 = 'succeeded'))
-		RETURNING old.status, c.cells`,
-		o.BatchID, o.Chunk, status, o.Attempts, o.TaskSeconds, o.Worker, o.RSSBytes, o.Error).Scan(&prev, &cells)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return t, readCounts(ctx, tx, o.BatchID, &t)
-	}
+	moved, err := moveChunks(ctx, tx,
+		`status = $3, attempts = $4, task_seconds = $5, worker = $6, worker_rss_bytes = $7, error = nullif($8, ''), finished_at = now()`,
+		`c.chunk = $2 AND (c.status = 'pending' OR (c.status = 'failed' AND $3 = 'succeeded'))`,
+		o.BatchID, o.Chunk, status, o.Attempts, o.TaskSeconds, o.Worker, o.RSSBytes, o.Error)
 	if err != nil {
 		return t, fmt.Errorf("record chunk %d of %s: %w", o.Chunk, o.BatchID, err)
 	}
-	t.Changed = true
-	_, err = tx.Exec(ctx, `
-		UPDATE batch_runs SET
-			done_chunks      = done_chunks + CASE WHEN $2 = 'pending' THEN 1 ELSE 0 END,
-			completed_chunks = completed_chunks + CASE WHEN $3 = 'succeeded' THEN 1 ELSE 0 END,
-			completed_cells  = completed_cells + CASE WHEN $3 = 'succeeded' THEN $4 ELSE 0 END,
-			failed_chunks    = failed_chunks + CASE WHEN $3 = 'failed' THEN 1 WHEN $2 = 'failed' THEN -1 ELSE 0 END,
-			failed_cells     = failed_cells + CASE WHEN $3 = 'failed' THEN $4 WHEN $2 = 'failed' THEN -$4 ELSE 0 END
-		WHERE id = $1`, o.BatchID, prev, status, cells)
-	if err != nil {
-		return t, err
-	}
+	t.Changed = len(moved) > 0
 	return t, readCounts(ctx, tx, o.BatchID, &t)
 }
 
@@ -311,6 +280,8 @@ func (s *Store) ChunkErrorClasses(ctx context.Context, batchID string) (int, err
 
 // Final is how a batch ends.
 type Final struct {
+	// Status is the batch's end status; empty means FinalStatus of its
+	// chunks' outcomes, decided in the transaction that ends it.
 	Status string
 	// Rest is the status given to chunks still pending: timed_out or cancelled
 	// (or failed when the batch fails at once).
@@ -325,71 +296,42 @@ type Final struct {
 // ended=false when the batch had already ended (someone else finished it).
 func (s *Store) FinishBatch(ctx context.Context, id string, f Final) (b Batch, rest []int, ended bool, err error) {
 	err = pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
-		var status string
-		if err := tx.QueryRow(ctx, `SELECT status FROM batch_runs WHERE id = $1 FOR UPDATE`, id).Scan(&status); err != nil {
-			if errors.Is(err, pgx.ErrNoRows) {
-				return ErrBatchNotFound
-			}
-			return err
-		}
-		if status != StatusRunning {
-			return nil
-		}
-		ended = true
-		rows, err := tx.Query(ctx, `UPDATE chunk_runs SET status = $2, finished_at = now()
-			WHERE batch_id = $1 AND status = 'pending' RETURNING chunk`, id, f.Rest)
+		cur, err := scanBatch(tx.QueryRow(ctx, `SELECT `+batchColumns+` FROM batch_runs WHERE id = $1 FOR UPDATE`, id))
 		if err != nil {
 			return err
 		}
-		if rest, err = pgx.CollectRows(rows, pgx.RowTo[int]); err != nil {
+		if cur.Ended() {
+			return nil
+		}
+		ended = true
+		moved, err := moveChunks(ctx, tx, `status = $2, finished_at = now()`, `c.status = 'pending'`, id, f.Rest)
+		if err != nil {
 			return err
 		}
+		for _, m := range moved {
+			rest = append(rest, m.Chunk)
+		}
+		status := f.Status
+		if status == "" {
+			var completed, failed int
+			if err := tx.QueryRow(ctx, `SELECT completed_chunks, failed_chunks FROM batch_runs WHERE id = $1`, id).
+				Scan(&completed, &failed); err != nil {
+				return err
+			}
+			status = FinalStatus(completed, failed)
+		}
 		b, err = scanBatch(tx.QueryRow(ctx, `
-			WITH c AS (`+chunkFigures+`)
+			WITH c AS (`+chunkSummary+`)
 			UPDATE batch_runs b SET
 				status = $2, error = nullif($3, ''), ended_at = now(),
 				duration_seconds = extract(epoch FROM now() - b.started_at),
-				`+setChunkFigures+`,
+				`+setChunkSummary+`,
 				db_conn_errors = b.db_conn_errors + $4
 			FROM c WHERE b.id = $1
-			RETURNING `+batchColumns, id, f.Status, f.Error, f.DBConnErrors))
+			RETURNING `+batchColumns, id, status, f.Error, f.DBConnErrors))
 		return err
 	})
 	return b, rest, ended, err
-}
-
-// chunkFigures aggregates a batch's chunk_runs ($1) into the n_* figures
-// written to batch_runs when it ends or heals.
-const chunkFigures = `
-	SELECT
-		count(*) FILTER (WHERE status = 'succeeded')                AS n_completed,
-		count(*) FILTER (WHERE status = 'failed')                   AS n_failed,
-		count(*) FILTER (WHERE status = 'timed_out')                AS n_timed_out,
-		count(*) FILTER (WHERE status = 'cancelled')                AS n_cancelled,
-		count(*) FILTER (WHERE status = 'pending')                  AS n_pending,
-		coalesce(sum(cells) FILTER (WHERE status = 'succeeded'), 0) AS n_completed_cells,
-		coalesce(sum(cells) FILTER (WHERE status = 'failed'), 0)    AS n_failed_cells,
-		coalesce(sum(cells) FILTER (WHERE status = 'timed_out'), 0) AS n_timed_out_cells,
-		avg(task_seconds) FILTER (WHERE status = 'succeeded')       AS n_avg_task,
-		max(worker_rss_bytes)                                       AS n_peak_rss,
-		max(finished_at)                                            AS last_finished
-	FROM chunk_runs WHERE batch_id = $1`
-
-// setChunkFigures sets a batch's figures (alias b) from chunkFigures' n_*
-// columns, in the SET list of an UPDATE batch_runs b … FROM the aggregate.
-const setChunkFigures = `
-	done_chunks = n_completed + n_failed + n_timed_out + n_cancelled,
-	completed_chunks = n_completed, failed_chunks = n_failed,
-	timed_out_chunks = n_timed_out, cancelled_chunks = n_cancelled,
-	completed_cells = n_completed_cells, failed_cells = n_failed_cells,
-	timed_out_cells = n_timed_out_cells,
-	success_rate = CASE WHEN b.total_chunks > 0 THEN n_completed::float8 / b.total_chunks END,
-	avg_task_seconds = n_avg_task, peak_worker_rss_bytes = n_peak_rss`
-
-// AddDBConnErrors adds to a batch's count of DB connection errors.
-func (s *Store) AddDBConnErrors(ctx context.Context, id string, n int64) error {
-	_, err := s.Pool.Exec(ctx, `UPDATE batch_runs SET db_conn_errors = db_conn_errors + $2 WHERE id = $1`, id, n)
-	return err
 }
 
 // ChunkCounts returns the number of chunks per status.

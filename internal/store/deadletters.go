@@ -296,9 +296,8 @@ func (s *Store) RequeueDeadLetter(ctx context.Context, k DeadLetterKey, dryRun b
 		}
 		r.Batch = b
 		var status string
-		var cells int64
-		err = tx.QueryRow(ctx, `SELECT status, cells FROM chunk_runs WHERE batch_id = $1 AND chunk = $2 FOR UPDATE`,
-			b.ID, *d.Chunk).Scan(&status, &cells)
+		err = tx.QueryRow(ctx, `SELECT status FROM chunk_runs WHERE batch_id = $1 AND chunk = $2 FOR UPDATE`,
+			b.ID, *d.Chunk).Scan(&status)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return &NotRequeueableError{fmt.Sprintf("batch %s has no chunk %d; purge it", b.ID, *d.Chunk)}
 		}
@@ -319,12 +318,8 @@ func (s *Store) RequeueDeadLetter(ctx context.Context, k DeadLetterKey, dryRun b
 			return nil
 		}
 		if r.Reopened {
-			if _, err := tx.Exec(ctx, `UPDATE chunk_runs SET status = 'pending', finished_at = NULL
-				WHERE batch_id = $1 AND chunk = $2`, b.ID, *d.Chunk); err != nil {
-				return err
-			}
-			if _, err := tx.Exec(ctx, `UPDATE batch_runs SET done_chunks = done_chunks - 1,
-				failed_chunks = failed_chunks - 1, failed_cells = failed_cells - $2 WHERE id = $1`, b.ID, cells); err != nil {
+			if _, err := moveChunks(ctx, tx, `status = 'pending', finished_at = NULL`,
+				`c.chunk = $2 AND c.status = 'failed'`, b.ID, *d.Chunk); err != nil {
 				return err
 			}
 		}

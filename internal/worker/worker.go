@@ -99,7 +99,7 @@ func Run(ctx context.Context, cfg config.Worker, stderr io.Writer, opts ...Optio
 
 	client := asynq.NewClientFromRedisClient(rdb)
 	insp := asynq.NewInspectorFromRedisClient(rdb)
-	broker := tasks.NewBroker(client, insp, rdb, tasks.ChunkOptions{Timeout: cfg.TaskTimeout, MaxRetry: cfg.MaxRetry,
+	broker := tasks.NewBroker(client, insp, rdb, tasks.ChunkOptions{Timeout: cfg.TaskTimeout, MaxRetry: tasks.Retries(cfg.MaxRetry),
 		KindTimeouts: tasks.KindTimeouts(models)})
 	host, _ := os.Hostname()
 	workerName := fmt.Sprintf("%s:%d", host, os.Getpid())

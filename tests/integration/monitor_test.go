@@ -22,10 +22,10 @@ import (
 
 	"github.com/gridbatch/gridbatch/internal/grid"
 	"github.com/gridbatch/gridbatch/internal/metrics"
-	"github.com/gridbatch/gridbatch/internal/metrics/metricstest"
 	"github.com/gridbatch/gridbatch/internal/monitor"
 	"github.com/gridbatch/gridbatch/internal/store"
 	"github.com/gridbatch/gridbatch/internal/testutil"
+	"github.com/gridbatch/gridbatch/internal/worker/workertest"
 )
 
 // chromiumPath is Debian's chromium, or GRIDBATCH_CHROMIUM. Missing, the
@@ -238,7 +238,7 @@ func TestMonitorInBrowser(t *testing.T) {
 
 	// Both /metrics pages parse with Prometheus' text parser and hold the
 	// batch's series.
-	wm := metricstest.Scrape(t, "http://"+workerAddr+"/metrics", "", "")
+	wm := workertest.Scrape(t, "http://"+workerAddr+"/metrics", "", "")
 	chunk := func(outcome string) map[string]string {
 		return map[string]string{"type": "grid:chunk", "outcome": outcome}
 	}
@@ -250,7 +250,7 @@ func TestMonitorInBrowser(t *testing.T) {
 	for _, name := range []string{metrics.NameDBErrors, metrics.NameBreakerState, metrics.NameOverdueHandlers} {
 		wm.Require(t, name, nil)
 	}
-	mm := metricstest.Scrape(t, base+"/metrics", user, password)
+	mm := workertest.Scrape(t, base+"/metrics", user, password)
 	require.Equal(t, 0.0, mm.Require(t, monitor.NameBatchRunning, map[string]string{"kind": "ph"}))
 	require.Equal(t, 0.0, mm.Require(t, monitor.NameDeadLettersOpen, nil), "all requeued")
 	mm.Require(t, monitor.NameBatchLastEnd, map[string]string{"kind": "ph", "status": "succeeded"})

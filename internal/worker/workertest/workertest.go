@@ -1,8 +1,9 @@
-// Package metricstest helps tests that need metrics after a real batch: it
-// runs the real worker (internal/worker.Run) in the test process against a
-// test's Redis database and PostgreSQL schema, runs a small batch through
-// it, and scrapes and parses /metrics with Prometheus' own text parser.
-package metricstest
+// Package workertest is the worker's test harness, for tests that need a real
+// worker and its metrics after a real batch: it runs the real worker
+// (internal/worker.Run) in the test process against a test's Redis database
+// and PostgreSQL schema, runs a small batch through it, and scrapes and
+// parses /metrics with Prometheus' own text parser.
+package workertest
 
 import (
 	"bufio"

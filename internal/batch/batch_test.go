@@ -1,0 +1,487 @@
+package batch_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/stretchr/testify/require"
+
+	"github.com/gridbatch/gridbatch/internal/batch"
+	"github.com/gridbatch/gridbatch/internal/grid"
+	"github.com/gridbatch/gridbatch/internal/store"
+	"github.com/gridbatch/gridbatch/internal/testutil"
+	"github.com/gridbatch/gridbatch/tasks"
+)
+
+func TestMain(m *testing.M) { testutil.VerifyTestMain(m) }
+
+// seededBBox is seeded by every fixture: 0.5° cells over Korea, 192 cells,
+// 4 chunks of 50.
+const (
+	seededBBox = "124,33,132,39"
+	chunkSize  = 50
+	chunks     = 4
+)
+
+// fixture is a batch service on a test's own Redis database and schema,
+// with the real asynq broker.
+type fixture struct {
+	t        *testing.T
+	ctx      context.Context
+	db       *testutil.DB
+	insp     *asynq.Inspector
+	broker   *tasks.Broker
+	svc      *batch.Service
+	mu       sync.Mutex
+	finished []store.Batch
+}
+
+func newFixture(t *testing.T, cfg batch.Config) *fixture {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	r := testutil.NewRedis(t)
+	db := testutil.NewDB(t)
+	client := asynq.NewClientFromRedisClient(r.Client)
+	insp := asynq.NewInspectorFromRedisClient(r.Client)
+	f := &fixture{t: t, ctx: ctx, db: db, insp: insp, broker: tasks.NewBroker(client, insp, r.Client, tasks.ChunkOptions{})}
+	cfg.Worker = "test:1"
+	cfg.OnFinished = func(b store.Batch) {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		f.finished = append(f.finished, b)
+	}
+	f.svc = batch.New(db.Store, f.broker, slog.New(slog.NewTextHandler(io.Discard, nil)), cfg)
+	_, err := db.Store.SeedCells(ctx, f.region(seededBBox), nil)
+	require.NoError(t, err)
+	return f
+}
+
+func (f *fixture) region(bbox string) grid.Region {
+	f.t.Helper()
+	r, err := grid.ParseRegion(0.5, bbox, 0)
+	require.NoError(f.t, err)
+	return r
+}
+
+func (f *fixture) request(kind string) batch.Request {
+	return batch.Request{Kind: kind, Region: f.region(seededBBox), ChunkSize: chunkSize,
+		Deadline: time.Hour, LockTTL: 2 * time.Hour, Trigger: "test"}
+}
+
+// trigger starts a batch of kind and plans it.
+func (f *fixture) trigger(kind string) store.Batch {
+	f.t.Helper()
+	b, err := f.svc.Trigger(f.ctx, f.request(kind))
+	require.NoError(f.t, err)
+	require.NoError(f.t, f.svc.Plan(f.ctx, b.ID))
+	return f.batch(b.ID)
+}
+
+func (f *fixture) batch(id string) store.Batch {
+	f.t.Helper()
+	b, err := f.db.Store.GetBatch(f.ctx, id)
+	require.NoError(f.t, err)
+	return b
+}
+
+func chunkOf(b store.Batch, i int) batch.Chunk {
+	return batch.Chunk{BatchID: b.ID, TaskID: batch.ChunkTaskID(b.ID, i), Kind: b.Kind, Chunk: i, Step: b.Step,
+		BBox: b.BBox, ChunkSize: b.ChunkSize}
+}
+
+// succeed runs chunk i as its task would, and takes the task out of the
+// queue as asynq does when the handler returns.
+func (f *fixture) succeed(b store.Batch, i int) {
+	f.t.Helper()
+	require.NoError(f.t, f.svc.RunChunk(f.ctx, chunkOf(b, i)))
+	f.dequeue(b, i)
+}
+
+// deadLetter records chunk i dead-lettered as the error handler would, and
+// takes the task out of the queue as asynq does when it archives it.
+func (f *fixture) deadLetter(b store.Batch, i int) {
+	f.t.Helper()
+	require.NoError(f.t, f.svc.ChunkDeadLettered(f.ctx, chunkOf(b, i), "missing input for cell 42"))
+	f.dequeue(b, i)
+}
+
+func (f *fixture) dequeue(b store.Batch, i int) {
+	f.t.Helper()
+	err := f.insp.DeleteTask(tasks.QueueGrid, batch.ChunkTaskID(b.ID, i))
+	if !errors.Is(err, asynq.ErrTaskNotFound) {
+		require.NoError(f.t, err)
+	}
+}
+
+// succeeded runs a batch of kind whose chunks all succeed.
+func (f *fixture) succeeded(kind string) store.Batch {
+	f.t.Helper()
+	b := f.trigger(kind)
+	for c := range chunks {
+		f.succeed(b, c)
+	}
+	return f.batch(b.ID)
+}
+
+func (f *fixture) lockHeld(id string) bool {
+	f.t.Helper()
+	ok, err := f.broker.LockExists(f.ctx, id)
+	require.NoError(f.t, err)
+	return ok
+}
+
+// queuedChunks counts the batch's chunk tasks in the grid queue.
+func (f *fixture) queuedChunks(id string) int {
+	f.t.Helper()
+	n := 0
+	for i := range chunks {
+		if _, err := f.insp.GetTaskInfo(tasks.QueueGrid, batch.ChunkTaskID(id, i)); err == nil {
+			n++
+		}
+	}
+	return n
+}
+
+// finishedOnce requires that OnFinished was called exactly once for id, and returns what it was given.
+func (f *fixture) finishedOnce(id string) store.Batch {
+	f.t.Helper()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var got []store.Batch
+	for _, b := range f.finished {
+		if b.ID == id {
+			got = append(got, b)
+		}
+	}
+	require.Len(f.t, got, 1, "OnFinished is called once per ended batch")
+	return got[0]
+}
+
+func (f *fixture) chunkCounts(id string) map[string]int {
+	f.t.Helper()
+	counts, err := f.db.Store.ChunkCounts(f.ctx, id)
+	require.NoError(f.t, err)
+	return counts
+}
+
+func TestTrigger(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, batch.Config{})
+	b, err := f.svc.Trigger(f.ctx, f.request(grid.KindPH))
+	require.NoError(t, err)
+	require.Equal(t, store.StatusRunning, b.Status)
+	require.Equal(t, chunks, b.TotalChunks)
+	require.EqualValues(t, 192, b.TotalCells)
+	require.WithinDuration(t, b.StartedAt.Add(time.Hour), b.DeadlineAt, time.Second)
+	require.WithinDuration(t, b.StartedAt.Add(2*time.Hour), b.LockExpiresAt, time.Second)
+	require.True(t, f.lockHeld(b.ID), "the batch holds its kind's lock")
+	_, err = f.insp.GetTaskInfo(tasks.QueueBatch, tasks.PlanTaskID(b.ID))
+	require.NoError(t, err, "the plan task is enqueued")
+
+	t.Run("refused while a batch of the kind holds the lock", func(t *testing.T) {
+		_, err := f.svc.Trigger(f.ctx, f.request(grid.KindPH))
+		var refused *batch.RefusedError
+		require.ErrorAs(t, err, &refused)
+		require.Equal(t, b.ID, refused.RunningID)
+		require.WithinDuration(t, b.LockExpiresAt, refused.ExpiresAt, 5*time.Second)
+		require.Contains(t, err.Error(), "enqueuer cancel "+b.ID)
+	})
+	t.Run("another kind has its own lock", func(t *testing.T) {
+		h, err := f.svc.Trigger(f.ctx, f.request(grid.KindHazard))
+		require.NoError(t, err)
+		require.True(t, f.lockHeld(h.ID))
+	})
+	for _, tc := range []struct {
+		name   string
+		mutate func(*batch.Request)
+		want   string
+	}{
+		{"unknown kind", func(r *batch.Request) { r.Kind = "nope" }, "nope"},
+		{"lock TTL not past the deadline", func(r *batch.Request) { r.LockTTL = r.Deadline }, "must be longer than the deadline"},
+		{"no seeded inputs", func(r *batch.Request) { r.Region = f.region("0,0,1,1") }, "enqueuer seed"},
+	} {
+		t.Run("refused: "+tc.name, func(t *testing.T) {
+			r := f.request(grid.KindPH)
+			tc.mutate(&r)
+			_, err := f.svc.Trigger(f.ctx, r)
+			require.ErrorContains(t, err, tc.want)
+			var refused *batch.RefusedError
+			require.False(t, errors.As(err, &refused), "not a lock refusal")
+		})
+	}
+}
+
+func TestPlan(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, batch.Config{})
+	b, err := f.svc.Trigger(f.ctx, f.request(grid.KindPH))
+	require.NoError(t, err)
+	require.NoError(t, f.svc.Plan(f.ctx, b.ID))
+	b = f.batch(b.ID)
+	require.Equal(t, chunks, b.PlannedChunks)
+	require.Equal(t, map[string]int{store.ChunkPending: chunks}, f.chunkCounts(b.ID))
+	require.Equal(t, chunks, f.queuedChunks(b.ID), "one task per chunk")
+
+	t.Run("a re-plan doubles nothing", func(t *testing.T) {
+		f.succeed(b, 0)
+		require.NoError(t, f.svc.Plan(f.ctx, b.ID))
+		require.Equal(t, map[string]int{store.ChunkPending: chunks - 1, store.ChunkSucceeded: 1}, f.chunkCounts(b.ID))
+		n, err := f.insp.GetQueueInfo(tasks.QueueGrid)
+		require.NoError(t, err)
+		require.Equal(t, chunks-1, n.Size, "no chunk task enqueued twice")
+	})
+	t.Run("an unknown batch is never retried", func(t *testing.T) {
+		err := f.svc.Plan(f.ctx, "ph-unknown")
+		require.ErrorIs(t, err, store.ErrBatchNotFound)
+		require.ErrorIs(t, err, asynq.SkipRetry)
+	})
+	t.Run("an ended batch is not planned", func(t *testing.T) {
+		h, err := f.svc.Trigger(f.ctx, f.request(grid.KindHazard))
+		require.NoError(t, err)
+		_, err = f.svc.Cancel(f.ctx, h.ID)
+		require.NoError(t, err)
+		require.NoError(t, f.svc.Plan(f.ctx, h.ID))
+		require.Empty(t, f.chunkCounts(h.ID))
+		require.Zero(t, f.queuedChunks(h.ID))
+	})
+}
+
+// TestFinish ends batches through their chunks' outcomes, one end status each.
+func TestFinish(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name          string
+		failFastAfter int
+		deadLettered  []int // the other chunks succeed, in order
+		status        string
+		counts        map[string]int
+	}{
+		{name: "every chunk succeeded", status: store.StatusSucceeded,
+			counts: map[string]int{store.ChunkSucceeded: 4}},
+		{name: "some chunks dead-lettered", deadLettered: []int{1, 3}, status: store.StatusPartial,
+			counts: map[string]int{store.ChunkSucceeded: 2, store.ChunkFailed: 2}},
+		{name: "every chunk dead-lettered", deadLettered: []int{0, 1, 2, 3}, status: store.StatusFailed,
+			counts: map[string]int{store.ChunkFailed: 4}},
+		{name: "the first chunks failed the same way", failFastAfter: 2, deadLettered: []int{0, 1}, status: store.StatusFailed,
+			counts: map[string]int{store.ChunkFailed: 2, store.ChunkCancelled: 2}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			f := newFixture(t, batch.Config{FailFastAfter: tc.failFastAfter})
+			b := f.trigger(grid.KindPH)
+			dead := map[int]bool{}
+			for _, c := range tc.deadLettered {
+				dead[c] = true
+			}
+			for c := range chunks {
+				if f.batch(b.ID).Ended() {
+					break
+				}
+				if dead[c] {
+					f.deadLetter(b, c)
+				} else {
+					f.succeed(b, c)
+				}
+			}
+			ended := f.batch(b.ID)
+			require.Equal(t, tc.status, ended.Status, "error: %v", ended.Error)
+			require.Equal(t, tc.counts, f.chunkCounts(b.ID))
+			require.Equal(t, tc.counts[store.ChunkSucceeded], ended.CompletedChunks)
+			require.Equal(t, tc.counts[store.ChunkFailed], ended.FailedChunks)
+			require.Equal(t, chunks, ended.DoneChunks)
+			require.NotNil(t, ended.EndedAt)
+			require.NotNil(t, ended.DurationSeconds)
+			require.Equal(t, tc.status, f.finishedOnce(b.ID).Status)
+			require.False(t, f.lockHeld(b.ID), "the lock goes with the batch")
+			require.Zero(t, f.queuedChunks(b.ID), "no task of the batch is left, the cancelled chunks' removed")
+			next, err := f.svc.Trigger(f.ctx, f.request(grid.KindPH))
+			require.NoError(t, err, "a new batch of the kind is accepted at once")
+			require.NotEqual(t, b.ID, next.ID)
+		})
+	}
+}
+
+func TestCancel(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, batch.Config{})
+	b := f.trigger(grid.KindPH)
+	f.succeed(b, 0)
+	got, err := f.svc.Cancel(f.ctx, b.ID)
+	require.NoError(t, err)
+	require.Equal(t, store.StatusCancelled, got.Status)
+	require.Equal(t, "cancelled by operator", *got.Error)
+	require.Equal(t, map[string]int{store.ChunkSucceeded: 1, store.ChunkCancelled: 3}, f.chunkCounts(b.ID))
+	require.Equal(t, 3, got.CancelledChunks)
+	require.Zero(t, f.queuedChunks(b.ID), "the queued chunk tasks are removed")
+	require.False(t, f.lockHeld(b.ID))
+	f.finishedOnce(b.ID)
+
+	t.Run("refused: cancelling an ended batch", func(t *testing.T) {
+		_, err := f.svc.Cancel(f.ctx, b.ID)
+		require.ErrorContains(t, err, "already ended cancelled")
+		ok := f.succeeded(grid.KindHazard)
+		_, err = f.svc.Cancel(f.ctx, ok.ID)
+		require.ErrorContains(t, err, "already ended succeeded")
+		require.Equal(t, store.StatusSucceeded, f.batch(ok.ID).Status)
+		f.finishedOnce(b.ID)
+		f.finishedOnce(ok.ID)
+	})
+	t.Run("refused: cancelling an unknown batch", func(t *testing.T) {
+		_, err := f.svc.Cancel(f.ctx, "ph-unknown")
+		require.ErrorIs(t, err, store.ErrBatchNotFound)
+	})
+	t.Run("an unrecorded batch's lock is released", func(t *testing.T) {
+		require.NoError(t, f.broker.AcquireLock(f.ctx, grid.KindPH, "ph-unrecorded", time.Now().Add(time.Hour), time.Hour))
+		_, err := f.svc.Cancel(f.ctx, "ph-unrecorded")
+		require.NoError(t, err)
+		require.False(t, f.lockHeld("ph-unrecorded"))
+	})
+}
+
+func TestDeadline(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, batch.Config{})
+	b := f.trigger(grid.KindPH)
+	f.succeed(b, 0)
+	f.deadLetter(b, 1)
+	require.NoError(t, f.svc.Deadline(f.ctx, b.ID))
+	got := f.batch(b.ID)
+	require.Equal(t, store.StatusTimedOut, got.Status)
+	require.Contains(t, *got.Error, "reached with 2 of 4 chunks done")
+	require.Equal(t, map[string]int{store.ChunkSucceeded: 1, store.ChunkFailed: 1, store.ChunkTimedOut: 2}, f.chunkCounts(b.ID))
+	require.Equal(t, 2, got.TimedOutChunks)
+	require.EqualValues(t, 50+42, got.TimedOutCells)
+	require.Zero(t, f.queuedChunks(b.ID))
+	require.False(t, f.lockHeld(b.ID))
+	f.finishedOnce(b.ID)
+
+	t.Run("an ended batch keeps its status", func(t *testing.T) {
+		ok := f.succeeded(grid.KindHazard)
+		require.NoError(t, f.svc.Deadline(f.ctx, ok.ID))
+		require.Equal(t, store.StatusSucceeded, f.batch(ok.ID).Status)
+		f.finishedOnce(ok.ID)
+	})
+	t.Run("an unrecorded batch is nothing to end", func(t *testing.T) {
+		require.NoError(t, f.svc.Deadline(f.ctx, "ph-unknown"))
+	})
+}
+
+// TestEndedBatchRefusesTransitions checks that nothing moves an ended batch:
+// a late chunk result, a late dead letter, a plan, a finish or a deadline.
+func TestEndedBatchRefusesTransitions(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, batch.Config{})
+	b := f.trigger(grid.KindPH)
+	f.succeed(b, 0)
+	_, err := f.svc.Cancel(f.ctx, b.ID)
+	require.NoError(t, err)
+	before := f.batch(b.ID)
+
+	f.succeed(b, 1)
+	f.deadLetter(b, 2)
+	require.NoError(t, f.svc.Plan(f.ctx, b.ID))
+	f.svc.Finish(f.ctx, b.ID)
+	require.NoError(t, f.svc.Deadline(f.ctx, b.ID))
+
+	after := f.batch(b.ID)
+	require.Equal(t, before, after)
+	require.Equal(t, map[string]int{store.ChunkSucceeded: 1, store.ChunkCancelled: 3}, f.chunkCounts(b.ID))
+	var rows int
+	require.NoError(t, f.db.Pool.QueryRow(f.ctx, `SELECT count(*) FROM ph_timeseries WHERE batch_id = $1`, b.ID).Scan(&rows))
+	require.Equal(t, chunkSize*len(grid.Scenarios), rows, "the late chunk's rows are discarded")
+	require.Zero(t, f.queuedChunks(b.ID))
+	f.finishedOnce(b.ID)
+}
+
+func TestReconcile(t *testing.T) {
+	t.Parallel()
+	const interval = time.Second
+	for _, tc := range []struct {
+		name string
+		// arrange puts a running, planned batch into the state a crash left.
+		arrange func(f *fixture, b store.Batch)
+		status  string
+		check   func(f *fixture, b store.Batch)
+	}{
+		{name: "the lock expired", status: store.StatusTimedOut,
+			arrange: func(f *fixture, b store.Batch) {
+				f.exec(`UPDATE batch_runs SET lock_expires_at = now() - interval '1 second' WHERE id = $1`, b.ID)
+			},
+			check: func(f *fixture, b store.Batch) {
+				require.Contains(f.t, *f.batch(b.ID).Error, "lock expired")
+				require.Equal(f.t, map[string]int{store.ChunkTimedOut: chunks}, f.chunkCounts(b.ID))
+			}},
+		{name: "the deadline passed and the lock task is gone", status: store.StatusTimedOut,
+			arrange: func(f *fixture, b store.Batch) {
+				f.exec(`UPDATE batch_runs SET deadline_at = now() - interval '1 minute' WHERE id = $1`, b.ID)
+				require.NoError(f.t, f.broker.ReleaseLock(f.ctx, b.ID))
+			},
+			check: func(f *fixture, b store.Batch) {
+				require.Contains(f.t, *f.batch(b.ID).Error, "deadline")
+			}},
+		{name: "the deadline passed but the lock task will end it", status: store.StatusRunning,
+			arrange: func(f *fixture, b store.Batch) {
+				f.exec(`UPDATE batch_runs SET deadline_at = now() - interval '1 minute' WHERE id = $1`, b.ID)
+			}},
+		{name: "the plan task was lost", status: store.StatusRunning,
+			arrange: func(f *fixture, b store.Batch) {
+				f.exec(`DELETE FROM chunk_runs WHERE batch_id = $1`, b.ID)
+				f.exec(`UPDATE batch_runs SET planned_chunks = 0, started_at = now() - interval '1 minute' WHERE id = $1`, b.ID)
+				require.NoError(f.t, f.insp.DeleteTask(tasks.QueueBatch, tasks.PlanTaskID(b.ID)))
+			},
+			check: func(f *fixture, b store.Batch) {
+				_, err := f.insp.GetTaskInfo(tasks.QueueBatch, tasks.PlanTaskID(b.ID))
+				require.NoError(f.t, err, "the plan task is enqueued again")
+			}},
+		{name: "the last chunk's finisher died", status: store.StatusPartial,
+			arrange: func(f *fixture, b store.Batch) {
+				for c := range chunks {
+					o := store.ChunkOutcome{BatchID: b.ID, Chunk: c, Attempts: 1, Error: "x"}
+					if c == 0 {
+						_, err := f.db.Store.MarkChunkFailed(f.ctx, o)
+						require.NoError(f.t, err)
+						continue
+					}
+					_, err := f.db.Store.WriteChunk(f.ctx, b.Kind, b.Step, grid.FirstYear, nil, o, false)
+					require.NoError(f.t, err)
+				}
+				require.Equal(f.t, store.StatusRunning, f.batch(b.ID).Status)
+			}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			f := newFixture(t, batch.Config{})
+			b := f.trigger(grid.KindPH)
+			ended := f.trigger(grid.KindHazard)
+			_, err := f.svc.Cancel(f.ctx, ended.ID)
+			require.NoError(t, err)
+			tc.arrange(f, b)
+			require.NoError(t, f.svc.Reconcile(f.ctx, interval))
+			require.Equal(t, tc.status, f.batch(b.ID).Status)
+			if tc.status != store.StatusRunning {
+				f.finishedOnce(b.ID)
+				require.False(t, f.lockHeld(b.ID))
+			}
+			if tc.check != nil {
+				tc.check(f, b)
+			}
+			require.Equal(t, store.StatusCancelled, f.batch(ended.ID).Status, "an ended batch is left alone")
+			require.NoError(t, f.svc.Reconcile(f.ctx, interval), "a second pass changes nothing")
+			require.Equal(t, tc.status, f.batch(b.ID).Status)
+		})
+	}
+}
+
+func (f *fixture) exec(sql string, args ...any) {
+	f.t.Helper()
+	_, err := f.db.Pool.Exec(f.ctx, sql, args...)
+	require.NoError(f.t, err, fmt.Sprintf("%s %v", sql, args))
+}
