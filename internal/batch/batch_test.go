@@ -241,7 +241,7 @@ func TestPlan(t *testing.T) {
 	t.Run("an unknown batch is never retried", func(t *testing.T) {
 		err := f.svc.Plan(f.ctx, "ph-unknown")
 		require.ErrorIs(t, err, store.ErrBatchNotFound)
-		require.ErrorIs(t, err, asynq.SkipRetry)
+		require.ErrorIs(t, err, batch.ErrPermanent)
 	})
 	t.Run("an ended batch is not planned", func(t *testing.T) {
 		h, err := f.svc.Trigger(f.ctx, f.request(grid.KindHazard))
