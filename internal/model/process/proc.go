@@ -84,7 +84,7 @@ func startProc(ctx context.Context, spec model.Spec, shimPath string, startTimeo
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Dir = spec.Workdir
 	cmd.Env = append(os.Environ(), "GRIDBATCH_MODEL_FDS=3,4", "GRIDBATCH_MODEL_KIND="+spec.Kind,
-		"GRIDBATCH_MODEL_PROTOCOL="+strconv.Itoa(protocolVersion))
+		"GRIDBATCH_MODEL_PROTOCOL="+strconv.Itoa(protocolVersion), parentEnv+"="+strconv.Itoa(os.Getpid()))
 	for _, k := range sortedKeys(spec.Env) {
 		cmd.Env = append(cmd.Env, k+"="+spec.Env[k])
 	}

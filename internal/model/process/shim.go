@@ -14,6 +14,9 @@ import (
 // process's supervisor (see RunShimIfAsked).
 const shimArg = "__gridbatch_model_supervisor"
 
+// parentEnv carries the worker's pid to the supervisor.
+const parentEnv = "GRIDBATCH_SUPERVISOR_PARENT"
+
 // shimEnabled is set by RunShimIfAsked: the running binary can supervise.
 var shimEnabled bool
 
@@ -48,7 +51,10 @@ func shim(argv []string) int {
 	_, _, _ = syscall.RawSyscall(syscall.SYS_PRCTL, prSetChildSubreaper, 1, 0)
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
-	if os.Getppid() == 1 { // the worker died before the parent-death signal was armed
+	// The worker may have died before the parent-death signal was armed:
+	// then this process has another parent already. (The worker itself may
+	// be PID 1, in a container: compare with its pid, not with 1.)
+	if parent, err := strconv.Atoi(os.Getenv(parentEnv)); err == nil && os.Getppid() != parent {
 		killAll()
 		return 1
 	}
