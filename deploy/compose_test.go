@@ -3,6 +3,7 @@ package deploy_test
 import (
 	"maps"
 	"os"
+	"path"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -15,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gridbatch/gridbatch/internal/config"
+	"github.com/gridbatch/gridbatch/internal/model"
 )
 
 // loadCompose loads docker-compose.yml the way `docker compose config` does
@@ -78,6 +80,29 @@ func imageVersion(t *testing.T, image string) (major, minor int) {
 		require.NoError(t, err, "image %q: tag is not a version", image)
 	}
 	return major, minor
+}
+
+// composeMountedFile is the repository file that the container path file of
+// service s is: s must bind-mount a folder of the repository read-only over
+// one of file's parent folders.
+func composeMountedFile(t *testing.T, project *types.Project, s types.ServiceConfig, file string) string {
+	t.Helper()
+	for _, v := range s.Volumes {
+		rel, err := filepath.Rel(v.Target, file)
+		if err != nil || v.Target == "" || strings.HasPrefix(rel, "..") {
+			continue
+		}
+		require.Equal(t, types.VolumeTypeBind, v.Type, "service %s: %s comes from a folder of the host", s.Name, v.Target)
+		require.True(t, v.ReadOnly, "service %s: mount %s read-only: a model must not change its own code", s.Name, v.Target)
+		src, err := filepath.Rel(project.WorkingDir, v.Source)
+		require.NoError(t, err)
+		require.False(t, src == ".." || strings.HasPrefix(src, ".."+string(filepath.Separator)), "service %s: %s is outside the checkout", s.Name, v.Source)
+		local := filepath.Join(repoRoot(t), src, rel)
+		require.FileExists(t, local, "service %s: %s", s.Name, file)
+		return local
+	}
+	t.Fatalf("service %s: no volume holds GRIDBATCH_MODELS_FILE %s", s.Name, file)
+	return ""
 }
 
 func requireArgPair(t *testing.T, command []string, flag, value string) {
@@ -231,11 +256,44 @@ func TestCompose(t *testing.T) {
 		}
 	})
 
-	t.Run("gridbatch services share one image", func(t *testing.T) {
+	t.Run("workers run the Python image, the others share the static one", func(t *testing.T) {
+		t.Parallel()
+		worker := service(t, "worker")
+		require.NotNil(t, worker.Build)
+		require.Equal(t, pythonTarget, worker.Build.Target, "the workers run model processes: python3 and numpy")
+		require.NotNil(t, worker.Init, "worker: init")
+		require.True(t, *worker.Init, "worker: an init as PID 1 reaps what killed model processes leave behind")
+		var static string
+		for _, s := range gridbatch {
+			require.NotEmpty(t, s.Image, "service %s: name the image so it is built once and shared", s.Name)
+			if s.Name == "worker" {
+				continue
+			}
+			require.Empty(t, s.Build.Target, "service %s: the default (static) target", s.Name)
+			if static == "" {
+				static = s.Image
+			}
+			require.Equal(t, static, s.Image, "service %s", s.Name)
+		}
+		require.NotEqual(t, static, worker.Image, "two targets under one tag would overwrite each other")
+	})
+
+	t.Run("every gridbatch service reads the models file", func(t *testing.T) {
 		t.Parallel()
 		for _, s := range gridbatch {
-			require.Equal(t, gridbatch[0].Image, s.Image, "service %s", s.Name)
-			require.NotEmpty(t, s.Image, "service %s: name the image so it is built once and shared", s.Name)
+			file := serviceEnv(t, s)["GRIDBATCH_MODELS_FILE"]
+			require.True(t, path.IsAbs(file), "service %s: GRIDBATCH_MODELS_FILE %q: an absolute path in the container", s.Name, file)
+			local := composeMountedFile(t, project, s, file)
+			set, err := model.Load(local)
+			require.NoError(t, err, "service %s: the models file %s", s.Name, local)
+			if s.Name != "worker" {
+				continue
+			}
+			for _, spec := range set.Specs() {
+				if spec.Process() {
+					requireModelCommandInImage(t, spec, "service worker, kind "+spec.Kind)
+				}
+			}
 		}
 	})
 

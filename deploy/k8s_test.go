@@ -31,6 +31,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/gridbatch/gridbatch/internal/config"
+	"github.com/gridbatch/gridbatch/internal/model"
 	"github.com/gridbatch/gridbatch/tasks"
 )
 
@@ -46,6 +47,12 @@ const (
 	// Deployment at its maximum must fit, or scaling up ends in "too many
 	// connections". Raise it only with the server's max_connections.
 	pgConnectionBudget = 100 - 3
+	// pythonImage is the kustomization's image name of the Dockerfile's
+	// worker-python target, which the workers run.
+	pythonImage = "gridbatch-python"
+	// modelsConfigMap is made by the base's configMapGenerator from the
+	// models file, and mounted in every pod.
+	modelsConfigMap = "gridbatch-models"
 )
 
 // The asynq lists of the chunk queue that KEDA scales the workers on.
@@ -62,6 +69,25 @@ type kustomization struct {
 	Namespace       string           `json:"namespace,omitempty"`
 	Resources       []string         `json:"resources,omitempty"`
 	Images          []kustomizeImage `json:"images,omitempty"`
+	// ConfigMapGenerator makes ConfigMaps of files that are not manifests
+	// (the models file); k8sManifests leaves those files out.
+	ConfigMapGenerator []configMapGenerator `json:"configMapGenerator,omitempty"`
+}
+
+// configMapGenerator is a kustomize ConfigMap generator of files: one key per
+// file, its name, or KEY=FILE.
+type configMapGenerator struct {
+	Name     string   `json:"name"`
+	Behavior string   `json:"behavior,omitempty"`
+	Files    []string `json:"files"`
+}
+
+// generatorFile splits a generator's files entry into its key and its path.
+func generatorFile(entry string) (key, file string) {
+	if k, f, ok := strings.Cut(entry, "="); ok {
+		return k, f
+	}
+	return path.Base(entry), entry
 }
 
 type kustomizeImage struct {
@@ -201,7 +227,7 @@ func newObject(apiVersion, kind string) any {
 func k8sManifests(t *testing.T) map[string][]any {
 	t.Helper()
 	root := filepath.Join(repoRoot(t), "deploy", "k8s")
-	files := map[string][]any{}
+	var rels []string
 	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return err
@@ -212,10 +238,33 @@ func k8sManifests(t *testing.T) map[string][]any {
 		}
 		rel = filepath.ToSlash(rel)
 		require.Contains(t, []string{".yaml", ".yml"}, path.Ext(rel), "deploy/k8s/%s: only YAML manifests belong here", rel)
-		files[rel] = decodeManifests(t, p, rel)
+		rels = append(rels, rel)
 		return nil
 	})
 	require.NoError(t, err)
+	files := map[string][]any{}
+	generated := map[string]bool{} // inputs of a configMapGenerator, not manifests
+	for _, rel := range rels {
+		if path.Base(rel) != "kustomization.yaml" {
+			continue
+		}
+		files[rel] = decodeManifests(t, filepath.Join(root, filepath.FromSlash(rel)), rel)
+		for _, obj := range files[rel] {
+			if k, ok := obj.(*kustomization); ok {
+				for _, g := range k.ConfigMapGenerator {
+					for _, entry := range g.Files {
+						_, f := generatorFile(entry)
+						generated[path.Join(path.Dir(rel), f)] = true
+					}
+				}
+			}
+		}
+	}
+	for _, rel := range rels {
+		if files[rel] == nil && !generated[rel] {
+			files[rel] = decodeManifests(t, filepath.Join(root, filepath.FromSlash(rel)), rel)
+		}
+	}
 	require.NotEmpty(t, files)
 	return files
 }
@@ -290,15 +339,53 @@ func newVariant(t *testing.T, manifests map[string][]any, dir string) variant {
 	t.Helper()
 	v := variant{name: path.Join("deploy/k8s", dir)}
 	seen := map[string]bool{}
+	var objs []any
 	for _, f := range kustomizeFiles(t, manifests, dir) {
-		for _, obj := range manifests[f] {
-			key := kindOf(obj) + "/" + metaOf(obj).GetName()
-			require.False(t, seen[key], "%s has %s twice", v.name, key)
-			seen[key] = true
-			v.objects = append(v.objects, obj)
-		}
+		objs = append(objs, manifests[f]...)
+	}
+	for _, cm := range kustomizeGenerated(t, manifests, dir) {
+		objs = append(objs, cm)
+	}
+	for _, obj := range objs {
+		key := kindOf(obj) + "/" + metaOf(obj).GetName()
+		require.False(t, seen[key], "%s has %s twice", v.name, key)
+		seen[key] = true
+		v.objects = append(v.objects, obj)
 	}
 	return v
+}
+
+// kustomizeGenerated is the ConfigMaps that the configMapGenerators of the
+// kustomization in dir and of those it includes make, named as in the
+// kustomization (kustomize adds a hash of the content to the name, and to
+// every reference to it).
+func kustomizeGenerated(t *testing.T, manifests map[string][]any, dir string) []*corev1.ConfigMap {
+	t.Helper()
+	kpath := path.Join(dir, "kustomization.yaml")
+	k := manifests[kpath][0].(*kustomization)
+	var out []*corev1.ConfigMap
+	for _, res := range k.Resources {
+		if p := path.Join(dir, res); manifests[path.Join(p, "kustomization.yaml")] != nil {
+			out = append(out, kustomizeGenerated(t, manifests, p)...)
+		}
+	}
+	for _, g := range k.ConfigMapGenerator {
+		require.Empty(t, g.Behavior, "deploy/k8s/%s: generator %s: the repository's kustomizations create, overlays replace", kpath, g.Name)
+		cm := &corev1.ConfigMap{
+			TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "ConfigMap"},
+			ObjectMeta: metav1.ObjectMeta{Name: g.Name, Namespace: k.Namespace},
+			Data:       map[string]string{},
+		}
+		require.NotEmpty(t, g.Files, "deploy/k8s/%s: generator %s", kpath, g.Name)
+		for _, entry := range g.Files {
+			key, f := generatorFile(entry)
+			_, dup := cm.Data[key]
+			require.False(t, dup, "deploy/k8s/%s: generator %s has the key %s twice", kpath, g.Name, key)
+			cm.Data[key] = string(readRepoFile(t, path.Join("deploy/k8s", dir, f)))
+		}
+		out = append(out, cm)
+	}
+	return out
 }
 
 func kindOf(obj any) string {
@@ -707,6 +794,69 @@ func TestKubernetes(t *testing.T) {
 		}
 	})
 
+	t.Run("every container reads the models file of its ConfigMap", func(t *testing.T) {
+		t.Parallel()
+		for _, v := range variants {
+			c := newCluster(t, manifests, v)
+			for _, d := range all[*appsv1.Deployment](v) {
+				pod := d.Spec.Template.Spec
+				runsModels := false
+				for _, ctr := range slices.Concat(pod.InitContainers, pod.Containers) {
+					where := v.name + ": Deployment " + d.Name + ", container " + ctr.Name
+					file := c.env(t, ctr)["GRIDBATCH_MODELS_FILE"]
+					require.True(t, path.IsAbs(file), "%s: GRIDBATCH_MODELS_FILE %q: an absolute path in the container", where, file)
+					content := podFile(t, c, pod, ctr, file, where)
+					local := filepath.Join(t.TempDir(), path.Base(file))
+					require.NoError(t, os.WriteFile(local, []byte(content), 0o600))
+					set, err := model.Load(local)
+					require.NoError(t, err, "%s: the models file", where)
+					if binaryOf(t, binDir, ctr.Command) != "worker" {
+						continue
+					}
+					repo, _, _ := strings.Cut(ctr.Image, ":")
+					require.Equal(t, pythonImage, repo, "%s: the worker runs the model processes: the image of the Dockerfile's %s target", where, pythonTarget)
+					for _, spec := range set.Specs() {
+						if spec.Process() {
+							runsModels = true
+							requireModelCommandInImage(t, spec, where+", kind "+spec.Kind)
+						}
+					}
+				}
+				if runsModels {
+					require.True(t, pod.ShareProcessNamespace != nil && *pod.ShareProcessNamespace,
+						"Deployment %s: shareProcessNamespace, so that the worker is not PID 1 and killed model processes are reaped", d.Name)
+				}
+			}
+		}
+	})
+
+	t.Run("the models file mirrors examples/models.yaml", func(t *testing.T) {
+		t.Parallel()
+		cm := one[*corev1.ConfigMap](t, keda, modelsConfigMap)
+		local := filepath.Join(t.TempDir(), "models.yaml")
+		require.NoError(t, os.WriteFile(local, []byte(cm.Data["models.yaml"]), 0o600))
+		inCluster, err := model.Load(local)
+		require.NoError(t, err)
+		examples, err := model.Load(filepath.Join(repoRoot(t), "examples", "models.yaml"))
+		require.NoError(t, err)
+		require.Equal(t, examples.Kinds(), inCluster.Kinds())
+		for _, want := range examples.Specs() {
+			got, err := inCluster.Spec(want.Kind)
+			require.NoError(t, err)
+			// The image holds examples/ at imageExamples; the scripts are
+			// named there, the workdir left to its default.
+			for i, arg := range want.Command {
+				if i > 0 && strings.HasSuffix(arg, ".py") && !path.IsAbs(arg) {
+					rel, err := filepath.Rel(filepath.Join(repoRoot(t), "examples"), filepath.Join(want.Workdir, arg))
+					require.NoError(t, err)
+					want.Command[i] = imageExamples + filepath.ToSlash(rel)
+				}
+			}
+			want.Workdir, want.File = got.Workdir, got.File
+			require.Equal(t, want, got, "kind %s: deploy/k8s/base/models.yaml differs from examples/models.yaml beyond its paths", want.Kind)
+		}
+	})
+
 	t.Run("PostgreSQL connections stay within max_connections at full scale", func(t *testing.T) {
 		t.Parallel()
 		for _, v := range variants {
@@ -754,6 +904,39 @@ func TestKubernetes(t *testing.T) {
 		require.Equal(t, map[string]bool{"redis": true, "rediss": true, "redis-sentinel": true}, schemes,
 			"deploy/k8s/%s documents a plain, a TLS and a Sentinel URL", secretExample)
 	})
+}
+
+// podFile is the content of the file at the absolute path file in
+// container ctr of pod: it must come from a read-only mount of a ConfigMap
+// volume over one of file's folders, without subPath (a subPath mount never
+// sees a change of the ConfigMap).
+func podFile(t *testing.T, c cluster, pod corev1.PodSpec, ctr corev1.Container, file, where string) string {
+	t.Helper()
+	for _, m := range ctr.VolumeMounts {
+		rel, err := filepath.Rel(m.MountPath, file)
+		if err != nil || strings.HasPrefix(rel, "..") || rel == "." {
+			continue
+		}
+		require.True(t, m.ReadOnly, "%s: mount %s read-only", where, m.MountPath)
+		require.Empty(t, m.SubPath, "%s: mount %s without subPath", where, m.MountPath)
+		i := slices.IndexFunc(pod.Volumes, func(v corev1.Volume) bool { return v.Name == m.Name })
+		require.GreaterOrEqual(t, i, 0, "%s: no volume %s", where, m.Name)
+		src := pod.Volumes[i].ConfigMap
+		require.NotNil(t, src, "%s: %s must come from a ConfigMap", where, file)
+		cm := c.configMaps[src.Name]
+		require.NotNil(t, cm, "%s: no ConfigMap %s", where, src.Name)
+		key := filepath.ToSlash(rel)
+		if len(src.Items) > 0 { // only the listed keys are projected
+			j := slices.IndexFunc(src.Items, func(it corev1.KeyToPath) bool { return it.Path == key })
+			require.GreaterOrEqual(t, j, 0, "%s: volume %s projects no item at %s", where, m.Name, key)
+			key = src.Items[j].Key
+		}
+		content, ok := cm.Data[key]
+		require.True(t, ok, "%s: ConfigMap %s has no key %s, so %s would not exist", where, cm.Name, key, file)
+		return content
+	}
+	t.Fatalf("%s: no volume mounted over %s", where, file)
+	return ""
 }
 
 // cmpOr is the container-level setting when set, else the pod-level one.
