@@ -126,6 +126,10 @@ func Run(ctx context.Context, cfg config.Worker, stderr io.Writer, opts ...Optio
 		LogLevel:          logging.AsynqLevel(cfg.LogLevel),
 		ShutdownTimeout:   cfg.ShutdownTimeout,
 		TaskCheckInterval: cfg.TaskCheckInterval,
+		// Retries and scheduled tasks are moved to pending by a check every
+		// DelayedTaskCheckInterval (asynq's default 5s), which would add up
+		// to 5 s to every retry's countdown of RetryBase·(n+1).
+		DelayedTaskCheckInterval: time.Second,
 		HealthCheckFunc: func(err error) {
 			if err != nil {
 				log.Error("asynq cannot reach Redis", "error", err)
