@@ -62,7 +62,7 @@ chaos: services-up ## only the chaos scenarios (real binaries, kill -9, DB and R
 	$(GO) test -count=1 -timeout 40m -tags integration -v -run 'Chaos' ./tests/... 2>&1 | scripts/testlines.sh
 
 .PHONY: bench
-bench: services-up build ## the seven figures of BENCHMARKS.md (kernel, seeding, fan-out, lower bound vs pipeline, scaling, memory, latency): prints the table, rewrites BENCHMARKS.md
+bench: services-up build ## the figures of BENCHMARKS.md (kernel, seeding, fan-out, lower bound vs pipeline, scaling, memory, latency, Python model processes vs Go): prints the table, rewrites BENCHMARKS.md
 	GRIDBATCH_BENCH_BIN_DIR=$(CURDIR)/$(BIN) $(GO) test -tags bench -run '^TestBench$$' -count=1 -timeout 30m -v ./tests/bench/
 
 .PHONY: clean

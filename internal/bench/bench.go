@@ -1,10 +1,14 @@
 // Package bench is gridbatch's performance harness. Run measures, on one
-// machine in one run, the seven figures of `make bench`: the kernel's cost
+// machine in one run, the figures of `make bench`: the kernel's cost
 // per cell, seeding, fan-out (chunk tasks planned and enqueued per second),
 // the in-process lower bound of a batch's work, the same batch through the
 // real binaries (enqueuer run and worker processes), how that scales with the
 // grid, and the workers' peak memory and task start latency. Table renders
 // them with the machine they were taken on. tests/bench drives it.
+//
+// With a models file it also measures figure 8: a model run as processes
+// (ph_py, the reference ph in numpy) against the Go kind, paired with the
+// pipeline runs, on the same workers.
 //
 // Every figure comes from gridbatch's own code paths: the lower bound runs
 // batch.Service.RunChunk (load inputs, compute, store.WriteChunk) in
@@ -33,6 +37,7 @@ import (
 	"github.com/gridbatch/gridbatch/internal/cli"
 	"github.com/gridbatch/gridbatch/internal/config"
 	"github.com/gridbatch/gridbatch/internal/grid"
+	"github.com/gridbatch/gridbatch/internal/model"
 	"github.com/gridbatch/gridbatch/internal/store"
 	"github.com/gridbatch/gridbatch/tasks"
 )
@@ -56,6 +61,17 @@ type Config struct {
 	Env []string
 	// Kind is the model of the lower bound and pipeline runs. Defaults to "ph".
 	Kind string
+	// ModelsFile is the models file (GRIDBATCH_MODELS_FILE, an absolute
+	// path) every binary of the run gets: the workers serve its process
+	// models next to the built-in ones. Empty: the built-in models only, and
+	// no figure 8.
+	ModelsFile string
+	// ProcessKind is the kind of ModelsFile run as model processes (figure
+	// 8), measured after each pipeline run at Step, on the same workers with
+	// the same settings, and compared with it. Defaults to Kind + "_py"
+	// (ph_py, the reference ph in numpy in examples/models.yaml); "-" for
+	// none. Its results table is created as enqueuer migrate does.
+	ProcessKind string
 	// BBox is the region. Defaults to the Korea box 124,33,132,39.
 	BBox grid.BBox
 	// Step is the grid step of the lower bound and of the pipeline it is
@@ -124,6 +140,19 @@ func (c *Config) fill() error {
 		c.Env = os.Environ()
 	}
 	c.Kind = cmp.Or(c.Kind, grid.KindPH)
+	switch {
+	case c.ModelsFile == "" || c.ProcessKind == "-":
+		c.ProcessKind = ""
+	case c.ProcessKind == "":
+		c.ProcessKind = c.Kind + "_py"
+	}
+	if c.ModelsFile != "" {
+		abs, err := filepath.Abs(c.ModelsFile)
+		if err != nil {
+			return fmt.Errorf("bench: models file: %w", err)
+		}
+		c.ModelsFile = abs
+	}
 	if c.BBox == (grid.BBox{}) {
 		c.BBox = grid.BBox{LonMin: 124, LatMin: 33, LonMax: 132, LatMax: 39}
 	}
@@ -174,6 +203,11 @@ type harness struct {
 	// ownConcurrency starts the workers at their own default concurrency
 	// (without the GRIDBATCH_CONCURRENCY that Config.fill added).
 	ownConcurrency bool
+	// processSpec is the models file's entry of Config.ProcessKind.
+	processSpec model.Spec
+	// resultsTables are the tables reset truncates: ph_timeseries,
+	// hazard_timeseries and those of the models file's kinds.
+	resultsTables []string
 }
 
 func (h *harness) logf(format string, args ...any) {
@@ -222,7 +256,13 @@ func Run(ctx context.Context, cfg Config) (Table, error) {
 		return t, err
 	}
 	t.Config = Settings{Kind: cfg.Kind, BBox: cfg.BBox.String(), Step: cfg.Step, ChunkSize: cfg.ChunkSize,
-		Workers: cfg.Workers, WorkerEnv: cfg.WorkerEnv, Repeat: cfg.Repeat}
+		Workers: cfg.Workers, WorkerEnv: cfg.WorkerEnv, Repeat: cfg.Repeat, ModelsFile: cfg.ModelsFile, ProcessKind: cfg.ProcessKind}
+	if cfg.ProcessKind != "" {
+		if err := h.processModel(ctx); err != nil {
+			return t, err
+		}
+		t.Config.ProcessCommand = h.processSpec.Source()
+	}
 	if h.workerSettings, err = h.output(ctx, filepath.Join(cfg.BinDir, "worker"), h.workerEnv(false), "--print-config"); err != nil {
 		return t, fmt.Errorf("worker --print-config: %w", err)
 	}
@@ -267,7 +307,7 @@ func Run(ctx context.Context, cfg Config) (Table, error) {
 		if s == cfg.Step {
 			continue
 		}
-		pr, err := h.pipeline(ctx, s, false)
+		pr, err := h.pipeline(ctx, cfg.Kind, s, false)
 		if err != nil {
 			return t, err
 		}
@@ -281,12 +321,25 @@ func Run(ctx context.Context, cfg Config) (Table, error) {
 		}
 		h.logf("lower bound #%d: %d cells in %.2fs: %.0f cells/s", i+1, lb.Cells, lb.Seconds, lb.CellsPerSecond)
 		t.LowerBoundRuns = append(t.LowerBoundRuns, lb)
-		pr, err := h.pipeline(ctx, cfg.Step, i == 0 && cfg.ProfileDir != "")
+		pr, err := h.pipeline(ctx, cfg.Kind, cfg.Step, i == 0 && cfg.ProfileDir != "")
 		if err != nil {
 			return t, err
 		}
 		h.logf("pipeline #%d at step %g: %d cells in %.2fs: %.0f cells/s", i+1, cfg.Step, pr.Cells, pr.Seconds, pr.CellsPerSecond)
 		t.PipelineRuns = append(t.PipelineRuns, pr)
+		if cfg.ProcessKind == "" {
+			continue
+		}
+		// Figure 8: the same batch of the process model, right after the Go
+		// pipeline run it is compared with, on the same workers.
+		mr, err := h.processPipeline(ctx, cfg.Step)
+		if err != nil {
+			return t, err
+		}
+		h.logf("%s pipeline #%d at step %g: %d cells in %.2fs: %.0f cells/s (%.3f × %s); %d model processes started during it, %d since the workers started",
+			cfg.ProcessKind, i+1, cfg.Step, mr.Cells, mr.Seconds, mr.CellsPerSecond, mr.CellsPerSecond/pr.CellsPerSecond, cfg.Kind,
+			mr.Starts.During, mr.Starts.Total)
+		t.ProcessRuns = append(t.ProcessRuns, mr)
 	}
 	h.logf("start latency: %d chunk tasks enqueued one at a time to the idle workers", cfg.LatencyProbes)
 	idle, err := h.latencyProbe(ctx)
@@ -310,7 +363,7 @@ func Run(ctx context.Context, cfg Config) (Table, error) {
 		if err := h.startWorkers(ctx, false); err != nil {
 			return t, err
 		}
-		pr, err := h.pipeline(ctx, cfg.Step, false)
+		pr, err := h.pipeline(ctx, cfg.Kind, cfg.Step, false)
 		if err != nil {
 			return t, err
 		}

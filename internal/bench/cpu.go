@@ -28,13 +28,14 @@ type CPU struct {
 	PostgresSessions float64
 	Redis            float64
 	Workers          float64 // the pipeline's worker processes
+	Models           float64 // the workers' model processes (and their supervisors)
 	Enqueuer         float64 // enqueuer run --wait
 	Harness          float64 // this process: the lower bound's own work
 }
 
 // Other is the machine's busy time no named process accounts for.
 func (c CPU) Other() float64 {
-	return c.Machine - c.Postgres - c.Redis - c.Workers - c.Enqueuer - c.Harness
+	return c.Machine - c.Postgres - c.Redis - c.Workers - c.Models - c.Enqueuer - c.Harness
 }
 
 // cpuMeter takes the samples a CPU is the difference of.

@@ -22,7 +22,7 @@ import (
 func (h *harness) env(extra ...string) []string {
 	env := append([]string{}, h.cfg.Env...)
 	env = append(env, "GRIDBATCH_REDIS_URL="+h.cfg.RedisURL, "GRIDBATCH_DATABASE_URL="+h.cfg.DatabaseURL,
-		"GRIDBATCH_LOG_FORMAT=json")
+		"GRIDBATCH_LOG_FORMAT=json", "GRIDBATCH_MODELS_FILE="+h.cfg.ModelsFile)
 	return append(env, extra...)
 }
 
@@ -98,6 +98,7 @@ type workerProc struct {
 	waitErr  error
 	mu       sync.Mutex
 	latency  map[string][]float64 // start_latency_seconds by batch_id
+	starts   map[string]int       // "model process started" lines by kind
 }
 
 // logLine is the part of a worker's JSON log line the harness reads.
@@ -108,6 +109,7 @@ type logLine struct {
 	Latency   *float64 `json:"start_latency_seconds"`
 	Level     string   `json:"level"`
 	Component string   `json:"component"`
+	Kind      string   `json:"kind"`
 }
 
 // startWorker starts a worker and waits until it has started its asynq server.
@@ -122,7 +124,7 @@ func (h *harness) startWorker(ctx context.Context, name string, pprof bool) (*wo
 	pr, pw := io.Pipe()
 	cmd.Stdout, cmd.Stderr = f, pw
 	w := &workerProc{cmd: cmd, logPath: logPath, started: make(chan string, 1), done: make(chan struct{}),
-		latency: map[string][]float64{}}
+		latency: map[string][]float64{}, starts: map[string]int{}}
 	if err := cmd.Start(); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("start worker: %w", err)
@@ -145,6 +147,10 @@ func (h *harness) startWorker(ctx context.Context, name string, pprof bool) (*wo
 				case w.started <- l.HTTPAddr:
 				default:
 				}
+			case l.Msg == "model process started":
+				w.mu.Lock()
+				w.starts[l.Kind]++
+				w.mu.Unlock()
 			case l.Msg == "chunk task started" && l.Latency != nil:
 				w.mu.Lock()
 				w.latency[l.BatchID] = append(w.latency[l.BatchID], *l.Latency)

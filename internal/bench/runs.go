@@ -54,7 +54,11 @@ func (h *harness) seed(ctx context.Context, step float64) (SeedFigure, error) {
 // a fresh checkpoint (so no run pays for another's dirty pages); with flush,
 // also an empty Redis database (only while no worker runs).
 func (h *harness) reset(ctx context.Context, flush bool) error {
-	if _, err := h.st.Pool.Exec(ctx, `TRUNCATE ph_timeseries, hazard_timeseries`); err != nil {
+	tables := h.resultsTables
+	if len(tables) == 0 {
+		tables = []string{"ph_timeseries", "hazard_timeseries"}
+	}
+	if _, err := h.st.Pool.Exec(ctx, `TRUNCATE `+strings.Join(tables, ", ")); err != nil {
 		return fmt.Errorf("truncate results: %w", err)
 	}
 	// CHECKPOINT needs superuser or pg_checkpoint; without it runs are a little noisier.
@@ -297,6 +301,7 @@ type PipelineFigure struct {
 	// Seconds is the batch's own duration (started_at to ended_at).
 	WallSeconds float64
 	BatchID     string
+	Kind        string
 	// BatchPeakRSSBytes is the batch's own peak_worker_rss_bytes: the
 	// largest RSS the workers recorded with a chunk outcome.
 	BatchPeakRSSBytes int64
@@ -362,8 +367,8 @@ func (h *harness) killWorkers() {
 	h.workers = nil
 }
 
-// pipeline runs a batch through enqueuer run --wait and the running workers.
-func (h *harness) pipeline(ctx context.Context, step float64, profile bool) (PipelineFigure, error) {
+// pipeline runs a batch of kind through enqueuer run --wait and the running workers.
+func (h *harness) pipeline(ctx context.Context, kind string, step float64, profile bool) (PipelineFigure, error) {
 	var p PipelineFigure
 	if err := h.reset(ctx, false); err != nil {
 		return p, err
@@ -388,13 +393,16 @@ func (h *harness) pipeline(ctx context.Context, step float64, profile bool) (Pip
 	cpu := readCPU()
 	meter := h.startCPU(ctx)
 	workerCPU := make([]time.Duration, len(workers))
+	pids := make([]int, len(workers))
 	for i, w := range workers {
 		workerCPU[i], _ = procCPU(w.pid())
+		pids[i] = w.pid()
 	}
+	modelCPU := descendantsCPU(pids)
 	wal := h.walBytes(ctx)
 	before := h.commandStats(ctx)
 	waits := h.sampleWaits(ctx, "gridbatch-worker")
-	args := []string{"run", "--kind", h.cfg.Kind, "--bbox", h.cfg.BBox.String(), "--step", strconv.FormatFloat(step, 'g', -1, 64),
+	args := []string{"run", "--kind", kind, "--bbox", h.cfg.BBox.String(), "--step", strconv.FormatFloat(step, 'g', -1, 64),
 		"--chunk-size", strconv.Itoa(h.cfg.ChunkSize), "--wait", "--progress-interval", "10s"}
 	start := time.Now()
 	out, enqCPU, err := h.outputCPU(ctx, filepath.Join(h.cfg.BinDir, "enqueuer"), h.env(), args...)
@@ -405,6 +413,7 @@ func (h *harness) pipeline(ctx context.Context, step float64, profile bool) (Pip
 	used := meter.stop(ctx, h)
 	waitsSeen := waits.result(12)
 	used.Enqueuer = enqCPU.Seconds()
+	used.Models = sinceCPU(modelCPU, descendantsCPU(pids))
 	for i, w := range workers {
 		c, _ := procCPU(w.pid())
 		used.Workers += (c - workerCPU[i]).Seconds()
@@ -418,6 +427,7 @@ func (h *harness) pipeline(ctx context.Context, step float64, profile bool) (Pip
 	if b.Status != store.StatusSucceeded || b.DurationSeconds == nil {
 		return p, fmt.Errorf("pipeline batch %s ended %s", b.ID, b.Status)
 	}
+	p.Kind = kind
 	p.RunFigure = RunFigure{Step: step, Cells: b.TotalCells, Chunks: b.TotalChunks, Seconds: *b.DurationSeconds,
 		CellsPerSecond: float64(b.TotalCells) / *b.DurationSeconds, CPUBusy: busySince(cpu), CPU: used,
 		WALBytes: h.walBytes(ctx) - wal, Waits: waitsSeen, Concurrency: h.cfg.Workers * h.workerConcurrency()}

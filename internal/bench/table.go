@@ -21,6 +21,9 @@ type Settings struct {
 	WorkerEnv      []string
 	WorkerSettings string
 	Repeat         int
+	// ModelsFile is the workers' GRIDBATCH_MODELS_FILE; ProcessKind the
+	// kind of figure 8 and ProcessCommand what it runs.
+	ModelsFile, ProcessKind, ProcessCommand string
 }
 
 // Latency summarises start latencies in seconds.
@@ -83,7 +86,16 @@ type Table struct {
 	// its own default concurrency instead of the harness's one chunk per
 	// core; nil when Config.WorkerEnv set the concurrency.
 	OwnConcurrency *PipelineFigure
-	Targets        []Target
+	// ProcessRuns are figure 8: the process model's batch at Config.Step,
+	// each measured right after the pipeline run of the same index; Process
+	// is their median (by cells/s). ProcessRatios are each one's cells/s
+	// over its pipeline run's, ProcessRatio their median, the target's
+	// figure.
+	ProcessRuns   []ProcessFigure
+	Process       ProcessFigure
+	ProcessRatios []float64
+	ProcessRatio  float64
+	Targets       []Target
 	// Generated is when the run ended; Elapsed how long it took.
 	Generated time.Time
 	Elapsed   time.Duration
@@ -120,6 +132,24 @@ func (t *Table) finish() {
 	t.Targets = append(t.Targets, Target{Name: "pipeline vs lower bound (median of the paired runs' ratios)", Want: "≥ 0.90",
 		Got: fmt.Sprintf("%.3f (pairs: %s; medians: %.3f; fastest runs: %.3f)", t.Ratio, ratios(t.Ratios), t.RatioOfMedians, t.RatioBest),
 		Met: t.Ratio >= 0.90})
+	if n := len(t.ProcessRuns); n > 0 {
+		runs := slices.Clone(t.ProcessRuns)
+		slices.SortFunc(runs, func(a, b ProcessFigure) int { return byRate(a.CellsPerSecond, b.CellsPerSecond) })
+		t.Process = runs[n/2]
+		for i := range min(n, len(t.PipelineRuns)) {
+			t.ProcessRatios = append(t.ProcessRatios, t.ProcessRuns[i].CellsPerSecond/t.PipelineRuns[i].CellsPerSecond)
+		}
+		t.ProcessRatio = median(t.ProcessRatios)
+		c := t.Config
+		t.Targets = append(t.Targets, Target{Name: fmt.Sprintf("%s (model processes) vs %s (Go) pipeline cells/s (median of the paired runs' ratios)", c.ProcessKind, c.Kind),
+			Want: "≥ 0.70", Got: fmt.Sprintf("%.3f (pairs: %s; medians: %s vs %s cells/s)", t.ProcessRatio, ratios(t.ProcessRatios),
+				count(t.Process.CellsPerSecond), count(t.Pipeline.CellsPerSecond)), Met: t.ProcessRatio >= 0.70})
+		last := t.ProcessRuns[n-1].Starts
+		t.Targets = append(t.Targets, Target{Name: c.ProcessKind + " model process starts",
+			Want: fmt.Sprintf("the workers' processes (%d), not one per chunk (%s a batch)", last.Processes, count(float64(t.ProcessRuns[n-1].Chunks))),
+			Got:  fmt.Sprintf("%s during the %d batches; %d since the workers started", startsDuring(t.ProcessRuns), n, last.Total),
+			Met:  last.Total > 0 && last.Total <= last.Processes})
+	}
 	if len(t.Scaling) > 1 {
 		coarse, fine := t.Scaling[0], t.Scaling[len(t.Scaling)-1]
 		r := fine.CellsPerSecond / coarse.CellsPerSecond
@@ -153,6 +183,15 @@ func median(xs []float64) float64 {
 		return s[n/2]
 	}
 	return (s[n/2-1] + s[n/2]) / 2
+}
+
+// startsDuring lists the model process starts during each batch.
+func startsDuring(runs []ProcessFigure) string {
+	var out []string
+	for _, r := range runs {
+		out = append(out, strconv.Itoa(r.Starts.During))
+	}
+	return strings.Join(out, ", ")
 }
 
 func ratios(xs []float64) string {
@@ -197,7 +236,7 @@ func gib(b int64) string { return fmt.Sprintf("%.1f GiB", float64(b)/(1<<30)) }
 
 func stepStr(s float64) string { return strconv.FormatFloat(s, 'g', -1, 64) }
 
-// Figures renders the seven figures as a Markdown table.
+// Figures renders the figures as a Markdown table.
 func (t Table) Figures() string {
 	var b strings.Builder
 	row := func(cells ...string) { b.WriteString("| " + strings.Join(cells, " | ") + " |\n") }
@@ -255,6 +294,18 @@ func (t Table) Figures() string {
 	}
 	row("7", "chunk-task queue wait in the batch", fmt.Sprintf("p50 %s, p99 %s", secs(p.Backlog.P50), secs(p.Backlog.P99)),
 		fmt.Sprintf("enqueue to first start of the %s chunk tasks of the step-%s batch, all enqueued at once: the wait behind earlier chunks", count(float64(p.Backlog.N)), stepStr(p.Step)))
+	if n := len(t.ProcessRuns); n > 0 {
+		c, m := t.Config, t.Process
+		row("8", fmt.Sprintf("model processes: %s", c.ProcessKind), fmt.Sprintf("%s cells/s (%.3f × %s pipeline)", count(m.CellsPerSecond), t.ProcessRatio, c.Kind),
+			fmt.Sprintf("`%s` (GRIDBATCH_MODELS_FILE=%s), step %s, %s cells, %s chunks, through the same %d workers and settings as 5 (%d model processes, %d chunks in flight), each batch right after a pipeline run of 5: batch %s (wall %s); CPU %s busy; CPU core-s: PostgreSQL %.1f, workers %.1f, model processes %.1f (the median %s pipeline of 5: %.1f, %.1f, %.1f); ratio: median of the %d pairs' ratios",
+				c.ProcessCommand, c.ModelsFile, stepStr(m.Step), count(float64(m.Cells)), count(float64(m.Chunks)), len(t.Workers), m.Starts.Processes, m.Concurrency,
+				secs(m.Seconds), secs(m.WallSeconds), pct(m.CPUBusy), m.CPU.Postgres, m.CPU.Workers, m.CPU.Models,
+				c.Kind, p.CPU.Postgres, p.CPU.Workers, p.CPU.Models, n))
+		last := t.ProcessRuns[n-1].Starts
+		row("8", fmt.Sprintf("model process starts, %s", c.ProcessKind), fmt.Sprintf("%s per batch; %d in all", startsDuring(t.ProcessRuns), last.Total),
+			fmt.Sprintf("\"model process started\" lines of kind %s in the workers' logs: during each of the %d batches of %s chunks, and since the workers started (a worker starts one process of each model kind when it starts; %d workers × %d process(es) each = %d)",
+				c.ProcessKind, n, count(float64(m.Chunks)), len(t.Workers), last.Processes/max(len(t.Workers), 1), last.Processes))
+	}
 	return b.String()
 }
 
@@ -290,12 +341,12 @@ func (t Table) MachineTable() string {
 // RunsTable lists every measured run.
 func (t Table) RunsTable() string {
 	var b strings.Builder
-	b.WriteString("| run | step | cells | seconds | cells/s | chunks in flight | CPU busy | CPU core-s: PostgreSQL (its run's sessions, background) / Go (workers or harness) / Redis / enqueuer / other | WAL written |\n")
+	b.WriteString("| run | step | cells | seconds | cells/s | chunks in flight | CPU busy | CPU core-s: PostgreSQL (its run's sessions, background) / Go (workers or harness) / model processes / Redis / enqueuer / other | WAL written |\n")
 	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---|---:|\n")
 	line := func(name string, r RunFigure) {
 		c := r.CPU
-		fmt.Fprintf(&b, "| %s | %s | %s | %.2f | %s | %d | %s | %.1f (%.1f, %.1f) / %.1f / %.1f / %.1f / %.1f | %s |\n", name, stepStr(r.Step), count(float64(r.Cells)),
-			r.Seconds, count(r.CellsPerSecond), r.Concurrency, pct(r.CPUBusy), c.Postgres, c.PostgresSessions, c.PostgresBackground, c.Workers+c.Harness, c.Redis, c.Enqueuer, c.Other(),
+		fmt.Fprintf(&b, "| %s | %s | %s | %.2f | %s | %d | %s | %.1f (%.1f, %.1f) / %.1f / %.1f / %.1f / %.1f / %.1f | %s |\n", name, stepStr(r.Step), count(float64(r.Cells)),
+			r.Seconds, count(r.CellsPerSecond), r.Concurrency, pct(r.CPUBusy), c.Postgres, c.PostgresSessions, c.PostgresBackground, c.Workers+c.Harness, c.Models, c.Redis, c.Enqueuer, c.Other(),
 			fmt.Sprintf("%.0f MiB", float64(r.WALBytes)/mib))
 	}
 	for i, r := range t.LowerBoundRuns {
@@ -305,6 +356,13 @@ func (t Table) RunsTable() string {
 		name := fmt.Sprintf("pipeline #%d", i+1)
 		if i < len(t.Ratios) {
 			name += fmt.Sprintf(" (%.3f × lower bound #%d)", t.Ratios[i], i+1)
+		}
+		line(name, r.RunFigure)
+	}
+	for i, r := range t.ProcessRuns {
+		name := fmt.Sprintf("%s pipeline #%d", t.Config.ProcessKind, i+1)
+		if i < len(t.ProcessRatios) {
+			name += fmt.Sprintf(" (%.3f × pipeline #%d)", t.ProcessRatios[i], i+1)
 		}
 		line(name, r.RunFigure)
 	}
@@ -322,6 +380,9 @@ func (t Table) RunsTable() string {
 	}
 	for i, r := range t.PipelineRuns {
 		fmt.Fprintf(&b, "- pipeline #%d: %s\n", i+1, r.Waits)
+	}
+	for i, r := range t.ProcessRuns {
+		fmt.Fprintf(&b, "- %s pipeline #%d: %s\n", t.Config.ProcessKind, i+1, r.Waits)
 	}
 	if o := t.OwnConcurrency; o != nil {
 		fmt.Fprintf(&b, "- pipeline, workers at their default concurrency: %s\n", o.Waits)
@@ -341,7 +402,14 @@ func (t Table) Markdown() string {
 	if len(c.WorkerEnv) > 0 {
 		fmt.Fprintf(&b, "; with %s", strings.Join(c.WorkerEnv, " "))
 	}
-	fmt.Fprintf(&b, "). Figures 4 and 5 are the median of %d measurements each, taken in pairs (lower bound, then pipeline); the ratio in 5 is the median of the pairs' ratios. Every run is listed under \"Every run\".\n\n", c.Repeat)
+	if c.ModelsFile != "" {
+		fmt.Fprintf(&b, "; every binary with GRIDBATCH_MODELS_FILE=%s", c.ModelsFile)
+	}
+	fmt.Fprintf(&b, "). Figures 4 and 5 are the median of %d measurements each, taken in pairs (lower bound, then pipeline); the ratio in 5 is the median of the pairs' ratios.", c.Repeat)
+	if c.ProcessKind != "" {
+		fmt.Fprintf(&b, " Figure 8 is the median of %d batches of %s, each right after a pipeline run of 5 (lower bound, pipeline, %s, in turn); its ratio is the median of those pairs' ratios.", c.Repeat, c.ProcessKind, c.ProcessKind)
+	}
+	b.WriteString(" Every run is listed under \"Every run\".\n\n")
 	b.WriteString(t.Figures() + "\n")
 	b.WriteString("## Targets\n\n" + t.TargetsTable() + "\n")
 	b.WriteString("## Every run\n\n" + t.RunsTable() + "\n")
@@ -374,6 +442,13 @@ which calls ` + "`internal/bench.Run`" + ` on a fresh Redis database and Postgre
    it (debug level; the workers run with GRIDBATCH_LOG_LEVEL=debug). The figure is taken with idle
    workers, chunk tasks enqueued one at a time; inside a batch a task's wait is mostly the queue
    ahead of it, reported separately.
+8. **Model processes**: with a models file (` + "`make bench`" + `: examples/models.yaml, given to every binary,
+   its results tables created as ` + "`enqueuer migrate`" + ` does), the same batch of a kind run as model
+   processes (ph_py: the reference ph in numpy through sdk/python/gridbatch_model.py), on the same
+   workers with the same settings, right after each pipeline run of 5, which it is compared with.
+   Model process starts are the workers' "model process started" log lines of the kind. CPU of
+   "model processes" is that of every live process below the workers (the model processes and
+   their supervisors), from /proc.
 
 Before every measured run the results tables are truncated and PostgreSQL checkpoints. CPU time
 comes from /proc (PostgreSQL: the postmaster and its children, split into the run's own sessions

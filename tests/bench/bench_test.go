@@ -28,6 +28,9 @@ import (
 //	GRIDBATCH_BENCH_STEPS       scaling steps, comma-separated; default 0.05,0.02,0.01
 //	GRIDBATCH_BENCH_STEP        step of the lower bound and pipeline figures; default 0.01
 //	GRIDBATCH_BENCH_KIND        model kind; default ph
+//	GRIDBATCH_BENCH_MODELS_FILE the models file every binary gets; default examples/models.yaml, "-" for none
+//	GRIDBATCH_BENCH_PROCESS_KIND the models file's kind run as model processes and compared with the
+//	                            kind (figure 8); default the kind + "_py" (ph_py), "-" for none
 //	GRIDBATCH_BENCH_CHUNK_SIZE  chunk size; default the binaries' default
 //	GRIDBATCH_BENCH_WORKERS     worker processes of the pipeline; default 2
 //	GRIDBATCH_BENCH_LB_GOROUTINES chunks the lower bound runs at once; default GOMAXPROCS
@@ -45,12 +48,21 @@ func TestBench(t *testing.T) {
 	if bin == "" {
 		bin = testutil.Binaries(t)
 	}
+	models := os.Getenv("GRIDBATCH_BENCH_MODELS_FILE")
+	switch models {
+	case "":
+		models = filepath.Join(testutil.RepoRoot(), "examples", "models.yaml")
+	case "-":
+		models = ""
+	}
 	cfg := bench.Config{
 		RedisURL:    r.URL,
 		DatabaseURL: db.URL,
 		BinDir:      bin,
 		RepoRoot:    testutil.RepoRoot(),
 		Kind:        os.Getenv("GRIDBATCH_BENCH_KIND"),
+		ModelsFile:  models,
+		ProcessKind: os.Getenv("GRIDBATCH_BENCH_PROCESS_KIND"),
 		Repeat:      3,
 		ProfileDir:  os.Getenv("GRIDBATCH_BENCH_PROFILE_DIR"),
 		LogDir:      os.Getenv("GRIDBATCH_BENCH_LOG_DIR"),
