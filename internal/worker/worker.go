@@ -57,7 +57,7 @@ func Run(ctx context.Context, cfg config.Worker, stderr io.Writer, opts ...Optio
 	if cfg.GCPercent > 0 {
 		debug.SetGCPercent(cfg.GCPercent)
 	}
-	rdb, err := cli.OpenRedis(ctx, cfg.RedisURL)
+	rdb, err := cli.OpenRedis(ctx, cfg.RedisURL, log)
 	if err != nil {
 		return err
 	}

@@ -104,3 +104,21 @@ func TestEveryCommandOnAnUnmigratedDatabaseSaysToMigrate(t *testing.T) {
 		})
 	}
 }
+
+// TestUnreachableRedisIsOneLine starts every binary with nothing listening
+// at GRIDBATCH_REDIS_URL: each prints gridbatch's own line and exits 1,
+// without go-redis's log lines before it.
+func TestUnreachableRedisIsOneLine(t *testing.T) {
+	env := append(testutil.Env(testutil.NewRedis(t), testutil.NewDB(t)),
+		"GRIDBATCH_REDIS_URL=redis://127.0.0.1:1/0", "GRIDBATCH_HTTP_ADDR=127.0.0.1:0",
+		"GRIDBATCH_MONITOR_ADDR=127.0.0.1:0", "GRIDBATCH_MONITOR_USER=ops", "GRIDBATCH_MONITOR_PASSWORD=secret")
+	for _, cmd := range [][]string{{"enqueuer", "run", "--kind", "ph"}, {"worker"}, {"scheduler"}, {"monitor"}} {
+		t.Run(cmd[0], func(t *testing.T) {
+			out, errOut, code := runBin(t, env, cmd[0], cmd[1:]...)
+			require.Equal(t, 1, code, "stderr: %s", errOut)
+			require.Empty(t, out)
+			require.Equal(t, cmd[0]+": GRIDBATCH_REDIS_URL: cannot reach Redis at redis://127.0.0.1:1/0: "+
+				"dial tcp 127.0.0.1:1: connect: connection refused (is it up and the URL right?)\n", errOut)
+		})
+	}
+}
