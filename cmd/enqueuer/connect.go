@@ -31,7 +31,7 @@ func connect(ctx context.Context, c config.Common, stderr io.Writer) (*conn, err
 	if c.LogLevel == "debug" {
 		log = logging.New(stderr, c.LogFormat, c.LogLevel)
 	}
-	rdb, err := cli.OpenRedis(ctx, c.RedisURL)
+	rdb, err := cli.OpenRedis(ctx, c.RedisURL, log)
 	if err != nil {
 		return nil, err
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/gridbatch/gridbatch/internal/cli"
 	"github.com/gridbatch/gridbatch/internal/config"
 	"github.com/gridbatch/gridbatch/internal/model"
+	"github.com/gridbatch/gridbatch/internal/store"
 )
 
 func main() { cli.Main("enqueuer", run) }
@@ -51,7 +52,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	name := args[0]
 	for _, c := range commands {
 		if c.name == name {
-			return c.run(ctx, &env{stdout: stdout, stderr: stderr}, args[1:])
+			// Every command on a database without the schema says to migrate.
+			return store.SchemaHint(c.run(ctx, &env{stdout: stdout, stderr: stderr}, args[1:]))
 		}
 	}
 	return fmt.Errorf("unknown command %q; run 'enqueuer --help' for the list", name)

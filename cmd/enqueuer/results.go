@@ -86,8 +86,6 @@ func runResults(ctx context.Context, e *env, args []string) error {
 	case errors.Is(err, store.ErrNoSeries):
 		return fmt.Errorf("no %s series for cell %d (lat %s, lon %s) at step %s scenario %s; run a %s batch over it first",
 			kind, cell.GridID, centreText(cell.Lat), centreText(cell.Lon), strconv.FormatFloat(l.Step, 'g', -1, 64), scenario, kind)
-	case store.IsSchemaError(err):
-		return migrateHint(err)
 	case err != nil:
 		return err
 	}

@@ -7,11 +7,8 @@ import (
 	"fmt"
 	"strconv"
 
-	"github.com/jackc/pgx/v5/pgconn"
-
 	"github.com/gridbatch/gridbatch/internal/config"
 	"github.com/gridbatch/gridbatch/internal/grid"
-	"github.com/gridbatch/gridbatch/internal/store"
 )
 
 func init() {
@@ -75,10 +72,7 @@ func runSeed(ctx context.Context, e *env, args []string) error {
 		}
 	})
 	if err != nil {
-		switch {
-		case store.IsSchemaError(err):
-			return migrateHint(err)
-		case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 			return fmt.Errorf("seed stopped after writing %d new cells; run the same command again to finish: %w", inserted, err)
 		}
 		return err
@@ -102,14 +96,4 @@ func runSeed(ctx context.Context, e *env, args []string) error {
 // messages.
 func seedRegion(b config.Batch) (grid.Region, error) {
 	return grid.ParseRegion(b.Step, b.BBox, b.MaxCells)
-}
-
-// migrateHint turns an error for which store.IsSchemaError is true into one
-// line telling the operator to run migrate.
-func migrateHint(err error) error {
-	why := err.Error()
-	if pgErr := (*pgconn.PgError)(nil); errors.As(err, &pgErr) {
-		why = pgErr.Message
-	}
-	return fmt.Errorf("the database has no gridbatch schema or an old one (%s); run: enqueuer migrate", why)
 }

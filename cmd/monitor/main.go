@@ -87,7 +87,7 @@ func serve(ctx context.Context, cfg config.Monitor, rq requeueOptions, stderr io
 		return fmt.Errorf("refusing --insecure-no-auth: %s resolved to %s, which is not a loopback address", cfg.Addr, ln.Addr())
 	}
 
-	rdb, err := cli.OpenRedis(ctx, cfg.RedisURL)
+	rdb, err := cli.OpenRedis(ctx, cfg.RedisURL, log)
 	if err != nil {
 		return err
 	}

@@ -39,7 +39,7 @@ func serve(ctx context.Context, cfg config.Scheduler, schedules []schedule.Sched
 		}
 	}
 
-	rdb, err := cli.OpenRedis(ctx, cfg.RedisURL)
+	rdb, err := cli.OpenRedis(ctx, cfg.RedisURL, log)
 	if err != nil {
 		return err
 	}

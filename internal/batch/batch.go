@@ -175,7 +175,7 @@ func (s *Service) Trigger(ctx context.Context, r Request) (store.Batch, error) {
 	seeded, err := s.store.CountSeeded(ctx, r.Region)
 	if err != nil {
 		if store.IsSchemaError(err) {
-			return store.Batch{}, fmt.Errorf("the schema is missing or old (%v); run 'enqueuer migrate' first", err)
+			return store.Batch{}, store.SchemaHint(err)
 		}
 		return store.Batch{}, fmt.Errorf("count seeded cells: %w", err)
 	}

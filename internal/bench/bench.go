@@ -227,7 +227,7 @@ func Run(ctx context.Context, cfg Config) (Table, error) {
 		return t, err
 	}
 	defer h.st.Close()
-	if h.rdb, err = cli.OpenRedis(ctx, cfg.RedisURL); err != nil {
+	if h.rdb, err = cli.OpenRedis(ctx, cfg.RedisURL, h.log); err != nil {
 		return t, err
 	}
 	defer h.rdb.Close()

@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/gridbatch/gridbatch/internal/config"
+	"github.com/gridbatch/gridbatch/internal/logging"
 	"github.com/gridbatch/gridbatch/internal/model"
 	"github.com/gridbatch/gridbatch/internal/store"
 )
@@ -26,8 +28,12 @@ func Models(c config.Common) (*model.Set, error) {
 }
 
 // OpenRedis connects to GRIDBATCH_REDIS_URL (any form asynq.ParseRedisURI
-// accepts) and checks it with one PING within 5 s.
-func OpenRedis(ctx context.Context, url string) (redis.UniversalClient, error) {
+// accepts) and checks it with one PING within 5 s. It first routes
+// go-redis's own log lines, process-wide, to log at debug level
+// (logging.Redis), so that an unreachable Redis is reported once, in
+// OpenRedis's error, not also by go-redis on standard error.
+func OpenRedis(ctx context.Context, url string, log *slog.Logger) (redis.UniversalClient, error) {
+	redis.SetLogger(logging.Redis(log))
 	opt, err := asynq.ParseRedisURI(url)
 	if err != nil {
 		return nil, fmt.Errorf("GRIDBATCH_REDIS_URL: %w", err)

@@ -1,8 +1,9 @@
 // Package logging builds the slog logger every binary uses and adapts it to
-// asynq's Logger interface.
+// asynq's Logger interface and go-redis's.
 package logging
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"log/slog"
@@ -38,6 +39,20 @@ func AsynqLevel(level string) asynq.LogLevel {
 		return asynq.ErrorLevel
 	}
 	return asynq.InfoLevel
+}
+
+// Redis adapts a slog.Logger to go-redis's internal logger (set with
+// redis.SetLogger). go-redis logs what gridbatch reports in its own words
+// (a pool that cannot dial, a connection dropped), so its lines go to l at
+// debug level, with component=redis.
+func Redis(l *slog.Logger) RedisLogger { return RedisLogger{l.With("component", "redis")} }
+
+// RedisLogger is go-redis's internal logger on slog; see Redis.
+type RedisLogger struct{ l *slog.Logger }
+
+// Printf logs one go-redis line at debug level.
+func (r RedisLogger) Printf(ctx context.Context, format string, v ...any) {
+	r.l.DebugContext(ctx, strings.TrimSpace(fmt.Sprintf(format, v...)))
 }
 
 type asynqLogger struct{ l *slog.Logger }

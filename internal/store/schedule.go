@@ -3,7 +3,6 @@ package store
 import (
 	"context"
 	"errors"
-	"fmt"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -52,10 +51,7 @@ func (s *Store) CheckSchedulerSchema(ctx context.Context) error {
 	if err == nil {
 		_, err = s.Pool.Exec(ctx, `SELECT 1 FROM schedule_ticks LIMIT 0`)
 	}
-	if IsSchemaError(err) {
-		return fmt.Errorf("the schema is missing or old (%v); run 'enqueuer migrate' first", err)
-	}
-	return err
+	return SchemaHint(err)
 }
 
 // LastTick returns the newest tick of kind the scheduler handled: fired (a

@@ -176,6 +176,31 @@ func IsSchemaError(err error) bool {
 	return false
 }
 
+// SchemaHint returns err worded for an operator when IsSchemaError(err) is
+// true: one line saying that the database has no gridbatch schema or an old
+// one, with PostgreSQL's message, and "run: enqueuer migrate". Otherwise it
+// returns err. The hint wraps err, and hinting it again changes nothing.
+func SchemaHint(err error) error {
+	var h *schemaHintError
+	if !IsSchemaError(err) || errors.As(err, &h) {
+		return err
+	}
+	return &schemaHintError{err}
+}
+
+type schemaHintError struct{ err error }
+
+func (e *schemaHintError) Error() string {
+	why := e.err.Error()
+	var pgErr *pgconn.PgError
+	if errors.As(e.err, &pgErr) {
+		why = pgErr.Message
+	}
+	return fmt.Sprintf("the database has no gridbatch schema or an old one (%s); run: enqueuer migrate", why)
+}
+
+func (e *schemaHintError) Unwrap() error { return e.err }
+
 func containsAny(s string, subs ...string) bool {
 	for _, sub := range subs {
 		if strings.Contains(s, sub) {

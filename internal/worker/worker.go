@@ -80,7 +80,7 @@ func Run(ctx context.Context, cfg config.Worker, stderr io.Writer, opts ...Optio
 			return err
 		}
 	}
-	rdb, err := cli.OpenRedis(ctx, cfg.RedisURL)
+	rdb, err := cli.OpenRedis(ctx, cfg.RedisURL, log)
 	if err != nil {
 		return err
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/gridbatch/gridbatch/internal/grid"
 	"github.com/gridbatch/gridbatch/internal/store"
+	"github.com/gridbatch/gridbatch/internal/testutil"
 	"github.com/gridbatch/gridbatch/tasks"
 	"github.com/gridbatch/gridbatch/tests/chaos/chaosmodel"
 )
@@ -30,10 +31,15 @@ func TestChaos1SigkillOneOfTwoWorkers(t *testing.T) {
 	id := e.runBatch("--kind", "ph", "--chunk-size", "20")
 	e.waitDone(id, 80)
 	w1.Signal(syscall.SIGKILL)
+	w1.Wait(t, 10*time.Second)
+	insp := asynq.NewInspectorFromRedisClient(e.r.Client)
+	orphans := testutil.OrphanedTasks(t, insp, tasks.QueueGrid, 2*time.Second)
 	b := e.waitEnded(id, 4*time.Minute)
 	exp, found := e.rows(all)
 	ok := b.Status == store.StatusSucceeded && exp == found && b.CompletedChunks == b.TotalChunks
-	report("sigkill-one-of-two-workers", pass(ok), b, exp, found, "")
+	handover := e.batches.RequireHandedOver(t, insp, testutil.Handover{Batch: id, Worker: testutil.WorkerName(w1),
+		Queue: tasks.QueueGrid, Tasks: orphans, Retried: true})
+	report("sigkill-one-of-two-workers", pass(ok), b, exp, found, handover)
 	require.True(t, ok, "status %s, rows %d/%d, chunks %d/%d", b.Status, found, exp, b.CompletedChunks, b.TotalChunks)
 }
 
@@ -56,9 +62,10 @@ func TestChaos2SigtermWorker(t *testing.T) {
 	var retried int
 	require.NoError(t, e.db.Pool.QueryRow(context.Background(),
 		`SELECT count(*) FROM chunk_runs WHERE batch_id = $1 AND attempts > 1`, id).Scan(&retried))
-	requeued := strings.Count(w1.LogText(), "requeue") + strings.Count(w1.LogText(), "Requeue")
 	ok := b.Status == store.StatusSucceeded && exp == found && retried == 0 && b.FailedChunks == 0
-	report("sigterm-worker", pass(ok), b, exp, found, fmt.Sprintf("chunks_retried=%d requeue_log_lines=%d", retried, requeued))
+	handover := e.batches.RequireHandedOver(t, asynq.NewInspectorFromRedisClient(e.r.Client), testutil.Handover{Batch: id,
+		Worker: testutil.WorkerName(w1), Queue: tasks.QueueGrid, Tasks: testutil.RequeuedTasks(w1.LogText())})
+	report("sigterm-worker", pass(ok), b, exp, found, fmt.Sprintf("chunks_retried=%d %s", retried, handover))
 	require.True(t, ok, "status %s, rows %d/%d, retried chunks %d", b.Status, found, exp, retried)
 }
 

@@ -78,3 +78,47 @@ func TestConcurrentMigrateProcesses(t *testing.T) {
 	require.NoError(t, err)
 	require.Positive(t, v)
 }
+
+// TestEveryCommandOnAnUnmigratedDatabaseSaysToMigrate runs each enqueuer
+// command that reads the database on an empty schema: each fails with one
+// line telling the operator to migrate, not PostgreSQL's raw error.
+func TestEveryCommandOnAnUnmigratedDatabaseSaysToMigrate(t *testing.T) {
+	env := testutil.Env(testutil.NewRedis(t), testutil.NewEmptyDB(t))
+	for _, args := range [][]string{
+		{"seed", "--bbox", "124,33,125,34", "--step", "0.5"},
+		{"run", "--kind", "ph"},
+		{"status"},
+		{"status", "ph-20261122-041503-3fa9c1"},
+		{"list"},
+		{"cancel", "ph-20261122-041503-3fa9c1"},
+		{"results", "--kind", "ph", "--scenario", "ssp245", "--lat", "37.5", "--lon", "127", "--step", "0.05"},
+		{"dlq", "list"},
+		{"dlq", "show", "ph-20261122-041503-3fa9c1:c000001"},
+		{"dlq", "requeue", "--all"},
+		{"dlq", "purge", "--batch", "ph-20261122-041503-3fa9c1", "--yes"},
+	} {
+		t.Run(strings.Join(args, " "), func(t *testing.T) {
+			out, errOut, code := runBin(t, env, "enqueuer", args...)
+			requireOneLineError(t, out, errOut, code, "run: enqueuer migrate")
+			require.NotContains(t, errOut, "SQLSTATE")
+		})
+	}
+}
+
+// TestUnreachableRedisIsOneLine starts every binary with nothing listening
+// at GRIDBATCH_REDIS_URL: each prints gridbatch's own line and exits 1,
+// without go-redis's log lines before it.
+func TestUnreachableRedisIsOneLine(t *testing.T) {
+	env := append(testutil.Env(testutil.NewRedis(t), testutil.NewDB(t)),
+		"GRIDBATCH_REDIS_URL=redis://127.0.0.1:1/0", "GRIDBATCH_HTTP_ADDR=127.0.0.1:0",
+		"GRIDBATCH_MONITOR_ADDR=127.0.0.1:0", "GRIDBATCH_MONITOR_USER=ops", "GRIDBATCH_MONITOR_PASSWORD=secret")
+	for _, cmd := range [][]string{{"enqueuer", "run", "--kind", "ph"}, {"worker"}, {"scheduler"}, {"monitor"}} {
+		t.Run(cmd[0], func(t *testing.T) {
+			out, errOut, code := runBin(t, env, cmd[0], cmd[1:]...)
+			require.Equal(t, 1, code, "stderr: %s", errOut)
+			require.Empty(t, out)
+			require.Equal(t, cmd[0]+": GRIDBATCH_REDIS_URL: cannot reach Redis at redis://127.0.0.1:1/0: "+
+				"dial tcp 127.0.0.1:1: connect: connection refused (is it up and the URL right?)\n", errOut)
+		})
+	}
+}
