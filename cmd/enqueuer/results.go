@@ -21,10 +21,13 @@ import (
 func init() {
 	register(command{
 		name:    "results",
-		usage:   "--kind ph|hazard --scenario SCENARIO --lat LAT --lon LON [--step DEGREES] [--json]",
-		summary: "print the stored series of the cell containing a point",
+		usage:   "(--kind KIND | --batch ID) --scenario SCENARIO --lat LAT --lon LON [--step DEGREES] [--json]",
+		summary: "print the published series of the cell containing a point, or a batch's own",
 		about: `Finds the cell of the lattice of --step that contains the point --lat, --lon
-(degrees) and prints the series a batch of --kind stored for it under --scenario:
+(degrees) and prints the published series of --kind for it under --scenario (the
+values of ph_timeseries, hazard_timeseries, …: for each cell, those of the batch
+published last over it), or with --batch ID the series that batch computed,
+published or not (until retention drops its rows, GRIDBATCH_KEEP_BATCHES):
 one "YEAR VALUE" line per year, 2021 to 2100, values at full precision (Go's
 shortest round-trip form, never rounded). --json prints one JSON document instead:
   {"kind":"ph","scenario":"ssp245","step":0.05,"grid_id":…,"lat":…,"lon":…,
@@ -59,11 +62,12 @@ type resultsReport struct {
 func runResults(ctx context.Context, e *env, args []string) error {
 	c := commandNamed("results")
 	var (
-		kind, scenario, lat, lon string
-		asJSON                   bool
+		kind, scenario, lat, lon, batchID string
+		asJSON                            bool
 	)
 	cfg, _, done, err := parse(c, e, args, true, func(s *config.Set) {
-		s.String(&kind, "kind", "", "", "model `KIND`: ph or hazard (required)")
+		s.String(&kind, "kind", "", "", "model `KIND`: ph, hazard or one of 'enqueuer models' (required without --batch)")
+		s.String(&batchID, "batch", "", "", "read this batch's own rows (published or not) instead of the published values")
 		s.String(&scenario, "scenario", "", "", "`SCENARIO`: ssp126, ssp245 or ssp585 (required)")
 		s.String(&lat, "lat", "", "", "`LAT`: latitude in degrees of a point in the cell (required)")
 		s.String(&lon, "lon", "", "", "`LON`: longitude in degrees of a point in the cell (required)")
@@ -72,19 +76,40 @@ func runResults(ctx context.Context, e *env, args []string) error {
 	if done {
 		return err
 	}
-	cell, l, err := resultsCell(e.models, cfg.Batch.Step, kind, scenario, lat, lon)
-	if err != nil {
-		return err
-	}
 	st, err := openStore(ctx, cfg.Common)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
-	ss, err := st.ReadSeries(ctx, kind, l.Step, cell.GridID, scenario)
+	step := cfg.Batch.Step
+	if batchID != "" {
+		b, err := st.GetBatch(ctx, batchID)
+		switch {
+		case errors.Is(err, store.ErrBatchNotFound):
+			return fmt.Errorf("--batch: no batch %s (see 'enqueuer list')", batchID)
+		case err != nil:
+			return err
+		case kind != "" && kind != b.Kind:
+			return fmt.Errorf("--kind %s: batch %s is of kind %s", kind, batchID, b.Kind)
+		}
+		kind, step = b.Kind, b.Step
+	}
+	cell, l, err := resultsCell(e.models, step, kind, scenario, lat, lon)
+	if err != nil {
+		return err
+	}
+	var ss store.StoredSeries
+	if batchID != "" {
+		ss, err = st.ReadBatchSeries(ctx, batchID, l.Step, cell.GridID, scenario)
+	} else {
+		ss, err = st.ReadSeries(ctx, kind, l.Step, cell.GridID, scenario)
+	}
 	switch {
+	case errors.Is(err, store.ErrNoSeries) && batchID != "":
+		return fmt.Errorf("batch %s has no %s series for cell %d (lat %s, lon %s) at step %s scenario %s (%v)",
+			batchID, kind, cell.GridID, centreText(cell.Lat), centreText(cell.Lon), strconv.FormatFloat(l.Step, 'g', -1, 64), scenario, err)
 	case errors.Is(err, store.ErrNoSeries):
-		return fmt.Errorf("no %s series for cell %d (lat %s, lon %s) at step %s scenario %s; run a %s batch over it first",
+		return fmt.Errorf("no published %s series for cell %d (lat %s, lon %s) at step %s scenario %s; run a %s batch over it (a batch is published when it succeeds), or publish an ended one with 'enqueuer publish ID'",
 			kind, cell.GridID, centreText(cell.Lat), centreText(cell.Lon), strconv.FormatFloat(l.Step, 'g', -1, 64), scenario, kind)
 	case err != nil:
 		return err

@@ -145,6 +145,7 @@ func printSummary(w io.Writer, b store.Batch) {
 	if b.Error != nil {
 		fmt.Fprintf(w, "  error:           %s\n", *b.Error)
 	}
+	fmt.Fprintf(w, "  published:       %s\n", b.Publication())
 	if !b.Ended() {
 		fmt.Fprintf(w, "  deadline:        %s; lock expires %s\n", b.DeadlineAt.Format(time.RFC3339), b.LockExpiresAt.Format(time.RFC3339))
 	}

@@ -34,6 +34,7 @@ func TestPrintSummary(t *testing.T) {
   cells:           478,500 succeeded, 1,500 failed, 0 timed out of 480,000
   success rate:    99.7%; avg task 24.9 ms; peak worker RSS 38.9 MiB; DB connection errors 1,234
   error:           3 chunks failed
+  published:       no (it ended partial); 'enqueuer publish ph-1' publishes what it computed
 `, out.String())
 
 	out.Reset()

@@ -394,9 +394,9 @@ func TestEndedBatchRefusesTransitions(t *testing.T) {
 	after := f.batch(b.ID)
 	require.Equal(t, before, after)
 	require.Equal(t, map[string]int{store.ChunkSucceeded: 1, store.ChunkCancelled: 3}, f.chunkCounts(b.ID))
-	var rows int
-	require.NoError(t, f.db.Pool.QueryRow(f.ctx, `SELECT count(*) FROM ph_timeseries WHERE batch_id = $1`, b.ID).Scan(&rows))
-	require.Equal(t, chunkSize*len(grid.Scenarios), rows, "the late chunk's rows are discarded")
+	rows, err := f.db.Store.BatchRows(f.ctx, b.ID)
+	require.NoError(t, err)
+	require.EqualValues(t, chunkSize*len(grid.Scenarios), rows, "the late chunk's rows are discarded")
 	require.Zero(t, f.queuedChunks(b.ID))
 	f.finishedOnce(b.ID)
 }

@@ -205,9 +205,6 @@ type harness struct {
 	ownConcurrency bool
 	// processSpec is the models file's entry of Config.ProcessKind.
 	processSpec model.Spec
-	// resultsTables are the tables reset truncates: ph_timeseries,
-	// hazard_timeseries and those of the models file's kinds.
-	resultsTables []string
 }
 
 func (h *harness) logf(format string, args ...any) {

@@ -30,12 +30,6 @@ func (h *harness) processModel(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("bench: results tables of %s: %w", h.cfg.ModelsFile, err)
 	}
-	h.resultsTables = []string{"ph_timeseries", "hazard_timeseries"}
-	for _, k := range set.Kinds() {
-		if t := k + "_timeseries"; t != "ph_timeseries" && t != "hazard_timeseries" {
-			h.resultsTables = append(h.resultsTables, t)
-		}
-	}
 	h.logf("models file %s: %s runs %q; created %v", h.cfg.ModelsFile, spec.Kind, spec.Source(), created)
 	return nil
 }

@@ -50,16 +50,13 @@ func (h *harness) seed(ctx context.Context, step float64) (SeedFigure, error) {
 	return SeedFigure{Step: step, Cells: r.NumCells(), Seconds: el, CellsPerSecond: float64(r.NumCells()) / el, Source: "harness"}, nil
 }
 
-// reset gives every measured run the same start: empty results tables and
-// a fresh checkpoint (so no run pays for another's dirty pages); with flush,
-// also an empty Redis database (only while no worker runs).
+// reset gives every measured run the same start: no results (every batch's
+// own rows dropped, nothing published) and a fresh checkpoint (so no run
+// pays for another's dirty pages); with flush, also an empty Redis database
+// (only while no worker runs).
 func (h *harness) reset(ctx context.Context, flush bool) error {
-	tables := h.resultsTables
-	if len(tables) == 0 {
-		tables = []string{"ph_timeseries", "hazard_timeseries"}
-	}
-	if _, err := h.st.Pool.Exec(ctx, `TRUNCATE `+strings.Join(tables, ", ")); err != nil {
-		return fmt.Errorf("truncate results: %w", err)
+	if err := h.st.DropAllResults(ctx); err != nil {
+		return fmt.Errorf("drop the results: %w", err)
 	}
 	// CHECKPOINT needs superuser or pg_checkpoint; without it runs are a little noisier.
 	_, _ = h.st.Pool.Exec(ctx, `CHECKPOINT`)

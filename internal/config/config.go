@@ -51,6 +51,10 @@ type Common struct {
 	// ModelsFile is the models file (YAML) declaring the users' own models;
 	// empty means only the built-in ph and hazard.
 	ModelsFile string
+	// KeepBatches is how many ended batches per kind, besides those whose
+	// rows the published values show, keep their own rows; older ones are
+	// dropped by the workers' reconciler and 'enqueuer prune'. Defaults to 3.
+	KeepBatches int
 }
 
 // Batch holds the settings of a batch run.
@@ -111,6 +115,8 @@ func (c Common) Validate() error {
 		return badValue("GRIDBATCH_DB_STATEMENT_TIMEOUT", c.DBStatementTimeout, "must be positive, e.g. 60s")
 	case c.DBMaxConns < 1:
 		return badValue("GRIDBATCH_DB_MAX_CONNS", c.DBMaxConns, "must be at least 1")
+	case c.KeepBatches < 0:
+		return badValue("GRIDBATCH_KEEP_BATCHES", c.KeepBatches, "must be 0 or more")
 	}
 	if c.LogFormat != "json" && c.LogFormat != "text" {
 		return badValue("GRIDBATCH_LOG_FORMAT", c.LogFormat, "must be json or text")
@@ -277,6 +283,7 @@ func (s *Set) Common(c *Common) {
 	s.String(&c.LogLevel, "log-level", "GRIDBATCH_LOG_LEVEL", "info", "log level: debug, info, warn or error")
 	s.Bool(&c.PrintConfig, "print-config", "", false, "print the effective configuration (secrets masked) and exit")
 	s.String(&c.ModelsFile, "models-file", "GRIDBATCH_MODELS_FILE", "", "models `file` (YAML) declaring your own models; empty: only the built-in ph and hazard")
+	s.Int(&c.KeepBatches, "keep-batches", "GRIDBATCH_KEEP_BATCHES", 3, "ended batches per kind whose own rows are kept, besides the published ones")
 }
 
 // Batch binds the batch settings.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -64,6 +65,11 @@ type Batch struct {
 	LockExpiresAt      time.Time  `json:"lock_expires_at"`
 	EndedAt            *time.Time `json:"ended_at"`
 	DurationSeconds    *float64   `json:"duration_seconds"`
+	// PublishedAt is when the batch's rows became the published values of
+	// <kind>_timeseries; nil while they are not.
+	PublishedAt *time.Time `json:"published_at"`
+	// RowsDroppedAt is when retention dropped the batch's own rows.
+	RowsDroppedAt *time.Time `json:"rows_dropped_at"`
 }
 
 // Ended reports whether the batch has a final status.
@@ -78,11 +84,43 @@ func (b Batch) Region() (grid.Region, error) {
 	return grid.NewRegion(l, b.BBox, 0)
 }
 
-const batchColumns = `id, kind, status, step, lon_min, lat_min, lon_max, lat_max, chunk_size,
-	total_chunks, total_cells, planned_chunks, done_chunks, completed_chunks, failed_chunks,
-	timed_out_chunks, cancelled_chunks, completed_cells, failed_cells, timed_out_cells,
-	success_rate, avg_task_seconds, peak_worker_rss_bytes, db_conn_errors, trigger,
-	scheduled_for, error, started_at, deadline_at, lock_expires_at, ended_at, duration_seconds`
+// batchColumnNames are the batch_runs columns scanBatch reads, in order.
+var batchColumnNames = []string{"id", "kind", "status", "step", "lon_min", "lat_min", "lon_max", "lat_max", "chunk_size",
+	"total_chunks", "total_cells", "planned_chunks", "done_chunks", "completed_chunks", "failed_chunks",
+	"timed_out_chunks", "cancelled_chunks", "completed_cells", "failed_cells", "timed_out_cells",
+	"success_rate", "avg_task_seconds", "peak_worker_rss_bytes", "db_conn_errors", "trigger",
+	"scheduled_for", "error", "started_at", "deadline_at", "lock_expires_at", "ended_at", "duration_seconds",
+	"published_at", "rows_dropped_at"}
+
+// batchColumns are the columns scanBatch reads, as stored: for RETURNING
+// and for reads inside a transaction that locks the row; qualifiedBatchColumns
+// are the same qualified by the alias b, for an UPDATE batch_runs b … FROM.
+var (
+	batchColumns          = strings.Join(batchColumnNames, ", ")
+	qualifiedBatchColumns = "b." + strings.Join(batchColumnNames, ", b.")
+)
+
+// liveBatchColumns and liveBatchFrom read a batch as it stands: a running
+// batch's counters come from its chunks (gridbatch_chunk_counts), since
+// chunks no longer move the counters on the batch row; an ended batch's are
+// stored. Reads outside a transaction use them: SELECT liveBatchColumns
+// FROM liveBatchFrom WHERE b.… .
+var liveBatchColumns = func() string {
+	cols := make([]string, len(batchColumnNames))
+	for i, c := range batchColumnNames {
+		switch c {
+		case "done_chunks", "completed_chunks", "failed_chunks", "timed_out_chunks", "cancelled_chunks",
+			"completed_cells", "failed_cells", "timed_out_cells":
+			cols[i] = "coalesce(live." + c + ", b." + c + ")"
+		default:
+			cols[i] = "b." + c
+		}
+	}
+	return strings.Join(cols, ", ")
+}()
+
+const liveBatchFrom = `batch_runs b LEFT JOIN LATERAL
+	(SELECT * FROM gridbatch_chunk_counts(b.id) WHERE b.status = 'running') live ON true`
 
 func scanBatch(row pgx.Row) (Batch, error) {
 	var b Batch
@@ -91,7 +129,7 @@ func scanBatch(row pgx.Row) (Batch, error) {
 		&b.CompletedChunks, &b.FailedChunks, &b.TimedOutChunks, &b.CancelledChunks, &b.CompletedCells,
 		&b.FailedCells, &b.TimedOutCells, &b.SuccessRate, &b.AvgTaskSeconds, &b.PeakWorkerRSSBytes,
 		&b.DBConnErrors, &b.Trigger, &b.ScheduledFor, &b.Error, &b.StartedAt, &b.DeadlineAt,
-		&b.LockExpiresAt, &b.EndedAt, &b.DurationSeconds)
+		&b.LockExpiresAt, &b.EndedAt, &b.DurationSeconds, &b.PublishedAt, &b.RowsDroppedAt)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return b, ErrBatchNotFound
 	}
@@ -111,37 +149,46 @@ type NewBatch struct {
 	ScheduledFor  *time.Time
 }
 
-// InsertBatch creates the batch_runs row, status running.
+// InsertBatch creates the batch_runs row, status running, and the table
+// its rows go to (see createBatchTable), in one transaction.
 func (s *Store) InsertBatch(ctx context.Context, n NewBatch) (Batch, error) {
-	b := n.Region.BBox
-	row := s.Pool.QueryRow(ctx, `
-		INSERT INTO batch_runs (id, kind, status, step, lon_min, lat_min, lon_max, lat_max, chunk_size,
-			total_chunks, total_cells, trigger, scheduled_for, started_at, deadline_at, lock_expires_at)
-		VALUES ($1, $2, 'running', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
-		RETURNING `+batchColumns,
-		n.ID, n.Kind, n.Region.Lattice.Step, b.LonMin, b.LatMin, b.LonMax, b.LatMax, n.ChunkSize,
-		n.Region.NumChunks(n.ChunkSize), n.Region.NumCells(), n.Trigger, n.ScheduledFor,
-		n.StartedAt, n.DeadlineAt, n.LockExpiresAt)
-	return scanBatch(row)
+	var out Batch
+	err := pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
+		b := n.Region.BBox
+		var err error
+		out, err = scanBatch(tx.QueryRow(ctx, `
+			INSERT INTO batch_runs (id, kind, status, step, lon_min, lat_min, lon_max, lat_max, chunk_size,
+				total_chunks, total_cells, trigger, scheduled_for, started_at, deadline_at, lock_expires_at, results_table)
+			VALUES ($1, $2, 'running', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, gridbatch_batch_table($1))
+			RETURNING `+batchColumns,
+			n.ID, n.Kind, n.Region.Lattice.Step, b.LonMin, b.LatMin, b.LonMax, b.LatMax, n.ChunkSize,
+			n.Region.NumChunks(n.ChunkSize), n.Region.NumCells(), n.Trigger, n.ScheduledFor,
+			n.StartedAt, n.DeadlineAt, n.LockExpiresAt))
+		if err != nil {
+			return err
+		}
+		return createBatchTable(ctx, tx, n.Kind, n.ID)
+	})
+	return out, err
 }
 
 // GetBatch returns one batch, ErrBatchNotFound when unknown.
 func (s *Store) GetBatch(ctx context.Context, id string) (Batch, error) {
-	return scanBatch(s.Pool.QueryRow(ctx, `SELECT `+batchColumns+` FROM batch_runs WHERE id = $1`, id))
+	return scanBatch(s.Pool.QueryRow(ctx, `SELECT `+liveBatchColumns+` FROM `+liveBatchFrom+` WHERE b.id = $1`, id))
 }
 
 // LatestBatch returns the most recently started batch, of kind when kind is not empty.
 func (s *Store) LatestBatch(ctx context.Context, kind string) (Batch, error) {
-	return scanBatch(s.Pool.QueryRow(ctx, `SELECT `+batchColumns+` FROM batch_runs
-		WHERE $1 = '' OR kind = $1 ORDER BY started_at DESC, id DESC LIMIT 1`, kind))
+	return scanBatch(s.Pool.QueryRow(ctx, `SELECT `+liveBatchColumns+` FROM `+liveBatchFrom+`
+		WHERE $1 = '' OR b.kind = $1 ORDER BY b.started_at DESC, b.id DESC LIMIT 1`, kind))
 }
 
 // ListBatches returns up to limit batches, newest first, filtered by kind and
 // status when those are not empty.
 func (s *Store) ListBatches(ctx context.Context, kind, status string, limit int) ([]Batch, error) {
-	rows, err := s.Pool.Query(ctx, `SELECT `+batchColumns+` FROM batch_runs
-		WHERE ($1 = '' OR kind = $1) AND ($2 = '' OR status = $2)
-		ORDER BY started_at DESC, id DESC LIMIT $3`, kind, status, limit)
+	rows, err := s.Pool.Query(ctx, `SELECT `+liveBatchColumns+` FROM `+liveBatchFrom+`
+		WHERE ($1 = '' OR b.kind = $1) AND ($2 = '' OR b.status = $2)
+		ORDER BY b.started_at DESC, b.id DESC LIMIT $3`, kind, status, limit)
 	if err != nil {
 		return nil, err
 	}
@@ -216,31 +263,22 @@ type Transition struct {
 	BatchRunning bool
 	// Done and Total are the batch's chunks with a final outcome and in all.
 	Done, Total int
-	// Completed and Failed are the batch's succeeded and dead-lettered chunks.
+	// Completed and Failed are the batch's succeeded and dead-lettered
+	// chunks; WriteChunk leaves them zero (see countChunks).
 	Completed, Failed int
 }
 
 // AllDone reports whether every chunk of the batch has a final outcome.
 func (t Transition) AllDone() bool { return t.BatchRunning && t.Total > 0 && t.Done >= t.Total }
 
-// markChunk records a chunk's outcome inside tx, through moveChunks, so the
-// batch counters move exactly once per transition: pending → status, or
-// failed → succeeded (a requeued dead letter). Nothing changes when the
-// batch has ended, except that a requeued chunk may still heal an ended
-// batch's counts (see dlq.Requeue); allowEnded says so.
+// markChunk records a chunk's outcome inside tx, through moveChunks, once
+// per transition: pending → status, or failed → succeeded (a requeued dead
+// letter). Nothing changes when the batch has ended, except that a requeued
+// chunk may still heal an ended batch (see dlq.Requeue); allowEnded says so.
 func markChunk(ctx context.Context, tx pgx.Tx, o ChunkOutcome, status string, allowEnded bool) (Transition, error) {
-	var t Transition
-	var batchStatus string
-	err := tx.QueryRow(ctx, `SELECT status FROM batch_runs WHERE id = $1 FOR NO KEY UPDATE`, o.BatchID).Scan(&batchStatus)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return t, fmt.Errorf("%w: %s", ErrBatchNotFound, o.BatchID)
-	}
-	if err != nil {
+	t, _, err := lockBatchForChunk(ctx, tx, o.BatchID)
+	if err != nil || (!t.BatchRunning && !allowEnded) {
 		return t, err
-	}
-	t.BatchRunning = batchStatus == StatusRunning
-	if !t.BatchRunning && !allowEnded {
-		return t, nil
 	}
 	moved, err := moveChunks(ctx, tx,
 		`status = $3, attempts = $4, task_seconds = $5, worker = $6, worker_rss_bytes = $7, error = nullif($8, ''), finished_at = now()`,
@@ -250,11 +288,46 @@ func markChunk(ctx context.Context, tx pgx.Tx, o ChunkOutcome, status string, al
 		return t, fmt.Errorf("record chunk %d of %s: %w", o.Chunk, o.BatchID, err)
 	}
 	t.Changed = len(moved) > 0
-	return t, readCounts(ctx, tx, o.BatchID, &t)
+	return t, nil
 }
 
-func readCounts(ctx context.Context, tx pgx.Tx, id string, t *Transition) error {
-	return tx.QueryRow(ctx, `SELECT done_chunks, total_chunks, completed_chunks, failed_chunks FROM batch_runs WHERE id = $1`, id).
+// lockBatchForChunk takes the batch row's KEY SHARE lock for a chunk's
+// transaction: chunks do not block each other, and FinishBatch (FOR UPDATE)
+// waits for the chunks in flight, so a chunk either lands before the batch
+// ends or sees it ended. It returns whether the batch runs and the table of
+// its rows (empty when it has none, or retention dropped it).
+func lockBatchForChunk(ctx context.Context, tx pgx.Tx, batchID string) (Transition, string, error) {
+	var t Transition
+	var status string
+	var table *string
+	err := tx.QueryRow(ctx, `SELECT status, CASE WHEN rows_dropped_at IS NULL THEN results_table END
+		FROM batch_runs WHERE id = $1 FOR KEY SHARE`, batchID).Scan(&status, &table)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return t, "", fmt.Errorf("%w: %s", ErrBatchNotFound, batchID)
+	}
+	if err != nil {
+		return t, "", err
+	}
+	t.BatchRunning = status == StatusRunning
+	if table == nil {
+		return t, "", nil
+	}
+	return t, *table, nil
+}
+
+// countChunks fills t's counts from the batch's chunks, as committed: read
+// after a chunk's transaction commits, so of two chunks finishing at once
+// the one that commits last sees every chunk done and ends the batch. With
+// full false it counts only the chunks still pending (Done and Total), from
+// the partial index of open chunks: what every chunk needs, at the cost of
+// the few chunks left rather than of the whole batch.
+func (s *Store) countChunks(ctx context.Context, id string, t *Transition, full bool) error {
+	if !full {
+		return s.Pool.QueryRow(ctx, `SELECT b.total_chunks - (SELECT count(*) FROM chunk_runs c WHERE c.batch_id = b.id AND c.status = 'pending'),
+			b.total_chunks FROM batch_runs b WHERE b.id = $1`, id).Scan(&t.Done, &t.Total)
+	}
+	return s.Pool.QueryRow(ctx, `SELECT c.done_chunks, b.total_chunks, c.completed_chunks, c.failed_chunks
+		FROM batch_runs b, gridbatch_chunk_counts(b.id) c WHERE b.id = $1`, id).
 		Scan(&t.Done, &t.Total, &t.Completed, &t.Failed)
 }
 
@@ -266,6 +339,9 @@ func (s *Store) MarkChunkFailed(ctx context.Context, o ChunkOutcome) (Transition
 		t, err = markChunk(ctx, tx, o, ChunkFailed, false)
 		return err
 	})
+	if err == nil && t.Changed {
+		err = s.countChunks(ctx, o.BatchID, &t, true)
+	}
 	return t, err
 }
 
@@ -314,21 +390,27 @@ func (s *Store) FinishBatch(ctx context.Context, id string, f Final) (b Batch, r
 		status := f.Status
 		if status == "" {
 			var completed, failed int
-			if err := tx.QueryRow(ctx, `SELECT completed_chunks, failed_chunks FROM batch_runs WHERE id = $1`, id).
+			if err := tx.QueryRow(ctx, `SELECT completed_chunks, failed_chunks FROM gridbatch_chunk_counts($1)`, id).
 				Scan(&completed, &failed); err != nil {
 				return err
 			}
 			status = FinalStatus(completed, failed)
 		}
 		b, err = scanBatch(tx.QueryRow(ctx, `
-			WITH c AS (`+chunkSummary+`)
+			WITH c AS (`+chunkFigures+`)
 			UPDATE batch_runs b SET
 				status = $2, error = nullif($3, ''), ended_at = now(),
 				duration_seconds = extract(epoch FROM now() - b.started_at),
-				`+setChunkSummary+`,
+				`+setCounters+`,
 				db_conn_errors = b.db_conn_errors + $4
 			FROM c WHERE b.id = $1
-			RETURNING `+batchColumns, id, status, f.Error, f.DBConnErrors))
+			RETURNING `+qualifiedBatchColumns, id, status, f.Error, f.DBConnErrors))
+		if err != nil || status != StatusSucceeded {
+			return err
+		}
+		// A batch that succeeded is published with its end, in this
+		// transaction: readers see it end and its values appear at once.
+		b, err = publish(ctx, tx, b)
 		return err
 	})
 	return b, rest, ended, err

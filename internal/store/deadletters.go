@@ -295,6 +295,10 @@ func (s *Store) RequeueDeadLetter(ctx context.Context, k DeadLetterKey, dryRun b
 			return err
 		}
 		r.Batch = b
+		if b.RowsDroppedAt != nil {
+			return &NotRequeueableError{fmt.Sprintf("batch %s's rows were dropped by retention at %s; run a new batch instead, and purge the dead letter",
+				b.ID, b.RowsDroppedAt.UTC().Format(time.RFC3339))}
+		}
 		var status string
 		err = tx.QueryRow(ctx, `SELECT status FROM chunk_runs WHERE batch_id = $1 AND chunk = $2 FOR UPDATE`,
 			b.ID, *d.Chunk).Scan(&status)

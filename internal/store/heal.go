@@ -7,8 +7,9 @@ import (
 )
 
 // HealEndedBatch updates an ended batch after a requeued dead letter changed
-// one of its chunks (failed → succeeded; the counters moved with it): its
-// status when that can change, and its figures. A partial or failed batch
+// one of its chunks (failed → succeeded): its status when that can change,
+// and its figures, stored anew from its chunks; a batch healed to succeeded
+// is published with it. A partial or failed batch
 // all of whose chunks have an outcome and none of which timed out or was
 // cancelled takes FinalStatus of its chunks (succeeded when no chunk is
 // failed any more). ended_at becomes the latest of itself and its chunks'
@@ -25,21 +26,31 @@ func (s *Store) HealEndedBatch(ctx context.Context, id string) (b Batch, before 
 		if !cur.Ended() {
 			return nil
 		}
+		var t Transition
+		var timedOut, cancelled int
+		if err := tx.QueryRow(ctx, `SELECT done_chunks, completed_chunks, failed_chunks, timed_out_chunks, cancelled_chunks
+			FROM gridbatch_chunk_counts($1)`, id).Scan(&t.Done, &t.Completed, &t.Failed, &timedOut, &cancelled); err != nil {
+			return err
+		}
 		status := cur.Status
-		if (status == StatusPartial || status == StatusFailed) && cur.DoneChunks == cur.TotalChunks &&
-			cur.TimedOutChunks+cur.CancelledChunks == 0 {
-			status = FinalStatus(cur.CompletedChunks, cur.FailedChunks)
+		if (status == StatusPartial || status == StatusFailed) && t.Done == cur.TotalChunks && timedOut+cancelled == 0 {
+			status = FinalStatus(t.Completed, t.Failed)
 		}
 		b, err = scanBatch(tx.QueryRow(ctx, `
-			WITH c AS (`+chunkSummary+`)
+			WITH c AS (`+chunkFigures+`)
 			UPDATE batch_runs b SET
 				status = $2,
 				error = CASE WHEN $2 = 'succeeded' THEN NULL ELSE b.error END,
 				ended_at = greatest(b.ended_at, c.last_finished),
 				duration_seconds = extract(epoch FROM greatest(b.ended_at, c.last_finished) - b.started_at),
-				`+setChunkSummary+`
+				`+setCounters+`
 			FROM c WHERE b.id = $1
-			RETURNING `+batchColumns, id, status))
+			RETURNING `+qualifiedBatchColumns, id, status))
+		if err != nil || status != StatusSucceeded || b.PublishedAt != nil {
+			return err
+		}
+		// Healed to succeeded: published now, with the healing.
+		b, err = publish(ctx, tx, b)
 		return err
 	})
 	return b, before, err

@@ -36,7 +36,7 @@ func (r extraRow) Scan(dest ...any) error { return r.Row.Scan(append(dest, r.ext
 // cells completed in the last $2 seconds (running batches only) and that
 // window, shortened to the batch's age. The caller adds WHERE, ORDER BY and
 // LIMIT.
-const overviewSQL = `SELECT ` + batchColumns + `,
+var overviewSQL = `SELECT ` + liveBatchColumns + `,
 		(SELECT count(*) FROM dead_letters d WHERE d.batch_id = b.id AND d.requeued_at IS NULL),
 		CASE WHEN b.status = 'running' THEN
 			(SELECT coalesce(sum(c.cells), 0) FROM chunk_runs c
@@ -44,7 +44,7 @@ const overviewSQL = `SELECT ` + batchColumns + `,
 			   AND c.finished_at > now() - make_interval(secs => $2::float8))
 		ELSE 0 END,
 		greatest(least($2::float8, extract(epoch FROM now() - b.started_at)::float8), 0)
-	FROM batch_runs b `
+	FROM ` + liveBatchFrom + ` `
 
 func scanOverview(row pgx.Row) (BatchOverview, error) {
 	var o BatchOverview

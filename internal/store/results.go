@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -13,81 +14,56 @@ import (
 	"github.com/gridbatch/gridbatch/internal/grid"
 )
 
-// stageTable is a per-connection temporary table the chunk rows are copied
-// into with the binary COPY protocol before one upsert moves them. Each
-// connection creates it once, on its first WriteChunk (see ensureStage).
-const stageTable = "gridbatch_stage"
-
-// stageCreated is the pgconn.CustomData key recording that the connection
-// has committed the creation of stageTable.
-const stageCreated = "gridbatch.stage_created"
-
-// WriteChunk writes a chunk's series (Values[0] being firstYear's) and records the chunk succeeded, in one
-// transaction: COPY into a temporary table, one INSERT … ON CONFLICT DO
-// UPDATE into the kind's table, then the chunk's outcome and the batch
-// counters. A re-run rewrites the same rows and counts nothing twice. When the
-// batch has already ended (cancelled, timed out) nothing is written and the
-// returned Transition has BatchRunning false; allowEnded writes anyway (a
-// requeued dead letter of an ended batch).
+// WriteChunk writes a chunk's series (Values[0] being firstYear's) into its
+// batch's own table and records the chunk succeeded, in one transaction:
+// binary COPY straight into the table (no staging table, no upsert, no
+// index to maintain), then the chunk's outcome. The chunk's row lock orders
+// duplicate deliveries of the task (at-least-once): the second waits for
+// the first, then finds the chunk succeeded and writes nothing, so each row
+// is stored once. When the batch has already ended (cancelled, timed out)
+// nothing is written and the returned Transition has BatchRunning false;
+// allowEnded writes anyway (a requeued dead letter of an ended batch). The
+// Transition's counts are read after the commit.
 func (s *Store) WriteChunk(ctx context.Context, kind string, step float64, firstYear int, series []grid.Series, o ChunkOutcome, allowEnded bool) (Transition, error) {
-	table, err := ResultsTable(kind)
-	if err != nil {
-		return Transition{}, err
-	}
 	var t Transition
-	conn, err := s.Pool.Acquire(ctx)
-	if err != nil {
-		return t, err
-	}
-	defer conn.Release()
-	custom := conn.Conn().PgConn().CustomData()
-	created := custom[stageCreated] != nil
-	err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
-		if !created {
-			// In the transaction, so a rollback also undoes it and the next
-			// transaction creates it again.
-			if _, err := tx.Exec(ctx, `CREATE TEMP TABLE IF NOT EXISTS `+stageTable+
-				` (grid_id bigint, scenario text, series float8[]) ON COMMIT DELETE ROWS`); err != nil {
-				return fmt.Errorf("create staging table: %w", err)
-			}
-		}
-		_, err := tx.CopyFrom(ctx, pgx.Identifier{stageTable}, []string{"grid_id", "scenario", "series"},
-			pgx.CopyFromSlice(len(series), func(i int) ([]any, error) {
-				return []any{series[i].GridID, series[i].Scenario, float8Array(series[i].Values)}, nil
-			}))
-		if err != nil {
-			return fmt.Errorf("copy %d series: %w", len(series), err)
-		}
-		_, err = tx.Exec(ctx, `
-			INSERT INTO `+table+` (step, grid_id, scenario, first_year, series, batch_id, computed_at)
-			SELECT $1, grid_id, scenario, $2, series, $3, now() FROM `+stageTable+`
-			ORDER BY grid_id, scenario -- one lock order, so duplicate deliveries never deadlock
-			ON CONFLICT (step, grid_id, scenario) DO UPDATE SET
-				first_year = EXCLUDED.first_year, series = EXCLUDED.series,
-				batch_id = EXCLUDED.batch_id, computed_at = EXCLUDED.computed_at`,
-			step, firstYear, o.BatchID)
-		if err != nil {
-			return fmt.Errorf("upsert into %s: %w", table, err)
-		}
-		t, err = markChunk(ctx, tx, o, ChunkSucceeded, allowEnded)
-		if err != nil {
+	err := pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
+		var table string
+		var err error
+		t, table, err = lockBatchForChunk(ctx, tx, o.BatchID)
+		if err != nil || (!t.BatchRunning && !allowEnded) {
 			return err
 		}
-		if !t.BatchRunning && !allowEnded {
-			return errBatchEnded
+		if table == "" {
+			return fmt.Errorf("%w: %s has no table for its rows (retention dropped them, or it started before the schema had them): run it again",
+				ErrBatchNotFound, o.BatchID)
 		}
-		return nil
+		var status string
+		err = tx.QueryRow(ctx, `SELECT status FROM chunk_runs WHERE batch_id = $1 AND chunk = $2 FOR UPDATE`, o.BatchID, o.Chunk).Scan(&status)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("%w: %s has no chunk %d", ErrBatchNotFound, o.BatchID, o.Chunk)
+		}
+		if err != nil {
+			return fmt.Errorf("lock chunk %d of %s: %w", o.Chunk, o.BatchID, err)
+		}
+		if status != ChunkPending && status != ChunkFailed {
+			return nil // done already (a duplicate delivery), or timed out or cancelled
+		}
+		fy := int16(firstYear)
+		_, err = tx.CopyFrom(ctx, pgx.Identifier{table}, []string{"step", "grid_id", "scenario", "first_year", "series"},
+			pgx.CopyFromSlice(len(series), func(i int) ([]any, error) {
+				return []any{step, series[i].GridID, series[i].Scenario, fy, float8Array(series[i].Values)}, nil
+			}))
+		if err != nil {
+			return fmt.Errorf("copy %d series into %s: %w", len(series), table, err)
+		}
+		t, err = markChunk(ctx, tx, o, ChunkSucceeded, allowEnded)
+		return err
 	})
-	if err == nil {
-		custom[stageCreated] = true
-	}
-	if err == errBatchEnded {
-		return t, nil
+	if err == nil && t.Changed {
+		err = s.countChunks(ctx, o.BatchID, &t, false)
 	}
 	return t, err
 }
-
-var errBatchEnded = fmt.Errorf("batch ended")
 
 // float8Array is a series as WriteChunk copies it: float8Codec encodes it in
 // PostgreSQL's binary array format directly. pgx's generic array encoder

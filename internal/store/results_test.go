@@ -1,10 +1,14 @@
 package store_test
 
 import (
+	"context"
 	"math"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/gridbatch/gridbatch/internal/grid"
@@ -50,33 +54,112 @@ func TestWriteChunk(t *testing.T) {
 		return out
 	}
 
+	countRows := func(b store.Batch) int {
+		var n int
+		require.NoError(t, db.Pool.QueryRow(ctx, `SELECT count(*) FROM `+pgx.Identifier{tableOf(t, db, b.ID)}.Sanitize()).Scan(&n))
+		return n
+	}
+
 	ended := newBatch("ended")
 	_, _, _, err = st.FinishBatch(ctx, ended.ID, store.Final{Status: store.StatusCancelled, Rest: store.ChunkCancelled})
 	require.NoError(t, err)
 	tr, err := st.WriteChunk(ctx, grid.KindPH, 0.05, grid.FirstYear, series(0, 1), store.ChunkOutcome{BatchID: ended.ID, Chunk: 0, Attempts: 1}, false)
-	require.NoError(t, err, "a chunk of an ended batch rolls back, staging table and all")
+	require.NoError(t, err, "a chunk of an ended batch writes nothing")
 	require.False(t, tr.BatchRunning)
-	_, err = st.ReadSeries(ctx, grid.KindPH, 0.05, r.ChunkIDs(0, 2)[0], "ssp126")
-	require.ErrorIs(t, err, store.ErrNoSeries)
+	require.Zero(t, countRows(ended))
 
 	b := newBatch("running")
 	for chunk := range 2 {
 		tr, err := st.WriteChunk(ctx, grid.KindPH, 0.05, grid.FirstYear, series(chunk, 2), store.ChunkOutcome{BatchID: b.ID, Chunk: chunk, Attempts: 1}, false)
 		require.NoError(t, err, "chunk %d", chunk)
 		require.True(t, tr.Changed)
+		require.Equal(t, chunk+1, tr.Done, "counted from the chunks after the commit")
 	}
-	// A re-run rewrites the same rows.
-	_, err = st.WriteChunk(ctx, grid.KindPH, 0.05, grid.FirstYear, series(1, 3), store.ChunkOutcome{BatchID: b.ID, Chunk: 1, Attempts: 2}, false)
+	// A duplicate delivery writes nothing: one copy of each row, the first.
+	tr, err = st.WriteChunk(ctx, grid.KindPH, 0.05, grid.FirstYear, series(1, 3), store.ChunkOutcome{BatchID: b.ID, Chunk: 1, Attempts: 2}, false)
 	require.NoError(t, err)
-	for chunk, seed := range []float64{2, 3} {
-		for _, id := range r.ChunkIDs(chunk, 2) {
-			got, err := st.ReadSeries(ctx, grid.KindPH, 0.05, id, "ssp585")
-			require.NoError(t, err)
-			want := values(seed + float64(id))
-			require.Len(t, got.Values, len(want))
-			for i := range want {
-				require.Equal(t, math.Float64bits(want[i]), math.Float64bits(got.Values[i]), "cell %d year %d", id, i)
+	require.False(t, tr.Changed)
+	require.Equal(t, 4*len(grid.Scenarios), countRows(b))
+	// Running, the batch's rows are its own: readers of the published values see none.
+	_, err = st.ReadSeries(ctx, grid.KindPH, 0.05, r.ChunkIDs(0, 2)[0], "ssp585")
+	require.ErrorIs(t, err, store.ErrNoSeries)
+	read := func(name string, get func(id int64) (store.StoredSeries, error)) {
+		for chunk := range 2 {
+			for _, id := range r.ChunkIDs(chunk, 2) {
+				got, err := get(id)
+				require.NoError(t, err, name)
+				want := values(2 + float64(id))
+				require.Len(t, got.Values, len(want))
+				for i := range want {
+					require.Equal(t, math.Float64bits(want[i]), math.Float64bits(got.Values[i]), "%s: cell %d year %d", name, id, i)
+				}
+				require.Equal(t, b.ID, got.BatchID)
 			}
 		}
 	}
+	read("the batch's own rows", func(id int64) (store.StoredSeries, error) {
+		return st.ReadBatchSeries(ctx, b.ID, 0.05, id, "ssp585")
+	})
+	// Succeeded, it is published with its end.
+	fin, _, ended2, err := st.FinishBatch(ctx, b.ID, store.Final{Rest: store.ChunkCancelled})
+	require.NoError(t, err)
+	require.True(t, ended2)
+	require.Equal(t, store.StatusSucceeded, fin.Status)
+	require.NotNil(t, fin.PublishedAt)
+	read("the published rows", func(id int64) (store.StoredSeries, error) {
+		return st.ReadSeries(ctx, grid.KindPH, 0.05, id, "ssp585")
+	})
+}
+
+// TestConcurrentDuplicateDeliveries runs the same chunk task's write many
+// times at once: each row is stored once.
+func TestConcurrentDuplicateDeliveries(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t)
+	db := testutil.NewDB(t)
+	r := region(t, "124,33,124.5,33.5", 0.05) // 100 cells
+	now := time.Now()
+	b, err := db.Store.InsertBatch(ctx, store.NewBatch{ID: "dup", Kind: grid.KindPH, Region: r, ChunkSize: 100, StartedAt: now,
+		DeadlineAt: now.Add(time.Hour), LockExpiresAt: now.Add(2 * time.Hour)})
+	require.NoError(t, err)
+	_, err = db.Store.PlanChunks(ctx, b)
+	require.NoError(t, err)
+	var series []grid.Series
+	for _, id := range r.ChunkIDs(0, 100) {
+		for _, s := range grid.Scenarios {
+			series = append(series, grid.Series{GridID: id, Scenario: s.Name, Values: make([]float64, grid.NumYears)})
+		}
+	}
+	var wg sync.WaitGroup
+	changed := make(chan bool, 6)
+	for range 6 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			tr, err := db.Store.WriteChunk(ctx, grid.KindPH, 0.05, grid.FirstYear, series, store.ChunkOutcome{BatchID: b.ID, Chunk: 0, Attempts: 1}, false)
+			assert.NoError(t, err)
+			changed <- tr.Changed
+		}()
+	}
+	wg.Wait()
+	close(changed)
+	n := 0
+	for c := range changed {
+		if c {
+			n++
+		}
+	}
+	require.Equal(t, 1, n, "one delivery recorded the chunk")
+	var rows, distinct int
+	require.NoError(t, db.Pool.QueryRow(ctx, `SELECT count(*), count(DISTINCT (grid_id, scenario)) FROM `+
+		pgx.Identifier{tableOf(t, db, b.ID)}.Sanitize()).Scan(&rows, &distinct))
+	require.Equal(t, 100*len(grid.Scenarios), rows)
+	require.Equal(t, rows, distinct)
+}
+
+// tableOf is the table of a batch's own rows.
+func tableOf(t *testing.T, db *testutil.DB, batchID string) string {
+	var table string
+	require.NoError(t, db.Pool.QueryRow(context.Background(), `SELECT results_table FROM batch_runs WHERE id = $1`, batchID).Scan(&table))
+	return table
 }

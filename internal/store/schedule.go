@@ -69,8 +69,8 @@ func (s *Store) LastTick(ctx context.Context, kind string) (time.Time, error) {
 
 // BatchForTick returns the batch fired for kind's tick, ErrBatchNotFound when none.
 func (s *Store) BatchForTick(ctx context.Context, kind string, tick time.Time) (Batch, error) {
-	return scanBatch(s.Pool.QueryRow(ctx, `SELECT `+batchColumns+` FROM batch_runs
-		WHERE kind = $1 AND scheduled_for = $2`, kind, tick))
+	return scanBatch(s.Pool.QueryRow(ctx, `SELECT `+liveBatchColumns+` FROM `+liveBatchFrom+`
+		WHERE b.kind = $1 AND b.scheduled_for = $2`, kind, tick))
 }
 
 // IsDuplicateTick reports whether err is the unique violation of a second

@@ -34,9 +34,8 @@ func TestReadSeries(t *testing.T) {
 		values[i] = math.Nextafter(0.1*float64(i), 1) // values that only survive at full precision
 	}
 	computed := time.Date(2025, 3, 4, 5, 6, 7, 123456000, time.UTC)
-	_, err := db.Pool.Exec(ctx, `INSERT INTO ph_timeseries (step, grid_id, scenario, first_year, series, batch_id, computed_at)
-VALUES (0.05, 4242, 'ssp245', 2021, $1, 'b-1', $2)`, values, computed)
-	require.NoError(t, err)
+	testutil.PublishSeries(t, db.Pool, "ph", "b-1", store.StoredSeries{Step: 0.05, GridID: 4242, Scenario: "ssp245",
+		FirstYear: 2021, Values: values, ComputedAt: computed})
 
 	t.Run("round trip", func(t *testing.T) {
 		got, err := db.Store.ReadSeries(ctx, "ph", 0.05, 4242, "ssp245")

@@ -3,8 +3,10 @@ package testutil
 import (
 	"context"
 	"math"
+	"strings"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
@@ -75,4 +77,28 @@ func CheckResultsAgainst(t testing.TB, pool *pgxpool.Pool, kind string, ref grid
 	}
 	require.NoError(t, rows.Err())
 	return checked
+}
+
+// PublishSeries stores rows as the published rows of a batch batchID of
+// kind, as publishing a batch would (a table of its own, attached to
+// <kind>_results, recorded in published_batches), without running one:
+// for tests that read results. batchID needs no batch_runs row.
+func PublishSeries(t testing.TB, pool *pgxpool.Pool, kind, batchID string, rows ...store.StoredSeries) {
+	t.Helper()
+	ctx := context.Background()
+	var table string
+	require.NoError(t, pool.QueryRow(ctx, `SELECT gridbatch_batch_table($1)`, batchID).Scan(&table))
+	parent := pgx.Identifier{kind + "_results"}.Sanitize()
+	tbl := pgx.Identifier{table}.Sanitize()
+	_, err := pool.Exec(ctx, `CREATE TABLE `+tbl+` (LIKE `+parent+` INCLUDING DEFAULTS)`)
+	require.NoError(t, err)
+	for _, r := range rows {
+		_, err := pool.Exec(ctx, `INSERT INTO `+tbl+` (step, grid_id, scenario, first_year, series, batch_id, computed_at)
+			VALUES ($1, $2, $3, $4, $5, $6, $7)`, r.Step, r.GridID, r.Scenario, r.FirstYear, r.Values, batchID, r.ComputedAt)
+		require.NoError(t, err)
+	}
+	_, err = pool.Exec(ctx, `ALTER TABLE `+parent+` ATTACH PARTITION `+tbl+` FOR VALUES IN (`+"'"+strings.ReplaceAll(batchID, "'", "''")+"'"+`)`)
+	require.NoError(t, err)
+	_, err = pool.Exec(ctx, `INSERT INTO published_batches (kind, batch_id) VALUES ($1, $2)`, kind, batchID)
+	require.NoError(t, err)
 }

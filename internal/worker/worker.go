@@ -175,7 +175,7 @@ func Run(ctx context.Context, cfg config.Worker, stderr io.Writer, opts ...Optio
 	reconciled := make(chan struct{})
 	go func() {
 		defer close(reconciled)
-		reconcileLoop(rctx, rdb, svc, dq, log, workerName, cfg.ReconcileInterval)
+		reconcileLoop(rctx, rdb, svc, dq, log, workerName, cfg.ReconcileInterval, cfg.KeepBatches)
 	}()
 
 	<-ctx.Done()
@@ -194,16 +194,19 @@ func Run(ctx context.Context, cfg config.Worker, stderr io.Writer, opts ...Optio
 
 // reconcileLoop runs batch.Service.Reconcile, then the dead-letter queue's
 // upkeep (orphaned active tasks; the archive sweep every
-// GRIDBATCH_DLQ_SWEEP_INTERVAL), every interval in the one worker holding
-// the reconciler's lease, so only one does at a time; the lease has a TTL
-// of 3 intervals, so a dead holder is replaced.
-func reconcileLoop(ctx context.Context, rdb redis.UniversalClient, svc *batch.Service, dq *dlq.Service, log *slog.Logger, me string, interval time.Duration) {
+// GRIDBATCH_DLQ_SWEEP_INTERVAL), and at most once a minute the retention of
+// batches' own rows (keep per kind besides the published ones), every
+// interval in the one worker holding the reconciler's lease, so only one
+// does at a time; the lease has a TTL of 3 intervals, so a dead holder is
+// replaced.
+func reconcileLoop(ctx context.Context, rdb redis.UniversalClient, svc *batch.Service, dq *dlq.Service, log *slog.Logger, me string, interval time.Duration, keep int) {
 	l := lease.New(rdb, "gridbatch:reconciler:lease", me, 3*interval, log, lease.Messages{
 		Leading:    "leading: this worker reconciles running batches and keeps the dead-letter queue",
 		StandingBy: "standing by: another worker reconciles",
 	})
 	t := time.NewTicker(interval)
 	defer t.Stop()
+	var lastPrune time.Time
 	for {
 		select {
 		case <-ctx.Done():
@@ -220,6 +223,19 @@ func reconcileLoop(ctx context.Context, rdb redis.UniversalClient, svc *batch.Se
 		}
 		cancel()
 		dq.Maintain(ctx) // bounds itself; logs its own errors
+		if time.Since(lastPrune) >= time.Minute {
+			lastPrune = time.Now()
+			pctx, cancel := context.WithTimeout(ctx, interval)
+			dropped, err := svc.Store().Prune(pctx, "", keep, false)
+			cancel()
+			if err != nil && ctx.Err() == nil {
+				log.Warn("retention of batches' rows", "error", err)
+			}
+			for _, p := range dropped {
+				log.Info("batch rows dropped by retention", "batch_id", p.ID, "kind", p.Kind, "status", p.Status,
+					"published", p.Published, "keep_batches", keep)
+			}
+		}
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gridbatch/gridbatch/internal/grid"
+	"github.com/gridbatch/gridbatch/internal/store"
 	"github.com/gridbatch/gridbatch/internal/testutil"
 )
 
@@ -148,9 +149,8 @@ func TestResultsCommand(t *testing.T) {
 	values := series[1].Values
 	require.Equal(t, "ssp245", series[1].Scenario)
 	computed := time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
-	_, err = db.Pool.Exec(ctx, `INSERT INTO ph_timeseries (step, grid_id, scenario, first_year, series, batch_id, computed_at)
-VALUES (0.05, $1, 'ssp245', 2021, $2, 'ph-test-batch', $3)`, seoul.GridID, values, computed)
-	require.NoError(t, err)
+	testutil.PublishSeries(t, db.Pool, "ph", "ph-test-batch", store.StoredSeries{Step: 0.05, GridID: seoul.GridID,
+		Scenario: "ssp245", FirstYear: 2021, Values: values, ComputedAt: computed})
 
 	t.Run("year value lines at full precision", func(t *testing.T) {
 		out, errOut, code := runBin(t, env, "enqueuer", query...)

@@ -1,0 +1,263 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// createBatchTable makes the table of a new batch's rows, in the
+// transaction that records the batch: the columns of <kind>_results, a
+// CHECK on batch_id (so that publishing attaches it as a partition without
+// scanning it) and batch_id's default. No index while chunks write into it.
+func createBatchTable(ctx context.Context, tx pgx.Tx, kind, batchID string) error {
+	table, err := ResultsTable(kind)
+	if err != nil {
+		return err
+	}
+	parent := kind + "_results"
+	var name string
+	if err := tx.QueryRow(ctx, `SELECT gridbatch_batch_table($1)`, batchID).Scan(&name); err != nil {
+		return err
+	}
+	lit := quoteLiteral(batchID)
+	_, err = tx.Exec(ctx, `CREATE TABLE `+ident(name)+` (LIKE `+ident(parent)+` INCLUDING DEFAULTS, CHECK (batch_id = `+lit+`));
+		ALTER TABLE `+ident(name)+` ALTER COLUMN batch_id SET DEFAULT `+lit)
+	if err != nil && IsSchemaError(err) {
+		return fmt.Errorf("the results of kind %s have no table (%s, %s: %w); run 'enqueuer migrate' with the models file that declares it", kind, parent, table, err)
+	}
+	return err
+}
+
+// publish makes batch b's rows the published values of <kind>_timeseries,
+// inside tx (which holds b's row lock): it indexes the batch's table by
+// cell, attaches it to <kind>_results and records the publication, so that
+// for every cell it computed, the view shows its row from the commit on.
+// Readers see all of it or none of it. It is what makes a batch's results
+// visible, and the only thing that does.
+func publish(ctx context.Context, tx pgx.Tx, b Batch) (Batch, error) {
+	var table *string
+	if err := tx.QueryRow(ctx, `SELECT results_table FROM batch_runs WHERE id = $1`, b.ID).Scan(&table); err != nil {
+		return b, err
+	}
+	if table == nil || b.RowsDroppedAt != nil {
+		return b, fmt.Errorf("batch %s has no rows to publish (they were dropped by retention, or it predates per-batch results)", b.ID)
+	}
+	t := ident(*table)
+	if _, err := tx.Exec(ctx, `CREATE INDEX IF NOT EXISTS `+ident(*table+"_cell")+` ON `+t+` (step, grid_id, scenario)`); err != nil {
+		return b, fmt.Errorf("index the rows of %s: %w", b.ID, err)
+	}
+	var attached bool
+	if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_inherits WHERE inhrelid = to_regclass($1))`, *table).Scan(&attached); err != nil {
+		return b, err
+	}
+	if !attached {
+		if _, err := tx.Exec(ctx, `ALTER TABLE `+ident(b.Kind+"_results")+` ATTACH PARTITION `+t+` FOR VALUES IN (`+quoteLiteral(b.ID)+`)`); err != nil {
+			return b, fmt.Errorf("attach the rows of %s: %w", b.ID, err)
+		}
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO published_batches (kind, batch_id) VALUES ($1, $2)
+		ON CONFLICT (batch_id) DO UPDATE SET published_at = clock_timestamp()`, b.Kind, b.ID); err != nil {
+		return b, err
+	}
+	return scanBatch(tx.QueryRow(ctx, `UPDATE batch_runs SET published_at = clock_timestamp() WHERE id = $1 RETURNING `+batchColumns, b.ID))
+}
+
+// ErrRunning is returned (wrapped) by Publish for a batch still running.
+var ErrRunning = errors.New("batch is running")
+
+// Publish publishes what an ended batch computed (see publish): cells it
+// did not compute keep their earlier values. Publishing a published batch
+// again makes its values the latest once more. A running batch is refused
+// with an error wrapping ErrRunning: it is published when it succeeds.
+func (s *Store) Publish(ctx context.Context, id string) (Batch, error) {
+	var b Batch
+	err := pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
+		cur, err := scanBatch(tx.QueryRow(ctx, `SELECT `+batchColumns+` FROM batch_runs WHERE id = $1 FOR UPDATE`, id))
+		if err != nil {
+			return err
+		}
+		if !cur.Ended() {
+			return fmt.Errorf("%w: %s is published when it succeeds; wait for it to end (or cancel it), then publish what it computed", ErrRunning, id)
+		}
+		b, err = publish(ctx, tx, cur)
+		return err
+	})
+	return b, err
+}
+
+// ReadBatchSeries returns the series batch batchID computed for the cell,
+// from the batch's own rows, published or not. It returns an error wrapping
+// ErrNoSeries when the batch computed none, and ErrBatchNotFound.
+func (s *Store) ReadBatchSeries(ctx context.Context, batchID string, step float64, gridID int64, scenario string) (StoredSeries, error) {
+	var table *string
+	var dropped *time.Time
+	err := s.Pool.QueryRow(ctx, `SELECT results_table, rows_dropped_at FROM batch_runs WHERE id = $1`, batchID).Scan(&table, &dropped)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return StoredSeries{}, fmt.Errorf("%w: %s", ErrBatchNotFound, batchID)
+	}
+	if err != nil {
+		return StoredSeries{}, err
+	}
+	if table == nil || dropped != nil {
+		return StoredSeries{}, fmt.Errorf("batch %s's own rows are gone (dropped by retention, GRIDBATCH_KEEP_BATCHES): %w", batchID, ErrNoSeries)
+	}
+	cell := fmt.Sprintf("series of batch %s for cell %d at step %s scenario %s", batchID, gridID, strconv.FormatFloat(step, 'g', -1, 64), scenario)
+	ss := StoredSeries{Step: step, GridID: gridID, Scenario: scenario}
+	err = s.Pool.QueryRow(ctx, `SELECT first_year, series, batch_id, computed_at FROM `+ident(*table)+`
+WHERE step = $1 AND grid_id = $2 AND scenario = $3`, step, gridID, scenario).
+		Scan(&ss.FirstYear, &ss.Values, &ss.BatchID, &ss.ComputedAt)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return StoredSeries{}, fmt.Errorf("%s: %w", cell, ErrNoSeries)
+	}
+	if err != nil {
+		return StoredSeries{}, fmt.Errorf("read %s: %w", cell, err)
+	}
+	return ss, nil
+}
+
+// Pruned is a batch whose own rows retention dropped, or would drop.
+type Pruned struct {
+	ID, Kind, Status string
+	StartedAt        time.Time
+	Published        bool
+}
+
+// Prune drops the own rows of the ended batches of kind (every kind when
+// empty) that retention no longer keeps, with DROP TABLE (never row by row):
+// it keeps every batch whose rows the published values show, and the keep
+// newest of the others. A published batch stops showing once a batch
+// published after it succeeded over a bbox holding its own at the same
+// step (every one of its cells has a newer value): dropping it changes no
+// published value. With dryRun it only returns what it would drop.
+func (s *Store) Prune(ctx context.Context, kind string, keep int, dryRun bool) ([]Pruned, error) {
+	rows, err := s.Pool.Query(ctx, `
+		WITH cand AS (
+			SELECT b.id, b.kind, b.status, b.started_at, p.published_at IS NOT NULL AS published,
+				p.published_at IS NOT NULL AND NOT EXISTS (
+					SELECT 1 FROM published_batches q JOIN batch_runs n ON n.id = q.batch_id
+					WHERE q.kind = b.kind AND q.published_at > p.published_at AND n.status = 'succeeded'
+						AND n.step = b.step AND n.lon_min <= b.lon_min AND n.lat_min <= b.lat_min
+						AND n.lon_max >= b.lon_max AND n.lat_max >= b.lat_max) AS showing
+			FROM batch_runs b LEFT JOIN published_batches p ON p.batch_id = b.id
+			WHERE ($1 = '' OR b.kind = $1) AND b.status <> 'running'
+				AND b.results_table IS NOT NULL AND b.rows_dropped_at IS NULL),
+		ranked AS (
+			SELECT *, row_number() OVER (PARTITION BY kind ORDER BY started_at DESC, id DESC) AS n
+			FROM cand WHERE NOT showing)
+		SELECT id, kind, status, started_at, published FROM ranked WHERE n > $2 ORDER BY kind, started_at`, kind, keep)
+	if err != nil {
+		return nil, err
+	}
+	drop, err := pgx.CollectRows(rows, pgx.RowToStructByPos[Pruned])
+	if err != nil || dryRun {
+		return drop, err
+	}
+	for _, p := range drop {
+		if err := s.dropBatchRows(ctx, p); err != nil {
+			return nil, err
+		}
+	}
+	return drop, nil
+}
+
+// dropBatchRows drops one batch's table: a published one is detached
+// first, concurrently, so readers of the view are never blocked.
+func (s *Store) dropBatchRows(ctx context.Context, p Pruned) error {
+	var table string
+	if err := s.Pool.QueryRow(ctx, `SELECT results_table FROM batch_runs WHERE id = $1`, p.ID).Scan(&table); err != nil {
+		return err
+	}
+	var attached bool
+	if err := s.Pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_inherits WHERE inhrelid = to_regclass($1))`, table).Scan(&attached); err != nil {
+		return err
+	}
+	if attached {
+		if _, err := s.Pool.Exec(ctx, `ALTER TABLE `+ident(p.Kind+"_results")+` DETACH PARTITION `+ident(table)+` CONCURRENTLY`); err != nil {
+			return fmt.Errorf("detach the rows of %s: %w", p.ID, err)
+		}
+	}
+	return pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `DROP TABLE IF EXISTS `+ident(table)); err != nil {
+			return fmt.Errorf("drop the rows of %s: %w", p.ID, err)
+		}
+		_, err := tx.Exec(ctx, `UPDATE batch_runs SET rows_dropped_at = now() WHERE id = $1`, p.ID)
+		return err
+	})
+}
+
+func ident(s string) string { return pgx.Identifier{s}.Sanitize() }
+
+// quoteLiteral quotes s as an SQL string literal (for DDL, which takes no
+// parameters).
+func quoteLiteral(s string) string {
+	out := []byte{'\''}
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\'' {
+			out = append(out, '\'')
+		}
+		out = append(out, s[i])
+	}
+	return string(append(out, '\''))
+}
+
+// BatchRows counts the rows batch batchID wrote, published or not (0 once
+// retention dropped them).
+func (s *Store) BatchRows(ctx context.Context, batchID string) (int64, error) {
+	var table *string
+	var dropped *time.Time
+	err := s.Pool.QueryRow(ctx, `SELECT results_table, rows_dropped_at FROM batch_runs WHERE id = $1`, batchID).Scan(&table, &dropped)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, fmt.Errorf("%w: %s", ErrBatchNotFound, batchID)
+	}
+	if err != nil || table == nil || dropped != nil {
+		return 0, err
+	}
+	var n int64
+	err = s.Pool.QueryRow(ctx, `SELECT count(*) FROM `+ident(*table)).Scan(&n)
+	return n, err
+}
+
+// Publication says, for people, whether the batch's values are the
+// published ones of its kind.
+func (b Batch) Publication() string {
+	switch {
+	case b.PublishedAt != nil:
+		s := "yes, at " + b.PublishedAt.UTC().Format(time.RFC3339)
+		if b.RowsDroppedAt != nil {
+			s += "; since superseded, its own rows dropped at " + b.RowsDroppedAt.UTC().Format(time.RFC3339)
+		}
+		return s
+	case !b.Ended():
+		return "not yet: published when it succeeds"
+	case b.RowsDroppedAt != nil:
+		return "no; its own rows were dropped by retention at " + b.RowsDroppedAt.UTC().Format(time.RFC3339)
+	}
+	return fmt.Sprintf("no (it ended %s); 'enqueuer publish %s' publishes what it computed", b.Status, b.ID)
+}
+
+// DropAllResults drops the own rows of every ended batch and every
+// publication, so the published values are empty: a clean start for each
+// run of a benchmark. Running batches keep their rows.
+func (s *Store) DropAllResults(ctx context.Context) error {
+	rows, err := s.Pool.Query(ctx, `SELECT id, kind, status, started_at, published_at IS NOT NULL FROM batch_runs
+		WHERE status <> 'running' AND results_table IS NOT NULL AND rows_dropped_at IS NULL`)
+	if err != nil {
+		return err
+	}
+	drop, err := pgx.CollectRows(rows, pgx.RowToStructByPos[Pruned])
+	if err != nil {
+		return err
+	}
+	for _, p := range drop {
+		if err := s.dropBatchRows(ctx, p); err != nil {
+			return err
+		}
+	}
+	_, err = s.Pool.Exec(ctx, `DELETE FROM published_batches`)
+	return err
+}
