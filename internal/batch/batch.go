@@ -232,6 +232,11 @@ func (s *Service) Plan(ctx context.Context, batchID string) error {
 		metrics.Skipped(ctx)
 		return nil
 	}
+	if time.Now().After(b.DeadlineAt) {
+		// Planned only after its deadline (no worker ran until then): it
+		// ends timed_out, as its lock task would, rather than run late.
+		return s.Deadline(ctx, batchID)
+	}
 	pending, err := s.store.PlanChunks(ctx, b)
 	if err != nil {
 		return err
@@ -398,7 +403,7 @@ func (s *Service) checkModelTables(ctx context.Context, spec model.Spec) error {
 	if err != nil {
 		return err
 	}
-	ok, err := s.store.TableExists(ctx, table)
+	ok, err := s.store.TableExists(ctx, spec.Kind+"_results")
 	if err != nil {
 		return fmt.Errorf("look for %s: %w", table, err)
 	}

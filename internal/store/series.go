@@ -46,26 +46,34 @@ func (s *Store) TableExists(ctx context.Context, table string) (bool, error) {
 	return exists, err
 }
 
-// EnsureResultsTables creates the results table of every kind that has
-// none, shaped like ph_timeseries. `enqueuer migrate` calls it for the kinds
-// of the models file.
+// EnsureResultsTables gives every kind that has none the layout of its
+// results (gridbatch_results_layout: the partitioned <kind>_results that
+// batches are published into, and the view <kind>_timeseries), and returns
+// the views it made. `enqueuer migrate` calls it for the kinds of the
+// models file; concurrent callers are serialised by an advisory lock.
 func (s *Store) EnsureResultsTables(ctx context.Context, kinds []string) (created []string, err error) {
 	for _, kind := range kinds {
 		table, err := ResultsTable(kind)
 		if err != nil {
 			return created, err
 		}
-		exists, err := s.TableExists(ctx, table)
+		err = pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtext('gridbatch_results_layout'))`); err != nil {
+				return err
+			}
+			var exists bool
+			if err := tx.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, kind+"_results").Scan(&exists); err != nil || exists {
+				return err
+			}
+			if _, err := tx.Exec(ctx, `SELECT gridbatch_results_layout($1)`, kind); err != nil {
+				return err
+			}
+			created = append(created, table)
+			return nil
+		})
 		if err != nil {
-			return created, fmt.Errorf("look for %s: %w", table, err)
+			return created, fmt.Errorf("make the results of kind %s: %w", kind, err)
 		}
-		if exists {
-			continue
-		}
-		if _, err := s.Pool.Exec(ctx, `CREATE TABLE IF NOT EXISTS `+table+` (LIKE ph_timeseries INCLUDING ALL)`); err != nil {
-			return created, fmt.Errorf("create %s: %w", table, err)
-		}
-		created = append(created, table)
 	}
 	return created, nil
 }

@@ -115,7 +115,7 @@ func TestSeedCommand(t *testing.T) {
 
 // noSeriesLine is the no-series message results prints for cell.
 func noSeriesLine(kind string, cell grid.Cell, lat, lon, scenario string) string {
-	return fmt.Sprintf("enqueuer: no %s series for cell %d (lat %s, lon %s) at step 0.05 scenario %s; run a %s batch over it first\n",
+	return fmt.Sprintf("enqueuer: no published %s series for cell %d (lat %s, lon %s) at step 0.05 scenario %s; run a %s batch over it (a batch is published when it succeeds), or publish an ended one with 'enqueuer publish ID'\n",
 		kind, cell.GridID, lat, lon, scenario, kind)
 }
 
@@ -215,7 +215,7 @@ func TestResultsCommand(t *testing.T) {
 		{"unknown scenario", []string{"--kind", "ph", "--scenario", "ssp370", "--lat", "37.53", "--lon", "127.02"},
 			`unknown scenario "ssp370" (known: ssp126, ssp245, ssp585)`},
 		{"unknown kind", []string{"--kind", "risk", "--scenario", "ssp245", "--lat", "37.53", "--lon", "127.02"},
-			`unknown kind "risk" (known: hazard, ph)`},
+			`--kind: unknown model kind "risk" (known: hazard, ph)`},
 		{"no kind", []string{"--scenario", "ssp245", "--lat", "37.53", "--lon", "127.02"}, "--kind is required"},
 		{"no lat", []string{"--kind", "ph", "--scenario", "ssp245", "--lon", "127.02"}, "--lat is required"},
 		{"lat not a number", []string{"--kind", "ph", "--scenario", "ssp245", "--lat", "north", "--lon", "127.02"}, `--lat "north"`},
@@ -231,7 +231,7 @@ func TestResultsCommand(t *testing.T) {
 	t.Run("help teaches", func(t *testing.T) {
 		out, _, code := runBin(t, env, "enqueuer", "results", "--help")
 		require.Equal(t, 0, code)
-		require.Contains(t, out, "Usage: enqueuer results --kind ph|hazard")
+		require.Contains(t, out, "Usage: enqueuer results (--kind KIND | --batch ID)")
 		require.Contains(t, out, "Examples:\n  enqueuer results --kind ph --scenario ssp245")
 	})
 }
