@@ -254,6 +254,22 @@ func TestPlan(t *testing.T) {
 	})
 }
 
+// TestPlanAfterTheDeadlineEndsTimedOut: a batch first planned after its
+// deadline (no worker ran until then) ends timed_out instead of running late.
+func TestPlanAfterTheDeadlineEndsTimedOut(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, batch.Config{})
+	r := f.request(grid.KindPH)
+	r.Deadline, r.LockTTL = 300*time.Millisecond, time.Minute
+	b, err := f.svc.Trigger(f.ctx, r)
+	require.NoError(t, err)
+	time.Sleep(400 * time.Millisecond)
+	require.NoError(t, f.svc.Plan(f.ctx, b.ID))
+	require.Equal(t, store.StatusTimedOut, f.batch(b.ID).Status)
+	require.Empty(t, f.chunkCounts(b.ID), "no chunk planned")
+	require.Zero(t, f.queuedChunks(b.ID))
+}
+
 // TestFinish ends batches through their chunks' outcomes, one end status each.
 func TestFinish(t *testing.T) {
 	t.Parallel()
