@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -106,18 +105,7 @@ func (s *Store) ReadBatchSeries(ctx context.Context, batchID string, step float6
 	if table == nil || dropped != nil {
 		return StoredSeries{}, fmt.Errorf("batch %s's own rows are gone (dropped by retention, GRIDBATCH_KEEP_BATCHES): %w", batchID, ErrNoSeries)
 	}
-	cell := fmt.Sprintf("series of batch %s for cell %d at step %s scenario %s", batchID, gridID, strconv.FormatFloat(step, 'g', -1, 64), scenario)
-	ss := StoredSeries{Step: step, GridID: gridID, Scenario: scenario}
-	err = s.Pool.QueryRow(ctx, `SELECT first_year, series, batch_id, computed_at FROM `+ident(*table)+`
-WHERE step = $1 AND grid_id = $2 AND scenario = $3`, step, gridID, scenario).
-		Scan(&ss.FirstYear, &ss.Values, &ss.BatchID, &ss.ComputedAt)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return StoredSeries{}, fmt.Errorf("%s: %w", cell, ErrNoSeries)
-	}
-	if err != nil {
-		return StoredSeries{}, fmt.Errorf("read %s: %w", cell, err)
-	}
-	return ss, nil
+	return s.readSeries(ctx, *table, "series of batch "+batchID, step, gridID, scenario)
 }
 
 // Pruned is a batch whose own rows retention dropped, or would drop.

@@ -87,9 +87,15 @@ func (s *Store) ReadSeries(ctx context.Context, kind string, step float64, gridI
 	if err != nil {
 		return StoredSeries{}, err
 	}
-	cell := fmt.Sprintf("%s series of cell %d at step %s scenario %s", kind, gridID, strconv.FormatFloat(step, 'g', -1, 64), scenario)
+	return s.readSeries(ctx, table, kind+" series", step, gridID, scenario)
+}
+
+// readSeries reads one cell's series from table (the view of a kind's
+// published values, or a batch's own table); what names it in errors.
+func (s *Store) readSeries(ctx context.Context, table, what string, step float64, gridID int64, scenario string) (StoredSeries, error) {
+	cell := fmt.Sprintf("%s of cell %d at step %s scenario %s", what, gridID, strconv.FormatFloat(step, 'g', -1, 64), scenario)
 	ss := StoredSeries{Step: step, GridID: gridID, Scenario: scenario}
-	err = s.Pool.QueryRow(ctx, `SELECT first_year, series, batch_id, computed_at FROM `+table+`
+	err := s.Pool.QueryRow(ctx, `SELECT first_year, series, batch_id, computed_at FROM `+ident(table)+`
 WHERE step = $1 AND grid_id = $2 AND scenario = $3`, step, gridID, scenario).
 		Scan(&ss.FirstYear, &ss.Values, &ss.BatchID, &ss.ComputedAt)
 	if errors.Is(err, pgx.ErrNoRows) {

@@ -143,9 +143,9 @@ func readFrame(r io.Reader, buf []byte) (frame, error) {
 // a column is written as its own bytes.
 var littleEndian = func() bool { x := uint16(1); return *(*byte)(unsafe.Pointer(&x)) == 1 }()
 
-// float64Bytes returns v's bytes in little-endian order: the slice's own
-// memory on a little-endian machine (no copy).
-func float64Bytes(v []float64) []byte {
+// columnBytes returns v's values as little-endian bytes: the slice's own
+// memory on a little-endian machine (no copy). bits gives a value's bits.
+func columnBytes[T int64 | float64](v []T, bits func(T) uint64) []byte {
 	if len(v) == 0 {
 		return nil
 	}
@@ -154,25 +154,14 @@ func float64Bytes(v []float64) []byte {
 	}
 	b := make([]byte, len(v)*8)
 	for i, x := range v {
-		binary.LittleEndian.PutUint64(b[i*8:], math.Float64bits(x))
+		binary.LittleEndian.PutUint64(b[i*8:], bits(x))
 	}
 	return b
 }
 
-// int64Bytes is float64Bytes for int64 values.
-func int64Bytes(v []int64) []byte {
-	if len(v) == 0 {
-		return nil
-	}
-	if littleEndian {
-		return unsafe.Slice((*byte)(unsafe.Pointer(&v[0])), len(v)*8)
-	}
-	b := make([]byte, len(v)*8)
-	for i, x := range v {
-		binary.LittleEndian.PutUint64(b[i*8:], uint64(x))
-	}
-	return b
-}
+func float64Bytes(v []float64) []byte { return columnBytes(v, math.Float64bits) }
+
+func int64Bytes(v []int64) []byte { return columnBytes(v, func(x int64) uint64 { return uint64(x) }) }
 
 // decodeFloat64s decodes little-endian float64 values into a new slice.
 func decodeFloat64s(b []byte) []float64 {
