@@ -34,12 +34,26 @@ func CheckResults(t testing.TB, pool *pgxpool.Pool, kind string, step float64, k
 // checked.
 func CheckResultsAgainst(t testing.TB, pool *pgxpool.Pool, kind string, ref grid.Model, rel, step float64, keep func(grid.Cell) bool) int {
 	t.Helper()
-	ctx := context.Background()
 	table, err := store.ResultsTable(kind)
 	require.NoError(t, err)
+	return checkRows(t, pool, table, ref, rel, step, keep)
+}
+
+// CheckBatchResults is CheckResultsAgainst for the own rows of batch
+// batchID, published or not.
+func CheckBatchResults(t testing.TB, pool *pgxpool.Pool, batchID string, ref grid.Model, rel, step float64, keep func(grid.Cell) bool) int {
+	t.Helper()
+	var table string
+	require.NoError(t, pool.QueryRow(context.Background(), `SELECT results_table FROM batch_runs WHERE id = $1`, batchID).Scan(&table))
+	return checkRows(t, pool, table, ref, rel, step, keep)
+}
+
+func checkRows(t testing.TB, pool *pgxpool.Pool, table string, ref grid.Model, rel, step float64, keep func(grid.Cell) bool) int {
+	t.Helper()
+	ctx := context.Background()
 	lat, err := grid.NewLattice(step)
 	require.NoError(t, err)
-	rows, err := pool.Query(ctx, `SELECT grid_id, scenario, first_year, series FROM `+table+` WHERE step = $1`, step)
+	rows, err := pool.Query(ctx, `SELECT grid_id, scenario, first_year, series FROM `+pgx.Identifier{table}.Sanitize()+` WHERE step = $1`, step)
 	require.NoError(t, err)
 	defer rows.Close()
 	checked := 0

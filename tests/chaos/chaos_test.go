@@ -35,7 +35,7 @@ func TestChaos1SigkillOneOfTwoWorkers(t *testing.T) {
 	insp := asynq.NewInspectorFromRedisClient(e.r.Client)
 	orphans := testutil.OrphanedTasks(t, insp, tasks.QueueGrid, 2*time.Second)
 	b := e.waitEnded(id, 4*time.Minute)
-	exp, found := e.rows(all)
+	exp, found := e.rows(b, all)
 	ok := b.Status == store.StatusSucceeded && exp == found && b.CompletedChunks == b.TotalChunks
 	handover := e.batches.RequireHandedOver(t, insp, testutil.Handover{Batch: id, Worker: testutil.WorkerName(w1),
 		Queue: tasks.QueueGrid, Tasks: orphans, Retried: true})
@@ -58,7 +58,7 @@ func TestChaos2SigtermWorker(t *testing.T) {
 	}
 	require.NoError(t, w1.Err(), "SIGTERM exits 0")
 	b := e.waitEnded(id, 3*time.Minute)
-	exp, found := e.rows(all)
+	exp, found := e.rows(b, all)
 	var retried int
 	require.NoError(t, e.db.Pool.QueryRow(context.Background(),
 		`SELECT count(*) FROM chunk_runs WHERE batch_id = $1 AND attempts > 1`, id).Scan(&retried))
@@ -89,7 +89,7 @@ func TestChaos3PostgresDown30s(t *testing.T) {
 	require.NoError(t, err, out)
 
 	b := e.waitEnded(id, 4*time.Minute)
-	exp, found := e.rows(all)
+	exp, found := e.rows(b, all)
 	logs := w1.LogText() + w2.LogText()
 	opened := strings.Contains(logs, "database circuit breaker open")
 	closed := strings.Contains(logs, "database circuit breaker closed")
@@ -114,7 +114,7 @@ func TestChaos4TerminateAllBackends(t *testing.T) {
 		SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
 		WHERE application_name = 'gridbatch-worker' AND pid <> pg_backend_pid()`).Scan(&killed))
 	b := e.waitEnded(id, 3*time.Minute)
-	exp, found := e.rows(all)
+	exp, found := e.rows(b, all)
 	ok := b.Status == store.StatusSucceeded && exp == found && killed > 0
 	report("terminate-all-backends", pass(ok), b, exp, found, fmt.Sprintf("backends_terminated=%d", killed))
 	require.True(t, ok, "status %s, rows %d/%d, terminated %d", b.Status, found, exp, killed)
@@ -129,7 +129,7 @@ func TestChaos5RedisRestart(t *testing.T) {
 	out, err := services("restart-redis")
 	require.NoError(t, err, out)
 	b := e.waitEnded(id, 4*time.Minute)
-	exp, found := e.rows(all)
+	exp, found := e.rows(b, all)
 	ok := b.Status == store.StatusSucceeded && exp == found && b.CompletedChunks == b.TotalChunks
 	report("redis-restart", pass(ok), b, exp, found, "")
 	require.True(t, ok, "status %s, rows %d/%d", b.Status, found, exp)
@@ -173,7 +173,7 @@ func TestChaos7ModelPanics(t *testing.T) {
 	w := e.start("testworker", "GRIDBATCH_HTTP_ADDR="+addr, "GRIDBATCH_MAX_RETRY=1", "GRIDBATCH_CONCURRENCY=2")
 	b := e.trigger(chaosmodel.Kind, 500)
 	b = e.waitEnded(b.ID, 3*time.Minute)
-	exp, found := e.rowsOf(chaosmodel.Kind, grid.PH, 0, func(c grid.Cell) bool { return c.Lat <= chaosmodel.PanicAbove })
+	exp, found := e.rowsOf(b, grid.PH, 0, func(c grid.Cell) bool { return c.Lat <= chaosmodel.PanicAbove })
 	var deadLetters int
 	require.NoError(t, e.db.Pool.QueryRow(context.Background(),
 		`SELECT count(*) FROM dead_letters WHERE batch_id = $1 AND last_error LIKE '%panic%'`, b.ID).Scan(&deadLetters))

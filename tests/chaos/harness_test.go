@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
 	"github.com/gridbatch/gridbatch/internal/batch"
@@ -133,15 +134,17 @@ func (e *env) waitEnded(id string, timeout time.Duration) store.Batch {
 	return e.batches.WaitEnded(e.t, id, timeout)
 }
 
-// rows counts the ph rows of the Korea grid and checks each against the
-// kernel; cellOK selects the cells expected to have rows.
-func (e *env) rows(cellOK func(grid.Cell) bool) (expected, found int) {
-	return e.rowsOf(grid.KindPH, grid.PH, 0, cellOK)
+// rows counts the rows of batch b (ph) of the Korea grid and checks each
+// against the kernel; cellOK selects the cells expected to have rows.
+func (e *env) rows(b store.Batch, cellOK func(grid.Cell) bool) (expected, found int) {
+	return e.rowsOf(b, grid.PH, 0, cellOK)
 }
 
-// rowsOf is rows for the results of kind, checked against the kernel ref
-// within rel.
-func (e *env) rowsOf(kind string, ref grid.Model, rel float64, cellOK func(grid.Cell) bool) (expected, found int) {
+// rowsOf counts batch b's own rows, checked against the kernel ref within
+// rel, and the rows it should have (one per scenario of each cell cellOK
+// keeps). A batch that succeeded is published: then the published values
+// of its kind must be exactly its rows.
+func (e *env) rowsOf(b store.Batch, ref grid.Model, rel float64, cellOK func(grid.Cell) bool) (expected, found int) {
 	e.t.Helper()
 	region, err := grid.ParseRegion(0.05, "124,33,132,39", 0)
 	require.NoError(e.t, err)
@@ -150,7 +153,16 @@ func (e *env) rowsOf(kind string, ref grid.Model, rel float64, cellOK func(grid.
 			expected += len(grid.Scenarios)
 		}
 	}
-	return expected, testutil.CheckResultsAgainst(e.t, e.db.Pool, kind, ref, rel, 0.05, cellOK)
+	found = testutil.CheckBatchResults(e.t, e.db.Pool, b.ID, ref, rel, 0.05, cellOK)
+	if b.Status == store.StatusSucceeded {
+		published := testutil.CheckResultsAgainst(e.t, e.db.Pool, b.Kind, ref, rel, 0.05, cellOK)
+		require.Equal(e.t, found, published, "the published values are the batch's rows")
+		var others int
+		require.NoError(e.t, e.db.Pool.QueryRow(context.Background(),
+			`SELECT count(*) FROM `+pgx.Identifier{b.Kind + "_timeseries"}.Sanitize()+` WHERE batch_id <> $1`, b.ID).Scan(&others))
+		require.Zero(e.t, others, "no published row of another batch")
+	}
+	return expected, found
 }
 
 func all(grid.Cell) bool { return true }

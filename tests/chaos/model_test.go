@@ -60,7 +60,7 @@ func TestChaosModelIgnoresSigtermPastTimeout(t *testing.T) {
 
 	b := e.waitEnded(id, 2*time.Minute)
 	bad, polls := stopWatch()
-	exp, found := e.rowsOf(m.kind, grid.PH, modelRel, all)
+	exp, found := e.rowsOf(b, grid.PH, modelRel, all)
 	retried, _ := e.chunkStats(id)
 	kills := logRecords("model process killed", []*testutil.Proc{w}, "kind", m.kind, "reason", "chunk timeout")
 	killedAfter := math.NaN()
@@ -89,7 +89,7 @@ func TestChaosModelAbortsOnOneChunk(t *testing.T) {
 	w, _ := e.startWorker("GRIDBATCH_CONCURRENCY=2", "GRIDBATCH_MAX_RETRY="+strconv.Itoa(maxRetry))
 	id := e.runBatch("--kind", m.kind, "--chunk-size", strconv.Itoa(size))
 	b := e.waitEnded(id, 2*time.Minute)
-	exp, found := e.rowsOf(m.kind, grid.PH, modelRel, func(c grid.Cell) bool { return !inChunk(c) })
+	exp, found := e.rowsOf(b, grid.PH, modelRel, func(c grid.Cell) bool { return !inChunk(c) })
 	var deadLetters int
 	require.NoError(t, e.db.Pool.QueryRow(context.Background(),
 		`SELECT count(*) FROM dead_letters WHERE batch_id = $1 AND chunk = $2 AND last_error LIKE '%SIGABRT%'`, id, chunk).Scan(&deadLetters))
@@ -123,7 +123,7 @@ func TestChaosModelExitsMidChunk(t *testing.T) {
 	w, _ := e.startWorker("GRIDBATCH_CONCURRENCY=2")
 	id := e.runBatch("--kind", m.kind, "--chunk-size", "2000")
 	b := e.waitEnded(id, 2*time.Minute)
-	exp, found := e.rowsOf(m.kind, grid.PH, modelRel, all)
+	exp, found := e.rowsOf(b, grid.PH, modelRel, all)
 	retried, _ := e.chunkStats(id)
 	exits := logRecords("model process ended mid-chunk", []*testutil.Proc{w}, "kind", m.kind, "status", "exit status 0")
 	left := m.left(t, w)
@@ -140,7 +140,7 @@ func TestChaosModelPastMemoryLimit(t *testing.T) {
 	w, _ := e.startWorker("GRIDBATCH_CONCURRENCY=2")
 	id := e.runBatch("--kind", m.kind, "--chunk-size", "2000")
 	b := e.waitEnded(id, 2*time.Minute)
-	exp, found := e.rowsOf(m.kind, grid.PH, modelRel, all)
+	exp, found := e.rowsOf(b, grid.PH, modelRel, all)
 	retried, _ := e.chunkStats(id)
 	var kills []logRecord
 	for _, r := range logRecords("model process killed", []*testutil.Proc{w}, "kind", m.kind) {
@@ -165,7 +165,7 @@ func TestChaosModelPrints(t *testing.T) {
 	w, _ := e.startWorker("GRIDBATCH_CONCURRENCY=2")
 	id := e.runBatch("--kind", m.kind, "--chunk-size", "2000")
 	b := e.waitEnded(id, 2*time.Minute)
-	exp, found := e.rowsOf(m.kind, grid.PH, modelRel, all)
+	exp, found := e.rowsOf(b, grid.PH, modelRel, all)
 	procs := []*testutil.Proc{w}
 	pids := map[string]bool{}
 	for _, r := range logRecords("model process started", procs, "kind", m.kind) {
@@ -200,7 +200,7 @@ func TestChaosModelCommandMissing(t *testing.T) {
 	phID := e.runBatch("--kind", "ph", "--chunk-size", "2000")
 	b := e.waitEnded(id, 2*time.Minute)
 	ph := e.waitEnded(phID, 2*time.Minute)
-	phExp, phFound := e.rows(all)
+	phExp, phFound := e.rows(ph, all)
 	_, deadLetters := e.chunkStats(id)
 	took := time.Since(start)
 	attempts := logRecords("model process cannot start", []*testutil.Proc{w}, "kind", m.kind)
@@ -238,7 +238,7 @@ func TestChaosModelWorkerSigkilled(t *testing.T) {
 
 	w2, _ := e.startWorker("GRIDBATCH_CONCURRENCY=2")
 	b := e.waitEnded(id, 4*time.Minute)
-	exp, found := e.rowsOf(m.kind, grid.PH, modelRel, all)
+	exp, found := e.rowsOf(b, grid.PH, modelRel, all)
 	retried, _ := e.chunkStats(id)
 	left := m.left(t, w2)
 	ok := b.Status == store.StatusSucceeded && exp == found && len(before) >= 6 && leftAfterKill == 0 && retried >= 1 && left == 0
