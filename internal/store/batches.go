@@ -410,7 +410,13 @@ func (s *Store) FinishBatch(ctx context.Context, id string, f Final) (b Batch, r
 		}
 		// A batch that succeeded is published with its end, in this
 		// transaction: readers see it end and its values appear at once.
-		b, err = publish(ctx, tx, b)
+		// Its end and duration then include the publication.
+		if _, err = publish(ctx, tx, b); err != nil {
+			return err
+		}
+		b, err = scanBatch(tx.QueryRow(ctx, `UPDATE batch_runs SET ended_at = clock_timestamp(),
+			duration_seconds = extract(epoch FROM clock_timestamp() - started_at)
+			WHERE id = $1 RETURNING `+batchColumns, id))
 		return err
 	})
 	return b, rest, ended, err
