@@ -123,6 +123,7 @@ func serve(ctx context.Context, cfg config.Monitor, rq requeueOptions, stderr io
 	srv, err := monitor.New(monitor.Config{
 		Store:          st,
 		Kinds:          models.Kinds(),
+		Models:         models,
 		Redis:          rdb,
 		RedisConnOpt:   connOpt,
 		User:           cfg.User,

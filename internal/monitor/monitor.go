@@ -1,6 +1,7 @@
 // Package monitor is the monitor's web server: gridbatch's batch view (the
 // running and recent batches, one page per batch with its figures, a
-// throughput chart and its dead letters), asynqmon mounted under /asynqmon/,
+// throughput chart, a map of its values and its dead letters), the maps of
+// the published values of each kind, asynqmon mounted under /asynqmon/,
 // and /metrics with asynq's queue metrics and per-kind batch gauges. Every
 // path but /healthz is behind HTTP basic auth.
 //
@@ -34,6 +35,7 @@ import (
 
 	asynqmetrics "github.com/hibiken/asynq/x/metrics"
 
+	"github.com/gridbatch/gridbatch/internal/model"
 	"github.com/gridbatch/gridbatch/internal/store"
 )
 
@@ -49,6 +51,9 @@ type Config struct {
 	// Kinds are the model kinds whose batch gauges are always exported
 	// (a kind with no batch running reads 0). Defaults to ph and hazard.
 	Kinds []string
+	// Models are the kinds' specs: a map's scenarios, years, units and
+	// long name come from them. Defaults to the built-in ph and hazard.
+	Models *model.Set
 	// Redis is the monitor's own connection, for the queue summary and the
 	// queue metrics. The caller closes it.
 	Redis redis.UniversalClient
@@ -76,6 +81,11 @@ type Config struct {
 	RecentBatches int
 	// RateWindow is the window of the running batches' cells/s. Defaults to 60s.
 	RateWindow time.Duration
+	// MapRefresh is how often the map of a running batch is drawn again
+	// at most: within it, requests get the last drawing, so that pages
+	// reloading every few seconds do not read a large batch's rows each
+	// time. Defaults to 15s.
+	MapRefresh time.Duration
 	// Log receives request errors. Defaults to slog.Default().
 	Log *slog.Logger
 }
@@ -87,6 +97,7 @@ type Server struct {
 	asynqmon *asynqmon.HTTPHandler
 	reg      *prometheus.Registry
 	handler  http.Handler
+	maps     mapCache
 }
 
 // New builds the monitor. It returns an error when the configuration is
@@ -107,6 +118,10 @@ func New(cfg Config) (*Server, error) {
 	cfg.Refresh = cmp.Or(cfg.Refresh, 5*time.Second)
 	cfg.RecentBatches = cmp.Or(cfg.RecentBatches, 25)
 	cfg.RateWindow = cmp.Or(cfg.RateWindow, time.Minute)
+	cfg.MapRefresh = cmp.Or(cfg.MapRefresh, 15*time.Second)
+	if cfg.Models == nil {
+		cfg.Models = model.Builtins()
+	}
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
@@ -143,6 +158,8 @@ func (s *Server) routes() http.Handler {
 	app := http.NewServeMux()
 	app.HandleFunc("GET /{$}", s.overview)
 	app.HandleFunc("GET /batches/{id}", s.batchPage)
+	app.HandleFunc("GET /batches/{id}/map", s.batchMap)
+	app.HandleFunc("GET /kinds/{kind}/map", s.kindMap)
 	app.HandleFunc("POST /batches/{id}/requeue", s.requeue)
 	app.Handle("GET /static/", http.StripPrefix("/static/", staticHandler()))
 	app.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{Registry: s.reg, ErrorHandling: promhttp.ContinueOnError}))
