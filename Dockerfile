@@ -7,7 +7,7 @@
 # checks both:
 #
 #   docker build -t gridbatch:local .                                  # static (the default, last stage): distroless, no Python
-#   docker build --target worker-python -t gridbatch-python:local .    # + Debian's python3 and numpy, for models files
+#   docker build --target worker-python -t gridbatch-python:local .    # + Debian's python3, numpy and netCDF4, for models files and NetCDF exports
 #
 # `worker-python` is the one to run the workers in when a models file
 # (GRIDBATCH_MODELS_FILE) declares Python models: the worker supervises each
@@ -25,9 +25,10 @@ RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache
 
 FROM debian:bookworm-slim AS worker-python
 # Debian's numpy, built for Debian's /usr/bin/python3 (the command the models
-# files name); no pip, no compiler.
+# files name); no pip, no compiler. python3-netcdf4 (libnetcdf, HDF5) writes the
+# files of `enqueuer export --format netcdf`, which the static image cannot.
 RUN apt-get update \
-    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3 python3-numpy \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3 python3-numpy python3-netcdf4 \
     && rm -rf /var/lib/apt/lists/*
 COPY --from=build /out/ /usr/local/bin/
 COPY sdk/python/gridbatch_model.py /opt/gridbatch/sdk/python/

@@ -47,6 +47,10 @@ ensure_packages() {
 	command -v psql >/dev/null || want+=(postgresql-client-15)
 	# Users' Python models (examples/, sdk/python) run on Debian's python3 with numpy.
 	/usr/bin/python3 -c 'import numpy' >/dev/null 2>&1 || want+=(python3 python3-numpy)
+	# `enqueuer export --format netcdf` writes through Debian's netCDF4-python (libnetcdf);
+	# its tests read the files back with Debian's xarray.
+	/usr/bin/python3 -c 'import netCDF4' >/dev/null 2>&1 || want+=(python3-netcdf4)
+	/usr/bin/python3 -c 'import xarray' >/dev/null 2>&1 || want+=(python3-xarray)
 	if [ ${#want[@]} -gt 0 ]; then apt_install "${want[@]}"; fi
 	# The Debian package starts its own Redis on 6379; ours is separate and that one is left alone.
 }

@@ -96,6 +96,8 @@ func TestEveryCommandOnAnUnmigratedDatabaseSaysToMigrate(t *testing.T) {
 		{"dlq", "show", "ph-20261122-041503-3fa9c1:c000001"},
 		{"dlq", "requeue", "--all"},
 		{"dlq", "purge", "--batch", "ph-20261122-041503-3fa9c1", "--yes"},
+		{"export", "--batch", "ph-20261122-041503-3fa9c1", "--out", "-"},
+		{"export", "--kind", "ph", "--out", "-"},
 	} {
 		t.Run(strings.Join(args, " "), func(t *testing.T) {
 			out, errOut, code := runBin(t, env, "enqueuer", args...)

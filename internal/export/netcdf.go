@@ -1,0 +1,234 @@
+package export
+
+import (
+	"bufio"
+	"cmp"
+	"context"
+	_ "embed"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"math"
+	"os/exec"
+	"strings"
+	"sync"
+	"time"
+)
+
+// DefaultPython is the interpreter of the NetCDF writer: Debian's, whose
+// python3-netcdf4 package provides netCDF4-python.
+const DefaultPython = "/usr/bin/python3"
+
+// NetCDFPackages is what to install for NetCDF exports, on Debian.
+const NetCDFPackages = "apt-get install python3 python3-netcdf4"
+
+// netcdfScript is the writer process's program (netcdf_writer.py), run
+// with python3 -c: the binary carries it, so it needs no file of its own.
+//
+//go:embed netcdf_writer.py
+var netcdfScript string
+
+// netcdfReadyTimeout bounds the writer process's start: python3, its
+// imports and the file's creation.
+const netcdfReadyTimeout = 60 * time.Second
+
+// NetCDFWriter writes the gridded form as a NetCDF-4 (HDF5) file following
+// CF-1.8, through a python3 process running netCDF4-python (libnetcdf):
+// gridbatch writes no NetCDF itself, and a statically built binary stays
+// static. The file has a variable <kind>(scenario, year, lat, lon) of
+// float64 with _FillValue NaN, and the coordinates scenario (strings), year
+// (int32), lat and lon (the cell centres in degrees_north and
+// degrees_east), so that xarray.open_dataset(f)[kind].sel(scenario=…,
+// year=…) is a map. NetCDF-4 files may be larger than 2 GiB. The slabs go to
+// the process as binary float64 over a pipe; it holds up to 16 MiB of
+// them, written as chunks of (1, 1, rows, lon).
+type NetCDFWriter struct {
+	cmd    *exec.Cmd
+	stdin  io.WriteCloser
+	stderr *tailBuffer
+	python string
+	want   int
+	buf    []byte
+	done   bool
+	err    error
+}
+
+// netcdfHeader is the first line the writer process reads.
+type netcdfHeader struct {
+	Path       string            `json:"path"`
+	Kind       string            `json:"kind"`
+	Units      string            `json:"units"`
+	LongName   string            `json:"long_name"`
+	Scenarios  []string          `json:"scenarios"`
+	FirstYear  int               `json:"first_year"`
+	Years      int               `json:"years"`
+	Lat        []float64         `json:"lat"`
+	Lon        []float64         `json:"lon"`
+	Attributes map[string]string `json:"attributes"`
+	BlockBytes int               `json:"block_bytes"`
+}
+
+// netcdfBlockBytes is how many bytes of slabs the writer process holds and
+// writes at once; the variable is chunked to match.
+var netcdfBlockBytes = 16 << 20
+
+// NewNetCDFWriter starts the writer process (python, default
+// DefaultPython) on path, which it creates or truncates, and waits until
+// the file is created. Once ctx is done the process is killed. A python
+// without netCDF4 is an error naming the Debian package.
+func NewNetCDFWriter(ctx context.Context, python, path string, l Layout) (*NetCDFWriter, error) {
+	if err := l.validate(); err != nil {
+		return nil, err
+	}
+	python = cmp.Or(python, DefaultPython)
+	r := l.Region
+	h := netcdfHeader{Path: path, Kind: l.Kind, Units: l.Units, LongName: l.LongName, Scenarios: l.Scenarios,
+		FirstYear: l.FirstYear, Years: l.Years, Attributes: l.Attributes, BlockBytes: netcdfBlockBytes}
+	if h.Attributes == nil {
+		h.Attributes = map[string]string{}
+	}
+	for row := r.Row0; row < r.Row1; row++ {
+		h.Lat = append(h.Lat, r.Lattice.Cell(row, r.Col0).Lat)
+	}
+	for col := r.Col0; col < r.Col1; col++ {
+		h.Lon = append(h.Lon, r.Lattice.Cell(r.Row0, col).Lon)
+	}
+	line, err := json.Marshal(h)
+	if err != nil {
+		return nil, err
+	}
+	w := &NetCDFWriter{python: python, stderr: &tailBuffer{max: 16 << 10}, want: len(l.Scenarios) * l.Years * r.NumCols()}
+	w.cmd = exec.CommandContext(ctx, python, "-c", netcdfScript)
+	w.cmd.Stderr = w.stderr
+	w.cmd.WaitDelay = 5 * time.Second
+	if w.stdin, err = w.cmd.StdinPipe(); err != nil {
+		return nil, err
+	}
+	stdout, err := w.cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := w.cmd.Start(); err != nil {
+		if errors.Is(err, exec.ErrNotFound) || errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("NetCDF export needs %s with Debian's python3-netcdf4 (%s): %w", python, NetCDFPackages, err)
+		}
+		return nil, fmt.Errorf("start the NetCDF writer %s: %w", python, err)
+	}
+	// The header goes in, then the process says it is ready; a process
+	// that is gone (or fails the header's write) says nothing.
+	line = append(line, '\n')
+	ready := make(chan string, 1)
+	go func() {
+		if _, err := w.stdin.Write(line); err != nil {
+			ready <- ""
+			return
+		}
+		s, _ := bufio.NewReader(stdout).ReadString('\n')
+		ready <- s
+	}()
+	timer := time.NewTimer(netcdfReadyTimeout)
+	defer timer.Stop()
+	select {
+	case s := <-ready:
+		if strings.TrimSpace(s) == "ready" {
+			return w, nil
+		}
+	case <-timer.C:
+		w.stderr.WriteString(fmt.Sprintf("not ready after %s\n", netcdfReadyTimeout))
+	}
+	_ = w.cmd.Process.Kill()
+	return nil, w.exitError(w.wait())
+}
+
+// WriteSlab sends one latitude row's slab to the writer process.
+func (w *NetCDFWriter) WriteSlab(values []float64) error {
+	if w.err != nil {
+		return w.err
+	}
+	if len(values) != w.want {
+		return fmt.Errorf("netcdf: a slab of %d values, want %d", len(values), w.want)
+	}
+	w.buf = w.buf[:0]
+	for _, v := range values {
+		w.buf = binary.LittleEndian.AppendUint64(w.buf, math.Float64bits(v))
+	}
+	if _, err := w.stdin.Write(w.buf); err != nil {
+		// The process is gone: its own message says why.
+		_ = w.cmd.Process.Kill()
+		w.err = w.exitError(w.wait())
+		if w.err == nil {
+			w.err = fmt.Errorf("netcdf writer: %w", err)
+		}
+		return w.err
+	}
+	return nil
+}
+
+// Close ends the input and waits for the writer process to complete and
+// close the file. After a failed WriteSlab it only reaps the process.
+func (w *NetCDFWriter) Close() error {
+	if w.done {
+		return w.err
+	}
+	_ = w.stdin.Close()
+	err := w.exitError(w.wait())
+	if w.err == nil {
+		w.err = err
+	}
+	return w.err
+}
+
+func (w *NetCDFWriter) wait() error {
+	if w.done {
+		return nil
+	}
+	w.done = true
+	return w.cmd.Wait()
+}
+
+// exitError turns the writer process's exit into an error with its
+// message; nil for a clean exit.
+func (w *NetCDFWriter) exitError(err error) error {
+	if err == nil {
+		return nil
+	}
+	msg := strings.TrimSpace(w.stderr.String())
+	var ee *exec.ExitError
+	if errors.As(err, &ee) && ee.ExitCode() == 3 && strings.HasPrefix(msg, "missing module") {
+		return fmt.Errorf("NetCDF export needs Debian's python3-netcdf4 for %s (%s): %s", w.python, NetCDFPackages, msg)
+	}
+	if msg != "" {
+		// A Python traceback's last line says what went wrong.
+		lines := strings.Split(msg, "\n")
+		return fmt.Errorf("netcdf writer (%s): %s (%v)", w.python, strings.TrimSpace(lines[len(lines)-1]), err)
+	}
+	return fmt.Errorf("netcdf writer (%s): %w", w.python, err)
+}
+
+// tailBuffer keeps the last max bytes written to it.
+type tailBuffer struct {
+	mu  sync.Mutex
+	max int
+	b   []byte
+}
+
+func (t *tailBuffer) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.b = append(t.b, p...)
+	if over := len(t.b) - t.max; over > 0 {
+		t.b = append(t.b[:0], t.b[over:]...)
+	}
+	return len(p), nil
+}
+
+func (t *tailBuffer) WriteString(s string) { _, _ = t.Write([]byte(s)) }
+
+func (t *tailBuffer) String() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return string(t.b)
+}
