@@ -533,7 +533,9 @@ func (s *Service) Deadline(ctx context.Context, batchID string) error {
 // end finishes a batch with f and cleans the queue of its remaining tasks.
 func (s *Service) end(ctx context.Context, batchID string, f store.Final) (store.Batch, bool, error) {
 	f.DBConnErrors = s.broker.DBErrors(ctx, batchID)
+	finishing := time.Now()
 	b, rest, ended, err := s.store.FinishBatch(ctx, batchID, f)
+	finished := time.Since(finishing)
 	if err != nil || !ended {
 		if err != nil && !errors.Is(err, store.ErrBatchNotFound) {
 			s.log.Error("finish batch", "batch_id", batchID, "status", f.Status, "error", err)
@@ -548,7 +550,10 @@ func (s *Service) end(ctx context.Context, batchID string, f store.Final) (store
 	if err := s.broker.ReleaseLock(ctx, batchID); err != nil {
 		s.log.Error("release the batch lock", "batch_id", batchID, "error", err)
 	}
-	s.log.Info("batch finished", Attrs(b)...)
+	// finish_seconds is the finish transaction, begin to commit: for a
+	// batch that succeeded, mostly its publication (index and attach its
+	// rows). duration_seconds includes it; this says how much of it it was.
+	s.log.Info("batch finished", append(Attrs(b), "finish_seconds", finished.Seconds())...)
 	if s.cfg.OnFinished != nil {
 		s.cfg.OnFinished(b)
 	}

@@ -119,6 +119,20 @@ type Config struct {
 	LogDir string
 	// Log receives progress lines. Defaults to io.Discard.
 	Log io.Writer
+	// Baseline is a git revision of this repository (RepoRoot) whose
+	// pipeline this tree's is compared with (figures 9 and 10): its binaries
+	// are built in a temporary worktree, and Repeat pairs of ph batches at
+	// Step (baseline, then this tree) run on fresh schemas, each migrated and
+	// seeded by its own side's enqueuer. Empty: no comparison.
+	Baseline string
+	// Retain is how many batches' rows the schema holds when figure 10
+	// reads the published values: the last pair's schema is kept and
+	// Retain-1 more batches of this tree run into it. Defaults to 3.
+	Retain int
+	// ResultsQueries is how many random cells figure 10 reads with
+	// store.ReadSeries (default 200); ResultsBinaryRuns how many it reads
+	// with the enqueuer results binary, a process each (default 20).
+	ResultsQueries, ResultsBinaryRuns int
 
 	// addedConcurrency is the GRIDBATCH_CONCURRENCY entry fill added to
 	// WorkerEnv, if any.
@@ -176,6 +190,12 @@ func (c *Config) fill() error {
 		c.WorkerEnv = append(slices.Clip(c.WorkerEnv), c.addedConcurrency)
 	}
 	c.Repeat = max(c.Repeat, 1)
+	c.Retain = cmp.Or(c.Retain, 3)
+	c.ResultsQueries = cmp.Or(c.ResultsQueries, 200)
+	c.ResultsBinaryRuns = cmp.Or(c.ResultsBinaryRuns, 20)
+	if c.Baseline != "" && c.RepoRoot == "" {
+		return errors.New("bench: RepoRoot is required to build the baseline")
+	}
 	c.FanoutChunks = cmp.Or(c.FanoutChunks, 10_000)
 	c.LatencyProbes = cmp.Or(c.LatencyProbes, 200)
 	c.KernelBenchtime = cmp.Or(c.KernelBenchtime, "2s")
@@ -203,6 +223,8 @@ type harness struct {
 	// ownConcurrency starts the workers at their own default concurrency
 	// (without the GRIDBATCH_CONCURRENCY that Config.fill added).
 	ownConcurrency bool
+	// compareConcurrency is GRIDBATCH_CONCURRENCY of the comparison's workers.
+	compareConcurrency int
 	// processSpec is the models file's entry of Config.ProcessKind.
 	processSpec model.Spec
 }
@@ -264,6 +286,16 @@ func Run(ctx context.Context, cfg Config) (Table, error) {
 		return t, fmt.Errorf("worker --print-config: %w", err)
 	}
 	t.Config.WorkerSettings = pickSettings(h.workerSettings, "GRIDBATCH_CONCURRENCY", "GRIDBATCH_TASK_CHECK_INTERVAL", "GRIDBATCH_DB_MAX_CONNS", "GRIDBATCH_GC_PERCENT")
+
+	// The baseline's binaries are built first, before anything is measured.
+	var baselineBin string
+	if cfg.Baseline != "" {
+		t.Compare = &Comparison{Baseline: cfg.Baseline}
+		if baselineBin, err = h.buildBaseline(ctx, t.Compare); err != nil {
+			return t, err
+		}
+		defer os.RemoveAll(filepath.Dir(baselineBin))
+	}
 
 	if !cfg.SkipGoBench {
 		h.logf("kernel: go test -bench BenchmarkCompute -benchtime %s ./internal/grid/", cfg.KernelBenchtime)
@@ -367,6 +399,12 @@ func Run(ctx context.Context, cfg Config) (Table, error) {
 		h.logf("pipeline at the workers' default concurrency (%d chunks in flight): %.0f cells/s", pr.Concurrency, pr.CellsPerSecond)
 		t.OwnConcurrency = &pr
 		if err := h.stopWorkers(); err != nil {
+			return t, err
+		}
+	}
+	if t.Compare != nil {
+		h.logf("compare: %d pairs of ph batches at step %g, %s then this tree, each on a fresh schema", cfg.Repeat, cfg.Step, t.Compare.BaselineDesc)
+		if err := h.compare(ctx, t.Compare, baselineBin); err != nil {
 			return t, err
 		}
 	}

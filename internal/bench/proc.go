@@ -99,32 +99,48 @@ type workerProc struct {
 	mu       sync.Mutex
 	latency  map[string][]float64 // start_latency_seconds by batch_id
 	starts   map[string]int       // "model process started" lines by kind
+	finished map[string]finishedLine
+}
+
+// finishedLine is a batch's "batch finished" log line: when the worker
+// logged it (after the finish transaction's commit) and, from binaries that
+// log it, how long that transaction took (-1 otherwise).
+type finishedLine struct {
+	At            time.Time
+	FinishSeconds float64
 }
 
 // logLine is the part of a worker's JSON log line the harness reads.
 type logLine struct {
-	Msg       string   `json:"msg"`
-	HTTPAddr  string   `json:"http_addr"`
-	BatchID   string   `json:"batch_id"`
-	Latency   *float64 `json:"start_latency_seconds"`
-	Level     string   `json:"level"`
-	Component string   `json:"component"`
-	Kind      string   `json:"kind"`
+	Msg       string    `json:"msg"`
+	HTTPAddr  string    `json:"http_addr"`
+	BatchID   string    `json:"batch_id"`
+	Latency   *float64  `json:"start_latency_seconds"`
+	Level     string    `json:"level"`
+	Component string    `json:"component"`
+	Kind      string    `json:"kind"`
+	Time      time.Time `json:"time"`
+	Finish    *float64  `json:"finish_seconds"`
 }
 
 // startWorker starts a worker and waits until it has started its asynq server.
 func (h *harness) startWorker(ctx context.Context, name string, pprof bool) (*workerProc, error) {
+	return h.startWorkerWith(ctx, name, filepath.Join(h.cfg.BinDir, "worker"), h.workerEnv(pprof))
+}
+
+// startWorkerWith starts the worker binary bin with env.
+func (h *harness) startWorkerWith(ctx context.Context, name, bin string, env []string) (*workerProc, error) {
 	logPath := filepath.Join(h.logDir, name+".log")
 	f, err := os.Create(logPath)
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(filepath.Join(h.cfg.BinDir, "worker"))
-	cmd.Env = h.workerEnv(pprof)
+	cmd := exec.Command(bin)
+	cmd.Env = env
 	pr, pw := io.Pipe()
 	cmd.Stdout, cmd.Stderr = f, pw
 	w := &workerProc{cmd: cmd, logPath: logPath, started: make(chan string, 1), done: make(chan struct{}),
-		latency: map[string][]float64{}, starts: map[string]int{}}
+		latency: map[string][]float64{}, starts: map[string]int{}, finished: map[string]finishedLine{}}
 	if err := cmd.Start(); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("start worker: %w", err)
@@ -150,6 +166,14 @@ func (h *harness) startWorker(ctx context.Context, name string, pprof bool) (*wo
 			case l.Msg == "model process started":
 				w.mu.Lock()
 				w.starts[l.Kind]++
+				w.mu.Unlock()
+			case l.Msg == "batch finished" && l.BatchID != "":
+				fl := finishedLine{At: l.Time, FinishSeconds: -1}
+				if l.Finish != nil {
+					fl.FinishSeconds = *l.Finish
+				}
+				w.mu.Lock()
+				w.finished[l.BatchID] = fl
 				w.mu.Unlock()
 			case l.Msg == "chunk task started" && l.Latency != nil:
 				w.mu.Lock()

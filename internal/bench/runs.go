@@ -294,11 +294,20 @@ type WorkerFigure struct {
 // PipelineFigure is a batch through the real binaries.
 type PipelineFigure struct {
 	RunFigure
-	// WallSeconds is the enqueuer run --wait process from start to exit;
-	// Seconds is the batch's own duration (started_at to ended_at).
-	WallSeconds float64
-	BatchID     string
-	Kind        string
+	// WallSeconds is the enqueuer run --wait process from start to exit.
+	// Seconds is the batch's own time: from its started_at to the workers'
+	// "batch finished" line, logged once the finish transaction (for a
+	// batch that succeeded, its publication) has committed.
+	// RecordedSeconds is its recorded duration_seconds (which, since
+	// ac80ead, also runs to the end of the publication; at fae24c9 it ends
+	// at the finish transaction's start, then a few ms short of it).
+	// FinishSeconds is that transaction, as the worker logged it (-1 when
+	// the binary does not log it), TailSeconds the time from the last
+	// chunk's finished_at to the "batch finished" line.
+	WallSeconds                                 float64
+	RecordedSeconds, FinishSeconds, TailSeconds float64
+	BatchID                                     string
+	Kind                                        string
 	// BatchPeakRSSBytes is the batch's own peak_worker_rss_bytes: the
 	// largest RSS the workers recorded with a chunk outcome.
 	BatchPeakRSSBytes int64
@@ -425,8 +434,21 @@ func (h *harness) pipeline(ctx context.Context, kind string, step float64, profi
 		return p, fmt.Errorf("pipeline batch %s ended %s", b.ID, b.Status)
 	}
 	p.Kind = kind
-	p.RunFigure = RunFigure{Step: step, Cells: b.TotalCells, Chunks: b.TotalChunks, Seconds: *b.DurationSeconds,
-		CellsPerSecond: float64(b.TotalCells) / *b.DurationSeconds, CPUBusy: busySince(cpu), CPU: used,
+	fl, ok := h.finishLine(b.ID)
+	if !ok {
+		return p, fmt.Errorf("pipeline batch %s: no worker logged \"batch finished\"", b.ID)
+	}
+	secs := fl.At.Sub(b.StartedAt).Seconds()
+	p.RecordedSeconds, p.FinishSeconds = *b.DurationSeconds, fl.FinishSeconds
+	var lastChunk *time.Time
+	if err := h.st.Pool.QueryRow(ctx, `SELECT max(finished_at) FROM chunk_runs WHERE batch_id = $1`, b.ID).Scan(&lastChunk); err != nil {
+		return p, err
+	}
+	if lastChunk != nil {
+		p.TailSeconds = fl.At.Sub(*lastChunk).Seconds()
+	}
+	p.RunFigure = RunFigure{Step: step, Cells: b.TotalCells, Chunks: b.TotalChunks, Seconds: secs,
+		CellsPerSecond: float64(b.TotalCells) / secs, CPUBusy: busySince(cpu), CPU: used,
 		WALBytes: h.walBytes(ctx) - wal, Waits: waitsSeen, Concurrency: h.cfg.Workers * h.workerConcurrency()}
 	if int64(region.NumCells()) != b.TotalCells {
 		return p, fmt.Errorf("pipeline batch has %d cells, want %d", b.TotalCells, region.NumCells())

@@ -96,6 +96,8 @@ type Table struct {
 	ProcessRatios []float64
 	ProcessRatio  float64
 	Targets       []Target
+	// Compare is figures 9 and 10, nil without Config.Baseline.
+	Compare *Comparison
 	// Generated is when the run ended; Elapsed how long it took.
 	Generated time.Time
 	Elapsed   time.Duration
@@ -158,6 +160,17 @@ func (t *Table) finish() {
 	}
 	t.Targets = append(t.Targets, Target{Name: "fan-out", Want: "≥ 20,000 tasks/s",
 		Got: count(t.Fanout.TasksPerSecond) + " tasks/s", Met: t.Fanout.TasksPerSecond >= 20_000})
+	if c := t.Compare; c != nil {
+		base, tree := c.sideRuns()
+		t.Targets = append(t.Targets, Target{Name: fmt.Sprintf("pipeline cells/s at step %s, this tree vs %s (median of the paired runs' ratios; time through the publication)", stepStr(t.Config.Step), c.Baseline),
+			Want: "≥ 1.6", Got: fmt.Sprintf("%.3f (pairs: %s; medians: %s vs %s cells/s; on the recorded durations: %.3f)", c.Ratio, ratios(c.Ratios),
+				count(medianRate(tree)), count(medianRate(base)), c.RecordedRatio), Met: c.Ratio >= 1.6})
+		if r := c.Results; r != nil {
+			t.Targets = append(t.Targets, Target{Name: fmt.Sprintf("`enqueuer results` for one cell, p50, with %d retained batches of %s cells (store.ReadSeries, the command's query)", r.Batches, count(float64(r.CellsPerBatch))),
+				Want: "≤ 5 ms", Got: fmt.Sprintf("%s (p99 %s; the binary end to end: p50 %s)", ms(r.Query.P50), ms(r.Query.P99), ms(r.Binary.P50)),
+				Met: r.Query.N > 0 && r.Query.P50 <= 0.005})
+		}
+	}
 	var peak int64
 	for _, w := range t.Workers {
 		peak = max(peak, w.PeakRSSBytes)
@@ -266,8 +279,8 @@ func (t Table) Figures() string {
 			stepStr(lb.Step), count(float64(lb.Cells)), count(float64(lb.Chunks)), t.Config.ChunkSize, lb.Concurrency, secs(lb.Seconds), pct(lb.CPUBusy)))
 	p := t.Pipeline
 	row("5", "pipeline", fmt.Sprintf("%s cells/s (%.3f × lower bound)", count(p.CellsPerSecond), t.Ratio),
-		fmt.Sprintf("`enqueuer run --wait` + %d running worker processes (%d chunks in flight): batch %s (wall %s); CPU %s busy; %.1f Redis commands per chunk",
-			len(t.Workers), p.Concurrency, secs(p.Seconds), secs(p.WallSeconds), pct(p.CPUBusy), p.RedisCallsPerChunk))
+		fmt.Sprintf("`enqueuer run --wait` + %d running worker processes (%d chunks in flight): batch %s (wall %s; recorded duration %s; of it the finish transaction, which publishes, %s); CPU %s busy; %.1f Redis commands per chunk",
+			len(t.Workers), p.Concurrency, secs(p.Seconds), secs(p.WallSeconds), secs(p.RecordedSeconds), finishSecs(p.FinishSeconds), pct(p.CPUBusy), p.RedisCallsPerChunk))
 	if o := t.OwnConcurrency; o != nil {
 		row("5", "pipeline, workers at their default concurrency", fmt.Sprintf("%s cells/s (%.3f × lower bound)", count(o.CellsPerSecond), o.CellsPerSecond/lb.CellsPerSecond),
 			fmt.Sprintf("as above but %d chunks in flight (GRIDBATCH_CONCURRENCY unset: GOMAXPROCS per worker): batch %s; CPU %s busy; one run, compared with the median lower bound",
@@ -306,7 +319,111 @@ func (t Table) Figures() string {
 			fmt.Sprintf("\"model process started\" lines of kind %s in the workers' logs: during each of the %d batches of %s chunks, and since the workers started (a worker starts one process of each model kind when it starts; %d workers × %d process(es) each = %d)",
 				c.ProcessKind, n, count(float64(m.Chunks)), len(t.Workers), last.Processes/max(len(t.Workers), 1), last.Processes))
 	}
+	if c := t.Compare; c != nil {
+		t.compareRows(row)
+	}
 	return b.String()
+}
+
+// sideRuns splits the comparison's pairs by side.
+func (c *Comparison) sideRuns() (base, tree []CompareRun) {
+	for _, r := range c.Runs {
+		if r.Side == sideBaseline {
+			base = append(base, r)
+		} else {
+			tree = append(tree, r)
+		}
+	}
+	return base, tree
+}
+
+// medianRate is the median cells/s of runs.
+func medianRate(runs []CompareRun) float64 {
+	var xs []float64
+	for _, r := range runs {
+		xs = append(xs, r.CellsPerSecond)
+	}
+	return median(xs)
+}
+
+func finishSecs(s float64) string {
+	if s < 0 {
+		return "not logged"
+	}
+	return secs(s)
+}
+
+// compareRows renders figures 9 and 10.
+func (t Table) compareRows(row func(...string)) {
+	c := t.Compare
+	base, tree := c.sideRuns()
+	if len(base) == 0 || len(tree) == 0 {
+		return
+	}
+	var recB, recT []float64
+	for _, r := range base {
+		recB = append(recB, r.RecordedSeconds)
+	}
+	for _, r := range tree {
+		recT = append(recT, r.RecordedSeconds)
+	}
+	row("9", fmt.Sprintf("pipeline, this tree vs %s", c.Baseline), fmt.Sprintf("%s vs %s cells/s (%.3f × %s)", count(medianRate(tree)), count(medianRate(base)), c.Ratio, c.Baseline),
+		fmt.Sprintf("ph, step %s, %s cells, %s chunks, %d worker processes (%s; no models file) started for each batch; %d pairs, %s (`%s`, built from git in a temporary worktree with `go build ./cmd/...` in %.0f s; its workers: %s) then this tree, each batch on a fresh schema made by its own side's `enqueuer migrate` and seeded by its `enqueuer seed` (then VACUUM ANALYZE, a checkpoint); "+
+			"time: the batch's started_at to the workers' \"batch finished\" line, after the finish transaction commits (this tree: after the publication); medians %s vs %s (recorded durations: %s vs %s, ratio %.3f); ratio: median of the pairs' ratios (%s)",
+			stepStr(t.Config.Step), count(float64(tree[0].Cells)), count(float64(tree[0].Chunks)), t.Config.Workers, c.Settings, len(c.Ratios), c.Baseline, c.BaselineDesc, c.BuildSeconds, c.BaselineSettings,
+			secs(median(secondsOf(tree))), secs(median(secondsOf(base))), secs(median(recT)), secs(median(recB)), c.RecordedRatio, ratios(c.Ratios))+
+			fmt.Sprintf("; CPU core-s per batch of its own processes (PostgreSQL sessions and background, workers, Redis, enqueuer), medians: %.1f vs %.1f (%.2f×), of which PostgreSQL sessions %.1f vs %.1f; of everything else on the machine: %.1f vs %.1f",
+				median(cpuOf(tree, ownCPU)), median(cpuOf(base, ownCPU)), median(cpuOf(base, ownCPU))/median(cpuOf(tree, ownCPU)),
+				median(cpuOf(tree, func(c CPU) float64 { return c.PostgresSessions })), median(cpuOf(base, func(c CPU) float64 { return c.PostgresSessions })),
+				median(cpuOf(tree, elseCPU)), median(cpuOf(base, elseCPU))))
+	var fin, tail []string
+	var finT, shares []float64
+	all := append(append([]CompareRun{}, tree...), c.Retained...)
+	for _, r := range all {
+		fin = append(fin, fmt.Sprintf("%.2f", r.FinishSeconds))
+		tail = append(tail, fmt.Sprintf("%.2f", r.TailSeconds))
+		finT = append(finT, r.FinishSeconds)
+		shares = append(shares, r.FinishSeconds/r.Seconds)
+	}
+	var baseTail []string
+	for _, r := range base {
+		baseTail = append(baseTail, fmt.Sprintf("%.2f", r.TailSeconds))
+	}
+	row("9", "publication of a batch (this tree)", fmt.Sprintf("%s (%s of the batch)", secs(median(finT)), pct(median(shares))),
+		fmt.Sprintf("the finish transaction of this tree's %s-cell batches, begin to commit, as the worker logs it (finish_seconds of \"batch finished\"): final counts and status, CREATE INDEX (step, grid_id, scenario) on the batch's table, ATTACH PARTITION, published_batches; "+
+			"each batch of 9, then %d more into the last one's schema (with 1, 2, … published batches already there): %s s; median; figures 5, 6, 8 and 9 time a batch to the \"batch finished\" line, so they include it (as this tree's recorded duration_seconds does). Last chunk's finished_at to \"batch finished\": %s s (%s: %s s)",
+			count(float64(tree[0].Cells)), len(c.Retained), strings.Join(fin, ", "), strings.Join(tail, ", "), c.Baseline, strings.Join(baseTail, ", ")))
+	if r := c.Results; r != nil {
+		row("10", "`enqueuer results`, one cell", fmt.Sprintf("p50 %s, p99 %s (query); p50 %s, p99 %s (binary)", ms(r.Query.P50), ms(r.Query.P99), ms(r.Binary.P50), ms(r.Binary.P99)),
+			fmt.Sprintf("the schema of 9's last pair holding %d batches of %s cells, all published (view ph_timeseries over ph_results); query: store.ReadSeries, what `enqueuer results --kind ph` runs, on this process's warm pool, %d random cells and scenarios, every one returning the batch published last (%s); plan: %s. Binary: `enqueuer results --kind ph --step %s` of this tree, %d random cells, process start to exit (start, connect, query, print)",
+				r.Batches, count(float64(r.CellsPerBatch)), r.Query.N, r.Latest, r.Plan, stepStr(t.Config.Step), r.Binary.N))
+	}
+}
+
+// ownCPU is the CPU of a run's own processes: its PostgreSQL sessions and
+// the server's background processes, the workers, Redis and the enqueuer.
+func ownCPU(c CPU) float64 {
+	return c.PostgresSessions + c.PostgresBackground + c.Workers + c.Harness + c.Models + c.Redis + c.Enqueuer
+}
+
+// elseCPU is the machine's busy time outside a run's own processes
+// (other PostgreSQL sessions, other processes, the kernel).
+func elseCPU(c CPU) float64 { return c.Machine - ownCPU(c) }
+
+func cpuOf(runs []CompareRun, f func(CPU) float64) []float64 {
+	var xs []float64
+	for _, r := range runs {
+		xs = append(xs, f(r.CPU))
+	}
+	return xs
+}
+
+func secondsOf(runs []CompareRun) []float64 {
+	var xs []float64
+	for _, r := range runs {
+		xs = append(xs, r.Seconds)
+	}
+	return xs
 }
 
 // TargetsTable renders the targets as a Markdown table.
@@ -374,6 +491,14 @@ func (t Table) RunsTable() string {
 	if o := t.OwnConcurrency; o != nil {
 		line("pipeline, workers at their default concurrency", o.RunFigure)
 	}
+	if c := t.Compare; c != nil {
+		for _, r := range c.Runs {
+			line(compareName(c, r), r.RunFigure)
+		}
+		for _, r := range c.Retained {
+			line(compareName(c, r), r.RunFigure)
+		}
+	}
 	b.WriteString("\nPostgreSQL sessions of each run by state and wait event (pg_stat_activity sampled every 50 ms; average sessions):\n\n")
 	for i, r := range t.LowerBoundRuns {
 		fmt.Fprintf(&b, "- lower bound #%d: %s\n", i+1, r.Waits)
@@ -387,7 +512,32 @@ func (t Table) RunsTable() string {
 	if o := t.OwnConcurrency; o != nil {
 		fmt.Fprintf(&b, "- pipeline, workers at their default concurrency: %s\n", o.Waits)
 	}
+	if c := t.Compare; c != nil {
+		for _, r := range append(append([]CompareRun{}, c.Runs...), c.Retained...) {
+			fmt.Fprintf(&b, "- %s: %s\n", compareName(c, r), r.Waits)
+		}
+	}
 	return b.String()
+}
+
+// compareName names a run of the comparison in the runs table.
+func compareName(c *Comparison, r CompareRun) string {
+	side := r.Side
+	if side == sideBaseline {
+		side = c.Baseline
+	}
+	fin := ""
+	if r.FinishSeconds >= 0 {
+		fin = fmt.Sprintf(", finish %.2f s", r.FinishSeconds)
+	}
+	if r.Pair == 0 {
+		return fmt.Sprintf("retained: %s, %d batch(es) already in its schema (recorded %.2f s%s)", side, r.Before, r.RecordedSeconds, fin)
+	}
+	name := fmt.Sprintf("compare pair %d: %s (recorded %.2f s%s)", r.Pair, side, r.RecordedSeconds, fin)
+	if r.Side == sideThisTree && r.Pair <= len(c.Ratios) {
+		name += fmt.Sprintf(" (%.3f × %s)", c.Ratios[r.Pair-1], c.Baseline)
+	}
+	return name
 }
 
 // Markdown renders the whole report: BENCHMARKS.md.
@@ -409,6 +559,9 @@ func (t Table) Markdown() string {
 	if c.ProcessKind != "" {
 		fmt.Fprintf(&b, " Figure 8 is the median of %d batches of %s, each right after a pipeline run of 5 (lower bound, pipeline, %s, in turn); its ratio is the median of those pairs' ratios.", c.Repeat, c.ProcessKind, c.ProcessKind)
 	}
+	if t.Compare != nil {
+		fmt.Fprintf(&b, " Figure 9 compares this tree's pipeline with %s's, built from git, in %d interleaved pairs of batches on fresh schemas; figure 10 reads the published values with %d batches retained.", t.Compare.Baseline, c.Repeat, len(t.Compare.Retained)+1)
+	}
 	b.WriteString(" Every run is listed under \"Every run\".\n\n")
 	b.WriteString(t.Figures() + "\n")
 	b.WriteString("## Targets\n\n" + t.TargetsTable() + "\n")
@@ -428,12 +581,14 @@ which calls ` + "`internal/bench.Run`" + ` on a fresh Redis database and Postgre
 3. **Fan-out**: the plan task's code in-process, no worker running: ` + "`store.PlanChunks`" + ` (the chunk rows)
    then ` + "`tasks.Broker.EnqueueChunks`" + ` (one asynq task per chunk, the worker's settings).
 4. **Lower bound**: the worker's chunk code, ` + "`batch.Service.RunChunk`" + ` (load the inputs in one query, compute,
-   ` + "`store.WriteChunk`" + `: COPY into a temporary table, one upsert and the chunk's outcome in one
+   ` + "`store.WriteChunk`" + `: binary COPY into the batch's own table and the chunk's outcome in one
    transaction), over every chunk in GOMAXPROCS goroutines of one process, no queue; timed from
-   the plan to the last chunk's commit.
+   the plan to the commit of the batch's finish (which publishes it).
 5. **Pipeline**: the built binaries: ` + "`enqueuer run --wait`" + ` and worker processes started once and kept
    for every pipeline batch, as long-lived workers are (the coarser scaling steps run first and
-   warm them up); cells/s is the batch's cells over its recorded duration (started_at to ended_at).
+   warm them up); cells/s is the batch's cells over its time from started_at to the workers'
+   "batch finished" line, logged once the finish transaction (the publication) has committed; the
+   recorded duration (started_at to ended_at, which includes the publication) agrees within ms.
    The lower bound and the pipeline are measured in pairs, back to back, so the ratio of each pair
    is little affected by drift in the machine; the lower bound runs with the workers' GC setting.
 6. **Scaling**: the pipeline at each step.
@@ -449,8 +604,18 @@ which calls ` + "`internal/bench.Run`" + ` on a fresh Redis database and Postgre
    Model process starts are the workers' "model process started" log lines of the kind. CPU of
    "model processes" is that of every live process below the workers (the model processes and
    their supervisors), from /proc.
+9. **Against a baseline** (` + "`make bench`" + `: fae24c9, the upsert per chunk): its binaries built from git in a
+   temporary worktree (` + "`go build ./cmd/...`" + `, the worktree removed). Pairs of ph batches at the step of 5,
+   the baseline's then this tree's, each on a fresh schema made by its own ` + "`enqueuer migrate`" + `, seeded by
+   its own ` + "`enqueuer seed`" + `, with its own freshly started workers (the settings of 5, no models file),
+   after a checkpoint; timed as 5. The publication is the finish transaction as the worker logs it
+   (finish_seconds).
+10. **Reading the results**: the schema of the last pair is kept and more batches of this tree run into
+   it; then random cells are read with ` + "`store.ReadSeries`" + ` (the query of ` + "`enqueuer results`" + `) on a warm pool,
+   and with the ` + "`enqueuer results`" + ` binary, a process each.
 
-Before every measured run the results tables are truncated and PostgreSQL checkpoints. CPU time
+Before every measured run every batch's own rows are dropped (nothing published) and PostgreSQL
+checkpoints. CPU time
 comes from /proc (PostgreSQL: the postmaster and its children, split into the run's own sessions
 and background processes) and Redis's INFO cpu; WAL bytes, Redis command counts and PostgreSQL
 CPU are server-wide: anything else using the servers at the same time adds to them, and to

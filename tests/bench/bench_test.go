@@ -39,8 +39,10 @@ import (
 //	GRIDBATCH_BENCH_PROFILE_DIR write CPU profiles of the lower bound and the workers here
 //	GRIDBATCH_BENCH_LOG_DIR     keep the binaries' logs here
 //	GRIDBATCH_BENCH_SKIP_GOBENCH=1 leave out the go test benchmarks (figures 1 and 2)
+//	GRIDBATCH_BENCH_BASELINE    git revision whose pipeline this tree's is compared with (figures 9
+//	                            and 10); default fae24c9 (the upsert per chunk), "-" for none
 func TestBench(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Minute)
 	defer cancel()
 	r := testutil.NewRedis(t)
 	db := testutil.NewDB(t)
@@ -54,6 +56,13 @@ func TestBench(t *testing.T) {
 		models = filepath.Join(testutil.RepoRoot(), "examples", "models.yaml")
 	case "-":
 		models = ""
+	}
+	baseline := os.Getenv("GRIDBATCH_BENCH_BASELINE")
+	switch baseline {
+	case "":
+		baseline = "fae24c9"
+	case "-":
+		baseline = ""
 	}
 	cfg := bench.Config{
 		RedisURL:    r.URL,
@@ -69,6 +78,7 @@ func TestBench(t *testing.T) {
 		SkipGoBench: os.Getenv("GRIDBATCH_BENCH_SKIP_GOBENCH") == "1",
 		WorkerEnv:   strings.Fields(os.Getenv("GRIDBATCH_BENCH_WORKER_ENV")),
 		Log:         testWriter{t},
+		Baseline:    baseline,
 	}
 	envInt(t, "GRIDBATCH_BENCH_REPEAT", &cfg.Repeat)
 	envInt(t, "GRIDBATCH_BENCH_LB_GOROUTINES", &cfg.LowerBoundGoroutines)
