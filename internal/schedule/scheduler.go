@@ -381,14 +381,15 @@ func (s *Scheduler) skip(ctx context.Context, k *kindState, tick time.Time, r *b
 		exp = fmt.Sprintf("%s, in %s", e.Format(time.RFC3339), time.Until(e).Round(time.Second))
 	}
 	msg := fmt.Sprintf("tick skipped: a %s batch is still running: %s (lock expires %s)", kind, holder, exp)
-	s.log.Warn(msg, "kind", kind, "scheduled_for", tick, "running_batch_id", r.RunningID, "lock_expires_at", expAt)
 	k.last = tick
 	detail := fmt.Sprintf("%s tick %s skipped: a %s batch is still running: %s (lock expires %s)",
 		kind, tick.UTC().Format(time.RFC3339), kind, holder, exp)
+	// Recorded first, then logged: whoever reads the log line finds the row.
 	if _, err := s.st.RecordTick(ctx, store.Tick{Kind: kind, ScheduledFor: tick, Outcome: store.TickSkipped,
 		Detail: detail, RunningBatchID: r.RunningID, LockExpiresAt: expAt}); err != nil {
 		s.log.Error("record the skipped tick; its alert is lost", "kind", kind, "scheduled_for", tick, "error", err)
 	}
+	s.log.Warn(msg, "kind", kind, "scheduled_for", tick, "running_batch_id", r.RunningID, "lock_expires_at", expAt)
 	return nil
 }
 
