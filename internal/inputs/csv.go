@@ -89,14 +89,7 @@ func (d *csvDecoder) next(rec *record) error {
 		if err != nil {
 			return &fieldError{col: i, msg: numberError(s, err)}
 		}
-		switch role {
-		case roleLat:
-			rec.lat = v
-		case roleLon:
-			rec.lon = v
-		default:
-			rec.vals[role] = v
-		}
+		rec.set(role, v)
 	}
 	return nil
 }

@@ -121,6 +121,19 @@ type record struct {
 	vals     []float64
 }
 
+// set stores a value read for a column of role: lat, lon, or the input
+// whose index the role is.
+func (rec *record) set(role int, v float64) {
+	switch role {
+	case roleLat:
+		rec.lat = v
+	case roleLon:
+		rec.lon = v
+	default:
+		rec.vals[role] = v
+	}
+}
+
 // fieldError is a decoder's complaint about one field, or about a whole
 // record when col is -1. line, when not 0, overrides the decoder's pos.
 type fieldError struct {

@@ -127,14 +127,7 @@ func (d *parquetDecoder) next(rec *record) error {
 		default:
 			return &fieldError{col: c, msg: fmt.Sprintf("a %s value; want a number", v.Kind())}
 		}
-		switch role {
-		case roleLat:
-			rec.lat = f
-		case roleLon:
-			rec.lon = f
-		default:
-			rec.vals[role] = f
-		}
+		rec.set(role, f)
 	}
 	return nil
 }
