@@ -8,7 +8,6 @@ import (
 	"math"
 	"slices"
 	"strconv"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -278,19 +277,7 @@ func exportTable(ctx context.Context, tx pgx.Tx, q ExportQuery) (string, error) 
 	if q.BatchID == "" {
 		return ResultsTable(q.Kind)
 	}
-	var table *string
-	var dropped *time.Time
-	err := tx.QueryRow(ctx, `SELECT results_table, rows_dropped_at FROM batch_runs WHERE id = $1`, q.BatchID).Scan(&table, &dropped)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return "", fmt.Errorf("%w: %s", ErrBatchNotFound, q.BatchID)
-	}
-	if err != nil {
-		return "", err
-	}
-	if table == nil || dropped != nil {
-		return "", fmt.Errorf("batch %s's own rows are gone (dropped by retention, GRIDBATCH_KEEP_BATCHES): %w", q.BatchID, ErrNoSeries)
-	}
-	return *table, nil
+	return batchRowsTable(ctx, tx, q.BatchID)
 }
 
 // exportWhere returns the condition and arguments of q's rows. A region

@@ -28,19 +28,11 @@ var ErrNoPublication = errors.New("nothing published")
 // ErrNoSeries when retention dropped the batch's rows, and
 // ErrBatchNotFound.
 func (s *Store) BatchMapValues(ctx context.Context, batchID, scenario string, year int, fn func(gridID int64, v float64)) error {
-	var table *string
-	var dropped *time.Time
-	err := s.Pool.QueryRow(ctx, `SELECT results_table, rows_dropped_at FROM batch_runs WHERE id = $1`, batchID).Scan(&table, &dropped)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return fmt.Errorf("%w: %s", ErrBatchNotFound, batchID)
-	}
+	table, err := batchRowsTable(ctx, s.Pool, batchID)
 	if err != nil {
 		return err
 	}
-	if table == nil || dropped != nil {
-		return fmt.Errorf("batch %s's own rows are gone (dropped by retention, GRIDBATCH_KEEP_BATCHES): %w", batchID, ErrNoSeries)
-	}
-	rows, err := s.Pool.Query(ctx, `SELECT grid_id, series[$2::int - first_year + 1] FROM `+ident(*table)+` WHERE scenario = $1`,
+	rows, err := s.Pool.Query(ctx, `SELECT grid_id, series[$2::int - first_year + 1] FROM `+ident(table)+` WHERE scenario = $1`,
 		scenario, year)
 	if err != nil {
 		return fmt.Errorf("read the map of batch %s: %w", batchID, err)

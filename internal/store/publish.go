@@ -39,19 +39,19 @@ func createBatchTable(ctx context.Context, tx pgx.Tx, kind, batchID string) erro
 // Readers see all of it or none of it. It is what makes a batch's results
 // visible, and the only thing that does.
 func publish(ctx context.Context, tx pgx.Tx, b Batch) (Batch, error) {
-	var table *string
-	if err := tx.QueryRow(ctx, `SELECT results_table FROM batch_runs WHERE id = $1`, b.ID).Scan(&table); err != nil {
-		return b, err
-	}
-	if table == nil || b.RowsDroppedAt != nil {
+	table, err := batchRowsTable(ctx, tx, b.ID)
+	if errors.Is(err, ErrNoSeries) {
 		return b, fmt.Errorf("batch %s has no rows to publish (they were dropped by retention, or it predates per-batch results)", b.ID)
 	}
-	t := ident(*table)
-	if _, err := tx.Exec(ctx, `CREATE INDEX IF NOT EXISTS `+ident(*table+"_cell")+` ON `+t+` (step, grid_id, scenario)`); err != nil {
+	if err != nil {
+		return b, err
+	}
+	t := ident(table)
+	if _, err := tx.Exec(ctx, `CREATE INDEX IF NOT EXISTS `+ident(table+"_cell")+` ON `+t+` (step, grid_id, scenario)`); err != nil {
 		return b, fmt.Errorf("index the rows of %s: %w", b.ID, err)
 	}
-	var attached bool
-	if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_inherits WHERE inhrelid = to_regclass($1))`, *table).Scan(&attached); err != nil {
+	attached, err := isAttached(ctx, tx, table)
+	if err != nil {
 		return b, err
 	}
 	if !attached {
@@ -93,19 +93,11 @@ func (s *Store) Publish(ctx context.Context, id string) (Batch, error) {
 // from the batch's own rows, published or not. It returns an error wrapping
 // ErrNoSeries when the batch computed none, and ErrBatchNotFound.
 func (s *Store) ReadBatchSeries(ctx context.Context, batchID string, step float64, gridID int64, scenario string) (StoredSeries, error) {
-	var table *string
-	var dropped *time.Time
-	err := s.Pool.QueryRow(ctx, `SELECT results_table, rows_dropped_at FROM batch_runs WHERE id = $1`, batchID).Scan(&table, &dropped)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return StoredSeries{}, fmt.Errorf("%w: %s", ErrBatchNotFound, batchID)
-	}
+	table, err := batchRowsTable(ctx, s.Pool, batchID)
 	if err != nil {
 		return StoredSeries{}, err
 	}
-	if table == nil || dropped != nil {
-		return StoredSeries{}, fmt.Errorf("batch %s's own rows are gone (dropped by retention, GRIDBATCH_KEEP_BATCHES): %w", batchID, ErrNoSeries)
-	}
-	return s.readSeries(ctx, *table, "series of batch "+batchID, step, gridID, scenario)
+	return s.readSeries(ctx, table, "series of batch "+batchID, step, gridID, scenario)
 }
 
 // Pruned is a batch whose own rows retention dropped, or would drop.
@@ -156,12 +148,12 @@ func (s *Store) Prune(ctx context.Context, kind string, keep int, dryRun bool) (
 // dropBatchRows drops one batch's table: a published one is detached
 // first, concurrently, so readers of the view are never blocked.
 func (s *Store) dropBatchRows(ctx context.Context, p Pruned) error {
-	var table string
-	if err := s.Pool.QueryRow(ctx, `SELECT results_table FROM batch_runs WHERE id = $1`, p.ID).Scan(&table); err != nil {
+	table, err := batchRowsTable(ctx, s.Pool, p.ID)
+	if err != nil {
 		return err
 	}
-	var attached bool
-	if err := s.Pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_inherits WHERE inhrelid = to_regclass($1))`, table).Scan(&attached); err != nil {
+	attached, err := isAttached(ctx, s.Pool, table)
+	if err != nil {
 		return err
 	}
 	if attached {
@@ -196,18 +188,48 @@ func quoteLiteral(s string) string {
 // BatchRows counts the rows batch batchID wrote, published or not (0 once
 // retention dropped them).
 func (s *Store) BatchRows(ctx context.Context, batchID string) (int64, error) {
-	var table *string
-	var dropped *time.Time
-	err := s.Pool.QueryRow(ctx, `SELECT results_table, rows_dropped_at FROM batch_runs WHERE id = $1`, batchID).Scan(&table, &dropped)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return 0, fmt.Errorf("%w: %s", ErrBatchNotFound, batchID)
+	table, err := batchRowsTable(ctx, s.Pool, batchID)
+	if errors.Is(err, ErrNoSeries) {
+		return 0, nil
 	}
-	if err != nil || table == nil || dropped != nil {
+	if err != nil {
 		return 0, err
 	}
 	var n int64
-	err = s.Pool.QueryRow(ctx, `SELECT count(*) FROM `+ident(*table)).Scan(&n)
+	err = s.Pool.QueryRow(ctx, `SELECT count(*) FROM `+ident(table)).Scan(&n)
 	return n, err
+}
+
+// querier is what a pool and a transaction share for one-row reads.
+type querier interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// batchRowsTable returns the table of batch batchID's own rows. The error
+// wraps ErrBatchNotFound for an unknown batch, and ErrNoSeries when it has
+// none: retention dropped them, or the batch predates per-batch results.
+func batchRowsTable(ctx context.Context, q querier, batchID string) (string, error) {
+	var table *string
+	var dropped *time.Time
+	err := q.QueryRow(ctx, `SELECT results_table, rows_dropped_at FROM batch_runs WHERE id = $1`, batchID).Scan(&table, &dropped)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", fmt.Errorf("%w: %s", ErrBatchNotFound, batchID)
+	}
+	if err != nil {
+		return "", err
+	}
+	if table == nil || dropped != nil {
+		return "", fmt.Errorf("batch %s's own rows are gone (dropped by retention, GRIDBATCH_KEEP_BATCHES): %w", batchID, ErrNoSeries)
+	}
+	return *table, nil
+}
+
+// isAttached reports whether table is a partition, that is a published
+// batch's rows.
+func isAttached(ctx context.Context, q querier, table string) (bool, error) {
+	var attached bool
+	err := q.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_inherits WHERE inhrelid = to_regclass($1))`, table).Scan(&attached)
+	return attached, err
 }
 
 // Publication says, for people, whether the batch's values are the
