@@ -129,6 +129,10 @@ type Config struct {
 	// reads the published values: the last pair's schema is kept and
 	// Retain-1 more batches of this tree run into it. Defaults to 3.
 	Retain int
+	// CompareOnly measures figure 9 alone (the baseline and this tree, in
+	// Repeat pairs), for trying a change to the write path quickly; the
+	// table then holds no other figure and Retain is 1 (no figure 10).
+	CompareOnly bool
 	// ResultsQueries is how many random cells figure 10 reads with
 	// store.ReadSeries (default 200); ResultsBinaryRuns how many it reads
 	// with the enqueuer results binary, a process each (default 20).
@@ -295,6 +299,20 @@ func Run(ctx context.Context, cfg Config) (Table, error) {
 			return t, err
 		}
 		defer os.RemoveAll(filepath.Dir(baselineBin))
+	}
+
+	if cfg.CompareOnly {
+		if t.Compare == nil {
+			return t, errors.New("bench: CompareOnly needs a Baseline")
+		}
+		h.cfg.Retain = 0 // no figure 10
+		h.logf("compare only: %d pairs of ph batches at step %g, %s then this tree, each on a fresh schema", cfg.Repeat, cfg.Step, t.Compare.BaselineDesc)
+		if err := h.compare(ctx, t.Compare, baselineBin); err != nil {
+			return t, err
+		}
+		h.logf("compare only: this tree vs %s: %.3f (pairs: %s)", cfg.Baseline, t.Compare.Ratio, ratios(t.Compare.Ratios))
+		t.Elapsed = time.Since(started)
+		return t, nil
 	}
 
 	if !cfg.SkipGoBench {

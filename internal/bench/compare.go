@@ -66,6 +66,9 @@ type ResultsLatency struct {
 	CellsPerBatch int64 // cells of each
 	Query         Latency
 	Binary        Latency
+	// View is one cell's series read from the view ph_timeseries, as a
+	// reader such as the users' site API does (decoded in SQL).
+	View Latency
 	// Latest is the batch published last: every read must return its row.
 	Latest string
 	// Plan is EXPLAIN ANALYZE's summary of one read (its plan's top node
@@ -199,8 +202,9 @@ func (h *harness) compare(ctx context.Context, c *Comparison, bin string) error 
 			if err != nil {
 				return err
 			}
-			h.logf("compare pair %d, %s: %s cells in %.2fs (recorded %.2fs, finish %s): %.0f cells/s",
-				i+1, side.name, count(float64(r.Cells)), r.Seconds, r.RecordedSeconds, finishText(r.FinishSeconds), r.CellsPerSecond)
+			h.logf("compare pair %d, %s: %s cells in %.2fs (recorded %.2fs, finish %s): %.0f cells/s; CPU busy %.0f%%, core-s: PostgreSQL %.1f (sessions %.1f), workers %.1f, machine %.1f; WAL %d MiB",
+				i+1, side.name, count(float64(r.Cells)), r.Seconds, r.RecordedSeconds, finishText(r.FinishSeconds), r.CellsPerSecond,
+				100*r.CPUBusy, r.CPU.Postgres, r.CPU.PostgresSessions, r.CPU.Workers, r.CPU.Machine, r.WALBytes>>20)
 			pair[j] = r
 			c.Runs = append(c.Runs, r)
 		}
@@ -455,6 +459,23 @@ func (h *harness) resultsLatency(ctx context.Context, schema, dbURL string) (Res
 		}
 	}
 	rl.Query = latencyOf(took)
+	took = took[:0]
+	for range h.cfg.ResultsQueries {
+		c, sc := pick()
+		var batchID string
+		var series []float64
+		t0 := time.Now()
+		err := st.Pool.QueryRow(ctx, `SELECT series, batch_id FROM ph_timeseries WHERE step = $1 AND grid_id = $2 AND scenario = $3`,
+			h.cfg.Step, c.GridID, sc).Scan(&series, &batchID)
+		took = append(took, time.Since(t0).Seconds())
+		if err != nil {
+			return rl, fmt.Errorf("read cell %d %s from ph_timeseries: %w", c.GridID, sc, err)
+		}
+		if batchID != rl.Latest || len(series) != grid.NumYears {
+			return rl, fmt.Errorf("ph_timeseries: cell %d %s reads %d values of batch %s, want %d of %s, the batch published last", c.GridID, sc, len(series), batchID, grid.NumYears, rl.Latest)
+		}
+	}
+	rl.View = latencyOf(took)
 	c, sc := pick()
 	var plan []string
 	rows, err := st.Pool.Query(ctx, `EXPLAIN (ANALYZE, COSTS OFF) SELECT first_year, series, batch_id, computed_at FROM ph_timeseries
@@ -490,8 +511,8 @@ func (h *harness) resultsLatency(ctx context.Context, schema, dbURL string) (Res
 		}
 	}
 	rl.Binary = latencyOf(took)
-	h.logf("results with %d batches retained: ReadSeries p50 %s p99 %s; enqueuer results p50 %s p99 %s; %s",
-		rl.Batches, ms(rl.Query.P50), ms(rl.Query.P99), ms(rl.Binary.P50), ms(rl.Binary.P99), rl.Plan)
+	h.logf("results with %d batches retained: ReadSeries p50 %s p99 %s; ph_timeseries p50 %s p99 %s; enqueuer results p50 %s p99 %s; %s",
+		rl.Batches, ms(rl.Query.P50), ms(rl.Query.P99), ms(rl.View.P50), ms(rl.View.P99), ms(rl.Binary.P50), ms(rl.Binary.P99), rl.Plan)
 	return rl, nil
 }
 

@@ -18,6 +18,7 @@ import (
 
 	"github.com/gridbatch/gridbatch/internal/batch"
 	"github.com/gridbatch/gridbatch/internal/grid"
+	"github.com/gridbatch/gridbatch/internal/model"
 	"github.com/gridbatch/gridbatch/internal/store"
 )
 
@@ -110,7 +111,8 @@ func (h *harness) newBatch(ctx context.Context, prefix, kind string, r grid.Regi
 	now := time.Now().UTC().Truncate(time.Millisecond)
 	return h.st.InsertBatch(ctx, store.NewBatch{ID: batch.NewID(prefix, now), Kind: kind, Region: r,
 		ChunkSize: chunkSize, StartedAt: now, DeadlineAt: now.Add(time.Hour),
-		LockExpiresAt: now.Add(time.Hour + 10*time.Minute), Trigger: "bench"})
+		LockExpiresAt: now.Add(time.Hour + 10*time.Minute), Trigger: "bench",
+		Layout: store.LayoutOf(model.BuiltinSpec(kind))})
 }
 
 // FanoutFigure is figure 3.

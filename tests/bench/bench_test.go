@@ -39,6 +39,7 @@ import (
 //	GRIDBATCH_BENCH_PROFILE_DIR write CPU profiles of the lower bound and the workers here
 //	GRIDBATCH_BENCH_LOG_DIR     keep the binaries' logs here
 //	GRIDBATCH_BENCH_SKIP_GOBENCH=1 leave out the go test benchmarks (figures 1 and 2)
+//	GRIDBATCH_BENCH_ONLY=compare figure 9 alone (quick A/B of the write path; prints its runs, writes no report)
 //	GRIDBATCH_BENCH_BASELINE    git revision whose pipeline this tree's is compared with (figures 9
 //	                            and 10); default fae24c9 (the upsert per chunk), "-" for none
 func TestBench(t *testing.T) {
@@ -79,6 +80,7 @@ func TestBench(t *testing.T) {
 		WorkerEnv:   strings.Fields(os.Getenv("GRIDBATCH_BENCH_WORKER_ENV")),
 		Log:         testWriter{t},
 		Baseline:    baseline,
+		CompareOnly: os.Getenv("GRIDBATCH_BENCH_ONLY") == "compare",
 	}
 	envInt(t, "GRIDBATCH_BENCH_REPEAT", &cfg.Repeat)
 	envInt(t, "GRIDBATCH_BENCH_LB_GOROUTINES", &cfg.LowerBoundGoroutines)
@@ -98,6 +100,9 @@ func TestBench(t *testing.T) {
 	}
 	table, err := bench.Run(ctx, cfg)
 	require.NoError(t, err)
+	if cfg.CompareOnly {
+		return // its runs are in the log lines
+	}
 	md := table.Markdown()
 	os.Stdout.WriteString("\n" + md + "\n")
 	out := os.Getenv("GRIDBATCH_BENCH_OUT")
