@@ -15,6 +15,7 @@ import (
 	"github.com/gridbatch/gridbatch/dlq"
 	"github.com/gridbatch/gridbatch/internal/batch"
 	"github.com/gridbatch/gridbatch/internal/grid"
+	"github.com/gridbatch/gridbatch/internal/model"
 	"github.com/gridbatch/gridbatch/internal/store"
 	"github.com/gridbatch/gridbatch/internal/testutil"
 	"github.com/gridbatch/gridbatch/tasks"
@@ -55,7 +56,7 @@ func (f *fixture) runningBatch(t *testing.T, id string) store.Batch {
 	require.NoError(t, err)
 	now := time.Now()
 	b, err := f.db.Store.InsertBatch(ctx, store.NewBatch{ID: id, Kind: "ph", Region: region, ChunkSize: 100,
-		StartedAt: now, DeadlineAt: now.Add(time.Hour), LockExpiresAt: now.Add(2 * time.Hour), Trigger: "test"})
+		StartedAt: now, DeadlineAt: now.Add(time.Hour), LockExpiresAt: now.Add(2 * time.Hour), Trigger: "test", Layout: store.LayoutOf(model.BuiltinSpec(grid.KindPH))})
 	require.NoError(t, err)
 	require.Equal(t, 4, b.TotalChunks)
 	_, err = f.db.Store.PlanChunks(ctx, b)

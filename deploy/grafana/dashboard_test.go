@@ -19,6 +19,7 @@ import (
 
 	"github.com/gridbatch/gridbatch/internal/grid"
 	"github.com/gridbatch/gridbatch/internal/metrics"
+	"github.com/gridbatch/gridbatch/internal/model"
 	"github.com/gridbatch/gridbatch/internal/monitor"
 	"github.com/gridbatch/gridbatch/internal/store"
 	"github.com/gridbatch/gridbatch/internal/testutil"
@@ -122,7 +123,7 @@ func registered(t *testing.T) map[string]bool {
 	require.NoError(t, err)
 	now := time.Now()
 	_, err = db.Store.InsertBatch(ctx, store.NewBatch{ID: "ph-test", Kind: "ph", Region: region, ChunkSize: 20, StartedAt: now,
-		DeadlineAt: now.Add(time.Hour), LockExpiresAt: now.Add(2 * time.Hour), Trigger: "test"})
+		DeadlineAt: now.Add(time.Hour), LockExpiresAt: now.Add(2 * time.Hour), Trigger: "test", Layout: store.LayoutOf(model.BuiltinSpec(grid.KindPH))})
 	require.NoError(t, err)
 	_, _, _, err = db.Store.FinishBatch(ctx, "ph-test", store.Final{Status: store.StatusCancelled, Rest: store.ChunkCancelled})
 	require.NoError(t, err)

@@ -202,6 +202,7 @@ func (s *Service) Trigger(ctx context.Context, r Request) (store.Batch, error) {
 	b, err := s.store.InsertBatch(ctx, store.NewBatch{
 		ID: id, Kind: r.Kind, Region: r.Region, ChunkSize: r.ChunkSize, StartedAt: now,
 		DeadlineAt: deadlineAt, LockExpiresAt: now.Add(r.LockTTL), Trigger: r.Trigger, ScheduledFor: r.ScheduledFor,
+		Layout: store.LayoutOf(spec),
 	})
 	if err != nil {
 		if rerr := s.broker.ReleaseLock(context.WithoutCancel(ctx), id); rerr != nil {

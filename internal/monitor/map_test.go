@@ -44,7 +44,7 @@ func newMapBatch(t *testing.T, db *testutil.DB, id string) mapBatch {
 	}
 	m.north, m.south = at(38.75, 124.25), at(33.25, 131.75)
 	m.missing, m.nan, m.middle = at(36.25, 128.25), at(35.25, 126.25), at(36.25, 126.25)
-	var rows [][]any
+	var series []grid.Series
 	for k := range region.NumCells() {
 		c := region.CellAt(k)
 		if c.GridID == m.missing.GridID {
@@ -53,21 +53,24 @@ func newMapBatch(t *testing.T, db *testutil.DB, id string) mapBatch {
 		for _, sc := range []struct {
 			name string
 			sign float64
-		}{{"ssp126", 1}, {"ssp245", -1}} {
-			series := make([]float64, 80)
-			for i := range series {
-				series[i] = sc.sign*(c.Lat-36) + float64(i)*0.01
+		}{{"ssp126", 1}, {"ssp245", -1}, {"ssp585", 0}} {
+			values := make([]float64, 80)
+			for i := range values {
+				values[i] = sc.sign*(c.Lat-36) + float64(i)*0.01
 				if c.GridID == m.nan.GridID {
-					series[i] = math.NaN()
+					values[i] = math.NaN()
 				}
 			}
-			rows = append(rows, []any{b.Step, c.GridID, sc.name, int16(2021), series})
+			series = append(series, grid.Series{GridID: c.GridID, Scenario: sc.name, Values: values})
 		}
 	}
+	ids, cells, err := b.Layout.EncodeCells(series)
+	require.NoError(t, err)
 	ctx := context.Background()
 	var table string
 	require.NoError(t, db.Pool.QueryRow(ctx, `SELECT results_table FROM batch_runs WHERE id = $1`, id).Scan(&table))
-	_, err = db.Pool.CopyFrom(ctx, []string{table}, []string{"step", "grid_id", "scenario", "first_year", "series"}, pgx.CopyFromRows(rows))
+	_, err = db.Pool.CopyFrom(ctx, []string{table}, []string{"step", "grid_id", "series"},
+		pgx.CopyFromSlice(len(ids), func(i int) ([]any, error) { return []any{b.Step, ids[i], cells[i]}, nil }))
 	require.NoError(t, err)
 	_, err = db.Pool.Exec(ctx, `UPDATE batch_runs SET status = 'succeeded', ended_at = now(), done_chunks = total_chunks,
 		completed_chunks = total_chunks, completed_cells = total_cells WHERE id = $1`, id)
@@ -173,9 +176,14 @@ func TestBatchMapIsDrawnAgainWhenChunksSucceed(t *testing.T) {
 	ctx := context.Background()
 	var table string
 	require.NoError(t, e.db.Pool.QueryRow(ctx, `SELECT results_table FROM batch_runs WHERE id = $1`, m.ID).Scan(&table))
-	series := make([]float64, 80)
-	_, err := e.db.Pool.Exec(ctx, `INSERT INTO `+`"`+table+`"`+` (step, grid_id, scenario, first_year, series) VALUES ($1, $2, 'ssp126', 2021, $3)`,
-		m.Step, m.missing.GridID, series)
+	var series []grid.Series
+	for _, name := range m.Layout.Names {
+		series = append(series, grid.Series{GridID: m.missing.GridID, Scenario: name, Values: make([]float64, 80)})
+	}
+	_, cells, err := m.Layout.EncodeCells(series)
+	require.NoError(t, err)
+	_, err = e.db.Pool.Exec(ctx, `INSERT INTO `+`"`+table+`"`+` (step, grid_id, series) VALUES ($1, $2, $3)`,
+		m.Step, m.missing.GridID, cells[0])
 	require.NoError(t, err)
 	_, body2 := get(t, url, user, password)
 	require.Equal(t, body, body2, "same chunks, same drawing")

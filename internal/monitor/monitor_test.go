@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gridbatch/gridbatch/internal/grid"
+	"github.com/gridbatch/gridbatch/internal/model"
 	"github.com/gridbatch/gridbatch/internal/monitor"
 	"github.com/gridbatch/gridbatch/internal/store"
 	"github.com/gridbatch/gridbatch/internal/testutil"
@@ -65,7 +66,7 @@ func insertBatch(t *testing.T, db *testutil.DB, id string) store.Batch {
 	require.NoError(t, err)
 	now := time.Now().UTC()
 	b, err := db.Store.InsertBatch(context.Background(), store.NewBatch{ID: id, Kind: "ph", Region: region, ChunkSize: 20,
-		StartedAt: now, DeadlineAt: now.Add(time.Hour), LockExpiresAt: now.Add(70 * time.Minute), Trigger: "test"})
+		StartedAt: now, DeadlineAt: now.Add(time.Hour), LockExpiresAt: now.Add(70 * time.Minute), Trigger: "test", Layout: store.LayoutOf(model.BuiltinSpec(grid.KindPH))})
 	require.NoError(t, err)
 	return b
 }

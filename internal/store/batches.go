@@ -70,6 +70,9 @@ type Batch struct {
 	PublishedAt *time.Time `json:"published_at"`
 	// RowsDroppedAt is when retention dropped the batch's own rows.
 	RowsDroppedAt *time.Time `json:"rows_dropped_at"`
+	// Layout is how its own rows hold its series; zero for a batch made
+	// before layouts were recorded (migration 00006).
+	Layout SeriesLayout `json:"layout"`
 }
 
 // Ended reports whether the batch has a final status.
@@ -90,7 +93,7 @@ var batchColumnNames = []string{"id", "kind", "status", "step", "lon_min", "lat_
 	"timed_out_chunks", "cancelled_chunks", "completed_cells", "failed_cells", "timed_out_cells",
 	"success_rate", "avg_task_seconds", "peak_worker_rss_bytes", "db_conn_errors", "trigger",
 	"scheduled_for", "error", "started_at", "deadline_at", "lock_expires_at", "ended_at", "duration_seconds",
-	"published_at", "rows_dropped_at"}
+	"published_at", "rows_dropped_at", "series_names", "first_year", "years"}
 
 // batchColumns are the columns scanBatch reads, as stored: for RETURNING
 // and for reads inside a transaction that locks the row; qualifiedBatchColumns
@@ -124,14 +127,19 @@ const liveBatchFrom = `batch_runs b LEFT JOIN LATERAL
 
 func scanBatch(row pgx.Row) (Batch, error) {
 	var b Batch
+	var firstYear, years *int
 	err := row.Scan(&b.ID, &b.Kind, &b.Status, &b.Step, &b.BBox.LonMin, &b.BBox.LatMin, &b.BBox.LonMax,
 		&b.BBox.LatMax, &b.ChunkSize, &b.TotalChunks, &b.TotalCells, &b.PlannedChunks, &b.DoneChunks,
 		&b.CompletedChunks, &b.FailedChunks, &b.TimedOutChunks, &b.CancelledChunks, &b.CompletedCells,
 		&b.FailedCells, &b.TimedOutCells, &b.SuccessRate, &b.AvgTaskSeconds, &b.PeakWorkerRSSBytes,
 		&b.DBConnErrors, &b.Trigger, &b.ScheduledFor, &b.Error, &b.StartedAt, &b.DeadlineAt,
-		&b.LockExpiresAt, &b.EndedAt, &b.DurationSeconds, &b.PublishedAt, &b.RowsDroppedAt)
+		&b.LockExpiresAt, &b.EndedAt, &b.DurationSeconds, &b.PublishedAt, &b.RowsDroppedAt,
+		&b.Layout.Names, &firstYear, &years)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return b, ErrBatchNotFound
+	}
+	if firstYear != nil && years != nil {
+		b.Layout.FirstYear, b.Layout.Years = *firstYear, *years
 	}
 	return b, err
 }
@@ -147,23 +155,30 @@ type NewBatch struct {
 	LockExpiresAt time.Time
 	Trigger       string
 	ScheduledFor  *time.Time
+	// Layout is the model's series (its declaration's series, first_year
+	// and years): how the batch's rows will hold them. Required.
+	Layout SeriesLayout
 }
 
 // InsertBatch creates the batch_runs row, status running, and the table
 // its rows go to (see createBatchTable), in one transaction.
 func (s *Store) InsertBatch(ctx context.Context, n NewBatch) (Batch, error) {
+	if !n.Layout.valid() {
+		return Batch{}, fmt.Errorf("batch %s: no series layout (series %v of %d years)", n.ID, n.Layout.Names, n.Layout.Years)
+	}
 	var out Batch
 	err := pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
 		b := n.Region.BBox
 		var err error
 		out, err = scanBatch(tx.QueryRow(ctx, `
 			INSERT INTO batch_runs (id, kind, status, step, lon_min, lat_min, lon_max, lat_max, chunk_size,
-				total_chunks, total_cells, trigger, scheduled_for, started_at, deadline_at, lock_expires_at, results_table)
-			VALUES ($1, $2, 'running', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, gridbatch_batch_table($1))
+				total_chunks, total_cells, trigger, scheduled_for, started_at, deadline_at, lock_expires_at, results_table,
+				series_names, first_year, years)
+			VALUES ($1, $2, 'running', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, gridbatch_batch_table($1), $16, $17, $18)
 			RETURNING `+batchColumns,
 			n.ID, n.Kind, n.Region.Lattice.Step, b.LonMin, b.LatMin, b.LonMax, b.LatMax, n.ChunkSize,
 			n.Region.NumChunks(n.ChunkSize), n.Region.NumCells(), n.Trigger, n.ScheduledFor,
-			n.StartedAt, n.DeadlineAt, n.LockExpiresAt))
+			n.StartedAt, n.DeadlineAt, n.LockExpiresAt, n.Layout.Names, n.Layout.FirstYear, n.Layout.Years))
 		if err != nil {
 			return err
 		}
@@ -276,7 +291,7 @@ func (t Transition) AllDone() bool { return t.BatchRunning && t.Total > 0 && t.D
 // letter). Nothing changes when the batch has ended, except that a requeued
 // chunk may still heal an ended batch (see dlq.Requeue); allowEnded says so.
 func markChunk(ctx context.Context, tx pgx.Tx, o ChunkOutcome, status string, allowEnded bool) (Transition, error) {
-	t, _, err := lockBatchForChunk(ctx, tx, o.BatchID)
+	t, _, _, err := lockBatchForChunk(ctx, tx, o.BatchID)
 	if err != nil || (!t.BatchRunning && !allowEnded) {
 		return t, err
 	}
@@ -294,25 +309,29 @@ func markChunk(ctx context.Context, tx pgx.Tx, o ChunkOutcome, status string, al
 // lockBatchForChunk takes the batch row's KEY SHARE lock for a chunk's
 // transaction: chunks do not block each other, and FinishBatch (FOR UPDATE)
 // waits for the chunks in flight, so a chunk either lands before the batch
-// ends or sees it ended. It returns whether the batch runs and the table of
-// its rows (empty when it has none, or retention dropped it).
-func lockBatchForChunk(ctx context.Context, tx pgx.Tx, batchID string) (Transition, string, error) {
+// ends or sees it ended. It returns whether the batch runs, the table of
+// its rows (empty when it has none, or retention dropped it) and their
+// layout.
+func lockBatchForChunk(ctx context.Context, tx pgx.Tx, batchID string) (Transition, string, SeriesLayout, error) {
 	var t Transition
 	var status string
 	var table *string
-	err := tx.QueryRow(ctx, `SELECT status, CASE WHEN rows_dropped_at IS NULL THEN results_table END
-		FROM batch_runs WHERE id = $1 FOR KEY SHARE`, batchID).Scan(&status, &table)
+	var l SeriesLayout
+	var firstYear, years *int
+	err := tx.QueryRow(ctx, `SELECT status, CASE WHEN rows_dropped_at IS NULL THEN results_table END, series_names, first_year, years
+		FROM batch_runs WHERE id = $1 FOR KEY SHARE`, batchID).Scan(&status, &table, &l.Names, &firstYear, &years)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return t, "", fmt.Errorf("%w: %s", ErrBatchNotFound, batchID)
+		return t, "", l, fmt.Errorf("%w: %s", ErrBatchNotFound, batchID)
 	}
 	if err != nil {
-		return t, "", err
+		return t, "", l, err
 	}
 	t.BatchRunning = status == StatusRunning
-	if table == nil {
-		return t, "", nil
+	if table == nil || firstYear == nil || years == nil {
+		return t, "", l, nil
 	}
-	return t, *table, nil
+	l.FirstYear, l.Years = *firstYear, *years
+	return t, *table, l, nil
 }
 
 // countChunks fills t's counts from the batch's chunks, as committed: read

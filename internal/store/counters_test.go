@@ -8,6 +8,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gridbatch/gridbatch/internal/grid"
+	"github.com/gridbatch/gridbatch/internal/model"
 	"github.com/gridbatch/gridbatch/internal/store"
 	"github.com/gridbatch/gridbatch/internal/testutil"
 )
@@ -70,7 +71,7 @@ func TestCountersFollowEveryChunkTransition(t *testing.T) {
 	r := region(t, "124,33,124.25,33.1", 0.05) // 10 cells: chunks of 3, 3, 3 and 1
 	now := time.Now()
 	b, err := st.InsertBatch(ctx, store.NewBatch{ID: "ph-counters", Kind: grid.KindPH, Region: r, ChunkSize: 3,
-		StartedAt: now, DeadlineAt: now.Add(time.Hour), LockExpiresAt: now.Add(2 * time.Hour)})
+		StartedAt: now, DeadlineAt: now.Add(time.Hour), LockExpiresAt: now.Add(2 * time.Hour), Layout: store.LayoutOf(model.BuiltinSpec(grid.KindPH))})
 	require.NoError(t, err)
 	require.Equal(t, 4, b.TotalChunks)
 	_, err = st.PlanChunks(ctx, b)
@@ -82,7 +83,9 @@ func TestCountersFollowEveryChunkTransition(t *testing.T) {
 		t.Helper()
 		var series []grid.Series
 		for _, id := range r.ChunkIDs(chunk, 3) {
-			series = append(series, grid.Series{GridID: id, Scenario: "ssp126", Values: make([]float64, grid.NumYears)})
+			for _, s := range grid.Scenarios {
+				series = append(series, grid.Series{GridID: id, Scenario: s.Name, Values: make([]float64, grid.NumYears)})
+			}
 		}
 		tr, err := st.WriteChunk(ctx, grid.KindPH, 0.05, grid.FirstYear, series, outcome(chunk), allowEnded)
 		require.NoError(t, err)
@@ -174,7 +177,7 @@ func TestFinishBatchCountsTheRest(t *testing.T) {
 		t.Run(tc.final.Status, func(t *testing.T) {
 			now := time.Now()
 			b, err := db.Store.InsertBatch(ctx, store.NewBatch{ID: "ph-" + tc.final.Status, Kind: grid.KindPH, Region: r,
-				ChunkSize: 3, StartedAt: now, DeadlineAt: now.Add(time.Hour), LockExpiresAt: now.Add(2 * time.Hour)})
+				ChunkSize: 3, StartedAt: now, DeadlineAt: now.Add(time.Hour), LockExpiresAt: now.Add(2 * time.Hour), Layout: store.LayoutOf(model.BuiltinSpec(grid.KindPH))})
 			require.NoError(t, err)
 			_, err = db.Store.PlanChunks(ctx, b)
 			require.NoError(t, err)

@@ -2,15 +2,12 @@ package store
 
 import (
 	"context"
-	"encoding/binary"
-	"errors"
 	"fmt"
-	"math"
 	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/gridbatch/gridbatch/internal/grid"
@@ -45,8 +42,8 @@ type ExportRow struct {
 	Values    []float64
 }
 
-// exportFetch is how many rows one FETCH returns: about 1.4 MiB of 80-year
-// series, so that memory stays bounded and round trips cheap.
+// exportFetch is how many rows (cells) one FETCH returns: about 4 MiB of
+// 3 × 80-year series, so that memory stays bounded and round trips cheap.
 const exportFetch = 2048
 
 // exportBuffers is how many fetched batches of rows are in memory at once:
@@ -56,23 +53,25 @@ const exportBuffers = 3
 // exportSortMem is the work_mem of the export's transaction, and
 // exportSortTimeout the statement_timeout of its first FETCH: the sort of
 // a batch whose own rows are not indexed yet (an unpublished batch) takes
-// about 10 s per 480,000 cells, longer than a statement's usual bound.
+// seconds per 480,000 cells, longer than a statement's usual bound.
 const (
 	exportSortMem     = "64MB"
 	exportSortTimeout = "30min"
 )
 
-// Export streams the rows q selects to fn, in grid_id order, then scenario,
-// reading them through a cursor in one read-only REPEATABLE READ
-// transaction: fn sees one snapshot, and memory stays bounded (a few
+// Export streams the series q selects to fn, in grid_id order, then
+// scenario, reading the rows through a cursor in one read-only REPEATABLE
+// READ transaction: fn sees one snapshot, and memory stays bounded (a few
 // batches of exportFetch rows) however many rows there are. The next batch
 // is fetched while fn works through the last, so PostgreSQL and fn run side
-// by side. Each FETCH is bounded by the connection's statement_timeout, but
-// the first, which may sort the rows of an unpublished batch, by
-// exportSortTimeout. An error of fn
-// stops the stream and is returned as is. A batch that does not exist
-// returns an error wrapping ErrBatchNotFound; one whose rows retention
-// dropped, one wrapping ErrNoSeries.
+// by side. For the published values, each cell's rows come newest
+// publication first, and each scenario's series is taken from the first
+// that has it, as <kind>_timeseries does. Each FETCH is bounded by the
+// connection's statement_timeout, but the first, which may sort the rows
+// of an unpublished batch, by exportSortTimeout. An error of fn stops the
+// stream and is returned as is. A batch that does not exist returns an
+// error wrapping ErrBatchNotFound; one whose rows retention dropped, one
+// wrapping ErrNoSeries.
 func (s *Store) Export(ctx context.Context, q ExportQuery, fn func(ExportRow) error) error {
 	tx, err := s.Pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
 	if err != nil {
@@ -80,18 +79,15 @@ func (s *Store) Export(ctx context.Context, q ExportQuery, fn func(ExportRow) er
 	}
 	// Rollback ends the transaction even once ctx is done.
 	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // read-only: nothing to keep
-	table, err := exportTable(ctx, tx, q)
-	if err != nil {
+	src, err := exportSource(ctx, tx, q)
+	if err != nil || src.query == "" {
 		return err
 	}
 	if _, err := tx.Exec(ctx, `SET LOCAL work_mem = '`+exportSortMem+`'; SET LOCAL statement_timeout = '`+exportSortTimeout+`'`); err != nil {
 		return err
 	}
-	where, args := exportWhere(q)
-	if _, err := tx.Exec(ctx, `DECLARE gridbatch_export NO SCROLL CURSOR FOR
-		SELECT grid_id, scenario, first_year, series FROM `+ident(table)+`
-		WHERE `+where+` ORDER BY grid_id, scenario`, args...); err != nil {
-		return fmt.Errorf("read %s: %w", table, err)
+	if _, err := tx.Exec(ctx, `DECLARE gridbatch_export NO SCROLL CURSOR FOR `+src.query, src.args...); err != nil {
+		return fmt.Errorf("read %s: %w", src.what, err)
 	}
 
 	// The fetcher fills free batches and hands them over full; fn's side
@@ -121,7 +117,7 @@ func (s *Store) Export(ctx context.Context, q ExportQuery, fn func(ExportRow) er
 				_, err = tx.Exec(ctx, `SET LOCAL statement_timeout TO DEFAULT`)
 			}
 			if err != nil {
-				fetched <- fmt.Errorf("read %s: %w", table, err)
+				fetched <- fmt.Errorf("read %s: %w", src.what, err)
 				return
 			}
 			if len(b.rows) > 0 {
@@ -133,16 +129,16 @@ func (s *Store) Export(ctx context.Context, q ExportQuery, fn func(ExportRow) er
 			}
 		}
 	}()
+	c := exportCells{src: src, fn: fn}
 	for b := range full {
-		for _, r := range b.rows {
-			if err = fn(r); err != nil {
-				break
-			}
-		}
+		err = c.take(b)
 		free <- b
 		if err != nil {
 			break
 		}
+	}
+	if err == nil {
+		err = c.flush()
 	}
 	close(stop)
 	for range full { // the fetcher's last batch, if any
@@ -153,19 +149,98 @@ func (s *Store) Export(ctx context.Context, q ExportQuery, fn func(ExportRow) er
 	return err
 }
 
-// exportBatch is the rows of one FETCH; the rows' Values are slices of
-// values, both reused by the next FETCH into the batch.
-type exportBatch struct {
-	rows   []ExportRow
-	values []float64
-	names  map[string]string // scenario names, so that each is one string
+// exportSrc is what Export reads: its query (rows of grid_id, batch_id
+// and series, in grid_id order and, for the published values, newest
+// publication first), the layout of each batch it may return, and the
+// scenario it keeps (all when empty).
+type exportSrc struct {
+	what, query string
+	args        []any
+	layouts     map[string]SeriesLayout
+	scenario    string
 }
 
-// fetch reads the next exportFetch rows of the cursor into b, decoding
-// the binary format directly (pgx's generic array decoder costs as much as
-// PostgreSQL's side of the read).
+// exportSource returns what q reads: the batch's own table, or the
+// published rows of <kind>_results. An empty query selects nothing (a
+// batch without q's scenario).
+func exportSource(ctx context.Context, tx pgx.Tx, q ExportQuery) (exportSrc, error) {
+	src := exportSrc{layouts: map[string]SeriesLayout{}, scenario: q.Scenario}
+	if q.BatchID != "" {
+		table, l, err := batchRowsTable(ctx, tx, q.BatchID)
+		if err != nil {
+			return src, err
+		}
+		if q.Scenario != "" && l.index(q.Scenario) < 0 {
+			return src, nil
+		}
+		src.layouts[q.BatchID] = l
+		where, args := exportWhere(q, "")
+		src.what, src.args = "the rows of batch "+q.BatchID, args
+		src.query = `SELECT grid_id, batch_id, series FROM ` + ident(table) + ` WHERE ` + where + ` ORDER BY grid_id`
+		return src, nil
+	}
+	if _, err := ResultsTable(q.Kind); err != nil {
+		return src, err
+	}
+	rows, err := tx.Query(ctx, `SELECT batch_id, series_names, first_year, years FROM published_batches
+		WHERE kind = $1 AND series_names IS NOT NULL`, q.Kind)
+	if err != nil {
+		return src, err
+	}
+	var id string
+	var l SeriesLayout
+	if _, err := pgx.ForEachRow(rows, []any{&id, &l.Names, &l.FirstYear, &l.Years}, func() error {
+		src.layouts[id] = l
+		return nil
+	}); err != nil {
+		return src, err
+	}
+	where, args := exportWhere(q, "r.")
+	if q.Scenario != "" {
+		args = append(args, q.Scenario)
+		where += ` AND $` + strconv.Itoa(len(args)) + ` = ANY(p.series_names)`
+	}
+	parent := q.Kind + "_results"
+	src.what, src.args = "the published "+q.Kind+" values", args
+	src.query = `SELECT r.grid_id, r.batch_id, r.series FROM ` + ident(parent) + ` r
+		JOIN published_batches p ON p.batch_id = r.batch_id
+		WHERE ` + where + ` ORDER BY r.grid_id, p.published_at DESC`
+	return src, nil
+}
+
+// exportWhere returns the condition and arguments of q's rows, on columns
+// prefixed by prefix. A region is a range of grid ids (its first to its
+// last cell) and a range of columns (grid_id modulo the lattice's
+// columns), so PostgreSQL reads it on each batch's index by grid_id.
+func exportWhere(q ExportQuery, prefix string) (string, []any) {
+	where := prefix + `step = $1`
+	args := []any{q.Step}
+	if r := q.Region; r.Lattice.Cols > 0 {
+		l := r.Lattice
+		args = append(args, l.GridID(r.Row0, r.Col0), l.GridID(r.Row1-1, r.Col1-1), int64(l.Cols), int64(r.Col0), int64(r.Col1-1))
+		where += ` AND ` + prefix + `grid_id BETWEEN $2 AND $3 AND ` + prefix + `grid_id % $4 BETWEEN $5 AND $6`
+	}
+	return where, args
+}
+
+// exportBatch is the rows of one FETCH, their series in one buffer, both
+// reused by the next FETCH into the batch.
+type exportBatch struct {
+	rows  []exportRaw
+	bytes []byte
+	names map[string]string // batch ids, so that each is one string
+}
+
+// exportRaw is one row as fetched: a cell's series of one batch.
+type exportRaw struct {
+	gridID  int64
+	batchID string
+	series  []byte
+}
+
+// fetch reads the next exportFetch rows of the cursor into b.
 func (b *exportBatch) fetch(ctx context.Context, tx pgx.Tx) error {
-	b.rows, b.values = b.rows[:0], b.values[:0]
+	b.rows, b.bytes = b.rows[:0], b.bytes[:0]
 	if b.names == nil {
 		b.names = map[string]string{}
 	}
@@ -174,129 +249,111 @@ func (b *exportBatch) fetch(ctx context.Context, tx pgx.Tx) error {
 		return err
 	}
 	defer rows.Close()
-	raw := rawExportable(rows.FieldDescriptions())
-	var spans [][2]int // each row's values in b.values, which may move as it grows
+	var spans [][2]int // each row's series in b.bytes, which may move as it grows
+	var id int64
+	var batch, series pgtype.DriverBytes
 	for rows.Next() {
-		var r ExportRow
-		start := len(b.values)
-		if raw {
-			v := rows.RawValues()
-			if len(v[0]) != 8 || len(v[2]) != 2 {
-				return fmt.Errorf("export: unexpected binary grid_id or first_year (%d, %d bytes)", len(v[0]), len(v[2]))
-			}
-			r.GridID = int64(binary.BigEndian.Uint64(v[0]))
-			r.FirstYear = int(int16(binary.BigEndian.Uint16(v[2])))
-			name, ok := b.names[string(v[1])]
-			if !ok {
-				name = string(v[1])
-				b.names[name] = name
-			}
-			r.Scenario = name
-			if b.values, err = appendFloat8Array(b.values, v[3]); err != nil {
-				return fmt.Errorf("cell %d %s: %w", r.GridID, r.Scenario, err)
-			}
-		} else {
-			var first int16
-			var vals []float64
-			if err := rows.Scan(&r.GridID, &r.Scenario, &first, &vals); err != nil {
-				return err
-			}
-			r.FirstYear = int(first)
-			b.values = append(b.values, vals...)
+		if err := rows.Scan(&id, &batch, &series); err != nil {
+			return err
 		}
-		spans = append(spans, [2]int{start, len(b.values)})
-		b.rows = append(b.rows, r)
+		name, ok := b.names[string(batch)]
+		if !ok {
+			name = string(batch)
+			b.names[name] = name
+		}
+		start := len(b.bytes)
+		b.bytes = append(b.bytes, series...)
+		spans = append(spans, [2]int{start, len(b.bytes)})
+		b.rows = append(b.rows, exportRaw{gridID: id, batchID: name})
 	}
 	if err := rows.Err(); err != nil {
 		return err
 	}
 	for i, sp := range spans {
-		b.rows[i].Values = b.values[sp[0]:sp[1]:sp[1]]
+		b.rows[i].series = b.bytes[sp[0]:sp[1]:sp[1]]
 	}
 	return nil
 }
 
-// rawExportable reports whether the columns of an export's FETCH come in
-// the formats fetch decodes: int8, text (either format: the same bytes),
-// int2 and float8[], the numbers in binary.
-func rawExportable(fds []pgconn.FieldDescription) bool {
-	want := []uint32{pgtype.Int8OID, pgtype.TextOID, pgtype.Int2OID, pgtype.Float8ArrayOID}
-	if len(fds) != len(want) {
-		return false
-	}
-	for i, fd := range fds {
-		if fd.DataTypeOID != want[i] || (fd.Format != pgtype.BinaryFormatCode && fd.DataTypeOID != pgtype.TextOID) {
-			return false
-		}
-	}
-	return true
+// exportCells turns fetched rows into the series fn gets: a cell's rows
+// (one per batch, newest first) are gathered, then each scenario's series
+// is taken from the first row that has it, in scenario order.
+type exportCells struct {
+	src    exportSrc
+	fn     func(ExportRow) error
+	cell   []exportRaw // the rows of the cell being gathered
+	pick   []exportPick
+	values []float64
 }
 
-// appendFloat8Array appends the elements of a one-dimensional float8[] in
-// the binary format of array_send (see encodeFloat8Array) to dst; a NULL
-// element is NaN, and NULL or an empty array appends nothing.
-func appendFloat8Array(dst []float64, b []byte) ([]float64, error) {
-	if b == nil {
-		return dst, nil
-	}
-	if len(b) < 12 {
-		return dst, fmt.Errorf("float8[] of %d bytes", len(b))
-	}
-	ndim := binary.BigEndian.Uint32(b)
-	if ndim == 0 {
-		return dst, nil
-	}
-	if ndim != 1 || len(b) < 20 || binary.BigEndian.Uint32(b[8:]) != pgtype.Float8OID {
-		return dst, fmt.Errorf("not a one-dimensional float8[] (%d dimensions)", ndim)
-	}
-	n := int(binary.BigEndian.Uint32(b[12:]))
-	b = b[20:]
-	dst = slices.Grow(dst, n)
-	for range n {
-		if len(b) < 4 {
-			return dst, errors.New("float8[] ends early")
-		}
-		size := int32(binary.BigEndian.Uint32(b))
-		b = b[4:]
-		if size == -1 {
-			dst = append(dst, math.NaN())
-			continue
-		}
-		if size != 8 || len(b) < 8 {
-			return dst, fmt.Errorf("float8[] element of %d bytes", size)
-		}
-		dst = append(dst, math.Float64frombits(binary.BigEndian.Uint64(b)))
-		b = b[8:]
-	}
-	return dst, nil
+// exportPick is one series of a cell: which row holds it, and where.
+type exportPick struct {
+	name   string
+	row    int
+	layout SeriesLayout
+	index  int
 }
 
-// exportTable returns the table or view q reads: the batch's own table, or
-// <kind>_timeseries.
-func exportTable(ctx context.Context, tx pgx.Tx, q ExportQuery) (string, error) {
-	if q.BatchID == "" {
-		return ResultsTable(q.Kind)
+// take gathers the rows of b, handing each cell complete to fn; the last
+// cell may go on in the next FETCH, so its rows are copied out of b.
+func (c *exportCells) take(b *exportBatch) error {
+	for _, r := range b.rows {
+		if len(c.cell) > 0 && c.cell[0].gridID != r.gridID {
+			if err := c.flush(); err != nil {
+				return err
+			}
+		}
+		c.cell = append(c.cell, r)
 	}
-	return batchRowsTable(ctx, tx, q.BatchID)
+	// The last cell may go on in the next FETCH: copy its rows out of b,
+	// whose buffer the next FETCH reuses.
+	n := 0
+	for _, r := range c.cell {
+		n += len(r.series)
+	}
+	carry := make([]byte, 0, n)
+	for i, r := range c.cell {
+		start := len(carry)
+		carry = append(carry, r.series...)
+		c.cell[i].series = carry[start:len(carry):len(carry)]
+	}
+	return nil
 }
 
-// exportWhere returns the condition and arguments of q's rows. A region
-// is a range of grid ids (its first to its last cell) and a range of
-// columns (grid_id modulo the lattice's columns); both are conditions on
-// the view's DISTINCT ON columns, so PostgreSQL applies them below it.
-func exportWhere(q ExportQuery) (string, []any) {
-	where := `step = $1`
-	args := []any{q.Step}
-	if r := q.Region; r.Lattice.Cols > 0 {
-		l := r.Lattice
-		args = append(args, l.GridID(r.Row0, r.Col0), l.GridID(r.Row1-1, r.Col1-1), int64(l.Cols), int64(r.Col0), int64(r.Col1-1))
-		where += ` AND grid_id BETWEEN $2 AND $3 AND grid_id % $4 BETWEEN $5 AND $6`
+// flush hands the gathered cell's series to fn.
+func (c *exportCells) flush() error {
+	if len(c.cell) == 0 {
+		return nil
 	}
-	if q.Scenario != "" {
-		args = append(args, q.Scenario)
-		where += ` AND scenario = $` + strconv.Itoa(len(args))
+	c.pick = c.pick[:0]
+	for ri, r := range c.cell {
+		l, ok := c.src.layouts[r.batchID]
+		if !ok {
+			return fmt.Errorf("cell %d: batch %s has no recorded layout", r.gridID, r.batchID)
+		}
+		if err := l.checkRow(r.series); err != nil {
+			return fmt.Errorf("cell %d of batch %s: %w", r.gridID, r.batchID, err)
+		}
+		for i, name := range l.Names {
+			if c.src.scenario != "" && name != c.src.scenario {
+				continue
+			}
+			if slices.ContainsFunc(c.pick, func(p exportPick) bool { return p.name == name }) {
+				continue // a newer publication has it
+			}
+			c.pick = append(c.pick, exportPick{name: name, row: ri, layout: l, index: i})
+		}
 	}
-	return where, args
+	slices.SortFunc(c.pick, func(a, b exportPick) int { return strings.Compare(a.name, b.name) })
+	id := c.cell[0].gridID
+	for _, p := range c.pick {
+		c.values = p.layout.series(c.values[:0], c.cell[p.row].series, p.index)
+		if err := c.fn(ExportRow{GridID: id, Scenario: p.name, FirstYear: p.layout.FirstYear, Values: c.values}); err != nil {
+			return err
+		}
+	}
+	c.cell = c.cell[:0]
+	return nil
 }
 
 // PublishedExtent returns the smallest bbox that holds the bboxes of the

@@ -2,13 +2,13 @@ package store
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/gridbatch/gridbatch/internal/grid"
 )
@@ -22,18 +22,22 @@ import (
 var ErrNoPublication = errors.New("nothing published")
 
 // BatchMapValues calls fn with the grid id and the value of year of every
-// row batch batchID wrote for scenario, published or not, in one query
-// over the batch's own table (series[year - first_year + 1]). A row whose
-// series has no value that year gives NaN. It returns an error wrapping
-// ErrNoSeries when retention dropped the batch's rows, and
-// ErrBatchNotFound.
+// cell batch batchID wrote for scenario, published or not, in one query
+// over the batch's own table (the year's 8 bytes of each row). A batch
+// without that scenario calls fn for no cell; a year outside its series
+// gives NaN. It returns an error wrapping ErrNoSeries when retention
+// dropped the batch's rows, and ErrBatchNotFound.
 func (s *Store) BatchMapValues(ctx context.Context, batchID, scenario string, year int, fn func(gridID int64, v float64)) error {
-	table, err := batchRowsTable(ctx, s.Pool, batchID)
+	table, l, err := batchRowsTable(ctx, s.Pool, batchID)
 	if err != nil {
 		return err
 	}
-	rows, err := s.Pool.Query(ctx, `SELECT grid_id, series[$2::int - first_year + 1] FROM `+ident(table)+` WHERE scenario = $1`,
-		scenario, year)
+	i := l.index(scenario)
+	if i < 0 {
+		return nil
+	}
+	rows, err := s.Pool.Query(ctx, `SELECT grid_id, CASE WHEN $1 THEN substring(series FROM $2 FOR 8) END FROM `+ident(table),
+		year >= l.FirstYear && year < l.FirstYear+l.Years, (i*l.Years+year-l.FirstYear)*8+1)
 	if err != nil {
 		return fmt.Errorf("read the map of batch %s: %w", batchID, err)
 	}
@@ -41,20 +45,22 @@ func (s *Store) BatchMapValues(ctx context.Context, batchID, scenario string, ye
 }
 
 // PublishedMapValues calls fn with the grid id and the value of year of
-// the published row (<kind>_timeseries) of every cell of region r at
-// scenario, in one query. Cells with no published row are left out; a row
-// whose series has no value that year gives NaN.
+// the published series (<kind>_timeseries) of every cell of region r at
+// scenario, in one query. Cells with no published series are left out; a
+// series with no value that year gives NaN.
 func (s *Store) PublishedMapValues(ctx context.Context, kind string, r grid.Region, scenario string, year int, fn func(gridID int64, v float64)) error {
-	view, err := ResultsTable(kind)
-	if err != nil {
+	if _, err := ResultsTable(kind); err != nil {
 		return err
 	}
-	// The bounds are on grid_id, a DISTINCT ON column of the view, so
-	// PostgreSQL applies them under the DISTINCT ON, on each published
-	// batch's (step, grid_id, scenario) index.
+	// For each cell, the row of the batch published last with the
+	// scenario, found on each published batch's index by grid_id.
 	l := r.Lattice
-	rows, err := s.Pool.Query(ctx, `SELECT grid_id, series[$3::int - first_year + 1] FROM `+ident(view)+`
-		WHERE step = $1 AND scenario = $2 AND grid_id BETWEEN $4 AND $5 AND grid_id % $6 BETWEEN $7 AND $8`,
+	rows, err := s.Pool.Query(ctx, `SELECT DISTINCT ON (r.grid_id) r.grid_id,
+			CASE WHEN $3::int - p.first_year BETWEEN 0 AND p.years - 1 THEN
+				substring(r.series FROM ((array_position(p.series_names, $2) - 1) * p.years + $3::int - p.first_year) * 8 + 1 FOR 8) END
+		FROM `+ident(kind+"_results")+` r JOIN published_batches p ON p.batch_id = r.batch_id
+		WHERE r.step = $1 AND $2 = ANY(p.series_names) AND r.grid_id BETWEEN $4 AND $5 AND r.grid_id % $6 BETWEEN $7 AND $8
+		ORDER BY r.grid_id, p.published_at DESC`,
 		l.Step, scenario, year, l.GridID(r.Row0, r.Col0), l.GridID(r.Row1-1, r.Col1-1), int64(l.Cols), r.Col0, r.Col1-1)
 	if err != nil {
 		return fmt.Errorf("read the published map of %s: %w", kind, err)
@@ -62,18 +68,21 @@ func (s *Store) PublishedMapValues(ctx context.Context, kind string, r grid.Regi
 	return scanMap(rows, fn)
 }
 
+// scanMap calls fn for each row of a grid id and a value's 8 big-endian
+// bytes, NULL giving NaN.
 func scanMap(rows pgx.Rows, fn func(gridID int64, v float64)) error {
 	defer rows.Close()
 	var id int64
-	var v pgtype.Float8
+	var b []byte
 	for rows.Next() {
-		if err := rows.Scan(&id, &v); err != nil {
+		if err := rows.Scan(&id, &b); err != nil {
 			return err
 		}
-		if !v.Valid {
-			v.Float64 = math.NaN()
+		v := math.NaN()
+		if len(b) == 8 {
+			v = math.Float64frombits(binary.BigEndian.Uint64(b))
 		}
-		fn(id, v.Float64)
+		fn(id, v)
 	}
 	return rows.Err()
 }

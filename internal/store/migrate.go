@@ -5,6 +5,7 @@ import (
 	"embed"
 	"fmt"
 	"io/fs"
+	"math"
 
 	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/pressly/goose/v3"
@@ -21,6 +22,12 @@ const migrationTable = "gridbatch_schema_migrations"
 // it applied. Concurrent callers are serialised by a PostgreSQL advisory lock
 // (goose's session locker): the first applies, the others find nothing to do.
 func (s *Store) Migrate(ctx context.Context) ([]int64, error) {
+	return s.MigrateTo(ctx, math.MaxInt64)
+}
+
+// MigrateTo is Migrate up to and including version: for tests of a
+// migration, on a schema as an earlier gridbatch left it.
+func (s *Store) MigrateTo(ctx context.Context, version int64) ([]int64, error) {
 	sub, err := fs.Sub(migrations, "migrations")
 	if err != nil {
 		return nil, err
@@ -36,7 +43,7 @@ func (s *Store) Migrate(ctx context.Context) ([]int64, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load migrations: %w", err)
 	}
-	results, err := p.Up(ctx)
+	results, err := p.UpTo(ctx, version)
 	if err != nil {
 		return nil, fmt.Errorf("apply migrations: %w", err)
 	}

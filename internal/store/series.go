@@ -78,31 +78,46 @@ func (s *Store) EnsureResultsTables(ctx context.Context, kinds []string) (create
 	return created, nil
 }
 
-// ReadSeries returns the stored series of kind for the
-// cell gridID of the lattice of step and the given scenario. It returns an
-// error wrapping ErrNoSeries when there is none, and the error of
-// ResultsTable for an unknown kind.
+// ReadSeries returns the published series of kind for the cell gridID of
+// the lattice of step and the given scenario: that of the batch published
+// last that computed it, as <kind>_timeseries shows it. It returns an error
+// wrapping ErrNoSeries when there is none, and the error of ResultsTable
+// for an unknown kind. It reads the cell's rows, not the view, and decodes
+// them here: the view's decoding in SQL is for other readers.
 func (s *Store) ReadSeries(ctx context.Context, kind string, step float64, gridID int64, scenario string) (StoredSeries, error) {
-	table, err := ResultsTable(kind)
-	if err != nil {
+	if _, err := ResultsTable(kind); err != nil {
 		return StoredSeries{}, err
 	}
-	return s.readSeries(ctx, table, kind+" series", step, gridID, scenario)
+	return s.readSeries(ctx, kind+" series", `SELECT r.series, r.batch_id, r.computed_at, p.series_names, p.first_year, p.years
+		FROM `+ident(kind+"_results")+` r JOIN published_batches p ON p.batch_id = r.batch_id
+		WHERE r.step = $1 AND r.grid_id = $2 AND $3 = ANY(p.series_names)
+		ORDER BY p.published_at DESC LIMIT 1`, step, gridID, scenario)
 }
 
-// readSeries reads one cell's series from table (the view of a kind's
-// published values, or a batch's own table); what names it in errors.
-func (s *Store) readSeries(ctx context.Context, table, what string, step float64, gridID int64, scenario string) (StoredSeries, error) {
+// readSeries runs query, which selects a cell's row (series, batch_id,
+// computed_at) and its layout (series_names, first_year, years) given the
+// step ($1), grid id ($2) and scenario ($3), and returns the scenario's
+// series from it; what names the series in errors.
+func (s *Store) readSeries(ctx context.Context, what, query string, step float64, gridID int64, scenario string) (StoredSeries, error) {
 	cell := fmt.Sprintf("%s of cell %d at step %s scenario %s", what, gridID, strconv.FormatFloat(step, 'g', -1, 64), scenario)
 	ss := StoredSeries{Step: step, GridID: gridID, Scenario: scenario}
-	err := s.Pool.QueryRow(ctx, `SELECT first_year, series, batch_id, computed_at FROM `+ident(table)+`
-WHERE step = $1 AND grid_id = $2 AND scenario = $3`, step, gridID, scenario).
-		Scan(&ss.FirstYear, &ss.Values, &ss.BatchID, &ss.ComputedAt)
+	var row []byte
+	var l SeriesLayout
+	err := s.Pool.QueryRow(ctx, query, step, gridID, scenario).
+		Scan(&row, &ss.BatchID, &ss.ComputedAt, &l.Names, &l.FirstYear, &l.Years)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return StoredSeries{}, fmt.Errorf("%s: %w", cell, ErrNoSeries)
 	}
 	if err != nil {
 		return StoredSeries{}, fmt.Errorf("read %s: %w", cell, err)
 	}
+	i := l.index(scenario)
+	if i < 0 {
+		return StoredSeries{}, fmt.Errorf("%s: %w", cell, ErrNoSeries)
+	}
+	if err := l.checkRow(row); err != nil {
+		return StoredSeries{}, fmt.Errorf("read %s: %w", cell, err)
+	}
+	ss.FirstYear, ss.Values = l.FirstYear, l.series(nil, row, i)
 	return ss, nil
 }

@@ -72,10 +72,6 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 	// pgxpool pings a connection idle for over 1 s before handing it out, so a
 	// connection the server terminated is replaced, never handed out; bound the ping.
 	cfg.PingTimeout = 2 * time.Second
-	cfg.AfterConnect = func(_ context.Context, c *pgx.Conn) error {
-		registerCodecs(c.TypeMap())
-		return nil
-	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("open PostgreSQL pool: %w", err)

@@ -8,6 +8,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gridbatch/gridbatch/internal/grid"
+	"github.com/gridbatch/gridbatch/internal/model"
 	"github.com/gridbatch/gridbatch/internal/store"
 )
 
@@ -22,7 +23,8 @@ func StoreBatch(t testing.TB, st *store.Store, id, kind string, m grid.Model, r 
 	defer cancel()
 	now := time.Now()
 	b, err := st.InsertBatch(ctx, store.NewBatch{ID: id, Kind: kind, Region: r, ChunkSize: chunkSize, StartedAt: now,
-		DeadlineAt: now.Add(time.Hour), LockExpiresAt: now.Add(2 * time.Hour), Trigger: "cli"})
+		DeadlineAt: now.Add(time.Hour), LockExpiresAt: now.Add(2 * time.Hour), Trigger: "cli",
+		Layout: store.LayoutOf(model.BuiltinSpec(kind))})
 	require.NoError(t, err)
 	chunks, err := st.PlanChunks(ctx, b)
 	require.NoError(t, err)

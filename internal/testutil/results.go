@@ -3,6 +3,7 @@ package testutil
 import (
 	"context"
 	"math"
+	"slices"
 	"strings"
 	"testing"
 
@@ -26,43 +27,35 @@ func CheckResults(t testing.TB, pool *pgxpool.Pool, kind string, step float64, k
 	return CheckResultsAgainst(t, pool, kind, ref, 0, step, keep)
 }
 
-// CheckResultsAgainst checks every row of kind's results table at step
+// CheckResultsAgainst checks every published series of kind at step
 // against the Go kernel ref: its cell must satisfy keep (nil keeps every
 // cell), its first year must be grid.FirstYear, its scenario one of the
 // kernel's, and each value within rel (relative; 0: exactly equal) of the
-// kernel's for the cell's reference parameters. It returns how many rows it
-// checked.
+// kernel's for the cell's reference parameters. It returns how many series
+// (cell and scenario) it checked.
 func CheckResultsAgainst(t testing.TB, pool *pgxpool.Pool, kind string, ref grid.Model, rel, step float64, keep func(grid.Cell) bool) int {
 	t.Helper()
-	table, err := store.ResultsTable(kind)
-	require.NoError(t, err)
-	return checkRows(t, pool, table, ref, rel, step, keep)
+	return checkRows(t, pool, store.ExportQuery{Kind: kind, Step: step}, ref, rel, keep)
 }
 
-// CheckBatchResults is CheckResultsAgainst for the own rows of batch
+// CheckBatchResults is CheckResultsAgainst for the own series of batch
 // batchID, published or not.
 func CheckBatchResults(t testing.TB, pool *pgxpool.Pool, batchID string, ref grid.Model, rel, step float64, keep func(grid.Cell) bool) int {
 	t.Helper()
-	var table string
-	require.NoError(t, pool.QueryRow(context.Background(), `SELECT results_table FROM batch_runs WHERE id = $1`, batchID).Scan(&table))
-	return checkRows(t, pool, table, ref, rel, step, keep)
+	return checkRows(t, pool, store.ExportQuery{BatchID: batchID, Step: step}, ref, rel, keep)
 }
 
-func checkRows(t testing.TB, pool *pgxpool.Pool, table string, ref grid.Model, rel, step float64, keep func(grid.Cell) bool) int {
+// checkRows reads the series q selects as `enqueuer export` does
+// (store.Export) and checks each against ref.
+func checkRows(t testing.TB, pool *pgxpool.Pool, q store.ExportQuery, ref grid.Model, rel float64, keep func(grid.Cell) bool) int {
 	t.Helper()
 	ctx := context.Background()
-	lat, err := grid.NewLattice(step)
+	lat, err := grid.NewLattice(q.Step)
 	require.NoError(t, err)
-	rows, err := pool.Query(ctx, `SELECT grid_id, scenario, first_year, series FROM `+pgx.Identifier{table}.Sanitize()+` WHERE step = $1`, step)
-	require.NoError(t, err)
-	defer rows.Close()
+	st := &store.Store{Pool: pool}
 	checked := 0
-	for rows.Next() {
-		var id int64
-		var scen string
-		var first int
-		var got []float64
-		require.NoError(t, rows.Scan(&id, &scen, &first, &got))
+	err = st.Export(ctx, q, func(r store.ExportRow) error {
+		id, scen, first, got := r.GridID, r.Scenario, r.FirstYear, r.Values
 		cell, err := lat.CellByID(id)
 		require.NoError(t, err)
 		require.True(t, keep == nil || keep(cell), "unexpected row for cell %d", id)
@@ -88,31 +81,47 @@ func checkRows(t testing.TB, pool *pgxpool.Pool, table string, ref grid.Model, r
 		}
 		require.True(t, found, "scenario %s", scen)
 		checked++
-	}
-	require.NoError(t, rows.Err())
+		return nil
+	})
+	require.NoError(t, err)
 	return checked
 }
 
-// PublishSeries stores rows as the published rows of a batch batchID of
-// kind, as publishing a batch would (a table of its own, attached to
-// <kind>_results, recorded in published_batches), without running one:
-// for tests that read results. batchID needs no batch_runs row.
+// PublishSeries stores rows as the published series of a batch batchID of
+// kind, as publishing a batch would (a table of its own, a row per cell,
+// attached to <kind>_results, recorded in published_batches with its
+// layout), without running one: for tests that read results. The layout
+// is the rows' scenarios in order of appearance, which every cell must
+// have, and the length of their series; batchID needs no batch_runs row.
 func PublishSeries(t testing.TB, pool *pgxpool.Pool, kind, batchID string, rows ...store.StoredSeries) {
 	t.Helper()
 	ctx := context.Background()
+	require.NotEmpty(t, rows)
+	l := store.SeriesLayout{FirstYear: rows[0].FirstYear, Years: len(rows[0].Values)}
+	series := make([]grid.Series, len(rows))
+	for i, r := range rows {
+		if !slices.Contains(l.Names, r.Scenario) {
+			l.Names = append(l.Names, r.Scenario)
+		}
+		series[i] = grid.Series{GridID: r.GridID, Scenario: r.Scenario, Values: r.Values}
+	}
+	ids, cells, err := l.EncodeCells(series)
+	require.NoError(t, err)
 	var table string
 	require.NoError(t, pool.QueryRow(ctx, `SELECT gridbatch_batch_table($1)`, batchID).Scan(&table))
 	parent := pgx.Identifier{kind + "_results"}.Sanitize()
 	tbl := pgx.Identifier{table}.Sanitize()
-	_, err := pool.Exec(ctx, `CREATE TABLE `+tbl+` (LIKE `+parent+` INCLUDING DEFAULTS)`)
+	_, err = pool.Exec(ctx, `CREATE TABLE `+tbl+` (LIKE `+parent+` INCLUDING DEFAULTS)`)
 	require.NoError(t, err)
-	for _, r := range rows {
-		_, err := pool.Exec(ctx, `INSERT INTO `+tbl+` (step, grid_id, scenario, first_year, series, batch_id, computed_at)
-			VALUES ($1, $2, $3, $4, $5, $6, $7)`, r.Step, r.GridID, r.Scenario, r.FirstYear, r.Values, batchID, r.ComputedAt)
+	for i, id := range ids {
+		r := rows[slices.IndexFunc(rows, func(r store.StoredSeries) bool { return r.GridID == id })]
+		_, err := pool.Exec(ctx, `INSERT INTO `+tbl+` (step, grid_id, series, batch_id, computed_at) VALUES ($1, $2, $3, $4, $5)`,
+			r.Step, id, cells[i], batchID, r.ComputedAt)
 		require.NoError(t, err)
 	}
 	_, err = pool.Exec(ctx, `ALTER TABLE `+parent+` ATTACH PARTITION `+tbl+` FOR VALUES IN (`+"'"+strings.ReplaceAll(batchID, "'", "''")+"'"+`)`)
 	require.NoError(t, err)
-	_, err = pool.Exec(ctx, `INSERT INTO published_batches (kind, batch_id) VALUES ($1, $2)`, kind, batchID)
+	_, err = pool.Exec(ctx, `INSERT INTO published_batches (kind, batch_id, series_names, first_year, years) VALUES ($1, $2, $3, $4, $5)`,
+		kind, batchID, l.Names, l.FirstYear, l.Years)
 	require.NoError(t, err)
 }
