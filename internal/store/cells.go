@@ -132,7 +132,7 @@ func (e *MissingInputError) Error() string {
 
 // LoadCells returns the cells ids of the lattice of step with the inputs
 // named (columns of cell_params), in the order of ids, with one query
-// (grid_id = ANY($2)). When some cells have no row in cell_params, or a NULL
+// (an index range scan per run of consecutive ids). When some cells have no row in cell_params, or a NULL
 // in one of the inputs, it returns a *MissingInputError; when cell_params
 // has no column for an input, an *UnknownInputError. An empty ids returns
 // empty Cells without a query.
@@ -147,18 +147,25 @@ func (s *Store) LoadCells(ctx context.Context, step float64, ids []int64, inputs
 	cols := make([]string, len(inputs))
 	notNull := ""
 	for i, in := range inputs {
-		cols[i] = pgx.Identifier{in}.Sanitize()
+		cols[i] = "c." + pgx.Identifier{in}.Sanitize()
 		notNull += " AND " + cols[i] + " IS NOT NULL"
 	}
-	q := `SELECT grid_id, lat, lon`
+	q := `SELECT c.grid_id, c.lat, c.lon`
 	if len(cols) > 0 {
 		q += ", " + strings.Join(cols, ", ")
 	}
-	q += ` FROM cell_params WHERE step = $1 AND grid_id = ANY($2)` + notNull
+	// A chunk's cells are runs of consecutive grid ids (a part of a row of
+	// the lattice, or two): one index range scan per run, not a descent of
+	// the index per cell (grid_id = ANY). Measured on 500 cells of the 0.01
+	// grid: 0.15-0.24 ms against 0.5 ms.
+	q += ` FROM unnest($2::int8[], $3::int8[]) AS r(lo, hi)
+		JOIN cell_params c ON c.step = $1 AND c.grid_id BETWEEN r.lo AND r.hi
+		WHERE true` + notNull
 	where := func(err error) error {
 		return fmt.Errorf("load inputs of %d cells at step %s: %w", len(ids), strconv.FormatFloat(step, 'g', -1, 64), err)
 	}
-	rows, err := s.Pool.Query(ctx, q, step, ids)
+	lo, hi := idRuns(ids)
+	rows, err := s.Pool.Query(ctx, q, step, lo, hi)
 	if err != nil {
 		return c, where(inputError(err, inputs))
 	}
@@ -293,4 +300,20 @@ WHERE step = $1 AND grid_id BETWEEN $2 AND $3 AND grid_id % $4 >= $5 AND grid_id
 		return 0, fmt.Errorf("count seeded cells of bbox %s at step %s: %w", r.BBox, strconv.FormatFloat(l.Step, 'g', -1, 64), err)
 	}
 	return n, nil
+}
+
+// idRuns returns the runs of consecutive ids in ids (in any order, repeats
+// allowed): each run is lo[i]..hi[i], every id of it in ids.
+func idRuns(ids []int64) (lo, hi []int64) {
+	s := slices.Clone(ids)
+	slices.Sort(s)
+	s = slices.Compact(s)
+	for i, id := range s {
+		if i > 0 && id == hi[len(hi)-1]+1 {
+			hi[len(hi)-1] = id
+			continue
+		}
+		lo, hi = append(lo, id), append(hi, id)
+	}
+	return lo, hi
 }

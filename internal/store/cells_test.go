@@ -320,3 +320,13 @@ func BenchmarkSeedCells(b *testing.B) {
 		})
 	}
 }
+
+func TestIDRuns(t *testing.T) {
+	t.Parallel()
+	lo, hi := store.IDRuns([]int64{9, 3, 4, 5, 4, 12, 10, 1})
+	require.Equal(t, []int64{1, 3, 9, 12}, lo)
+	require.Equal(t, []int64{1, 5, 10, 12}, hi)
+	lo, hi = store.IDRuns(nil)
+	require.Empty(t, lo)
+	require.Empty(t, hi)
+}

@@ -1,0 +1,4 @@
+package store
+
+// IDRuns exports idRuns to the tests.
+var IDRuns = idRuns
