@@ -293,8 +293,8 @@ const (
 
 // Classify is the one place that decides what becomes of a failed task run:
 // bad payloads, bad chunks, missing or unknown inputs, a batch that no
-// longer exists and a model's reply of the wrong shape are dead-lettered at
-// once; the open breaker retries without counting; everything else (a
+// longer exists, a model's reply of the wrong shape and series that do not
+// fit the batch's layout (store.ErrLayout) are dead-lettered at once; the open breaker retries without counting; everything else (a
 // timeout, a killed or crashed model process, an exception in the model, a
 // database error) is retried.
 func Classify(err error) Outcome {
@@ -304,7 +304,7 @@ func Classify(err error) Outcome {
 	case errors.Is(err, breaker.ErrOpen):
 		return RetryUncounted
 	case errors.Is(err, ErrPermanent), errors.Is(err, ErrBadChunk), errors.Is(err, model.ErrInvalid),
-		errors.Is(err, store.ErrBatchNotFound), errors.As(err, &missing), errors.As(err, &unknown):
+		errors.Is(err, store.ErrBatchNotFound), errors.Is(err, store.ErrLayout), errors.As(err, &missing), errors.As(err, &unknown):
 		return DeadLetter
 	}
 	return Retry

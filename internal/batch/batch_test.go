@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gridbatch/gridbatch/internal/batch"
+	"github.com/gridbatch/gridbatch/internal/breaker"
 	"github.com/gridbatch/gridbatch/internal/grid"
 	"github.com/gridbatch/gridbatch/internal/store"
 	"github.com/gridbatch/gridbatch/internal/testutil"
@@ -500,4 +501,21 @@ func (f *fixture) exec(sql string, args ...any) {
 	f.t.Helper()
 	_, err := f.db.Pool.Exec(f.ctx, sql, args...)
 	require.NoError(f.t, err, fmt.Sprintf("%s %v", sql, args))
+}
+
+// TestClassify: what no retry can fix is dead-lettered at once, the open
+// breaker retries without counting, the rest is retried.
+func TestClassify(t *testing.T) {
+	t.Parallel()
+	for err, want := range map[error]batch.Outcome{
+		fmt.Errorf("write: %w", store.ErrLayout):         batch.DeadLetter,
+		fmt.Errorf("x: %w", store.ErrBatchNotFound):      batch.DeadLetter,
+		fmt.Errorf("x: %w", batch.ErrPermanent):          batch.DeadLetter,
+		&store.MissingInputError{Step: 0.05, Missing: 1}: batch.DeadLetter,
+		fmt.Errorf("x: %w", breaker.ErrOpen):             batch.RetryUncounted,
+		errors.New("connection reset"):                   batch.Retry,
+		context.DeadlineExceeded:                         batch.Retry,
+	} {
+		require.Equal(t, want, batch.Classify(err), "%v", err)
+	}
 }

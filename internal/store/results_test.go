@@ -70,6 +70,14 @@ func TestWriteChunk(t *testing.T) {
 	require.Zero(t, countRows(ended))
 
 	b := newBatch("running")
+	// Series that do not fit the batch's layout (a scenario short, another
+	// first year) are refused and write nothing; the chunk stays pending.
+	_, err = st.WriteChunk(ctx, grid.KindPH, 0.05, grid.FirstYear, series(0, 2)[1:], store.ChunkOutcome{BatchID: b.ID, Chunk: 0, Attempts: 1}, false)
+	require.ErrorIs(t, err, store.ErrLayout)
+	require.ErrorContains(t, err, "has 2 series, not the 3 of its layout (ssp126, ssp245, ssp585)")
+	_, err = st.WriteChunk(ctx, grid.KindPH, 0.05, grid.FirstYear+1, series(0, 2), store.ChunkOutcome{BatchID: b.ID, Chunk: 0, Attempts: 1}, false)
+	require.ErrorIs(t, err, store.ErrLayout)
+	require.Zero(t, countRows(b))
 	for chunk := range 2 {
 		tr, err := st.WriteChunk(ctx, grid.KindPH, 0.05, grid.FirstYear, series(chunk, 2), store.ChunkOutcome{BatchID: b.ID, Chunk: chunk, Attempts: 1}, false)
 		require.NoError(t, err, "chunk %d", chunk)
