@@ -127,19 +127,14 @@ const liveBatchFrom = `batch_runs b LEFT JOIN LATERAL
 
 func scanBatch(row pgx.Row) (Batch, error) {
 	var b Batch
-	var firstYear, years *int
-	err := row.Scan(&b.ID, &b.Kind, &b.Status, &b.Step, &b.BBox.LonMin, &b.BBox.LatMin, &b.BBox.LonMax,
+	err := row.Scan(append([]any{&b.ID, &b.Kind, &b.Status, &b.Step, &b.BBox.LonMin, &b.BBox.LatMin, &b.BBox.LonMax,
 		&b.BBox.LatMax, &b.ChunkSize, &b.TotalChunks, &b.TotalCells, &b.PlannedChunks, &b.DoneChunks,
 		&b.CompletedChunks, &b.FailedChunks, &b.TimedOutChunks, &b.CancelledChunks, &b.CompletedCells,
 		&b.FailedCells, &b.TimedOutCells, &b.SuccessRate, &b.AvgTaskSeconds, &b.PeakWorkerRSSBytes,
 		&b.DBConnErrors, &b.Trigger, &b.ScheduledFor, &b.Error, &b.StartedAt, &b.DeadlineAt,
-		&b.LockExpiresAt, &b.EndedAt, &b.DurationSeconds, &b.PublishedAt, &b.RowsDroppedAt,
-		&b.Layout.Names, &firstYear, &years)
+		&b.LockExpiresAt, &b.EndedAt, &b.DurationSeconds, &b.PublishedAt, &b.RowsDroppedAt}, b.Layout.scan()...)...)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return b, ErrBatchNotFound
-	}
-	if firstYear != nil && years != nil {
-		b.Layout.FirstYear, b.Layout.Years = *firstYear, *years
 	}
 	return b, err
 }
@@ -317,9 +312,8 @@ func lockBatchForChunk(ctx context.Context, tx pgx.Tx, batchID string) (Transiti
 	var status string
 	var table *string
 	var l SeriesLayout
-	var firstYear, years *int
 	err := tx.QueryRow(ctx, `SELECT status, CASE WHEN rows_dropped_at IS NULL THEN results_table END, series_names, first_year, years
-		FROM batch_runs WHERE id = $1 FOR KEY SHARE`, batchID).Scan(&status, &table, &l.Names, &firstYear, &years)
+		FROM batch_runs WHERE id = $1 FOR KEY SHARE`, batchID).Scan(append([]any{&status, &table}, l.scan()...)...)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return t, "", l, fmt.Errorf("%w: %s", ErrBatchNotFound, batchID)
 	}
@@ -327,10 +321,9 @@ func lockBatchForChunk(ctx context.Context, tx pgx.Tx, batchID string) (Transiti
 		return t, "", l, err
 	}
 	t.BatchRunning = status == StatusRunning
-	if table == nil || firstYear == nil || years == nil {
+	if table == nil {
 		return t, "", l, nil
 	}
-	l.FirstYear, l.Years = *firstYear, *years
 	return t, *table, l, nil
 }
 

@@ -189,7 +189,7 @@ func exportSource(ctx context.Context, tx pgx.Tx, q ExportQuery) (exportSrc, err
 	}
 	var id string
 	var l SeriesLayout
-	if _, err := pgx.ForEachRow(rows, []any{&id, &l.Names, &l.FirstYear, &l.Years}, func() error {
+	if _, err := pgx.ForEachRow(rows, append([]any{&id}, l.scan()...), func() error {
 		src.layouts[id] = l
 		return nil
 	}); err != nil {

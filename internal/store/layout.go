@@ -9,6 +9,7 @@ import (
 
 	"github.com/gridbatch/gridbatch/internal/grid"
 	"github.com/gridbatch/gridbatch/internal/model"
+	"github.com/jackc/pgx/v5/pgtype"
 )
 
 // SeriesLayout is how a batch's own rows hold its series: one row per cell,
@@ -42,6 +43,22 @@ func (l SeriesLayout) series(dst []float64, row []byte, i int) []float64 {
 		dst = append(dst, math.Float64frombits(binary.BigEndian.Uint64(b[8*j:])))
 	}
 	return dst
+}
+
+// scan returns the targets that read the columns series_names,
+// first_year and years into l. NULLs (a batch made before layouts were
+// recorded) leave it zero, which is not valid.
+func (l *SeriesLayout) scan() []any {
+	return []any{&l.Names, (*nullInt)(&l.FirstYear), (*nullInt)(&l.Years)}
+}
+
+// nullInt scans an integer column, NULL as 0.
+type nullInt int
+
+// ScanInt64 implements pgtype.Int64Scanner.
+func (n *nullInt) ScanInt64(v pgtype.Int8) error {
+	*n = nullInt(v.Int64)
+	return nil
 }
 
 // checkRow checks that row, a series column read back, fits the layout.

@@ -73,13 +73,14 @@ func TestOpenBadURLHidesPassword(t *testing.T) {
 func TestMigrateResultsPerCell(t *testing.T) {
 	t.Parallel()
 	ctx := testContext(t)
-	// v1 makes a schema at migration 5 holding batches pub (published) and
-	// own (not), each with cells of the scenarios given.
+	// v1 makes a schema at migration 5 holding batches pub (published),
+	// own (not) and empty (no rows yet), each with cells of the scenarios
+	// given.
 	v1 := func(t *testing.T, cells map[string]map[int64][]string) *testutil.DB {
 		db := testutil.NewEmptyDB(t)
 		_, err := db.Store.MigrateTo(ctx, 5)
 		require.NoError(t, err)
-		for _, id := range []string{"pub", "own"} {
+		for _, id := range []string{"pub", "own", "empty"} {
 			_, err := db.Pool.Exec(ctx, `INSERT INTO batch_runs (id, kind, status, step, lon_min, lat_min, lon_max, lat_max, chunk_size,
 				total_chunks, total_cells, deadline_at, lock_expires_at, results_table, ended_at)
 				VALUES ($1, 'ph', 'partial', 0.05, 124, 33, 125, 34, 10, 1, 3, now(), now(), gridbatch_batch_table($1), now())`, id)
@@ -138,6 +139,13 @@ func TestMigrateResultsPerCell(t *testing.T) {
 	b, err := db.Store.GetBatch(ctx, "own")
 	require.NoError(t, err)
 	require.Equal(t, store.SeriesLayout{Names: []string{"ssp126", "ssp245", "ssp585"}, FirstYear: 2021, Years: 80}, b.Layout)
+	// A batch without rows has no layout to convert: it reads as none
+	// (NULLs), and has no series.
+	b, err = db.Store.GetBatch(ctx, "empty")
+	require.NoError(t, err)
+	require.Equal(t, store.SeriesLayout{}, b.Layout)
+	_, err = db.Store.ReadBatchSeries(ctx, "empty", 0.05, 2, "ssp126")
+	require.ErrorIs(t, err, store.ErrNoSeries)
 	var left int
 	require.NoError(t, db.Pool.QueryRow(ctx, `SELECT count(*) FROM pg_class WHERE relnamespace = to_regnamespace(current_schema())
 		AND (relname LIKE '%\_v1' OR relname LIKE '%\_legacy')`).Scan(&left))

@@ -229,9 +229,8 @@ func batchRowsTable(ctx context.Context, q querier, batchID string) (string, Ser
 	var table *string
 	var dropped *time.Time
 	var l SeriesLayout
-	var firstYear, years *int
 	err := q.QueryRow(ctx, `SELECT results_table, rows_dropped_at, series_names, first_year, years FROM batch_runs WHERE id = $1`, batchID).
-		Scan(&table, &dropped, &l.Names, &firstYear, &years)
+		Scan(append([]any{&table, &dropped}, l.scan()...)...)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return "", l, fmt.Errorf("%w: %s", ErrBatchNotFound, batchID)
 	}
@@ -240,9 +239,6 @@ func batchRowsTable(ctx context.Context, q querier, batchID string) (string, Ser
 	}
 	if table == nil || dropped != nil {
 		return "", l, fmt.Errorf("batch %s's own rows are gone (dropped by retention, GRIDBATCH_KEEP_BATCHES): %w", batchID, ErrNoSeries)
-	}
-	if firstYear != nil && years != nil {
-		l.FirstYear, l.Years = *firstYear, *years
 	}
 	return *table, l, nil
 }

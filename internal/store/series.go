@@ -104,7 +104,7 @@ func (s *Store) readSeries(ctx context.Context, what, query string, step float64
 	var row []byte
 	var l SeriesLayout
 	err := s.Pool.QueryRow(ctx, query, step, gridID, scenario).
-		Scan(&row, &ss.BatchID, &ss.ComputedAt, &l.Names, &l.FirstYear, &l.Years)
+		Scan(append([]any{&row, &ss.BatchID, &ss.ComputedAt}, l.scan()...)...)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return StoredSeries{}, fmt.Errorf("%s: %w", cell, ErrNoSeries)
 	}
