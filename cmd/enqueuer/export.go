@@ -188,6 +188,7 @@ func exportSelection(ctx context.Context, st *store.Store, models *model.Set, ba
 		}
 		box = &b
 	}
+	var batch *store.Batch
 	if batchID != "" {
 		b, err := st.GetBatch(ctx, batchID)
 		switch {
@@ -201,7 +202,7 @@ func exportSelection(ctx context.Context, st *store.Store, models *model.Set, ba
 			return sel, fmt.Errorf("--batch: batch %s's own rows were dropped by retention at %s (GRIDBATCH_KEEP_BATCHES); export the published values with --kind %s",
 				batchID, b.RowsDroppedAt.UTC().Format(time.RFC3339), b.Kind)
 		}
-		kind, step = b.Kind, b.Step
+		kind, step, batch = b.Kind, b.Step, &b
 		if box == nil {
 			box = &b.BBox
 		}
@@ -226,10 +227,14 @@ func exportSelection(ctx context.Context, st *store.Store, models *model.Set, ba
 	if err != nil {
 		return sel, fmt.Errorf("--kind: %w", err)
 	}
-	scenarios := spec.Series
+	series := store.LayoutOf(spec)
+	if batch != nil {
+		series = batch.SeriesOf(spec)
+	}
+	scenarios := series.Names
 	if scenario != "" {
-		if !slices.Contains(spec.Series, scenario) {
-			return sel, fmt.Errorf("--scenario: unknown scenario %q of kind %s (known: %s)", scenario, kind, strings.Join(spec.Series, ", "))
+		if !slices.Contains(series.Names, scenario) {
+			return sel, fmt.Errorf("--scenario: unknown scenario %q of kind %s (known: %s)", scenario, kind, strings.Join(series.Names, ", "))
 		}
 		scenarios = []string{scenario}
 	}
@@ -248,6 +253,6 @@ func exportSelection(ctx context.Context, st *store.Store, models *model.Set, ba
 	attrs["history"] = time.Now().UTC().Format(time.RFC3339) + " enqueuer export"
 	sel.query = store.ExportQuery{BatchID: batchID, Kind: kind, Step: step, Region: r, Scenario: scenario}
 	sel.layout = export.Layout{Kind: kind, Units: spec.Units, LongName: spec.LongName, Region: r, Scenarios: scenarios,
-		FirstYear: spec.FirstYear, Years: spec.Years, Attributes: attrs}
+		FirstYear: series.FirstYear, Years: series.Years, Attributes: attrs}
 	return sel, nil
 }

@@ -37,23 +37,23 @@ const mapMaxCells = 4_000_000
 // mapTimeout bounds drawing one map, its query included.
 const mapTimeout = time.Minute
 
-// mapParams returns the scenario and year of a map: the query's, or the
-// kind's first series and its middle year. Errors are one line naming the
-// bad value and what is allowed.
-func mapParams(q url.Values, spec model.Spec) (scenario string, year int, err error) {
-	scenario = cmp.Or(q.Get("scenario"), spec.Series[0])
-	if !slices.Contains(spec.Series, scenario) {
-		return "", 0, fmt.Errorf("scenario %q: the series of %s are %s", scenario, spec.Kind, strings.Join(spec.Series, ", "))
+// mapParams returns the scenario and year of a map of kind's series l: the
+// query's, or the first series and its middle year. Errors are one line
+// naming the bad value and what is allowed.
+func mapParams(q url.Values, kind string, l store.SeriesLayout) (scenario string, year int, err error) {
+	scenario = cmp.Or(q.Get("scenario"), l.Names[0])
+	if !slices.Contains(l.Names, scenario) {
+		return "", 0, fmt.Errorf("scenario %q: the series of %s are %s", scenario, kind, strings.Join(l.Names, ", "))
 	}
-	first, last := spec.FirstYear, spec.FirstYear+spec.Years-1
-	year = first + (spec.Years-1)/2
+	first, last := l.FirstYear, l.FirstYear+l.Years-1
+	year = first + (l.Years-1)/2
 	if s := q.Get("year"); s != "" {
 		y, err := strconv.Atoi(strings.TrimSpace(s))
 		if err != nil {
 			return "", 0, fmt.Errorf("year %q: want a year from %d to %d", s, first, last)
 		}
 		if y < first || y > last {
-			return "", 0, fmt.Errorf("year %d: the series of %s cover %d to %d", y, spec.Kind, first, last)
+			return "", 0, fmt.Errorf("year %d: the series of %s cover %d to %d", y, kind, first, last)
 		}
 		year = y
 	}
@@ -96,7 +96,7 @@ func (s *Server) batchMap(w http.ResponseWriter, r *http.Request) {
 		s.mapError(w, r, fmt.Errorf("batch %s: %w; start the monitor with the models file that declares it", b.ID, err))
 		return
 	}
-	scenario, year, err := mapParams(r.URL.Query(), spec)
+	scenario, year, err := mapParams(r.URL.Query(), b.Kind, b.SeriesOf(spec))
 	if err != nil {
 		s.mapError(w, r, badRequest{err})
 		return
@@ -151,7 +151,7 @@ func (s *Server) kindMap(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	scenario, year, err := mapParams(q, spec)
+	scenario, year, err := mapParams(q, spec.Kind, store.LayoutOf(spec))
 	if err != nil {
 		s.mapError(w, r, badRequest{err})
 		return
@@ -301,11 +301,12 @@ func (s *Server) batchMapView(b store.Batch, q url.Values) mapView {
 	if err != nil {
 		return mapView{Note: "No map: " + err.Error() + "; the monitor reads the models file (GRIDBATCH_MODELS_FILE) that declares it."}
 	}
-	v := mapView{Scenarios: spec.Series, FirstYear: spec.FirstYear, LastYear: spec.FirstYear + spec.Years - 1}
-	v.Scenario, v.Year, err = mapParams(q, spec)
+	series := b.SeriesOf(spec)
+	v := mapView{Scenarios: series.Names, FirstYear: series.FirstYear, LastYear: series.FirstYear + series.Years - 1}
+	v.Scenario, v.Year, err = mapParams(q, b.Kind, series)
 	if err != nil {
 		v.Error = "Map: " + err.Error()
-		v.Scenario, v.Year, _ = mapParams(nil, spec)
+		v.Scenario, v.Year, _ = mapParams(nil, b.Kind, series)
 		return v
 	}
 	params := url.Values{"scenario": {v.Scenario}, "year": {strconv.Itoa(v.Year)}}

@@ -15,6 +15,8 @@ import (
 
 	"github.com/gridbatch/gridbatch/internal/grid"
 	"github.com/gridbatch/gridbatch/internal/gridmap"
+	"github.com/gridbatch/gridbatch/internal/model"
+	"github.com/gridbatch/gridbatch/internal/monitor"
 	"github.com/gridbatch/gridbatch/internal/store"
 	"github.com/gridbatch/gridbatch/internal/testutil"
 )
@@ -288,4 +290,30 @@ func TestKindMap(t *testing.T) {
 			require.Equal(t, 1, strings.Count(body, "\n"), "one line: %s", body)
 		}
 	})
+}
+
+// TestBatchMapUsesTheBatchSeries: a batch's map offers and draws the
+// series the batch recorded when it was made, though the models file now
+// declares others for its kind.
+func TestBatchMapUsesTheBatchSeries(t *testing.T) {
+	t.Parallel()
+	spec := model.BuiltinSpec(grid.KindPH)
+	spec.Command, spec.Series, spec.FirstYear, spec.Years = []string{"/bin/true"}, []string{"low", "high"}, 2031, 20
+	models := model.New()
+	require.NoError(t, models.Add(spec, nil))
+	e := start(t, func(c *monitor.Config) { c.Models = models })
+	m := newMapBatch(t, e.db, "ph-20261122-000000-map003")
+
+	resp, body := get(t, e.url+"/batches/"+m.ID+"/map", user, password)
+	img := decodeMap(t, resp, body, m.layout)
+	require.Equal(t, gridmap.Viridis(1), pixel(t, img, m.layout, m.north), "ssp126 is hottest in the north")
+	_, explicit := get(t, e.url+"/batches/"+m.ID+"/map?scenario=ssp126&year=2060", user, password)
+	require.Equal(t, body, explicit, "the defaults are the batch's ssp126 and 2060")
+	resp, body = get(t, e.url+"/batches/"+m.ID+"/map?scenario=low", user, password)
+	require.Equal(t, http.StatusBadRequest, resp.StatusCode)
+	require.Equal(t, "400 Bad Request: scenario \"low\": the series of ph are ssp126, ssp245, ssp585\n", body)
+
+	_, page := get(t, e.url+"/batches/"+m.ID, user, password)
+	require.Contains(t, page, `<option value="ssp126" selected>ssp126</option><option value="ssp245">ssp245</option>`)
+	require.Contains(t, page, `name="year" value="2060" min="2021" max="2100"`)
 }

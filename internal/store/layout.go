@@ -118,3 +118,13 @@ func (l SeriesLayout) EncodeCells(series []grid.Series) ([]int64, [][]byte, erro
 func LayoutOf(s model.Spec) SeriesLayout {
 	return SeriesLayout{Names: s.Series, FirstYear: s.FirstYear, Years: s.Years}
 }
+
+// SeriesOf returns the series batch b computed: those it recorded when it
+// was made (the models file may declare others for its kind since), or,
+// for a batch made before layouts were recorded, spec's.
+func (b Batch) SeriesOf(spec model.Spec) SeriesLayout {
+	if b.Layout.valid() {
+		return b.Layout
+	}
+	return LayoutOf(spec)
+}
