@@ -82,6 +82,7 @@ func runResults(ctx context.Context, e *env, args []string) error {
 	}
 	defer st.Close()
 	step := cfg.Batch.Step
+	var batch *store.Batch
 	if batchID != "" {
 		b, err := st.GetBatch(ctx, batchID)
 		switch {
@@ -92,9 +93,9 @@ func runResults(ctx context.Context, e *env, args []string) error {
 		case kind != "" && kind != b.Kind:
 			return fmt.Errorf("--kind %s: batch %s is of kind %s", kind, batchID, b.Kind)
 		}
-		kind, step = b.Kind, b.Step
+		kind, step, batch = b.Kind, b.Step, &b
 	}
-	cell, l, err := resultsCell(e.models, step, kind, scenario, lat, lon)
+	cell, l, err := resultsCell(e.models, batch, step, kind, scenario, lat, lon)
 	if err != nil {
 		return err
 	}
@@ -147,8 +148,9 @@ func runResults(ctx context.Context, e *env, args []string) error {
 }
 
 // resultsCell checks the arguments of results and returns the cell of the
-// lattice of step that contains the point lat, lon.
-func resultsCell(models *model.Set, step float64, kind, scenario, lat, lon string) (grid.Cell, grid.Lattice, error) {
+// lattice of step that contains the point lat, lon. With a batch, the
+// scenario must be one the batch computed (Batch.SeriesOf).
+func resultsCell(models *model.Set, batch *store.Batch, step float64, kind, scenario, lat, lon string) (grid.Cell, grid.Lattice, error) {
 	if kind == "" {
 		return grid.Cell{}, grid.Lattice{}, fmt.Errorf("--kind is required: one of %s (see --help)", strings.Join(models.Kinds(), ", "))
 	}
@@ -157,6 +159,9 @@ func resultsCell(models *model.Set, step float64, kind, scenario, lat, lon strin
 		return grid.Cell{}, grid.Lattice{}, fmt.Errorf("--kind: %w", err)
 	}
 	known := spec.Series
+	if batch != nil {
+		known = batch.SeriesOf(spec).Names
+	}
 	switch {
 	case scenario == "":
 		return grid.Cell{}, grid.Lattice{}, fmt.Errorf("--scenario is required: one of %s (see --help)", strings.Join(known, ", "))

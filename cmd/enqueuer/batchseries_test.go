@@ -52,3 +52,20 @@ func TestExportSelectionOfABatchUsesItsLayout(t *testing.T) {
 	require.Equal(t, []string{"low", "high"}, sel.layout.Scenarios)
 	require.Equal(t, [2]int{2031, 20}, [2]int{sel.layout.FirstYear, sel.layout.Years})
 }
+
+// TestResultsCellOfABatchKnowsItsSeries: results --batch takes a scenario
+// the batch computed, whatever the models file declares for its kind now.
+func TestResultsCellOfABatchKnowsItsSeries(t *testing.T) {
+	t.Parallel()
+	spec := model.BuiltinSpec("heat")
+	spec.Command, spec.Series = []string{"/bin/true"}, []string{"low", "high"}
+	models := model.New()
+	require.NoError(t, models.Add(spec, nil))
+	b := &store.Batch{Kind: "heat", Layout: store.LayoutOf(model.BuiltinSpec("heat"))}
+	_, _, err := resultsCell(models, b, 0.05, "heat", "ssp245", "37.53", "127.02")
+	require.NoError(t, err)
+	_, _, err = resultsCell(models, b, 0.05, "heat", "low", "37.53", "127.02")
+	require.EqualError(t, err, `--scenario: unknown scenario "low" (known: ssp126, ssp245, ssp585)`)
+	_, _, err = resultsCell(models, nil, 0.05, "heat", "low", "37.53", "127.02")
+	require.NoError(t, err, "the published values: the declared series")
+}
