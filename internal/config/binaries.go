@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"os"
 	"runtime"
 	"strings"
 	"time"
@@ -64,6 +65,11 @@ type Worker struct {
 	// cells/s by 5–8% for ~12 MiB more peak RSS (BENCHMARKS.md). The special
 	// value -1 leaves GOGC in charge. Defaults to 400.
 	GCPercent int
+	// ModelUser is the account the model processes run as: a user name, a
+	// uid, or uid:gid. Defaults to nobody when the worker runs as root;
+	// otherwise to empty, the worker's own user (a worker that is not root
+	// can run models only as itself).
+	ModelUser string
 }
 
 // Bind registers the worker's flags on s.
@@ -85,6 +91,15 @@ func (c *Worker) Bind(s *Set) {
 	s.Duration(&c.DLQSweepInterval, "dlq-sweep-interval", "GRIDBATCH_DLQ_SWEEP_INTERVAL", 30*time.Second, "how often the archives are swept for dead letters no handler recorded")
 	s.Bool(&c.Pprof, "pprof", "GRIDBATCH_PPROF", false, "serve net/http/pprof under /debug/pprof/ on the HTTP address")
 	s.Int(&c.GCPercent, "gc-percent", "GRIDBATCH_GC_PERCENT", 400, "Go GC target percentage, in place of GOGC's (-1: leave GOGC in charge)")
+	s.String(&c.ModelUser, "model-user", "GRIDBATCH_MODEL_USER", defaultModelUser(), "`user` (name, uid or uid:gid) the model processes run as; empty: the worker's own (default nobody when the worker is root)")
+}
+
+// defaultModelUser is nobody when the worker runs as root, else empty.
+func defaultModelUser() string {
+	if os.Geteuid() == 0 {
+		return "nobody"
+	}
+	return ""
 }
 
 // Validate reports the first bad setting, naming its variable.

@@ -2,6 +2,7 @@ package config
 
 import (
 	"bytes"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -28,6 +29,11 @@ func TestWorkerDefaultsEnvAndFlags(t *testing.T) {
 	require.Equal(t, 10*time.Second, c.RetryBase, "default")
 	require.Equal(t, DefaultRedisURL, c.RedisURL)
 	require.Equal(t, DefaultDatabaseURL, c.DatabaseURL)
+	if os.Geteuid() == 0 {
+		require.Equal(t, "nobody", c.ModelUser, "a root worker runs models as nobody")
+	} else {
+		require.Empty(t, c.ModelUser, "as the worker itself")
+	}
 }
 
 func TestBadValuesNameTheVariable(t *testing.T) {

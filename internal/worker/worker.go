@@ -80,6 +80,10 @@ func Run(ctx context.Context, cfg config.Worker, stderr io.Writer, opts ...Optio
 			return err
 		}
 	}
+	modelUser, err := process.LookupUser(cfg.ModelUser)
+	if err != nil {
+		return fmt.Errorf("GRIDBATCH_MODEL_USER: %w", err)
+	}
 	rdb, err := cli.OpenRedis(ctx, cfg.RedisURL, log)
 	if err != nil {
 		return err
@@ -94,7 +98,7 @@ func Run(ctx context.Context, cfg config.Worker, stderr io.Writer, opts ...Optio
 	// The model processes: started on demand, killed at their chunk's end
 	// of life, and all ended when the worker stops (after the asynq server,
 	// so in-flight chunks are killed through their contexts first).
-	procs := process.New(models, log, process.Config{Concurrency: cfg.Concurrency})
+	procs := process.New(models, log, process.Config{Concurrency: cfg.Concurrency, User: modelUser})
 	defer procs.Close()
 
 	client := asynq.NewClientFromRedisClient(rdb)

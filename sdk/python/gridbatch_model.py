@@ -131,6 +131,7 @@ _TYPE_NAMES = {HELLO: "HELLO", READY: "READY", CHUNK: "CHUNK", RESULT: "RESULT",
 
 _HEADER = struct.Struct("<IIQ")  # type, meta_len, data_len
 _MAX_META = 64 << 20  # a larger meta means the stream is out of step
+_MAX_REPLY_META = 16 << 10  # the worker kills a model whose reply meta is larger
 
 # The values check() uses when the caller does not say.
 _DEFAULT_INPUTS = ("mu0", "sigma", "xi")
@@ -259,7 +260,9 @@ class _Channel:
 
     def write(self, ftype, meta, data=None):
         """Send one frame; data is a C-contiguous little-endian array or None."""
-        raw = json.dumps(meta, ensure_ascii=True, allow_nan=False).encode("ascii")
+        raw = _encode(meta)
+        if len(raw) > _MAX_REPLY_META:
+            raw = _encode(_shrunk(meta))
         body = b"" if data is None else memoryview(data.reshape(-1).view(np.uint8))
         try:
             _write_all(self._wfd, _HEADER.pack(ftype, len(raw), len(body)) + raw)
@@ -268,6 +271,22 @@ class _Channel:
         except BrokenPipeError:
             _log("the worker closed the reply pipe; stopping")
             raise _Stop(None)
+
+
+def _encode(meta):
+    return json.dumps(meta, ensure_ascii=True, allow_nan=False).encode("ascii")
+
+
+def _shrunk(meta):
+    """meta cut to fit _MAX_REPLY_META: the traceback keeps its end, the
+    message and type their start (the whole traceback went to stderr)."""
+    meta = dict(meta)
+    for key, keep_end in (("traceback", True), ("message", False), ("type", False)):
+        text = meta.get(key)
+        while isinstance(text, str) and text and len(_encode(meta)) > _MAX_REPLY_META:
+            text = text[(len(text) + 1) // 2:] if keep_end else text[:len(text) // 2]
+            meta[key] = ("[cut] " + text) if keep_end else (text + " [cut]")
+    return meta
 
 
 def _write_all(fd, buf):

@@ -575,5 +575,26 @@ class CheckTest(unittest.TestCase):
         self.assertEqual(seen["a"].dtype, np.dtype("<f8"))
 
 
+class ReplyMetaTest(unittest.TestCase):
+    """A reply's meta fits the worker's cap (16 KiB): a long ERROR is cut, not refused."""
+
+    def setUp(self):
+        import gridbatch_model
+        self.g = gridbatch_model
+
+    def test_long_error_keeps_the_traceback_end_and_the_message_start(self):
+        meta = {"type": "ValueError", "message": "bad cell " + "x" * 9000, "traceback": "line\n" * 5000 + "the end"}
+        raw = self.g._encode(self.g._shrunk(meta))
+        self.assertLessEqual(len(raw), self.g._MAX_REPLY_META)
+        cut = json.loads(raw)
+        self.assertEqual(cut["type"], "ValueError")
+        self.assertTrue(cut["traceback"].startswith("[cut] ") and cut["traceback"].endswith("the end"))
+        self.assertTrue(cut["message"].startswith("bad cell "))
+
+    def test_anything_fits_even_escaped(self):
+        meta = {"type": "T" * 40000, "message": "\u00e9" * 50000, "traceback": "\u00e9" * 100000}
+        self.assertLessEqual(len(self.g._encode(self.g._shrunk(meta))), self.g._MAX_REPLY_META)
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -35,6 +35,7 @@ type proc struct {
 	repBuf *bufio.Reader
 	buf    []byte
 
+	home     string        // its HOME, removed once it has been reaped
 	exited   chan struct{} // closed once the process has been reaped
 	exitDesc string        // how it ended, once exited is closed
 	killOnce sync.Once
@@ -44,11 +45,16 @@ type proc struct {
 }
 
 // startProc starts spec's command under the supervisor at shimPath (none
-// when empty) and shakes hands with it within startTimeout.
-func startProc(ctx context.Context, spec model.Spec, shimPath string, startTimeout time.Duration, log *slog.Logger) (*proc, error) {
+// when empty), as u (nil: as the worker), and shakes hands with it within
+// startTimeout.
+func startProc(ctx context.Context, spec model.Spec, shimPath string, u *User, startTimeout time.Duration, log *slog.Logger) (*proc, error) {
 	argv := spec.Command
 	if shimPath != "" {
 		argv = append([]string{shimPath, shimArg}, spec.Command...)
+	}
+	home, err := makeHome(spec.Kind, u)
+	if err != nil {
+		return nil, err
 	}
 	var closeAfterStart, closeOnError []*os.File
 	pipe := func() (r, w *os.File, err error) {
@@ -62,6 +68,7 @@ func startProc(ctx context.Context, spec model.Spec, shimPath string, startTimeo
 		for _, f := range closeOnError {
 			_ = f.Close()
 		}
+		_ = os.RemoveAll(home)
 		return nil, err
 	}
 	reqR, reqW, err := pipe()
@@ -83,17 +90,17 @@ func startProc(ctx context.Context, spec model.Spec, shimPath string, startTimeo
 	closeAfterStart = append(closeAfterStart, reqR, repW, outW, errW)
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Dir = spec.Workdir
-	cmd.Env = append(os.Environ(), "GRIDBATCH_MODEL_FDS=3,4", "GRIDBATCH_MODEL_KIND="+spec.Kind,
-		"GRIDBATCH_MODEL_PROTOCOL="+strconv.Itoa(protocolVersion), parentEnv+"="+strconv.Itoa(os.Getpid()))
-	for _, k := range sortedKeys(spec.Env) {
-		cmd.Env = append(cmd.Env, k+"="+spec.Env[k])
-	}
+	// Nothing of the worker's environment but the allow-list (contain.go).
+	cmd.Env = modelEnv(spec, home, os.Environ())
 	cmd.Stdout, cmd.Stderr = outW, errW
 	cmd.ExtraFiles = []*os.File{reqR, repW}
 	// The group is what a kill hits. Without a supervisor the model itself
-	// dies with the worker; with one, the supervisor is told (SIGTERM) and
-	// kills the group, grandchildren included.
-	attr := &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	// dies with the worker, and runs as u from the start; with one, the
+	// supervisor is told (SIGTERM) and kills the group and every process
+	// descended from it, and the supervisor keeps the worker's user (so the
+	// model, as u, can neither signal nor trace it) and starts the model as
+	// u.
+	attr := &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL, Credential: u.credential()}
 	var statusR *os.File
 	if shimPath != "" {
 		var statusW *os.File
@@ -103,7 +110,13 @@ func startProc(ctx context.Context, spec model.Spec, shimPath string, startTimeo
 		}
 		cmd.ExtraFiles = append(cmd.ExtraFiles, statusW)
 		closeAfterStart = append(closeAfterStart, statusW)
-		attr.Pdeathsig = syscall.SIGTERM
+		attr.Pdeathsig, attr.Credential = syscall.SIGTERM, nil
+		cmd.Env = append(cmd.Env, parentEnv+"="+strconv.Itoa(os.Getpid()))
+		if u != nil {
+			cmd.Env = append(cmd.Env, fmt.Sprintf("%s=%d:%d", userEnv, u.UID, u.GID))
+		}
+	} else {
+		closeOnExecAbove(2)
 	}
 	cmd.SysProcAttr = attr
 	if err := cmd.Start(); err != nil {
@@ -113,7 +126,7 @@ func startProc(ctx context.Context, spec model.Spec, shimPath string, startTimeo
 		_ = f.Close()
 	}
 	p := &proc{spec: spec, log: log, cmd: cmd, pgid: cmd.Process.Pid, req: reqW, reqBuf: bufio.NewWriterSize(reqW, 1<<16),
-		rep: repR, repBuf: bufio.NewReaderSize(repR, 1<<16), exited: make(chan struct{})}
+		rep: repR, repBuf: bufio.NewReaderSize(repR, 1<<16), home: home, exited: make(chan struct{})}
 	p.pid.Store(int64(cmd.Process.Pid))
 	var streams sync.WaitGroup
 	streams.Add(2)
@@ -134,13 +147,17 @@ func startProc(ctx context.Context, spec model.Spec, shimPath string, startTimeo
 			}
 		}
 		p.exitDesc = desc
+		_ = os.RemoveAll(p.home)
 		close(p.exited)
 		streams.Wait()
 	}()
+	if spec.MemoryLimit > 0 {
+		go p.meter()
+	}
 
 	hctx, cancel := context.WithTimeout(ctx, startTimeout)
 	defer cancel()
-	f, err := p.roundTrip(hctx, frameHello, helloMeta{Protocol: protocolVersion, Kind: spec.Kind, Inputs: spec.Inputs,
+	f, err := p.roundTrip(hctx, 0, frameHello, helloMeta{Protocol: protocolVersion, Kind: spec.Kind, Inputs: spec.Inputs,
 		Series: spec.Series, FirstYear: spec.FirstYear, Years: spec.Years}, nil)
 	if err != nil {
 		if hctx.Err() != nil && ctx.Err() == nil {
@@ -179,7 +196,17 @@ func (p *proc) compute(ctx context.Context, chunk string, c model.Cells) ([]floa
 	for _, in := range c.Inputs {
 		data = append(data, float64Bytes(in))
 	}
-	f, err := p.roundTrip(ctx, frameChunk, chunkMeta{Chunk: chunk, N: n, Columns: cols}, data...)
+	// The one reply size that can be right: anything larger is refused
+	// before it is read (roundTrip).
+	want := []int{n, len(p.spec.Series), p.spec.Years}
+	size := uint64(n) * uint64(want[1]) * uint64(want[2]) * 8
+	f, err := p.roundTrip(ctx, size, frameChunk, chunkMeta{Chunk: chunk, N: n, Columns: cols}, data...)
+	if tooBig := (*sizeError)(nil); errors.As(err, &tooBig) {
+		if tooBig.part == "data" {
+			err = fmt.Errorf("%w; the chunk's %s float64 values are %d bytes", err, shape(want), size)
+		}
+		return nil, fmt.Errorf("%w: %w", err, model.ErrInvalid)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -197,22 +224,23 @@ func (p *proc) compute(ctx context.Context, chunk string, c model.Cells) ([]floa
 		p.kill("protocol violation")
 		return nil, fmt.Errorf("model's RESULT meta %q: %v", f.meta, err)
 	}
-	want := []int{n, len(p.spec.Series), p.spec.Years}
 	if m.DType != "float64" || !slices.Equal(m.Shape, want) {
 		return nil, fmt.Errorf("model replied a %s array of shape %s; want float64 of shape %s (cells, series, years): %w",
 			m.DType, shape(m.Shape), shape(want), model.ErrInvalid)
 	}
-	if len(f.data) != n*want[1]*want[2]*8 {
+	if uint64(len(f.data)) != size {
 		p.kill("protocol violation")
-		return nil, fmt.Errorf("model's RESULT of shape %s carries %d bytes, want %d: %w", shape(want), len(f.data), n*want[1]*want[2]*8, model.ErrInvalid)
+		return nil, fmt.Errorf("model's RESULT of shape %s carries %d bytes, want %d: %w", shape(want), len(f.data), size, model.ErrInvalid)
 	}
 	return decodeFloat64s(f.data), nil
 }
 
-// roundTrip writes a frame and reads the reply, bounded by ctx. When ctx
-// ends first, or the process dies, it kills the process group, waits for it
-// (at most a second) and returns why.
-func (p *proc) roundTrip(ctx context.Context, typ uint32, meta any, data ...[]byte) (frame, error) {
+// roundTrip writes a frame and reads the reply, bounded by ctx. A reply
+// whose data would be over maxData bytes, or whose meta over maxMeta, is
+// not read: the process is killed and the error (a *sizeError) names both
+// sizes. When ctx ends first, or the process dies, it kills the
+// process group, waits for it (at most a second) and returns why.
+func (p *proc) roundTrip(ctx context.Context, maxData uint64, typ uint32, meta any, data ...[]byte) (frame, error) {
 	type reply struct {
 		f   frame
 		err error
@@ -224,21 +252,20 @@ func (p *proc) roundTrip(ctx context.Context, typ uint32, meta any, data ...[]by
 			ch <- reply{err: err}
 			return
 		}
-		f, err := readFrame(p.repBuf, p.buf)
+		f, err := readFrame(p.repBuf, p.buf, maxData)
 		if err == nil && cap(f.data) > cap(p.buf) {
 			p.buf = f.data
 		}
 		ch <- reply{f, err}
 	}()
-	var tick <-chan time.Time
-	if p.spec.MemoryLimit > 0 {
-		t := time.NewTicker(memoryPoll)
-		defer t.Stop()
-		tick = t.C
-	}
 	for {
 		select {
 		case r := <-ch:
+			var tooBig *sizeError
+			if errors.As(r.err, &tooBig) {
+				p.kill("protocol violation: " + tooBig.Error())
+				return frame{}, fmt.Errorf("model process (pid %d) killed: %w", p.pid.Load(), tooBig)
+			}
 			if r.err != nil {
 				select { // a broken pipe is the process dying: say how
 				case <-p.exited:
@@ -260,27 +287,45 @@ func (p *proc) roundTrip(ctx context.Context, typ uint32, meta any, data ...[]by
 			p.kill(why)
 			<-ch
 			return frame{}, fmt.Errorf("model process (pid %d) killed: %s: %w", p.pid.Load(), why, ctx.Err())
-		case <-tick:
-			if rss := groupRSS(p.pgid); rss > p.spec.MemoryLimit {
-				why := fmt.Sprintf("memory limit: RSS %d MiB over %d MiB", rss>>20, p.spec.MemoryLimit>>20)
-				p.kill(why)
-				<-ch
-				return frame{}, fmt.Errorf("model process (pid %d) killed: %s", p.pid.Load(), why)
+		}
+	}
+}
+
+// memoryPoll is how often a process tree's RSS is read.
+const memoryPoll = 200 * time.Millisecond
+
+// meter reads the RSS of the process tree every memoryPoll for as long as
+// the process lives, computing or idle between chunks, and kills it over
+// its memory limit. The tree is the process group and every process
+// descended from its leader (treeRSS), so a grandchild that left the group
+// with setsid() counts all the same. A chunk waiting for the process's
+// reply then fails with the reason (roundTrip).
+func (p *proc) meter() {
+	t := time.NewTicker(memoryPoll)
+	defer t.Stop()
+	for {
+		select {
+		case <-p.exited:
+			return
+		case <-t.C:
+			if rss := treeRSS(p.pgid); rss > p.spec.MemoryLimit {
+				p.kill(fmt.Sprintf("memory limit: RSS %d MiB over %d MiB", rss>>20, p.spec.MemoryLimit>>20))
+				return
 			}
 		}
 	}
 }
 
-// memoryPoll is how often a computing process tree's RSS is read.
-const memoryPoll = 200 * time.Millisecond
-
-// kill SIGKILLs the process group, closes the pipes (so a blocked read or
-// write returns) and waits up to a second for the process to be reaped.
+// kill SIGKILLs every process descended from the group's leader, then the
+// group (the leader last, so that under a supervisor an orphan is still
+// its descendant when found), closes the pipes (so a blocked read or write
+// returns) and waits up to a second for the process to be reaped.
 func (p *proc) kill(why string) {
 	p.killOnce.Do(func() {
 		p.killMu.Lock()
 		p.killed = why
 		p.killMu.Unlock()
+		killTree(p.pgid)
 		_ = syscall.Kill(-p.pgid, syscall.SIGKILL)
 		_ = p.req.Close()
 		_ = p.rep.Close()

@@ -67,7 +67,11 @@ func newEnv(t *testing.T, behaviour string, tweak func(*model.Spec), args ...str
 	require.NoError(t, err)
 	buf := &syncBuffer{}
 	log := slog.New(slog.NewTextHandler(buf, nil))
-	rt := process.New(set, log, process.Config{Concurrency: 1, MinBackoff: 300 * time.Millisecond, MaxBackoff: time.Second, StartTimeout: 20 * time.Second})
+	// As the worker: under the model user (nobody, when the tests run as root).
+	u, err := process.LookupUser(modelUser())
+	require.NoError(t, err)
+	rt := process.New(set, log, process.Config{Concurrency: 1, MinBackoff: 300 * time.Millisecond, MaxBackoff: time.Second,
+		StartTimeout: 20 * time.Second, User: u})
 	e := &env{t: t, rt: rt, spec: spec, marker: marker, log: buf}
 	t.Cleanup(func() {
 		rt.Close()
@@ -331,6 +335,14 @@ func TestCloseEndsEveryProcess(t *testing.T) {
 	require.NotEmpty(t, e.alive())
 	e.rt.Close()
 	e.waitGone(3 * time.Second)
+}
+
+// modelUser is the worker's default GRIDBATCH_MODEL_USER.
+func modelUser() string {
+	if os.Geteuid() == 0 {
+		return "nobody"
+	}
+	return ""
 }
 
 func itoa(v int64) string { return strconv.FormatInt(v, 10) }

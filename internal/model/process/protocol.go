@@ -22,12 +22,11 @@ const (
 // protocolVersion is the version this worker speaks.
 const protocolVersion = 1
 
-// maxMeta bounds a frame's JSON meta; maxData its data (a reply of more is
-// a protocol violation, not an allocation).
-const (
-	maxMeta = 1 << 20
-	maxData = 1 << 34
-)
+// maxMeta bounds the JSON meta of a frame from the model: READY, RESULT
+// and ERROR metas are a few hundred bytes, an ERROR's traceback is cut by
+// the SDK to fit. How much data a frame may carry is the reader's to say
+// (readFrame): a RESULT exactly its chunk's values, anything else none.
+const maxMeta = 16 << 10
 
 func frameName(t uint32) string {
 	switch t {
@@ -112,8 +111,23 @@ type frame struct {
 	data []byte
 }
 
-// readFrame reads one frame. buf is reused for the data when large enough.
-func readFrame(r io.Reader, buf []byte) (frame, error) {
+// sizeError is a frame whose header claims more than its reader allows:
+// nothing of it was read or allocated.
+type sizeError struct {
+	typ         uint32
+	part        string // "meta" or "data"
+	got, within uint64
+}
+
+func (e *sizeError) Error() string {
+	return fmt.Sprintf("%s frame claims %d bytes of %s; at most %d allowed", frameName(e.typ), e.got, e.part, e.within)
+}
+
+// readFrame reads one frame whose data is at most maxData bytes and whose
+// meta at most maxMeta, checking the header's lengths before anything is
+// allocated (a *sizeError when over). buf is reused for the data when
+// large enough.
+func readFrame(r io.Reader, buf []byte, maxData uint64) (frame, error) {
 	var hdr [16]byte
 	if _, err := io.ReadFull(r, hdr[:]); err != nil {
 		return frame{}, err
@@ -121,8 +135,11 @@ func readFrame(r io.Reader, buf []byte) (frame, error) {
 	f := frame{typ: binary.LittleEndian.Uint32(hdr[0:])}
 	ml := binary.LittleEndian.Uint32(hdr[4:])
 	dl := binary.LittleEndian.Uint64(hdr[8:])
-	if ml > maxMeta || dl > maxData {
-		return frame{}, fmt.Errorf("%s frame of %d meta and %d data bytes: over the protocol's bounds (is the model writing something else to fd 4?)", frameName(f.typ), ml, dl)
+	if ml > maxMeta {
+		return frame{}, &sizeError{typ: f.typ, part: "meta", got: uint64(ml), within: maxMeta}
+	}
+	if dl > maxData {
+		return frame{}, &sizeError{typ: f.typ, part: "data", got: dl, within: maxData}
 	}
 	f.meta = make([]byte, ml)
 	if _, err := io.ReadFull(r, f.meta); err != nil {

@@ -3,7 +3,9 @@
 // over two pipes (docs/model-protocol.md), SIGKILLed with their whole process
 // group at a chunk's timeout, at its batch's cancel or deadline, or over
 // their memory limit, restarted when they die, and never outliving their
-// worker. Every rule of how a model process is killed is in proc.go.
+// worker. Every rule of how a model process is killed is in proc.go; what
+// it can reach (its environment, user, HOME and descriptors) is decided in
+// contain.go; how big a frame it may send, in protocol.go.
 package process
 
 import (
@@ -38,6 +40,12 @@ type Config struct {
 	// RunShimIfAsked, else models run unsupervised (their children may then
 	// outlive a SIGKILLed worker).
 	Supervisor string
+	// User is the account model processes run as (LookupUser); nil runs
+	// them as the worker. Where the worker is root, set it to an
+	// unprivileged user (the worker's GRIDBATCH_MODEL_USER, nobody by
+	// default), so a model can read neither the worker's environment nor
+	// its files.
+	User *User
 }
 
 // Runtime computes chunks of every model in a set: Go models in the
@@ -71,6 +79,11 @@ func New(set *model.Set, log *slog.Logger, cfg Config) *Runtime {
 		}
 	}
 	r := &Runtime{set: set, log: log, cfg: cfg, pools: map[string]*pool{}}
+	if cfg.User == nil || int(cfg.User.UID) == os.Geteuid() {
+		// Models run as the worker's own user: only this keeps them out of
+		// /proc/<worker>/environ.
+		undumpable()
+	}
 	for _, spec := range set.Specs() {
 		if !spec.Process() {
 			continue
@@ -84,6 +97,13 @@ func New(set *model.Set, log *slog.Logger, cfg Config) *Runtime {
 			pl.slots <- nil
 		}
 		r.pools[spec.Kind] = pl
+	}
+	if len(r.pools) > 0 {
+		as := "the worker's own user"
+		if cfg.User != nil {
+			as = cfg.User.String()
+		}
+		log.Info("model processes run as", "user", as)
 	}
 	return r
 }
@@ -230,7 +250,7 @@ func (pl *pool) start(ctx context.Context) (*proc, error) {
 		return nil, fmt.Errorf("%w: %s (next attempt in %s)", ErrCannotStart, msg, wait.Round(100*time.Millisecond))
 	}
 	pl.mu.Unlock()
-	p, err := startProc(ctx, pl.spec, pl.rt.cfg.Supervisor, pl.rt.cfg.StartTimeout, pl.rt.log)
+	p, err := startProc(ctx, pl.spec, pl.rt.cfg.Supervisor, pl.rt.cfg.User, pl.rt.cfg.StartTimeout, pl.rt.log)
 	pl.mu.Lock()
 	defer pl.mu.Unlock()
 	if err != nil {

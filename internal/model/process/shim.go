@@ -14,8 +14,14 @@ import (
 // process's supervisor (see RunShimIfAsked).
 const shimArg = "__gridbatch_model_supervisor"
 
-// parentEnv carries the worker's pid to the supervisor.
-const parentEnv = "GRIDBATCH_SUPERVISOR_PARENT"
+// The supervisor's own variables, which its model does not inherit:
+// parentEnv carries the worker's pid, userEnv the uid:gid the model runs
+// as (empty: the supervisor's own).
+const (
+	supervisorPrefix = "GRIDBATCH_SUPERVISOR_"
+	parentEnv        = supervisorPrefix + "PARENT"
+	userEnv          = supervisorPrefix + "USER"
+)
 
 // shimEnabled is set by RunShimIfAsked: the running binary can supervise.
 var shimEnabled bool
@@ -58,11 +64,37 @@ func shim(argv []string) int {
 		killAll()
 		return 1
 	}
+	u, err := shimUser(os.Getenv(userEnv))
+	if err != nil {
+		report("cannot start: " + err.Error())
+		return 127
+	}
+	dir, err := os.Getwd()
+	if err != nil {
+		report("cannot start: " + err.Error())
+		return 127
+	}
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = nil, os.Stdout, os.Stderr
 	cmd.ExtraFiles = []*os.File{os.NewFile(3, "requests"), os.NewFile(4, "replies")}
+	// The model's environment is the supervisor's, less the supervisor's
+	// own variables; it changes to its working directory as its own user
+	// (so one it may not enter fails here, named); it dies with this
+	// process; it holds descriptors 0-4 and no other.
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, supervisorPrefix) {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
+	cmd.Dir = dir
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: u.credential(), Pdeathsig: syscall.SIGKILL}
+	closeOnExecAbove(4)
 	if err := cmd.Start(); err != nil {
-		report("cannot start: " + err.Error())
+		as := ""
+		if u != nil {
+			as = " as " + u.String()
+		}
+		report("cannot start" + as + ": " + err.Error())
 		return 127
 	}
 	for _, f := range cmd.ExtraFiles {
@@ -85,14 +117,46 @@ func shim(argv []string) int {
 	}
 }
 
-// killAll SIGKILLs the processes re-parented to this one, then its whole
-// process group, itself included.
-func killAll() {
-	me := os.Getpid()
-	for _, pid := range childrenOf(me) {
-		_ = syscall.Kill(pid, syscall.SIGKILL)
+// shimUser decodes the supervisor's userEnv, uid:gid; empty is nil (the
+// model runs as the supervisor).
+func shimUser(s string) (*User, error) {
+	if s == "" {
+		return nil, nil
 	}
+	u, err := parseUIDGID(s)
+	if err != nil {
+		return nil, fmt.Errorf("%s=%w", userEnv, err)
+	}
+	return u, nil
+}
+
+// killAll SIGKILLs every process descended from this one (see killTree),
+// then its whole process group, itself included.
+func killAll() {
+	killTree(os.Getpid())
 	_ = syscall.Kill(-syscall.Getpgrp(), syscall.SIGKILL)
+}
+
+// killTree SIGKILLs every live process descended from root, root spared.
+// Descent is by parent links, so a process that left the group with
+// setsid() is found all the same; under a supervisor (a child subreaper)
+// an orphan stays a descendant. It goes round after round, so a child
+// forked during a round is found in the next, until a round finds no
+// process it has not signalled.
+func killTree(root int) {
+	signalled := map[int]bool{}
+	for range 100 {
+		fresh := false
+		for _, pid := range descendants(root) {
+			if !signalled[pid] {
+				signalled[pid], fresh = true, true
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+		if !fresh {
+			return
+		}
+	}
 }
 
 // exitStatus describes how a process ended: "exit status 3",
@@ -116,19 +180,9 @@ func signalName(s syscall.Signal) string {
 	return "signal " + strconv.Itoa(int(s))
 }
 
-// childrenOf returns the pids whose parent is ppid, from /proc.
-func childrenOf(ppid int) []int {
-	var out []int
-	forEachProc(func(pid int, stat procStat) {
-		if stat.ppid == ppid {
-			out = append(out, pid)
-		}
-	})
-	return out
-}
-
 // procStat is what gridbatch reads of /proc/PID/stat.
 type procStat struct {
+	state      byte
 	ppid, pgrp int
 	rssPages   int64
 }
@@ -165,24 +219,63 @@ func readStat(pid int) (procStat, bool) {
 		return procStat{}, false
 	}
 	f := strings.Fields(s[i+1:])
-	if len(f) < 22 {
+	if len(f) < 22 || len(f[0]) == 0 {
 		return procStat{}, false
 	}
 	// f[0] is field 3 (state): field k is f[k-3].
 	ppid, _ := strconv.Atoi(f[1])
 	pgrp, _ := strconv.Atoi(f[2])
 	rss, _ := strconv.ParseInt(f[21], 10, 64)
-	return procStat{ppid: ppid, pgrp: pgrp, rssPages: rss}, true
+	return procStat{state: f[0][0], ppid: ppid, pgrp: pgrp, rssPages: rss}, true
 }
 
-// groupRSS is the resident memory of every process in the process group
-// pgid, in bytes.
-func groupRSS(pgid int) int64 {
-	var pages int64
-	forEachProc(func(_ int, s procStat) {
-		if s.pgrp == pgid {
-			pages += s.rssPages
+// tree is one reading of /proc: every live (not zombie) process, by pid.
+type tree map[int]procStat
+
+func readTree() tree {
+	t := tree{}
+	forEachProc(func(pid int, s procStat) {
+		if s.state != 'Z' && s.state != 'X' {
+			t[pid] = s
 		}
 	})
+	return t
+}
+
+// under returns root and every process descended from it, by parent links.
+func (t tree) under(root int) []int {
+	children := map[int][]int{}
+	for pid, s := range t {
+		children[s.ppid] = append(children[s.ppid], pid)
+	}
+	out := []int{root}
+	for i := 0; i < len(out); i++ {
+		out = append(out, children[out[i]]...)
+	}
+	return out
+}
+
+// descendants returns the live processes descended from root, root left
+// out.
+func descendants(root int) []int {
+	return readTree().under(root)[1:]
+}
+
+// treeRSS is the resident memory, in bytes, of root, every process
+// descended from it (a grandchild that called setsid() included) and every
+// process in the process group root leads.
+func treeRSS(root int) int64 {
+	t := readTree()
+	seen := map[int]bool{}
+	var pages int64
+	for _, pid := range t.under(root) {
+		seen[pid] = true
+		pages += t[pid].rssPages
+	}
+	for pid, s := range t {
+		if s.pgrp == root && !seen[pid] {
+			pages += s.rssPages
+		}
+	}
 	return pages * int64(os.Getpagesize())
 }

@@ -36,6 +36,12 @@ def compute(cells):
         block = np.ones(400 * 1024 * 1024 // 8)  # 400 MiB, touched
         time.sleep(5)
         del block
+    if hit and behaviour == "report":
+        report()
+    if hit and behaviour == "claim":
+        claim(6 << 30)
+    if hit and behaviour == "setsid":
+        grandchild(int(os.environ["GRIDBATCH_TEST_ALLOC_MIB"]))
     if behaviour == "print":
         print("computing %d cells" % len(cells["grid_id"]), flush=True)
         print("a warning on stderr", file=sys.stderr, flush=True)
@@ -45,6 +51,49 @@ def compute(cells):
     if hit and behaviour == "int":
         return out.astype(np.int64)
     return out
+
+
+def report():
+    """Print what this process can reach, as one JSON line."""
+    import json
+
+    def attempt(path):
+        try:
+            with open(path, "rb") as f:
+                return "read %d bytes" % len(f.read())
+        except OSError as e:
+            return type(e).__name__
+    home = os.environ.get("HOME", "")
+    try:
+        with open(os.path.join(home, "probe"), "w") as f:
+            f.write("x")
+        home_writable = True
+    except OSError:
+        home_writable = False
+    worker = os.environ.get("GRIDBATCH_TEST_WORKER_PID", "0")
+    print("report: " + json.dumps({
+        "uid": os.getuid(), "gid": os.getgid(), "groups": os.getgroups(), "env": dict(os.environ),
+        "fds": sorted(int(fd) for fd in os.listdir("/proc/self/fd")),
+        "worker_environ": attempt("/proc/%s/environ" % worker),
+        "secret_file": attempt(os.environ.get("GRIDBATCH_TEST_SECRET_FILE", "/nonexistent")),
+        "home_owner": os.stat(home).st_uid if os.path.isdir(home) else -1, "home_writable": home_writable,
+    }), flush=True)
+
+
+def claim(size):
+    """Write a RESULT header claiming size bytes of data, a few of them, then hang."""
+    import json
+    import struct
+    meta = json.dumps({"shape": [size // 8], "dtype": "float64"}).encode()
+    os.write(4, struct.pack("<IIQ", 4, len(meta), size) + meta + b"\0" * 4096)
+    time.sleep(60)
+
+
+def grandchild(mib):
+    """Start a process in a session of its own that allocates mib MiB and holds them."""
+    code = "import time, numpy as np; b = np.ones(%d * 1024 * 1024 // 8); time.sleep(60)" % mib
+    p = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)  # setsid() before exec
+    print("grandchild pid %d" % p.pid, flush=True)
 
 
 def signal_ignored():
