@@ -67,6 +67,8 @@ func DecodeChunk(data []byte) (ChunkPayload, error) {
 	switch {
 	case p.BatchID == "":
 		return p, badPayload(TypeChunk, "batch_id is empty")
+	case len(p.BatchID) > 100:
+		return p, badPayload(TypeChunk, "batch_id of %d bytes is not a batch's", len(p.BatchID))
 	case p.Kind == "":
 		return p, badPayload(TypeChunk, "kind is empty")
 	case p.Chunk < 0:

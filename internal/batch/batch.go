@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -115,6 +116,9 @@ type Service struct {
 	broker Broker
 	log    *slog.Logger
 	cfg    Config
+
+	gridsMu sync.Mutex
+	grids   map[string]store.BatchGrid // batches' grids read so far (they never change)
 }
 
 // New returns a Service.
@@ -329,24 +333,33 @@ func (s *Service) RunChunk(ctx context.Context, c Chunk) error {
 
 func (s *Service) runChunk(ctx context.Context, c Chunk) error {
 	start := time.Now()
+	// A chunk task is untrusted: before anything is allocated from it, it
+	// must be one of its batch's chunks as batch_runs recorded them.
+	g, err := s.batchGrid(ctx, c.BatchID)
+	if err != nil {
+		return s.dbError(ctx, c, "read its batch", err)
+	}
+	if err := checkChunk(g, c); err != nil {
+		return fmt.Errorf("%w: %w", ErrBadChunk, err)
+	}
 	spec, err := s.cfg.Models.Spec(c.Kind)
 	if err != nil {
 		s.fail(ctx, c.BatchID, fmt.Sprintf("chunk %d: %v (is GRIDBATCH_MODELS_FILE the same for every binary?)", c.Chunk, err))
 		return nil
 	}
-	lat, err := grid.NewLattice(c.Step)
+	lat, err := grid.NewLattice(g.Step)
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrBadChunk, err)
 	}
-	region, err := grid.NewRegion(lat, c.BBox, 0)
+	region, err := grid.NewRegion(lat, g.BBox, 0)
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrBadChunk, err)
 	}
-	if c.ChunkSize < 1 || c.Chunk < 0 || c.Chunk >= region.NumChunks(c.ChunkSize) {
+	if c.Chunk >= region.NumChunks(g.ChunkSize) {
 		return fmt.Errorf("%w: chunk %d of size %d is outside the %d cells of the region",
-			ErrBadChunk, c.Chunk, c.ChunkSize, region.NumCells())
+			ErrBadChunk, c.Chunk, g.ChunkSize, region.NumCells())
 	}
-	ids := region.ChunkIDs(c.Chunk, c.ChunkSize)
+	ids := region.ChunkIDs(c.Chunk, g.ChunkSize)
 	var cells model.Cells
 	err = s.guard(func() (err error) {
 		cells, err = s.store.LoadCells(ctx, c.Step, ids, spec.Inputs)
@@ -393,6 +406,49 @@ func (s *Service) runChunk(ctx context.Context, c Chunk) error {
 	metrics.CellsWritten(ctx, len(ids))
 	if t.AllDone() {
 		s.Finish(context.WithoutCancel(ctx), c.BatchID)
+	}
+	return nil
+}
+
+// batchGrid returns the grid batch_runs recorded for batch id, read once
+// per batch and worker (an unknown batch is read each time: ErrBatchNotFound).
+func (s *Service) batchGrid(ctx context.Context, id string) (store.BatchGrid, error) {
+	s.gridsMu.Lock()
+	g, ok := s.grids[id]
+	s.gridsMu.Unlock()
+	if ok {
+		return g, nil
+	}
+	err := s.guard(func() (err error) {
+		g, err = s.store.GetBatchGrid(ctx, id)
+		return err
+	})
+	if err != nil {
+		return g, err
+	}
+	s.gridsMu.Lock()
+	defer s.gridsMu.Unlock()
+	if s.grids == nil || len(s.grids) >= 1024 { // a long-lived worker sees many batches
+		s.grids = map[string]store.BatchGrid{}
+	}
+	s.grids[id] = g
+	return g, nil
+}
+
+// checkChunk reports how c is not one of the chunks of the batch whose grid
+// is g: every field of its task must be the batch's own.
+func checkChunk(g store.BatchGrid, c Chunk) error {
+	switch {
+	case c.Kind != g.Kind:
+		return fmt.Errorf("chunk task of kind %q for a batch of kind %q", c.Kind, g.Kind)
+	case c.Step != g.Step:
+		return fmt.Errorf("chunk task of step %v for a batch of step %v", c.Step, g.Step)
+	case c.BBox != g.BBox:
+		return fmt.Errorf("chunk task of bbox %s for a batch of bbox %s", c.BBox, g.BBox)
+	case c.ChunkSize != g.ChunkSize:
+		return fmt.Errorf("chunk task of chunk size %d for a batch of chunk size %d", c.ChunkSize, g.ChunkSize)
+	case c.Chunk < 0 || c.Chunk >= g.TotalChunks:
+		return fmt.Errorf("chunk %d is not one of the batch's %d chunks", c.Chunk, g.TotalChunks)
 	}
 	return nil
 }

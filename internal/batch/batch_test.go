@@ -519,3 +519,47 @@ func TestClassify(t *testing.T) {
 		require.Equal(t, want, batch.Classify(err), "%v", err)
 	}
 }
+
+// TestChunkNotOfItsBatchIsDeadLettered: a chunk task is checked against
+// its batch's own row before anything is allocated from it: one for an
+// unknown batch (claiming a 1 TiB chunk of a 1e-7° world grid) or whose
+// fields differ from its batch's is dead-lettered at once, naming why, and
+// the batch's real chunks still run.
+func TestChunkNotOfItsBatchIsDeadLettered(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, batch.Config{})
+	b := f.trigger(grid.KindPH)
+	world := grid.BBox{LonMin: -180, LatMin: -90, LonMax: 180, LatMax: 90}
+	hostile := batch.Chunk{BatchID: "ph-20000101-000000-000000", Kind: grid.KindPH, Step: 1e-7, BBox: world, ChunkSize: 1 << 40}
+	err := f.svc.RunChunk(f.ctx, hostile)
+	require.ErrorIs(t, err, store.ErrBatchNotFound)
+	require.ErrorContains(t, err, `batch "ph-20000101-000000-000000": batch not found`)
+	require.Equal(t, batch.DeadLetter, batch.Classify(err))
+
+	for _, tc := range []struct {
+		name string
+		edit func(*batch.Chunk)
+		want string
+	}{
+		{"chunk past the end", func(c *batch.Chunk) { c.Chunk = chunks }, "chunk 4 is not one of the batch's 4 chunks"},
+		{"negative chunk", func(c *batch.Chunk) { c.Chunk = -1 }, "chunk -1 is not one of the batch's 4 chunks"},
+		{"huge chunk size", func(c *batch.Chunk) { c.ChunkSize = 1 << 40 }, "chunk task of chunk size 1099511627776 for a batch of chunk size 50"},
+		{"finer step", func(c *batch.Chunk) { c.Step = 1e-7 }, "chunk task of step 1e-07 for a batch of step 0.5"},
+		{"other bbox", func(c *batch.Chunk) { c.BBox = world }, "chunk task of bbox -180,-90,180,90 for a batch of bbox 124,33,132,39"},
+		{"other kind", func(c *batch.Chunk) { c.Kind = grid.KindHazard }, `chunk task of kind "hazard" for a batch of kind "ph"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := chunkOf(b, 1)
+			tc.edit(&c)
+			err := f.svc.RunChunk(f.ctx, c)
+			require.ErrorIs(t, err, batch.ErrBadChunk)
+			require.ErrorContains(t, err, tc.want)
+			require.Equal(t, batch.DeadLetter, batch.Classify(err))
+		})
+	}
+	require.Equal(t, store.StatusRunning, f.batch(b.ID).Status, "the batch runs on")
+	for i := range chunks {
+		f.succeed(b, i)
+	}
+	require.Equal(t, store.StatusSucceeded, f.batch(b.ID).Status)
+}

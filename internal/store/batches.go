@@ -187,6 +187,29 @@ func (s *Store) GetBatch(ctx context.Context, id string) (Batch, error) {
 	return scanBatch(s.Pool.QueryRow(ctx, `SELECT `+liveBatchColumns+` FROM `+liveBatchFrom+` WHERE b.id = $1`, id))
 }
 
+// BatchGrid is what a batch's chunks are cut from, as batch_runs recorded
+// it when the batch started; it never changes.
+type BatchGrid struct {
+	Kind        string
+	Step        float64
+	BBox        grid.BBox
+	ChunkSize   int
+	TotalChunks int
+}
+
+// GetBatchGrid returns the grid of batch id, ErrBatchNotFound when unknown:
+// one primary-key read, for checking a chunk task against its batch.
+func (s *Store) GetBatchGrid(ctx context.Context, id string) (BatchGrid, error) {
+	var g BatchGrid
+	err := s.Pool.QueryRow(ctx, `SELECT kind, step, lon_min, lat_min, lon_max, lat_max, chunk_size, total_chunks
+		FROM batch_runs WHERE id = $1`, id).Scan(&g.Kind, &g.Step, &g.BBox.LonMin, &g.BBox.LatMin, &g.BBox.LonMax, &g.BBox.LatMax,
+		&g.ChunkSize, &g.TotalChunks)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return g, fmt.Errorf("batch %q: %w", id, ErrBatchNotFound)
+	}
+	return g, err
+}
+
 // LatestBatch returns the most recently started batch, of kind when kind is not empty.
 func (s *Store) LatestBatch(ctx context.Context, kind string) (Batch, error) {
 	return scanBatch(s.Pool.QueryRow(ctx, `SELECT `+liveBatchColumns+` FROM `+liveBatchFrom+`
