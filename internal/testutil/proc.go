@@ -138,3 +138,22 @@ func tail(s string, n int) string {
 
 // Pid is the process's ID.
 func (p *Proc) Pid() int { return p.cmd.Process.Pid }
+
+// ModelDir returns a temporary folder for a model's files and working
+// directory that a model process can use: a root worker runs its models as
+// nobody (GRIDBATCH_MODEL_USER), who can neither enter nor write a folder
+// of t.TempDir() (root's, 0700). The folder is nobody's then, and the
+// folders above it can be entered.
+func ModelDir(t testing.TB) string {
+	t.Helper()
+	dir := t.TempDir()
+	if os.Geteuid() != 0 {
+		return dir
+	}
+	for d := filepath.Dir(dir); d != os.TempDir() && d != "/" && d != "."; d = filepath.Dir(d) {
+		require.NoError(t, os.Chmod(d, 0o755))
+	}
+	const nobody = 65534
+	require.NoError(t, os.Chown(dir, nobody, nobody))
+	return dir
+}

@@ -52,7 +52,7 @@ func pyModel(script string) []string {
 // are more lines of its entry (timeout, memory_limit, …).
 func (e *env) withModel(kind string, command []string, modelEnv map[string]string, fields ...string) *modelKind {
 	e.t.Helper()
-	m := &modelKind{kind: kind, dir: e.t.TempDir(), token: kind + "-" + randomHex(6)}
+	m := &modelKind{kind: kind, dir: testutil.ModelDir(e.t), token: kind + "-" + randomHex(6)}
 	vars := map[string]string{"CHAOS_TOKEN": m.token, "PYTHONDONTWRITEBYTECODE": "1", "OMP_NUM_THREADS": "1"}
 	for k, v := range modelEnv {
 		vars[k] = v

@@ -41,7 +41,7 @@ gridbatch_model.serve(compute, inputs=["loc", "scale", "shape"])
 // 1e-12.
 func TestImportRunExportRoundTrip(t *testing.T) {
 	t.Parallel()
-	dir := t.TempDir()
+	dir := testutil.ModelDir(t)
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "model.py"), []byte(userModel), 0o644))
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "models.yaml"), []byte(fmt.Sprintf(`models:
   - kind: user_ph
