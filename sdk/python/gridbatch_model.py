@@ -56,7 +56,7 @@ binary (see ``examples/models.yaml``)::
       - kind: ph_py               # results go to ph_py_timeseries (`enqueuer migrate` makes it)
         command: ["/usr/bin/python3", "python/reference_model.py", "ph"]  # argv, no shell
         workdir: .                # default: the models file's folder; relative paths from it
-        env: {OMP_NUM_THREADS: "1"}   # added to the worker's environment
+        env: {OMP_NUM_THREADS: "1"}   # added to the model's environment
         inputs: [mu0, sigma, xi]  # per-cell inputs, in this order (default these three)
         series: [ssp126, ssp245, ssp585]  # rows per cell (default these)
         first_year: 2021          # default 2021

@@ -23,6 +23,9 @@ type User struct {
 }
 
 func (u *User) String() string {
+	if u.Name == "" {
+		return fmt.Sprintf("uid %d, gid %d", u.UID, u.GID)
+	}
 	return fmt.Sprintf("%s (uid %d, gid %d)", u.Name, u.UID, u.GID)
 }
 
@@ -67,7 +70,7 @@ func parseUIDGID(s string) (*User, error) {
 	if err1 != nil || err2 != nil {
 		return nil, fmt.Errorf("%q: want uid:gid", s)
 	}
-	return &User{Name: s, UID: uint32(uid), GID: uint32(gid)}, nil
+	return &User{UID: uint32(uid), GID: uint32(gid)}, nil
 }
 
 // credential is what a process started as u runs with: u's uid and gid and
@@ -79,17 +82,18 @@ func (u *User) credential() *syscall.Credential {
 	return &syscall.Credential{Uid: u.UID, Gid: u.GID, Groups: []uint32{}}
 }
 
-// Variables of the worker's environment a model process inherits; every
-// other one (the database and Redis URLs, passwords, GRIDBATCH_*) stays
-// with the worker.
-var inherited = []string{"PATH", "LANG", "LANGUAGE", "TZ"}
+// Variables of the worker's environment a model process inherits (besides
+// LC_*): the locale, the zone, and the Python settings the worker-python
+// image gives its models (the SDK on PYTHONPATH). Every other one (the
+// database and Redis URLs, passwords, GRIDBATCH_*) stays with the worker.
+var inherited = []string{"PATH", "LANG", "LANGUAGE", "TZ", "PYTHONPATH", "PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED"}
 
 // defaultPath is the model's PATH when the worker has none.
 const defaultPath = "/usr/local/bin:/usr/bin:/bin"
 
 // modelEnv is the environment of a model process, built from nothing: the
-// allow-listed variables of the worker's environment (PATH, LANG,
-// LANGUAGE, LC_*, TZ), HOME, the protocol's own variables, then the entry's
+// allow-listed variables of the worker's environment (inherited, LC_*),
+// HOME, the protocol's own variables, then the entry's
 // env, which may override any of them.
 func modelEnv(spec model.Spec, home string, worker []string) []string {
 	env := []string{"PATH=" + defaultPath}

@@ -42,6 +42,7 @@ func TestModelReachesOnlyWhatItNeeds(t *testing.T) {
 	t.Setenv("GRIDBATCH_DATABASE_URL", "postgres://gridbatch:"+password+"@127.0.0.1:5432/gridbatch")
 	t.Setenv("GRIDBATCH_REDIS_URL", "redis://:"+password+"@127.0.0.1:6379/0")
 	t.Setenv("LC_ALL", "C.UTF-8")
+	t.Setenv("PYTHONUNBUFFERED", "1")
 	secret := filepath.Join(t.TempDir(), "secret")
 	require.NoError(t, os.WriteFile(secret, []byte(password), 0o600))
 	fd, err := syscall.Open(secret, syscall.O_RDONLY, 0) // no O_CLOEXEC: would pass to a child
@@ -71,11 +72,13 @@ func TestModelReachesOnlyWhatItNeeds(t *testing.T) {
 	for k, v := range r.Env {
 		require.NotContains(t, v, password, "variable %s", k)
 		allowed := strings.HasPrefix(k, "LC_") || strings.HasPrefix(k, "GRIDBATCH_MODEL_") || strings.HasPrefix(k, "GRIDBATCH_TEST_") ||
-			map[string]bool{"PATH": true, "HOME": true, "LANG": true, "LANGUAGE": true, "TZ": true}[k]
+			map[string]bool{"PATH": true, "HOME": true, "LANG": true, "LANGUAGE": true, "TZ": true,
+				"PYTHONPATH": true, "PYTHONDONTWRITEBYTECODE": true, "PYTHONUNBUFFERED": true}[k]
 		// Python itself may add LC_CTYPE when it coerces the C locale.
 		require.True(t, allowed, "variable %s=%s is not on the allow-list", k, v)
 	}
 	require.Equal(t, "C.UTF-8", r.Env["LC_ALL"])
+	require.Equal(t, "1", r.Env["PYTHONUNBUFFERED"], "the worker-python image's Python settings")
 	require.Equal(t, "3,4", r.Env["GRIDBATCH_MODEL_FDS"])
 	require.Equal(t, e.spec.Kind, r.Env["GRIDBATCH_MODEL_KIND"])
 	require.Equal(t, []int{0, 1, 2, 3, 4}, withoutListing(r.FDs), "descriptors")
@@ -191,4 +194,17 @@ func TestLookupUser(t *testing.T) {
 	u, err := process.LookupUser("")
 	require.NoError(t, err)
 	require.Nil(t, u, "empty: the worker's own user")
+}
+
+// TestAWorkdirTheModelUserCannotEnterFailsAtStart: named, with the user.
+func TestAWorkdirTheModelUserCannotEnterFailsAtStart(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("the worker's own user can enter its own folders")
+	}
+	dir := t.TempDir() // root's, 0700
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "model.py"), nil, 0o644))
+	e := newEnv(t, "ok", func(s *model.Spec) { s.Workdir = dir })
+	_, err := e.compute(context.Background(), cells(t, 0, 10))
+	require.ErrorIs(t, err, process.ErrCannotStart)
+	require.ErrorContains(t, err, "cannot start as uid 65534, gid 65534: fork/exec /usr/bin/python3: permission denied (may that user enter "+dir)
 }

@@ -90,11 +90,11 @@ func shim(argv []string) int {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: u.credential(), Pdeathsig: syscall.SIGKILL}
 	closeOnExecAbove(4)
 	if err := cmd.Start(); err != nil {
-		as := ""
+		msg := "cannot start: " + err.Error()
 		if u != nil {
-			as = " as " + u.String()
+			msg = fmt.Sprintf("cannot start as %s: %v (may that user enter %s, read the command and run it?)", u, err, dir)
 		}
-		report("cannot start" + as + ": " + err.Error())
+		report(msg)
 		return 127
 	}
 	for _, f := range cmd.ExtraFiles {
