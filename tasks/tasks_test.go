@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -33,6 +34,7 @@ func TestDecodeChunk(t *testing.T) {
 		"zero step":      `{"batch_id":"b","kind":"ph","chunk":0,"step":0,"bbox":[124,33,132,39],"chunk_size":5}`,
 		"bad bbox":       `{"batch_id":"b","kind":"ph","chunk":0,"step":0.05,"bbox":[132,33,124,39],"chunk_size":5}`,
 		"empty":          ``,
+		"long batch id":  `{"batch_id":"` + strings.Repeat("b", 101) + `","kind":"ph","chunk":0,"step":0.05,"bbox":[124,33,132,39],"chunk_size":5}`,
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()

@@ -111,7 +111,7 @@ func modelEnv(spec model.Spec, home string, worker []string) []string {
 	return dedupEnv(env)
 }
 
-// dedupEnv keeps the last value of each variable, in first-seen order.
+// dedupEnv keeps the last value of each variable, where it last appears.
 func dedupEnv(env []string) []string {
 	last := map[string]int{}
 	for i, kv := range env {
