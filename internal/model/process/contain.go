@@ -93,7 +93,7 @@ const defaultPath = "/usr/local/bin:/usr/bin:/bin"
 
 // modelEnv is the environment of a model process, built from nothing: the
 // allow-listed variables of the worker's environment (inherited, LC_*),
-// HOME, the protocol's own variables, then the entry's
+// HOME (none when home is empty), the protocol's own variables, then the entry's
 // env, which may override any of them.
 func modelEnv(spec model.Spec, home string, worker []string) []string {
 	env := []string{"PATH=" + defaultPath}
@@ -103,7 +103,10 @@ func modelEnv(spec model.Spec, home string, worker []string) []string {
 			env = append(env, kv)
 		}
 	}
-	env = append(env, "HOME="+home, "GRIDBATCH_MODEL_FDS=3,4", "GRIDBATCH_MODEL_KIND="+spec.Kind,
+	if home != "" {
+		env = append(env, "HOME="+home)
+	}
+	env = append(env, "GRIDBATCH_MODEL_FDS=3,4", "GRIDBATCH_MODEL_KIND="+spec.Kind,
 		"GRIDBATCH_MODEL_PROTOCOL="+strconv.Itoa(protocolVersion))
 	for _, k := range sortedKeys(spec.Env) {
 		env = append(env, k+"="+spec.Env[k])
@@ -130,7 +133,9 @@ func dedupEnv(env []string) []string {
 
 // makeHome makes the model process's HOME: a fresh folder under the
 // worker's temporary folder, owned by u and private to it (0700). The
-// worker removes it once the process has ended.
+// worker removes it once the process has ended. When it cannot (a
+// read-only root with no writable temporary folder) the model runs without
+// HOME.
 func makeHome(kind string, u *User) (string, error) {
 	dir, err := os.MkdirTemp("", "gridbatch-model-"+kind+"-")
 	if err != nil {
@@ -143,6 +148,12 @@ func makeHome(kind string, u *User) (string, error) {
 		}
 	}
 	return dir, nil
+}
+
+func removeHome(dir string) {
+	if dir != "" {
+		_ = os.RemoveAll(dir)
+	}
 }
 
 // closeOnExecAbove marks every descriptor of this process above fd

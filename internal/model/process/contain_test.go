@@ -208,3 +208,15 @@ func TestAWorkdirTheModelUserCannotEnterFailsAtStart(t *testing.T) {
 	require.ErrorIs(t, err, process.ErrCannotStart)
 	require.ErrorContains(t, err, "cannot start as uid 65534, gid 65534: fork/exec /usr/bin/python3: permission denied (may that user enter "+dir)
 }
+
+// TestNoWritableTempFolderRunsWithoutHome: a read-only root without a
+// writable temporary folder (deploy/k8s) does not stop the model.
+func TestNoWritableTempFolderRunsWithoutHome(t *testing.T) {
+	t.Setenv("TMPDIR", "/nonexistent/gridbatch-tmp")
+	e := newEnv(t, "ok", nil)
+	c := cells(t, 0, 10)
+	v, err := e.compute(context.Background(), c)
+	require.NoError(t, err)
+	check(t, c, v)
+	require.Contains(t, e.log.String(), "model process runs without HOME")
+}

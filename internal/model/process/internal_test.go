@@ -63,4 +63,6 @@ func TestModelEnvIsAnAllowList(t *testing.T) {
 		modelEnv(spec, "/tmp/h", worker))
 	require.Equal(t, []string{"PATH=" + defaultPath, "HOME=/h", "GRIDBATCH_MODEL_FDS=3,4", "GRIDBATCH_MODEL_KIND=k",
 		"GRIDBATCH_MODEL_PROTOCOL=1"}, modelEnv(model.Spec{Kind: "k"}, "/h", nil), "a worker without PATH")
+	require.Equal(t, []string{"PATH=" + defaultPath, "GRIDBATCH_MODEL_FDS=3,4", "GRIDBATCH_MODEL_KIND=k",
+		"GRIDBATCH_MODEL_PROTOCOL=1"}, modelEnv(model.Spec{Kind: "k"}, "", []string{"HOME=/root"}), "no HOME of its own: none")
 }

@@ -53,8 +53,8 @@ func startProc(ctx context.Context, spec model.Spec, shimPath string, u *User, s
 		argv = append([]string{shimPath, shimArg}, spec.Command...)
 	}
 	home, err := makeHome(spec.Kind, u)
-	if err != nil {
-		return nil, err
+	if err != nil { // a read-only root without a writable temporary folder
+		log.Warn("model process runs without HOME", "kind", spec.Kind, "error", err.Error())
 	}
 	var closeAfterStart, closeOnError []*os.File
 	pipe := func() (r, w *os.File, err error) {
@@ -68,7 +68,7 @@ func startProc(ctx context.Context, spec model.Spec, shimPath string, u *User, s
 		for _, f := range closeOnError {
 			_ = f.Close()
 		}
-		_ = os.RemoveAll(home)
+		removeHome(home)
 		return nil, err
 	}
 	reqR, reqW, err := pipe()
@@ -147,7 +147,7 @@ func startProc(ctx context.Context, spec model.Spec, shimPath string, u *User, s
 			}
 		}
 		p.exitDesc = desc
-		_ = os.RemoveAll(p.home)
+		removeHome(p.home)
 		close(p.exited)
 		streams.Wait()
 	}()
