@@ -34,6 +34,18 @@ const (
 	Parquet Format = "parquet"
 )
 
+// Limits of a file, whatever it claims: past one, Open or Next refuses the
+// file with an *Error naming the limit, before allocating for it.
+const (
+	// MaxColumns is the most columns a file may have (PostgreSQL's
+	// tables hold 1,600).
+	MaxColumns = 1000
+	// MaxCSVRecord is the longest CSV record, in bytes: encoding/csv
+	// holds a whole record (an unclosed quote runs to the end of the
+	// file).
+	MaxCSVRecord = 1 << 20
+)
+
 // Key columns: a row names its cell by GridID, or by Lat and Lon.
 const (
 	GridID = "grid_id"
@@ -227,6 +239,16 @@ func openDecoder(path string, f Format) (decoder, error) {
 	}
 	if err != nil {
 		file.Close()
+		var le *parquetLimitError
+		if errors.As(err, &le) {
+			e := &Error{File: path, Column: le.column, Msg: le.msg}
+			if le.group > 0 {
+				e.Unit, e.Line = "row group", int64(le.group)
+			} else if le.column != "" {
+				e.Unit = "schema"
+			}
+			return nil, e
+		}
 		return nil, &Error{File: path, Msg: err.Error()}
 	}
 	return dec, nil
@@ -254,7 +276,9 @@ func (r *Reader) readHeader() error {
 	bad := func(col, format string, args ...any) error {
 		return &Error{File: r.path, Unit: headerUnit, Line: headerLine, Column: col, Msg: fmt.Sprintf(format, args...)}
 	}
-	r.names = names
+	if len(names) > MaxColumns {
+		return bad("", "%d columns, over the limit of %d", len(names), MaxColumns)
+	}
 	r.roles = make([]int, len(names))
 	seen := make(map[string]int, len(names))
 	for i, name := range names {
