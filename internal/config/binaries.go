@@ -252,6 +252,9 @@ type Monitor struct {
 	AllowWrites bool
 	// InsecureNoAuth serves without authentication; only on loopback.
 	InsecureNoAuth bool
+	// TLSCert and TLSKey are the PEM files of the monitor's certificate
+	// and key: with both, it serves HTTPS. Default: none, plain HTTP.
+	TLSCert, TLSKey string
 }
 
 // Bind registers the monitor's flags on s.
@@ -261,7 +264,9 @@ func (c *Monitor) Bind(s *Set) {
 	s.String(&c.User, "user", "GRIDBATCH_MONITOR_USER", "", "basic-auth user")
 	s.Secret(&c.Password, "password", "GRIDBATCH_MONITOR_PASSWORD", "", "basic-auth password")
 	s.Bool(&c.AllowWrites, "allow-writes", "GRIDBATCH_MONITOR_ALLOW_WRITES", false, "allow asynqmon actions and DLQ requeue")
-	s.Bool(&c.InsecureNoAuth, "insecure-no-auth", "", false, "serve without authentication (loopback addresses only)")
+	s.Bool(&c.InsecureNoAuth, "insecure-no-auth", "", false, "serve without authentication (loopback addresses and Host headers only)")
+	s.String(&c.TLSCert, "tls-cert", "GRIDBATCH_MONITOR_TLS_CERT", "", "serve HTTPS with this certificate `file` (PEM; with --tls-key)")
+	s.String(&c.TLSKey, "tls-key", "GRIDBATCH_MONITOR_TLS_KEY", "", "the private key `file` (PEM) of --tls-cert")
 }
 
 // Validate reports the first bad setting, naming its variable.
@@ -271,6 +276,9 @@ func (c *Monitor) Validate() error {
 	}
 	if c.Addr == "" {
 		return fmt.Errorf("GRIDBATCH_MONITOR_ADDR is empty; expected e.g. 127.0.0.1:8080")
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		return errors.New("GRIDBATCH_MONITOR_TLS_CERT and GRIDBATCH_MONITOR_TLS_KEY go together: set both, or neither")
 	}
 	return nil
 }
