@@ -8,6 +8,12 @@
 // caller can copy rows to the database as they come and still refuse the
 // whole file at its first bad row. Every error is an *Error: one line naming
 // the file, the line (CSV) or row (Parquet) and the column.
+//
+// A file is untrusted: its memory is bounded whatever it claims. CSV
+// records are cut at MaxCSVRecord (csv.go); a Parquet file's footer and
+// every page header are checked, and every compressed page inflated once
+// into nothing, before parquet-go reads it (parquetcheck.go, thriftwalk.go);
+// no file has more than MaxColumns columns.
 package inputs
 
 import (
