@@ -13,6 +13,7 @@ import (
 
 	"github.com/compose-spec/compose-go/v2/cli"
 	"github.com/compose-spec/compose-go/v2/types"
+	"github.com/hibiken/asynq"
 	"github.com/stretchr/testify/require"
 
 	"github.com/gridbatch/gridbatch/internal/config"
@@ -306,4 +307,36 @@ func TestCompose(t *testing.T) {
 			requireKnownVariables(t, "service "+s.Name, slices.Sorted(maps.Keys(env)))
 		}
 	})
+}
+
+func TestComposeRedisAsksForAPassword(t *testing.T) {
+	t.Parallel()
+	for _, withDotEnv := range []bool{false, true} {
+		project := loadCompose(t, withDotEnv)
+		redis, err := project.GetService("redis")
+		require.NoError(t, err)
+		i := slices.Index(redis.Command, "--requirepass")
+		require.GreaterOrEqual(t, i, 0, "redis-server --requirepass")
+		password := redis.Command[i+1]
+		require.NotEmpty(t, password)
+		require.Equal(t, password, *redis.Environment["REDISCLI_AUTH"], "the healthcheck's redis-cli authenticates")
+		for _, name := range []string{"migrate", "worker", "scheduler", "monitor", "enqueuer"} {
+			s, err := project.GetService(name)
+			require.NoError(t, err)
+			opt, err := asynq.ParseRedisURI(serviceEnv(t, s)["GRIDBATCH_REDIS_URL"])
+			require.NoError(t, err)
+			require.Equal(t, password, opt.(asynq.RedisClientOpt).Password, "service %s (with .env: %v)", name, withDotEnv)
+		}
+	}
+}
+
+func TestComposeSetsTheHTTPAddressOfWorkersAndSchedulers(t *testing.T) {
+	t.Parallel()
+	project := loadCompose(t, true)
+	for name, want := range map[string]string{"worker": ":8081", "scheduler": ":8082"} {
+		s, err := project.GetService(name)
+		require.NoError(t, err)
+		require.Equal(t, want, serviceEnv(t, s)["GRIDBATCH_HTTP_ADDR"],
+			"%s: outside a container the default is loopback, so compose sets it", name)
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"io/fs"
 	"maps"
+	"net/url"
 	"os"
 	"path"
 	"path/filepath"
@@ -945,4 +946,33 @@ func cmpOr[T any](container, pod *T) *T {
 		return container
 	}
 	return pod
+}
+
+func TestKubernetesVerifiesPostgreSQLAndSetsTheHTTPAddress(t *testing.T) {
+	t.Parallel()
+	manifests := k8sManifests(t)
+	v := newVariant(t, manifests, ".")
+	c := newCluster(t, manifests, v)
+	for _, d := range all[*appsv1.Deployment](v) {
+		pod := d.Spec.Template.Spec
+		for _, ctr := range slices.Concat(pod.InitContainers, pod.Containers) {
+			where := "Deployment " + d.Name + ", container " + ctr.Name
+			env := c.env(t, ctr)
+			u, err := url.Parse(env["GRIDBATCH_DATABASE_URL"])
+			require.NoError(t, err, where)
+			require.Equal(t, "verify-full", u.Query().Get("sslmode"), "%s: the server's certificate and name are verified", where)
+			ca := u.Query().Get("sslrootcert")
+			require.True(t, path.IsAbs(ca), "%s: sslrootcert %q", where, ca)
+			i := slices.IndexFunc(ctr.VolumeMounts, func(m corev1.VolumeMount) bool { return m.MountPath == path.Dir(ca) })
+			require.GreaterOrEqual(t, i, 0, "%s: the CA's folder %s is mounted", where, path.Dir(ca))
+			require.True(t, ctr.VolumeMounts[i].ReadOnly, where)
+			j := slices.IndexFunc(pod.Volumes, func(vol corev1.Volume) bool { return vol.Name == ctr.VolumeMounts[i].Name })
+			require.GreaterOrEqual(t, j, 0, where)
+			require.NotNil(t, pod.Volumes[j].ConfigMap, "%s: the CA comes from a ConfigMap", where)
+			require.Equal(t, "gridbatch-postgres-ca", pod.Volumes[j].ConfigMap.Name, where)
+			if bin := binaryOf(t, parseDockerfile(t).binDir(t), ctr.Command); bin == "worker" || bin == "scheduler" {
+				require.NotEmpty(t, env["GRIDBATCH_HTTP_ADDR"], "%s: set, since outside a container the default is loopback", where)
+			}
+		}
+	}
 }

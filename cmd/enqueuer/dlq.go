@@ -226,7 +226,7 @@ func runDLQList(ctx context.Context, e *env, args []string) error {
 		if d.BatchID != nil {
 			b, c = *d.BatchID, strconv.Itoa(*d.Chunk)
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%d\t%s\t%s\t%s\n", d.TaskID, d.Generation, b, c, d.Retries,
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%d\t%s\t%s\t%s\n", cli.Visible(d.TaskID), d.Generation, cli.Visible(b), c, d.Retries,
 			d.FailedAt.UTC().Format(time.RFC3339), timeOrDash(d.RequeuedAt), oneLine(d.LastError, 80))
 	}
 	if err := tw.Flush(); err != nil {
@@ -271,17 +271,17 @@ func runDLQShow(ctx context.Context, e *env, args []string) error {
 		if i > 0 {
 			fmt.Fprintln(e.stdout)
 		}
-		fmt.Fprintf(e.stdout, "dead letter %s, generation %d\n", d.TaskID, d.Generation)
-		fmt.Fprintf(e.stdout, "  type:        %s (queue %s)\n", d.Type, d.Queue)
+		fmt.Fprintf(e.stdout, "dead letter %s, generation %d\n", cli.Visible(d.TaskID), d.Generation)
+		fmt.Fprintf(e.stdout, "  type:        %s (queue %s)\n", cli.Visible(d.Type), cli.Visible(d.Queue))
 		if d.BatchID != nil {
-			fmt.Fprintf(e.stdout, "  batch:       %s, chunk %d\n", *d.BatchID, *d.Chunk)
+			fmt.Fprintf(e.stdout, "  batch:       %s, chunk %d\n", cli.Visible(*d.BatchID), *d.Chunk)
 		}
 		fmt.Fprintf(e.stdout, "  retries:     %d\n", d.Retries)
 		fmt.Fprintf(e.stdout, "  failed at:   %s\n", d.FailedAt.UTC().Format(time.RFC3339))
 		fmt.Fprintf(e.stdout, "  requeued at: %s\n", timeOrDash(d.RequeuedAt))
 		fmt.Fprintf(e.stdout, "  recorded at: %s\n", d.RecordedAt.UTC().Format(time.RFC3339))
-		fmt.Fprintf(e.stdout, "  last error:  %s\n", d.LastError)
-		fmt.Fprintf(e.stdout, "  payload:     %s\n", toDeadLetterJSON(d).Payload)
+		fmt.Fprintf(e.stdout, "  last error:  %s\n", cli.Visible(d.LastError))
+		fmt.Fprintf(e.stdout, "  payload:     %s\n", cli.Visible(string(toDeadLetterJSON(d).Payload)))
 	}
 	return nil
 }
@@ -335,7 +335,7 @@ func runDLQRequeue(ctx context.Context, e *env, args []string) error {
 		d := r.DeadLetter
 		if r.Err != nil {
 			failed++
-			fmt.Fprintf(e.stdout, "not requeued %s (generation %d): %s\n", d.TaskID, d.Generation, r.Err)
+			fmt.Fprintf(e.stdout, "not requeued %s (generation %d): %s\n", cli.Visible(d.TaskID), d.Generation, cli.Visible(r.Err.Error()))
 			continue
 		}
 		note := "its batch is " + r.Batch.Status + "; the chunk stays failed until the task succeeds"
@@ -453,8 +453,10 @@ func timeOrDash(t *time.Time) string {
 }
 
 // oneLine is the first line of s, at most n runes.
+// oneLine is the first line of s, made visible (cli.Visible), cut to n runes.
 func oneLine(s string, n int) string {
 	s, _, _ = strings.Cut(s, "\n")
+	s = cli.Visible(s)
 	if r := []rune(s); len(r) > n {
 		return string(r[:n-1]) + "…"
 	}

@@ -49,8 +49,11 @@ Formats (--format, or from the extension of --out: .nc, .parquet, .csv):
 
 The export streams: memory stays bounded however many cells there are. It
 writes a temporary file beside --out and renames it once complete, so --out
-is never a partial file; a failed or interrupted export leaves no file. A
-progress bar shows on a terminal; a summary line goes to standard error.`,
+is never a partial file; a failed or interrupted export leaves no file. An
+--out that is there and is not a regular file (a FIFO, a device, a symbolic
+link, a folder) is refused, never replaced. The file's permissions are
+0666 less the umask. A progress bar shows on a terminal; a summary line goes
+to standard error.`,
 		example: `  enqueuer export --batch ph-20261122-041503-3fa9c1 --out ph.nc
   enqueuer export --kind ph --step 0.05 --bbox 126,37,127.5,38 --format parquet --out seoul.parquet
   enqueuer export --kind hazard --scenario ssp585 --format csv --out - | head`,

@@ -17,6 +17,7 @@ import (
 	"github.com/gridbatch/gridbatch/internal/grid"
 	"github.com/gridbatch/gridbatch/internal/inputs"
 	"github.com/gridbatch/gridbatch/internal/numfmt"
+	"github.com/gridbatch/gridbatch/internal/store"
 )
 
 func init() {
@@ -52,7 +53,16 @@ seed's mu0, sigma and xi, or one imported before) is overwritten for the
 cells of the file. Cells not in cell_params yet are added, with the lat and
 lon of their centre and no value for the inputs the file does not give.
 Cells not in the file, and inputs not in it, are left alone. Importing a
-file again updates the values.
+file again updates the values. One import adds at most 32 new inputs
+(--max-new-inputs raises it): each new input is a column of cell_params for
+good.
+
+Whatever a file claims, it is read in bounded memory: a file of more than
+1,000 columns, a CSV record longer than 1 MiB, and a Parquet file that is
+not flat, whose footer does not add up, or with a page that decompresses
+past 16 MiB (or past what its header says) are refused before their rows
+are read, with one line naming the file, the line or row group, and the
+limit.
 
 All or nothing: the file is streamed into PostgreSQL and written in one
 transaction. The first bad row stops the import and nothing is written; it
@@ -78,13 +88,19 @@ of tens of millions of rows. The schema must exist: run 'enqueuer migrate' first
 	})
 }
 
+// defaultMaxNewInputs is how many inputs new to cell_params one import may
+// add unless --max-new-inputs says.
+const defaultMaxNewInputs = 32
+
 func runImport(ctx context.Context, e *env, args []string) error {
 	var step float64
 	var file, formatName string
+	maxNew := defaultMaxNewInputs
 	cfg, set, done, err := parse(commandNamed("import"), e, args, false, func(s *config.Set) {
 		s.Float(&step, "step", "GRIDBATCH_GRID_STEP", 0, "grid step in `degrees` of the file's cells, such as 0.05; required")
 		s.String(&file, "file", "", "", "the CSV or Parquet `file` to import; required")
 		s.String(&formatName, "format", "", "", "`csv|parquet`; defaults to the file's extension (.csv, .parquet)")
+		s.Int(&maxNew, "max-new-inputs", "", defaultMaxNewInputs, "the most `inputs` new to cell_params the file may add (each becomes a column of cell_params for good)")
 	})
 	if done {
 		return err
@@ -118,8 +134,16 @@ func runImport(ctx context.Context, e *env, args []string) error {
 	defer st.Close()
 
 	rows := newImportProgress(r, format, e.stderr)
-	res, err := st.ImportInputs(ctx, lattice.Step, rows)
+	res, err := st.ImportInputs(ctx, lattice.Step, rows, maxNew)
 	rows.finish(err == nil)
+	var ne *store.NewInputsError
+	if errors.As(err, &ne) {
+		unit, line := "line", int64(1)
+		if format == inputs.Parquet {
+			unit, line = "schema", 0
+		}
+		return &inputs.Error{File: file, Unit: unit, Line: line, Msg: ne.Error()}
+	}
 	if err != nil {
 		if errors.Is(err, context.Canceled) {
 			return fmt.Errorf("import of %s stopped; nothing was written", file)

@@ -9,6 +9,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/gridbatch/gridbatch/internal/cli"
 	"github.com/gridbatch/gridbatch/internal/config"
 	"github.com/gridbatch/gridbatch/internal/numfmt"
 	"github.com/gridbatch/gridbatch/internal/store"
@@ -143,7 +144,7 @@ func printSummary(w io.Writer, b store.Batch) {
 	fmt.Fprintf(w, "  success rate:    %s; avg task %s; peak worker RSS %s; DB connection errors %s\n",
 		orDash(b.SuccessRate, numfmt.Percent), orDash(b.AvgTaskSeconds, numfmt.Seconds), rss, numfmt.Int(b.DBConnErrors))
 	if b.Error != nil {
-		fmt.Fprintf(w, "  error:           %s\n", *b.Error)
+		fmt.Fprintf(w, "  error:           %s\n", cli.Visible(*b.Error))
 	}
 	fmt.Fprintf(w, "  published:       %s\n", b.Publication())
 	if !b.Ended() {

@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -140,12 +141,28 @@ func serve(ctx context.Context, cfg config.Monitor, rq requeueOptions, stderr io
 	defer srv.Close()
 
 	httpSrv := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	useTLS := cfg.TLSCert != ""
+	if useTLS {
+		// Read now, so that a bad file stops the start with its reason.
+		if _, err := tlsPair(cfg.TLSCert, cfg.TLSKey); err != nil {
+			return err
+		}
+	}
 	served := make(chan error, 1)
-	go func() { served <- httpSrv.Serve(ln) }()
-	log.Info("monitor started", "addr", ln.Addr().String(), "auth", !noAuth, "allow_writes", cfg.AllowWrites,
+	go func() {
+		if useTLS {
+			served <- httpSrv.ServeTLS(ln, cfg.TLSCert, cfg.TLSKey)
+			return
+		}
+		served <- httpSrv.Serve(ln)
+	}()
+	log.Info("monitor started", "addr", ln.Addr().String(), "tls", useTLS, "auth", !noAuth, "allow_writes", cfg.AllowWrites,
 		"batch_view", "/", "asynqmon", "/asynqmon/", "metrics", "/metrics")
 	if noAuth {
-		log.Warn("serving without authentication (--insecure-no-auth, loopback only)")
+		log.Warn("serving without authentication (--insecure-no-auth, loopback addresses and Host headers only)")
+	} else if tcp, ok := ln.Addr().(*net.TCPAddr); !useTLS && (!ok || !tcp.IP.IsLoopback()) {
+		log.Warn("serving basic auth in clear text on a non-loopback address: the password crosses the network readable; give --tls-cert and --tls-key, or put a TLS proxy in front",
+			"addr", ln.Addr().String())
 	}
 	select {
 	case err := <-served:
@@ -190,4 +207,13 @@ func requeueWith(dq *dlq.Service) monitor.RequeueFunc {
 		}
 		return n, errors.Join(errs...)
 	}
+}
+
+// tlsPair loads the certificate and key files of --tls-cert and --tls-key.
+func tlsPair(cert, key string) (tls.Certificate, error) {
+	pair, err := tls.LoadX509KeyPair(cert, key)
+	if err != nil {
+		return pair, fmt.Errorf("GRIDBATCH_MONITOR_TLS_CERT=%s, GRIDBATCH_MONITOR_TLS_KEY=%s: %w", cert, key, err)
+	}
+	return pair, nil
 }

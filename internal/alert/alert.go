@@ -14,6 +14,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strings"
 	"time"
 )
 
@@ -27,8 +28,9 @@ const (
 	EventTickMissed = "tick_missed"
 )
 
-// Message is one alert. Text is the Slack-style line; the other fields are
-// for machines. Optional fields are left out of the JSON when empty.
+// Message is one alert. Text is the Slack-style line, plain text: Send
+// escapes it (SlackEscape), so a batch's error cannot mention @channel or
+// disguise a link; the other fields are for machines. Optional fields are left out of the JSON when empty.
 type Message struct {
 	Text  string `json:"text"`
 	Event string `json:"event"`
@@ -102,6 +104,7 @@ func (s *Sender) MaxDuration() time.Duration {
 // another 4xx is not retried. It returns within MaxDuration, or sooner when
 // ctx ends.
 func (s *Sender) Send(ctx context.Context, m Message) error {
+	m.Text = SlackEscape(m.Text)
 	body, err := json.Marshal(m)
 	if err != nil {
 		return fmt.Errorf("encode alert: %w", err)
@@ -158,3 +161,12 @@ func (s *Sender) post(ctx context.Context, body []byte) (retry bool, err error) 
 		return false, fmt.Errorf("webhook answered %s; not retried", resp.Status)
 	}
 }
+
+// slackEscaper escapes the three characters Slack's message formatting
+// gives a meaning to.
+var slackEscaper = strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;")
+
+// SlackEscape returns s as Slack shows it literally: & < > escaped as Slack
+// asks, so that "<!channel>" mentions nobody and "<https://evil|docs>" is
+// no link disguised as another.
+func SlackEscape(s string) string { return slackEscaper.Replace(s) }

@@ -124,3 +124,16 @@ func TestNewNeedsAURL(t *testing.T) {
 	_, err := alert.New(alert.Config{})
 	require.Error(t, err)
 }
+
+func TestSendEscapesTheTextForSlack(t *testing.T) {
+	t.Parallel()
+	rec := alerttest.NewRecorder(t)
+	hostile := "model said <!channel> see <https://evil.example/login|https://docs.example> & <@U123>"
+	require.NoError(t, newSender(t, rec.URL, time.Second).Send(context.Background(), alert.Message{
+		Text: ":warning: gridbatch: ph batch ph-1 ended failed. Error: " + hostile, Event: alert.EventBatchEnded, Error: hostile}))
+	got := rec.Received(alert.EventBatchEnded)
+	require.Len(t, got, 1)
+	require.Equal(t, ":warning: gridbatch: ph batch ph-1 ended failed. Error: model said &lt;!channel&gt; see &lt;https://evil.example/login|https://docs.example&gt; &amp; &lt;@U123&gt;", got[0].Text)
+	require.NotContains(t, got[0].Text, "<")
+	require.Equal(t, hostile, got[0].Error, "the machine field keeps the text as it is")
+}

@@ -9,8 +9,11 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/gridbatch/gridbatch/internal/config"
 )
@@ -68,7 +71,7 @@ func Main(name string, run func(ctx context.Context, args []string, stdout, stde
 	if err != nil && code != ExitOK {
 		var e *ExitErr
 		if !errors.As(err, &e) || e.Err != nil {
-			fmt.Fprintf(os.Stderr, "%s: %s\n", name, OneLine(config.Mask(err.Error())))
+			fmt.Fprintf(os.Stderr, "%s: %s\n", name, Visible(OneLine(config.Mask(err.Error()))))
 		}
 	}
 	os.Exit(code)
@@ -77,4 +80,52 @@ func Main(name string, run func(ctx context.Context, args []string, stdout, stde
 // OneLine folds a multi-line message into one line.
 func OneLine(s string) string {
 	return strings.Join(strings.Fields(strings.ReplaceAll(s, "\n", "; ")), " ")
+}
+
+// Visible returns s with what a terminal would act on made visible: every
+// control character (C0 such as ESC and newline, DEL, C1), every
+// bidirectional-text control (U+061C, U+200E/F, U+202A–E, U+2066–9) and
+// every byte that is not UTF-8 is written as a Go escape (\x1b, \n,
+// \u202e), so that text from the database (a model's error, a payload)
+// cannot move the cursor, recolour the terminal or reorder a line. Every
+// command prints such text through it.
+func Visible(s string) string {
+	clean := true
+	for _, r := range s {
+		if hidden(r) {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && n == 1:
+			fmt.Fprintf(&b, `\x%02x`, s[i])
+		case hidden(r):
+			q := strconv.QuoteRuneToASCII(r) // '\x1b', '\n', '\u202e'
+			b.WriteString(q[1 : len(q)-1])
+		default:
+			b.WriteString(s[i : i+n])
+		}
+		i += n
+	}
+	return b.String()
+}
+
+// hidden is a rune Visible escapes.
+func hidden(r rune) bool {
+	switch {
+	case r == utf8.RuneError:
+		return true // possibly a byte that is not UTF-8; a real U+FFFD is escaped too
+	case unicode.IsControl(r):
+		return true
+	case r == 0x061c, r == 0x200e, r == 0x200f, r >= 0x202a && r <= 0x202e, r >= 0x2066 && r <= 0x2069:
+		return true
+	}
+	return false
 }

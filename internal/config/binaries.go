@@ -13,7 +13,8 @@ import (
 // Worker configures the worker binary.
 type Worker struct {
 	Common
-	// HTTPAddr serves /healthz, /readyz and /metrics. Defaults to :8081.
+	// HTTPAddr serves /healthz, /readyz and /metrics. Defaults to
+	// 127.0.0.1:8081, or :8081 in a container (InContainer).
 	HTTPAddr string
 	// Concurrency is the number of chunk tasks run at once. Defaults to
 	// GOMAXPROCS, which since Go 1.25 follows a container's CPU limit where
@@ -75,7 +76,7 @@ type Worker struct {
 // Bind registers the worker's flags on s.
 func (c *Worker) Bind(s *Set) {
 	s.Common(&c.Common)
-	s.String(&c.HTTPAddr, "http-addr", "GRIDBATCH_HTTP_ADDR", ":8081", "`address` of /healthz, /readyz and /metrics")
+	s.String(&c.HTTPAddr, "http-addr", "GRIDBATCH_HTTP_ADDR", s.localAddr("8081"), "`address` of /healthz, /readyz and /metrics (default loopback, outside a container)")
 	s.Int(&c.Concurrency, "concurrency", "GRIDBATCH_CONCURRENCY", runtime.GOMAXPROCS(0), "chunk tasks run at once (default: the CPUs this process may use)")
 	s.Duration(&c.TaskTimeout, "task-timeout", "GRIDBATCH_TASK_TIMEOUT", 5*time.Minute, "bound on one chunk task; then it is cancelled and retried")
 	s.Int(&c.MaxRetry, "max-retry", "GRIDBATCH_MAX_RETRY", 5, "retries before a task is dead-lettered")
@@ -179,9 +180,36 @@ type Scheduler struct {
 	// LeaderTTL is the TTL of the leader lease in Redis: a dead leader is
 	// replaced within about 1⅓ of it. Defaults to 10s.
 	LeaderTTL time.Duration
-	// HTTPAddr serves /healthz and /readyz. Defaults to :8082, so that it
-	// does not clash with a worker's :8081 on one host.
+	// HTTPAddr serves /healthz and /readyz. Defaults to 127.0.0.1:8082, or
+	// :8082 in a container (InContainer), so that it does not clash with a
+	// worker's 8081 on one host.
 	HTTPAddr string
+}
+
+// localAddr is the default address of an HTTP endpoint on port: loopback
+// only, unless the process runs in a container, whose network namespace is
+// its own (Kubernetes' probes and compose's healthchecks come from outside
+// it; compose and the K8s manifests set GRIDBATCH_HTTP_ADDR anyway).
+func (s *Set) localAddr(port string) string {
+	if s.InContainer() {
+		return ":" + port
+	}
+	return "127.0.0.1:" + port
+}
+
+// InContainer reports whether the process runs in a container: a
+// Kubernetes pod (KUBERNETES_SERVICE_HOST), Docker (/.dockerenv) or Podman
+// (/run/.containerenv).
+func (s *Set) InContainer() bool {
+	if _, ok := s.lookup("KUBERNETES_SERVICE_HOST"); ok {
+		return true
+	}
+	for _, f := range []string{"/.dockerenv", "/run/.containerenv"} {
+		if _, err := os.Stat(f); err == nil {
+			return true
+		}
+	}
+	return false
 }
 
 // Bind registers the scheduler's flags on s.
@@ -194,7 +222,7 @@ func (c *Scheduler) Bind(s *Set) {
 	s.Secret(&c.AlertWebhookURL, "alert-webhook-url", "GRIDBATCH_ALERT_WEBHOOK_URL", "", "POST a JSON alert here on bad batch ends and skipped ticks")
 	s.Duration(&c.AlertTimeout, "alert-timeout", "GRIDBATCH_ALERT_TIMEOUT", 5*time.Second, "bound on one webhook POST (3 attempts per alert)")
 	s.Duration(&c.LeaderTTL, "leader-ttl", "GRIDBATCH_LEADER_TTL", 10*time.Second, "TTL of the leader lease; a dead leader is replaced within about 1.3x this")
-	s.String(&c.HTTPAddr, "http-addr", "GRIDBATCH_HTTP_ADDR", ":8082", "`address` of /healthz and /readyz")
+	s.String(&c.HTTPAddr, "http-addr", "GRIDBATCH_HTTP_ADDR", s.localAddr("8082"), "`address` of /healthz and /readyz (default loopback, outside a container)")
 }
 
 // Validate reports the first bad setting, naming its variable.
@@ -238,6 +266,9 @@ type Monitor struct {
 	AllowWrites bool
 	// InsecureNoAuth serves without authentication; only on loopback.
 	InsecureNoAuth bool
+	// TLSCert and TLSKey are the PEM files of the monitor's certificate
+	// and key: with both, it serves HTTPS. Default: none, plain HTTP.
+	TLSCert, TLSKey string
 }
 
 // Bind registers the monitor's flags on s.
@@ -247,7 +278,9 @@ func (c *Monitor) Bind(s *Set) {
 	s.String(&c.User, "user", "GRIDBATCH_MONITOR_USER", "", "basic-auth user")
 	s.Secret(&c.Password, "password", "GRIDBATCH_MONITOR_PASSWORD", "", "basic-auth password")
 	s.Bool(&c.AllowWrites, "allow-writes", "GRIDBATCH_MONITOR_ALLOW_WRITES", false, "allow asynqmon actions and DLQ requeue")
-	s.Bool(&c.InsecureNoAuth, "insecure-no-auth", "", false, "serve without authentication (loopback addresses only)")
+	s.Bool(&c.InsecureNoAuth, "insecure-no-auth", "", false, "serve without authentication (loopback addresses and Host headers only)")
+	s.String(&c.TLSCert, "tls-cert", "GRIDBATCH_MONITOR_TLS_CERT", "", "serve HTTPS with this certificate `file` (PEM; with --tls-key)")
+	s.String(&c.TLSKey, "tls-key", "GRIDBATCH_MONITOR_TLS_KEY", "", "the private key `file` (PEM) of --tls-cert")
 }
 
 // Validate reports the first bad setting, naming its variable.
@@ -257,6 +290,9 @@ func (c *Monitor) Validate() error {
 	}
 	if c.Addr == "" {
 		return fmt.Errorf("GRIDBATCH_MONITOR_ADDR is empty; expected e.g. 127.0.0.1:8080")
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		return errors.New("GRIDBATCH_MONITOR_TLS_CERT and GRIDBATCH_MONITOR_TLS_KEY go together: set both, or neither")
 	}
 	return nil
 }

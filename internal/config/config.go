@@ -4,16 +4,17 @@
 package config
 
 import (
+	"cmp"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"net/url"
 	"os"
-	"regexp"
 	"sort"
 	"strings"
 	"time"
+	"unicode"
 )
 
 // Defaults shared by the binaries. They are the values DESIGN.md promises.
@@ -162,16 +163,112 @@ func badValue(env string, v any, why string) error {
 	return fmt.Errorf("%s=%v %s", env, v, why)
 }
 
-var (
-	urlPassword = regexp.MustCompile(`(://[^:/@\s]*:)[^@\s]*@`)
-	dsnPassword = regexp.MustCompile(`(?i)(password\s*=\s*)('[^']*'|\S+)`)
-)
-
-// Mask hides passwords in URLs and key=value DSNs, so a configuration or an
-// error can be printed safely.
+// Mask hides passwords in s, so that a configuration or an error can be
+// printed safely: the password of every URL in it, found by parsing the URL
+// as net/url does (user information ends at the authority's last @, so a
+// password holding @ is hidden whole), and the value of every password=
+// of a key=value DSN. A secret is "xxxxx".
 func Mask(s string) string {
-	s = urlPassword.ReplaceAllString(s, "${1}xxxxx@")
-	return dsnPassword.ReplaceAllString(s, "${1}xxxxx")
+	var b strings.Builder
+	for {
+		i := strings.Index(s, "://")
+		if i < 0 {
+			break
+		}
+		start := i
+		for start > 0 && isSchemeByte(s[start-1]) {
+			start--
+		}
+		end := len(s)
+		if j := strings.IndexFunc(s[i+3:], endsURL); j >= 0 {
+			end = i + 3 + j
+		}
+		b.WriteString(s[:start])
+		b.WriteString(redactURL(s[start:end], i-start))
+		s = s[end:]
+	}
+	b.WriteString(s)
+	return maskDSNPasswords(b.String())
+}
+
+func isSchemeByte(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '+' || c == '-' || c == '.'
+}
+
+// endsURL is a character that ends a URL within a text: a space or a quote.
+func endsURL(r rune) bool { return unicode.IsSpace(r) || r == '"' || r == '\'' || r == '`' }
+
+// redactURL returns the URL u (whose "://" is at sep) with its password,
+// if any, replaced by xxxxx, as url.URL.Redacted does; a URL net/url cannot
+// parse (several hosts, as redis-sentinel's) loses everything between the
+// user name and the authority's last @.
+func redactURL(u string, sep int) string {
+	if pu, err := url.Parse(u); err == nil {
+		if _, ok := pu.User.Password(); ok {
+			return pu.Redacted()
+		}
+		return u
+	}
+	auth := u[sep+3:]
+	if j := strings.IndexAny(auth, "/?#"); j >= 0 && !strings.Contains(auth[j:], "@") {
+		auth = auth[:j]
+	}
+	at := strings.LastIndex(auth, "@")
+	colon := strings.Index(auth, ":")
+	if at < 0 || colon < 0 || colon > at {
+		return u
+	}
+	return u[:sep+3] + auth[:colon] + ":xxxxx" + u[sep+3+at:]
+}
+
+// maskDSNPasswords replaces the value of each password= (any case, spaces
+// around =) by xxxxx: a quoted value ('…', with \' inside) or one up to
+// the next space.
+func maskDSNPasswords(s string) string {
+	lower := strings.Map(func(r rune) rune {
+		if r >= 'A' && r <= 'Z' {
+			return r + 'a' - 'A'
+		}
+		return r
+	}, s)
+	var b strings.Builder
+	from := 0
+	for i := 0; ; {
+		k := strings.Index(lower[i:], "password")
+		if k < 0 {
+			break
+		}
+		j := i + k + len("password")
+		for j < len(s) && s[j] == ' ' {
+			j++
+		}
+		if j == len(s) || s[j] != '=' {
+			i = i + k + 1
+			continue
+		}
+		j++
+		for j < len(s) && s[j] == ' ' {
+			j++
+		}
+		end := j
+		if end < len(s) && s[end] == '\'' {
+			for end++; end < len(s) && s[end] != '\''; end++ {
+				if s[end] == '\\' {
+					end++
+				}
+			}
+			end = min(end+1, len(s))
+		} else {
+			for end < len(s) && !unicode.IsSpace(rune(s[end])) {
+				end++
+			}
+		}
+		b.WriteString(s[from:j])
+		b.WriteString("xxxxx")
+		from, i = end, end
+	}
+	b.WriteString(s[from:])
+	return b.String()
 }
 
 // MaskError returns err with any password in its text masked. It keeps the
@@ -200,6 +297,7 @@ type Set struct {
 	fs      *flag.FlagSet
 	env     map[string]string // flag name → variable
 	secret  map[string]bool
+	creds   map[string]bool // URL flags that may carry a password
 	lookup  func(string) (string, bool)
 	about   string
 	example string
@@ -213,6 +311,7 @@ func NewSet(name, about, example string) *Set {
 		fs:      flag.NewFlagSet(name, flag.ContinueOnError),
 		env:     map[string]string{},
 		secret:  map[string]bool{},
+		creds:   map[string]bool{},
 		lookup:  os.LookupEnv,
 		about:   about,
 		example: example,
@@ -236,10 +335,20 @@ func (s *Set) String(p *string, name, env, def, usage string) {
 	s.bind(name, env)
 }
 
-// Secret is String for a value that is never printed.
+// Secret is String for a value that is never printed, and never taken from
+// the command line (where ps and /proc/PID/cmdline show it): only from its
+// variable env, or from the file named by env_FILE.
 func (s *Set) Secret(p *string, name, env, def, usage string) {
 	s.String(p, name, env, def, usage)
 	s.secret[name] = true
+}
+
+// CredentialURL is String for a URL that may carry a password: printed
+// masked, taken from the file named by env_FILE as well as from env, and
+// refused on the command line when it carries a password.
+func (s *Set) CredentialURL(p *string, name, env, def, usage string) {
+	s.String(p, name, env, def, usage)
+	s.creds[name] = true
 }
 
 // Int binds an int flag.
@@ -274,8 +383,8 @@ func (s *Set) bind(name, env string) {
 
 // Common binds the settings every binary has.
 func (s *Set) Common(c *Common) {
-	s.String(&c.RedisURL, "redis-url", "GRIDBATCH_REDIS_URL", DefaultRedisURL, "Redis `URL` (asynq's broker)")
-	s.String(&c.DatabaseURL, "database-url", "GRIDBATCH_DATABASE_URL", DefaultDatabaseURL, "PostgreSQL `URL`")
+	s.CredentialURL(&c.RedisURL, "redis-url", "GRIDBATCH_REDIS_URL", DefaultRedisURL, "Redis `URL` (asynq's broker); a password only in the variable or GRIDBATCH_REDIS_URL_FILE")
+	s.CredentialURL(&c.DatabaseURL, "database-url", "GRIDBATCH_DATABASE_URL", DefaultDatabaseURL, "PostgreSQL `URL`; a password only in the variable or GRIDBATCH_DATABASE_URL_FILE")
 	s.Duration(&c.DBConnectTimeout, "db-connect-timeout", "GRIDBATCH_DB_CONNECT_TIMEOUT", 5*time.Second, "bound on opening one PostgreSQL connection")
 	s.Duration(&c.DBStatementTimeout, "db-statement-timeout", "GRIDBATCH_DB_STATEMENT_TIMEOUT", 60*time.Second, "server-side statement_timeout of every connection")
 	s.Int(&c.DBMaxConns, "db-max-conns", "GRIDBATCH_DB_MAX_CONNS", 8, "maximum PostgreSQL connections of this process")
@@ -307,6 +416,16 @@ func (s *Set) Parse(args []string) error {
 			return
 		}
 		v, ok := s.lookup(env)
+		if s.secret[f.Name] || s.creds[f.Name] {
+			fv, err := s.fromFile(env, ok)
+			if err != nil {
+				errs = append(errs, err)
+				return
+			}
+			if fv != nil {
+				v, ok = *fv, true
+			}
+		}
 		if !ok {
 			return
 		}
@@ -329,8 +448,35 @@ func (s *Set) Parse(args []string) error {
 	if err != nil {
 		return MaskError(fmt.Errorf("%v (see --help)", err))
 	}
-	return nil
+	s.fs.Visit(func(f *flag.Flag) {
+		env := s.env[f.Name]
+		if s.secret[f.Name] || s.creds[f.Name] && hasPassword(f.Value.String()) {
+			err = cmp.Or(err, fmt.Errorf("--%s would show its secret to every user of the machine (ps, /proc/PID/cmdline): set %s, or %s_FILE to a file that holds it", f.Name, env, env))
+		}
+	})
+	return err
 }
+
+// fromFile reads the value of env from the file named by env_FILE, if that
+// is set: nil when it is not. Both set is an error (set says env is).
+func (s *Set) fromFile(env string, set bool) (*string, error) {
+	path, ok := s.lookup(env + "_FILE")
+	if !ok {
+		return nil, nil
+	}
+	if set {
+		return nil, fmt.Errorf("both %s and %s_FILE are set: set one", env, env)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("%s_FILE=%s: cannot read: %v", env, path, errors.Unwrap(err))
+	}
+	v := strings.TrimRight(string(b), "\r\n")
+	return &v, nil
+}
+
+// hasPassword reports whether s, a URL or key=value DSN, holds a password.
+func hasPassword(s string) bool { return Mask(s) != s }
 
 // expected says what a flag's value should look like.
 func expected(f *flag.Flag) string {

@@ -3,6 +3,7 @@ package config
 import (
 	"bytes"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -125,4 +126,70 @@ func TestFlagsAfterPositionalArguments(t *testing.T) {
 	require.True(t, asJSON)
 	require.Equal(t, 3, limit)
 	require.Equal(t, []string{"ID1", "ID2", "--not-a-flag"}, s.Args())
+}
+
+func TestMaskParsesURLs(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]string{
+		// The password holds @: all of it is hidden, up to the authority's last @.
+		"redis://:p@sPw@redis:6379/0":                            "redis://:xxxxx@redis:6379/0",
+		"postgres://u:a@b:c@db:5432/x?sslmode=verify-full":       "postgres://u:xxxxx@db:5432/x?sslmode=verify-full",
+		`GRIDBATCH_REDIS_URL="redis://:p@sPw@h/0": bad`:          `GRIDBATCH_REDIS_URL="redis://:xxxxx@h/0": bad`,
+		"dial redis://u:p@ss@h1/0 and postgres://v:q@h2/db then": "dial redis://u:xxxxx@h1/0 and postgres://v:xxxxx@h2/db then",
+		"redis-sentinel://:p@w@h1:26379,h2:26379?master=mm":      "redis-sentinel://:xxxxx@h1:26379,h2:26379?master=mm",
+		"host=db password='a b\\' c' user=u":                     "host=db password=xxxxx user=u",
+		"host=db PASSWORD = s3cret":                              "host=db PASSWORD = xxxxx",
+		"no secret here: redis://h:6379/0":                       "no secret here: redis://h:6379/0",
+	} {
+		require.Equal(t, want, Mask(in), in)
+	}
+}
+
+func TestSecretsComeOnlyFromTheEnvironmentOrAFile(t *testing.T) {
+	t.Parallel()
+	file := filepath.Join(t.TempDir(), "db-url")
+	require.NoError(t, os.WriteFile(file, []byte("postgres://u:from@file@db/x\n"), 0o600))
+	pw := filepath.Join(t.TempDir(), "pw")
+	require.NoError(t, os.WriteFile(pw, []byte("a long password\n"), 0o600))
+	for _, tc := range []struct {
+		name string
+		env  map[string]string
+		args []string
+		err  string // "" for none
+	}{
+		{"a password in --database-url", nil, []string{"--database-url", "postgres://u:hunter2@db/x"},
+			"--database-url would show its secret to every user of the machine (ps, /proc/PID/cmdline): set GRIDBATCH_DATABASE_URL, or GRIDBATCH_DATABASE_URL_FILE to a file that holds it"},
+		{"a password in --redis-url", nil, []string{"--redis-url", "redis://:p@ss@h:6379/0"}, "--redis-url would show its secret"},
+		{"--password at all", nil, []string{"--password", "hunter2hunter2"}, "--password would show its secret"},
+		{"URLs without a password in flags", nil, []string{"--redis-url", "redis://h:6379/1", "--database-url", "postgres://u@db/x"}, ""},
+		{"both a variable and its file", map[string]string{"GRIDBATCH_DATABASE_URL": "postgres://u@db/x", "GRIDBATCH_DATABASE_URL_FILE": file}, nil,
+			"both GRIDBATCH_DATABASE_URL and GRIDBATCH_DATABASE_URL_FILE are set: set one"},
+		{"a file that is not there", map[string]string{"GRIDBATCH_MONITOR_PASSWORD_FILE": "/nonexistent/pw"}, nil,
+			"GRIDBATCH_MONITOR_PASSWORD_FILE=/nonexistent/pw: cannot read: no such file or directory"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var c Monitor
+			s := NewSet("monitor", "about", "").WithLookup(lookup(tc.env))
+			c.Bind(s)
+			err := s.Parse(tc.args)
+			if tc.err == "" {
+				require.NoError(t, err)
+				return
+			}
+			require.ErrorContains(t, err, tc.err)
+			require.NotContains(t, err.Error(), "hunter2")
+			require.NotContains(t, err.Error(), "p@ss")
+		})
+	}
+
+	var c Monitor
+	s := NewSet("monitor", "about", "").WithLookup(lookup(map[string]string{"GRIDBATCH_DATABASE_URL_FILE": file, "GRIDBATCH_MONITOR_PASSWORD_FILE": pw}))
+	c.Bind(s)
+	require.NoError(t, s.Parse(nil))
+	require.Equal(t, "postgres://u:from@file@db/x", c.DatabaseURL, "read from the file, without its newline")
+	require.Equal(t, "a long password", c.Password)
+	var out bytes.Buffer
+	s.PrintConfig(&out)
+	require.Contains(t, out.String(), "GRIDBATCH_DATABASE_URL=postgres://u:xxxxx@db/x\n", "masked whole")
+	require.NotContains(t, out.String(), "file@")
 }

@@ -9,9 +9,12 @@ package export
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"math"
 	"os"
 	"path/filepath"
@@ -145,11 +148,14 @@ func File(ctx context.Context, path string, src Source, l Layout, o Options) (st
 	if _, err := ParseFormat(string(o.Format)); err != nil {
 		return Stats{}, err
 	}
+	if err := checkOut(path); err != nil {
+		return Stats{}, err
+	}
 	dir, base := filepath.Split(path)
 	if dir == "" {
 		dir = "."
 	}
-	f, err := os.CreateTemp(dir, "."+base+".tmp-*")
+	f, err := createTemp(dir, "."+base+".tmp-")
 	if err != nil {
 		return Stats{}, fmt.Errorf("cannot write beside %s: %w", path, err)
 	}
@@ -195,16 +201,53 @@ func File(ctx context.Context, path string, src Source, l Layout, o Options) (st
 		return st, err
 	}
 	st.Bytes = fi.Size()
-	if err = f.Chmod(0o644); err != nil {
-		return st, err
-	}
 	if err = f.Close(); err != nil {
 		return st, fmt.Errorf("write %s: %w", tmp, err)
+	}
+	if err = checkOut(path); err != nil { // again: it may have appeared since
+		return st, err
 	}
 	if err = os.Rename(tmp, path); err != nil {
 		return st, fmt.Errorf("rename %s to %s: %w", tmp, path, err)
 	}
 	return st, nil
+}
+
+// checkOut refuses an export to path when something other than a regular
+// file is there: a FIFO, a device, a socket, a folder or a symbolic link
+// would be replaced by the file.
+func checkOut(path string) error {
+	fi, err := os.Lstat(path)
+	if err != nil || fi.Mode().IsRegular() {
+		return nil // nothing there (or nothing that can be told): the rename says
+	}
+	what := "not a regular file"
+	switch m := fi.Mode(); {
+	case m&fs.ModeSymlink != 0:
+		what = "a symbolic link"
+	case m&fs.ModeNamedPipe != 0:
+		what = "a FIFO"
+	case m&fs.ModeDevice != 0:
+		what = "a device"
+	case m&fs.ModeSocket != 0:
+		what = "a socket"
+	case m.IsDir():
+		what = "a folder"
+	}
+	return fmt.Errorf("%s exists and is %s, not a regular file: not replaced; remove it or give another --out", path, what)
+}
+
+// createTemp creates a new file in dir whose name starts with prefix, with
+// the permissions the umask leaves of 0666 (os.CreateTemp's are 0600).
+func createTemp(dir, prefix string) (*os.File, error) {
+	for {
+		var b [6]byte
+		_, _ = rand.Read(b[:])
+		f, err := os.OpenFile(filepath.Join(dir, prefix+hex.EncodeToString(b[:])), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o666)
+		if !errors.Is(err, fs.ErrExist) {
+			return f, err
+		}
+	}
 }
 
 // Stream exports src as CSV to w, for standard output. The other formats

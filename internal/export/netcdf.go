@@ -13,6 +13,7 @@ import (
 	"io/fs"
 	"math"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -26,10 +27,13 @@ const DefaultPython = "/usr/bin/python3"
 const NetCDFPackages = "apt-get install python3 python3-netcdf4"
 
 // netcdfScript is the writer process's program (netcdf_writer.py), run
-// with python3 -c: the binary carries it, so it needs no file of its own.
+// with python3 -I -c: the binary carries it, so it needs no file of its own.
 //
 //go:embed netcdf_writer.py
 var netcdfScript string
+
+// netcdfEnv is the whole environment of the writer process.
+var netcdfEnv = []string{"PATH=/usr/local/bin:/usr/bin:/bin", "LANG=C.UTF-8", "HOME=/nonexistent"}
 
 // netcdfReadyTimeout bounds the writer process's start: python3, its
 // imports and the file's creation.
@@ -79,7 +83,7 @@ var netcdfBlockBytes = 16 << 20
 // DefaultPython) on path, which it creates or truncates, and waits until
 // the file is created. Once ctx is done the process is killed. A python
 // without netCDF4 is an error naming the Debian package.
-func NewNetCDFWriter(ctx context.Context, python, path string, l Layout) (*NetCDFWriter, error) {
+func NewNetCDFWriter(ctx context.Context, python, path string, l Layout) (_ *NetCDFWriter, err error) {
 	if err := l.validate(); err != nil {
 		return nil, err
 	}
@@ -87,6 +91,9 @@ func NewNetCDFWriter(ctx context.Context, python, path string, l Layout) (*NetCD
 	r := l.Region
 	h := netcdfHeader{Path: path, Kind: l.Kind, Units: l.Units, LongName: l.LongName, Scenarios: l.Scenarios,
 		FirstYear: l.FirstYear, Years: l.Years, Attributes: l.Attributes, BlockBytes: netcdfBlockBytes}
+	if h.Path, err = filepath.Abs(path); err != nil { // the process runs in /
+		return nil, err
+	}
 	if h.Attributes == nil {
 		h.Attributes = map[string]string{}
 	}
@@ -101,7 +108,13 @@ func NewNetCDFWriter(ctx context.Context, python, path string, l Layout) (*NetCD
 		return nil, err
 	}
 	w := &NetCDFWriter{python: python, stderr: &tailBuffer{max: 16 << 10}, want: len(l.Scenarios) * l.Years * r.NumCols()}
-	w.cmd = exec.CommandContext(ctx, python, "-c", netcdfScript)
+	// Isolated: -I puts neither the working directory nor PYTHON*
+	// variables nor the user's site-packages on its path (a json.py in
+	// the folder of the export would run), in a fixed folder, with an
+	// environment of its own (no database URL).
+	w.cmd = exec.CommandContext(ctx, python, "-I", "-c", netcdfScript)
+	w.cmd.Dir = "/"
+	w.cmd.Env = netcdfEnv
 	w.cmd.Stderr = w.stderr
 	w.cmd.WaitDelay = 5 * time.Second
 	if w.stdin, err = w.cmd.StdinPipe(); err != nil {

@@ -8,6 +8,12 @@
 // caller can copy rows to the database as they come and still refuse the
 // whole file at its first bad row. Every error is an *Error: one line naming
 // the file, the line (CSV) or row (Parquet) and the column.
+//
+// A file is untrusted: its memory is bounded whatever it claims. CSV
+// records are cut at MaxCSVRecord (csv.go); a Parquet file's footer and
+// every page header are checked, and every compressed page inflated once
+// into nothing, before parquet-go reads it (parquetcheck.go, thriftwalk.go);
+// no file has more than MaxColumns columns.
 package inputs
 
 import (
@@ -32,6 +38,18 @@ type Format string
 const (
 	CSV     Format = "csv"
 	Parquet Format = "parquet"
+)
+
+// Limits of a file, whatever it claims: past one, Open or Next refuses the
+// file with an *Error naming the limit, before allocating for it.
+const (
+	// MaxColumns is the most columns a file may have (PostgreSQL's
+	// tables hold 1,600).
+	MaxColumns = 1000
+	// MaxCSVRecord is the longest CSV record, in bytes: encoding/csv
+	// holds a whole record (an unclosed quote runs to the end of the
+	// file).
+	MaxCSVRecord = 1 << 20
 )
 
 // Key columns: a row names its cell by GridID, or by Lat and Lon.
@@ -227,6 +245,16 @@ func openDecoder(path string, f Format) (decoder, error) {
 	}
 	if err != nil {
 		file.Close()
+		var le *parquetLimitError
+		if errors.As(err, &le) {
+			e := &Error{File: path, Column: le.column, Msg: le.msg}
+			if le.group > 0 {
+				e.Unit, e.Line = "row group", int64(le.group)
+			} else if le.column != "" {
+				e.Unit = "schema"
+			}
+			return nil, e
+		}
 		return nil, &Error{File: path, Msg: err.Error()}
 	}
 	return dec, nil
@@ -254,7 +282,9 @@ func (r *Reader) readHeader() error {
 	bad := func(col, format string, args ...any) error {
 		return &Error{File: r.path, Unit: headerUnit, Line: headerLine, Column: col, Msg: fmt.Sprintf(format, args...)}
 	}
-	r.names = names
+	if len(names) > MaxColumns {
+		return bad("", "%d columns, over the limit of %d", len(names), MaxColumns)
+	}
 	r.roles = make([]int, len(names))
 	seen := make(map[string]int, len(names))
 	for i, name := range names {

@@ -2,6 +2,7 @@ package inputs_test
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"math"
 	"os"
@@ -11,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/parquet-go/parquet-go"
+	"github.com/parquet-go/parquet-go/compress"
 	"github.com/stretchr/testify/require"
 
 	"github.com/gridbatch/gridbatch/internal/grid"
@@ -343,4 +345,57 @@ func BenchmarkReadCSV(b *testing.B) {
 		rd.Close()
 	}
 	b.ReportMetric(float64(r.NumCells())*float64(b.N)/b.Elapsed().Seconds(), "rows/s")
+}
+
+func TestParquetOfEveryCodecPassesTheChecks(t *testing.T) {
+	t.Parallel()
+	l := lattice(t, 0.05)
+	type cell struct {
+		GridID int64   `parquet:"grid_id"`
+		Mu0    float64 `parquet:"mu0"`
+		Sigma  float64 `parquet:"sigma,dict"`
+	}
+	// Not LZ4_RAW: parquet-go v0.32.0 reads back other values than it
+	// wrote with it, with or without these checks.
+	for _, codec := range []compress.Codec{&parquet.Uncompressed, &parquet.Snappy, &parquet.Gzip, &parquet.Zstd, &parquet.Brotli} {
+		t.Run(codec.String(), func(t *testing.T) {
+			t.Parallel()
+			path := filepath.Join(t.TempDir(), "in.parquet")
+			f, err := os.Create(path)
+			require.NoError(t, err)
+			// Pages of 4 KiB, row groups of 3,000 rows: many of each.
+			w := parquet.NewGenericWriter[cell](f, parquet.Compression(codec), parquet.PageBufferSize(4<<10), parquet.MaxRowsPerRowGroup(3000))
+			var want []row
+			for id := range int64(10_000) {
+				c := cell{id, math.Sqrt(float64(id)), float64(id % 7)}
+				_, err := w.Write([]cell{c})
+				require.NoError(t, err)
+				want = append(want, row{id, []float64{c.Mu0, c.Sigma}})
+			}
+			require.NoError(t, w.Close())
+			require.NoError(t, f.Close())
+			_, got, err := readAll(t, path, inputs.Parquet, l)
+			require.NoError(t, err)
+			require.Equal(t, want, got)
+		})
+	}
+}
+
+func TestCSVLimits(t *testing.T) {
+	t.Parallel()
+	l := lattice(t, 0.05)
+	wide := "grid_id" + strings.Repeat(",x", inputs.MaxColumns) + "\n"
+	_, _, err := readAll(t, writeFile(t, "wide.csv", wide), inputs.CSV, l)
+	require.ErrorContains(t, err, fmt.Sprintf("wide.csv: line 1: %d columns, over the limit of %d", inputs.MaxColumns+1, inputs.MaxColumns))
+
+	long := "grid_id,mu0\n1,1\n2,\"" + strings.Repeat("x\n", inputs.MaxCSVRecord) + "\"\n"
+	_, rows, err := readAll(t, writeFile(t, "long.csv", long), inputs.CSV, l)
+	require.ErrorContains(t, err, "long.csv: line 3: a record longer than 1 MiB, the limit of a CSV record")
+	require.Len(t, rows, 1, "the rows before it are read")
+
+	// A record just under the limit is read.
+	under := "grid_id,mu0\n1," + strings.Repeat(" ", inputs.MaxCSVRecord-100) + "2\n"
+	_, rows, err = readAll(t, writeFile(t, "under.csv", under), inputs.CSV, l)
+	require.NoError(t, err)
+	require.Len(t, rows, 1)
 }

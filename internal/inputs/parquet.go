@@ -33,12 +33,18 @@ type parquetDecoder struct {
 }
 
 func newParquetDecoder(f *os.File, size int64) (*parquetDecoder, error) {
-	pf, err := parquet.OpenFile(f, size, parquet.SkipPageIndex(true), parquet.SkipBloomFilters(true),
-		parquet.ReadBufferSize(256<<10))
+	if size == 0 {
+		return nil, errors.New("empty file: want a Parquet file with a column grid_id (or lat and lon) and a column per input")
+	}
+	columns, err := checkParquet(f, size)
 	if err != nil {
-		if size == 0 {
-			return nil, errors.New("empty file: want a Parquet file with a column grid_id (or lat and lon) and a column per input")
-		}
+		return nil, err
+	}
+	// parquet-go buffers each column's reads: 16 MiB in all at most.
+	buffer := max(4<<10, min(256<<10, (16<<20)/max(columns, 1)))
+	pf, err := parquet.OpenFile(f, size, parquet.SkipPageIndex(true), parquet.SkipBloomFilters(true),
+		parquet.ReadBufferSize(buffer))
+	if err != nil {
 		return nil, fmt.Errorf("not a readable Parquet file: %v", err)
 	}
 	return &parquetDecoder{f: f, pf: pf, groups: pf.RowGroups()}, nil

@@ -83,6 +83,10 @@ type badRequest struct{ error }
 func (s *Server) batchMap(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), mapTimeout)
 	defer cancel()
+	if !validID(r.PathValue("id")) {
+		http.NotFound(w, r)
+		return
+	}
 	b, err := s.cfg.Store.GetBatch(ctx, r.PathValue("id"))
 	if errors.Is(err, store.ErrBatchNotFound) {
 		err = fmt.Errorf("there is no batch %q: %w", r.PathValue("id"), err)

@@ -3,7 +3,9 @@
 // throughput chart, a map of its values and its dead letters), the maps of
 // the published values of each kind, asynqmon mounted under /asynqmon/,
 // and /metrics with asynq's queue metrics and per-kind batch gauges. Every
-// path but /healthz is behind HTTP basic auth.
+// path but /healthz is behind HTTP basic auth, whose failures are logged
+// and throttled per client (guard.go); without it (--insecure-no-auth) only
+// loopback Host headers are answered. No response may be framed.
 //
 // The pages are rendered on the server from embedded templates; they need
 // no JavaScript, and reload themselves every few seconds while a batch runs.
@@ -167,8 +169,10 @@ func (s *Server) routes() http.Handler {
 	app.Handle("GET "+s.asynqmon.RootPath(), http.RedirectHandler(s.asynqmon.RootPath()+"/", http.StatusMovedPermanently))
 
 	protected := http.NewCrossOriginProtection().Handler(app)
-	if !s.cfg.InsecureNoAuth {
-		protected = basicAuth(s.cfg.User, s.cfg.Password, protected)
+	if s.cfg.InsecureNoAuth {
+		protected = loopbackHostOnly(protected)
+	} else {
+		protected = throttled(newLoginThrottle(), s.cfg.Log, basicAuth(s.cfg.User, s.cfg.Password), protected)
 	}
 	root := http.NewServeMux()
 	root.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -176,38 +180,36 @@ func (s *Server) routes() http.Handler {
 		fmt.Fprintln(w, "ok")
 	})
 	root.Handle("/", protected)
-	return root
+	return noFraming(root)
 }
 
-// basicAuth lets a request through when its basic-auth credentials match.
-// It compares SHA-256 digests in constant time, so neither the content nor
-// the length of the credentials leaks through timing.
-func basicAuth(user, password string, next http.Handler) http.Handler {
+// basicAuth reports whether a request's basic-auth credentials match. It
+// compares SHA-256 digests in constant time, so neither the content nor the
+// length of the credentials leaks through timing.
+func basicAuth(user, password string) func(r *http.Request) bool {
 	wantUser := sha256.Sum256([]byte(user))
 	wantPass := sha256.Sum256([]byte(password))
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return func(r *http.Request) bool {
 		u, p, ok := r.BasicAuth()
 		gotUser := sha256.Sum256([]byte(u))
 		gotPass := sha256.Sum256([]byte(p))
 		userOK := subtle.ConstantTimeCompare(gotUser[:], wantUser[:])
 		passOK := subtle.ConstantTimeCompare(gotPass[:], wantPass[:])
-		if !ok || userOK&passOK != 1 {
-			w.Header().Set("WWW-Authenticate", `Basic realm="gridbatch monitor", charset="UTF-8"`)
-			http.Error(w, "401 Unauthorized: this monitor needs the user and password of GRIDBATCH_MONITOR_USER and GRIDBATCH_MONITOR_PASSWORD", http.StatusUnauthorized)
-			return
-		}
-		next.ServeHTTP(w, r)
-	})
+		return ok && userOK&passOK == 1
+	}
 }
 
 // CheckAuth reports whether the monitor may start with these settings:
-// with both credentials it may, anywhere; with neither it may only when
+// with both credentials (a password of MinPasswordLength characters or
+// more) it may, anywhere; with neither it may only when
 // insecureNoAuth is set and addr is a loopback address (127.0.0.0/8, ::1 or
 // localhost). The error names what to change.
 func CheckAuth(addr, user, password string, insecureNoAuth bool) error {
 	switch {
-	case user != "" && password != "":
+	case user != "" && len([]rune(password)) >= MinPasswordLength:
 		return nil
+	case user != "" && password != "":
+		return fmt.Errorf("GRIDBATCH_MONITOR_PASSWORD has %d characters; use %d or more", len([]rune(password)), MinPasswordLength)
 	case user != "" && password == "":
 		return errors.New("GRIDBATCH_MONITOR_USER is set but GRIDBATCH_MONITOR_PASSWORD is empty; set both")
 	case user == "" && password != "":

@@ -153,8 +153,9 @@ func TestCheckAuth(t *testing.T) {
 		insecure             bool
 		wantErr              string
 	}{
-		"credentials, any address":            {addr: ":8080", user: "u", password: "p"},
-		"credentials and the insecure flag":   {addr: "0.0.0.0:8080", user: "u", password: "p", insecure: true},
+		"credentials, any address":            {addr: ":8080", user: "u", password: "twelve chars"},
+		"credentials and the insecure flag":   {addr: "0.0.0.0:8080", user: "u", password: "twelve chars", insecure: true},
+		"a password under 12 characters":      {addr: "127.0.0.1:8080", user: "u", password: "elevenchars", wantErr: "GRIDBATCH_MONITOR_PASSWORD has 11 characters; use 12 or more"},
 		"no credentials":                      {addr: "127.0.0.1:8080", wantErr: "set GRIDBATCH_MONITOR_USER and GRIDBATCH_MONITOR_PASSWORD"},
 		"user only":                           {addr: "127.0.0.1:8080", user: "u", wantErr: "GRIDBATCH_MONITOR_PASSWORD is empty"},
 		"password only":                       {addr: "127.0.0.1:8080", password: "p", insecure: true, wantErr: "GRIDBATCH_MONITOR_USER is empty"},

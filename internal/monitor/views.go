@@ -337,6 +337,10 @@ func (s *Server) batchPage(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	id := r.PathValue("id")
 	now := time.Now()
+	if !validID(id) {
+		s.errorPage(w, http.StatusNotFound, "No such batch", "There is no batch "+strconv.QuoteToASCII(id)+".")
+		return
+	}
 	o, err := s.cfg.Store.BatchOverview(ctx, id, s.cfg.RateWindow)
 	if errors.Is(err, store.ErrBatchNotFound) {
 		s.errorPage(w, http.StatusNotFound, "No such batch", "There is no batch "+strconv.Quote(id)+".")
@@ -351,10 +355,14 @@ func (s *Server) batchPage(w http.ResponseWriter, r *http.Request) {
 		BBox:      strconv.FormatFloat(b.BBox.LonMin, 'g', -1, 64) + "," + strconv.FormatFloat(b.BBox.LatMin, 'g', -1, 64) + "," + strconv.FormatFloat(b.BBox.LonMax, 'g', -1, 64) + "," + strconv.FormatFloat(b.BBox.LatMax, 'g', -1, 64),
 		ChunkSize: b.ChunkSize, Deadline: b.DeadlineAt, LockExpires: b.LockExpiresAt,
 		AllowWrites: s.cfg.AllowWrites, CanRequeue: s.cfg.AllowWrites && s.cfg.Requeue != nil}
-	if n := r.URL.Query().Get("requeued"); n != "" {
-		p.Flash = "Requeued " + n + " dead letters: their chunks run again with a fresh retry count."
+	// The banners are fixed texts chosen by a code of the URL (a count is
+	// the only value taken from it), never text of the URL.
+	if n, err := strconv.Atoi(r.URL.Query().Get("requeued")); err == nil && n >= 0 {
+		p.Flash = "Requeued " + strconv.Itoa(n) + " dead letters: their chunks run again with a fresh retry count."
 	}
-	p.RequeueError = r.URL.Query().Get("requeue_error")
+	if r.URL.Query().Get("requeue") == "failed" {
+		p.RequeueError = "the monitor's log has the reason (message \"requeue dead letters\")."
+	}
 
 	stats, err := s.cfg.Store.BatchChunkStats(ctx, id)
 	if err != nil {
@@ -467,6 +475,9 @@ func figures(b store.Batch, c store.ChunkStats, dbErrors int64, now time.Time) (
 func (s *Server) requeue(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	switch {
+	case !validID(id):
+		http.NotFound(w, r)
+		return
 	case !s.cfg.AllowWrites:
 		http.Error(w, "403 Forbidden: the monitor is read-only; start it with --allow-writes to requeue dead letters here, or run: enqueuer dlq requeue --batch "+id, http.StatusForbidden)
 		return
@@ -485,7 +496,7 @@ func (s *Server) requeue(w http.ResponseWriter, r *http.Request) {
 	n, err := s.cfg.Requeue(ctx, id, taskIDs)
 	if err != nil {
 		s.cfg.Log.Error("requeue dead letters", "batch_id", id, "task_ids", taskIDs, "error", err)
-		q.Set("requeue_error", err.Error())
+		q.Set("requeue", "failed")
 	} else {
 		s.cfg.Log.Info("requeued dead letters from the monitor", "batch_id", id, "requeued", n, "user", s.cfg.User)
 		q.Set("requeued", strconv.Itoa(n))

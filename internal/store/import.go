@@ -42,8 +42,24 @@ type ImportResult struct {
 	Added []string
 }
 
+// NewInputsError refuses an import that would add more new inputs (columns
+// of cell_params, which stay) than it may.
+type NewInputsError struct {
+	// New are the inputs cell_params has no column for.
+	New []string
+	// Max is the most an import may add.
+	Max int
+}
+
+func (e *NewInputsError) Error() string {
+	return fmt.Sprintf("%d inputs new to cell_params (%s), over the limit of %d new inputs an import may add: each becomes a column of cell_params for good (--max-new-inputs raises the limit)",
+		len(e.New), strings.Join(e.New, ", "), e.Max)
+}
+
 // ImportInputs writes the rows to cell_params at step, all or nothing, in
-// one transaction. It streams them with the binary protocol (pgx CopyFrom)
+// one transaction. Before reading a row it refuses, with a
+// *NewInputsError, rows that would add more than maxNew inputs new to
+// cell_params. It streams them with the binary protocol (pgx CopyFrom)
 // into a temporary table; an error of rows.Next stops it, is returned as it
 // is, and nothing is written. Then it adds a double precision column to
 // cell_params for each input it lacks (ALTER TABLE takes the table's
@@ -55,7 +71,7 @@ type ImportResult struct {
 // rows' inputs. Other inputs, and the cells not in rows, are left alone.
 // Each statement runs under the pool's statement_timeout. A missing schema
 // gives an error for which IsSchemaError is true.
-func (s *Store) ImportInputs(ctx context.Context, step float64, rows ImportRows) (ImportResult, error) {
+func (s *Store) ImportInputs(ctx context.Context, step float64, rows ImportRows, maxNew int) (ImportResult, error) {
 	var res ImportResult
 	inputs := rows.Inputs()
 	if len(inputs) == 0 {
@@ -73,6 +89,15 @@ func (s *Store) ImportInputs(ctx context.Context, step float64, rows ImportRows)
 	have, err := tableColumns(ctx, tx, "cell_params")
 	if err != nil {
 		return res, fmt.Errorf("import inputs: %w", err)
+	}
+	var fresh []string
+	for _, in := range inputs {
+		if !slices.Contains(have, in) {
+			fresh = append(fresh, in)
+		}
+	}
+	if len(fresh) > maxNew {
+		return res, &NewInputsError{New: fresh, Max: maxNew}
 	}
 	cols := []string{"grid_id", "lat", "lon"}
 	ddl := []string{"grid_id bigint", "lat double precision", "lon double precision"}

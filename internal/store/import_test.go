@@ -63,7 +63,7 @@ func importFile(t testing.TB, ctx context.Context, st *store.Store, path string,
 		return store.ImportResult{}, err
 	}
 	defer r.Close()
-	return st.ImportInputs(ctx, l.Step, r)
+	return st.ImportInputs(ctx, l.Step, r, 100)
 }
 
 func TestImportInputs(t *testing.T) {
@@ -188,7 +188,7 @@ func TestImportInputsReturnsTheRowsErrorAsIs(t *testing.T) {
 	t.Parallel()
 	ctx := testContext(t)
 	db := testutil.NewDB(t)
-	_, err := db.Store.ImportInputs(ctx, 1, &failingRows{fail: 5000})
+	_, err := db.Store.ImportInputs(ctx, 1, &failingRows{fail: 5000}, 100)
 	require.EqualError(t, err, "row source failed")
 	n := 0
 	require.NoError(t, db.Pool.QueryRow(ctx, `SELECT count(*) FROM cell_params`).Scan(&n))
@@ -234,4 +234,25 @@ func BenchmarkImportInputs(b *testing.B) {
 			b.ReportMetric(float64(r.NumCells())*float64(b.N)/b.Elapsed().Seconds(), "rows/s")
 		})
 	}
+}
+
+func TestImportInputsRefusesMoreNewInputsThanItMayAdd(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t)
+	db := testutil.NewDB(t)
+	r := region(t, "126,36,126.1,36.1", 0.05)
+	path := writeCSV(t, r, []string{"mu0", "a1", "a2", "a3"})
+	format, err := inputs.FormatOf(path, "")
+	require.NoError(t, err)
+	rd, err := inputs.Open(path, format, r.Lattice)
+	require.NoError(t, err)
+	defer rd.Close()
+	_, err = db.Store.ImportInputs(ctx, r.Lattice.Step, rd, 2)
+	var ne *store.NewInputsError
+	require.ErrorAs(t, err, &ne)
+	require.Equal(t, []string{"a1", "a2", "a3"}, ne.New) // mu0 is a column already
+	require.Zero(t, rd.Rows(), "refused before reading a row")
+	got, err := db.Store.InputColumns(ctx)
+	require.NoError(t, err)
+	require.Equal(t, []string{"mu0", "sigma", "xi"}, got)
 }

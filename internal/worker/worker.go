@@ -304,12 +304,12 @@ func logStartLatency(log *slog.Logger) asynq.MiddlewareFunc {
 }
 
 // endpoints serves /healthz, /readyz and /metrics, and net/http/pprof under
-// /debug/pprof/ when withPprof is set.
+// /debug/pprof/ when withPprof is set: its profiles, never cmdline (the
+// process's arguments; Index answers 404 for it).
 func endpoints(rdb redis.UniversalClient, st *store.Store, live, notReady func() []string, metricsHandler http.Handler, withPprof bool) http.Handler {
 	mux := http.NewServeMux()
 	if withPprof {
 		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
-		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
 		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
 		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
 		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)

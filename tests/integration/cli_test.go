@@ -113,7 +113,7 @@ func TestEveryCommandOnAnUnmigratedDatabaseSaysToMigrate(t *testing.T) {
 func TestUnreachableRedisIsOneLine(t *testing.T) {
 	env := append(testutil.Env(testutil.NewRedis(t), testutil.NewDB(t)),
 		"GRIDBATCH_REDIS_URL=redis://127.0.0.1:1/0", "GRIDBATCH_HTTP_ADDR=127.0.0.1:0",
-		"GRIDBATCH_MONITOR_ADDR=127.0.0.1:0", "GRIDBATCH_MONITOR_USER=ops", "GRIDBATCH_MONITOR_PASSWORD=secret")
+		"GRIDBATCH_MONITOR_ADDR=127.0.0.1:0", "GRIDBATCH_MONITOR_USER=ops", "GRIDBATCH_MONITOR_PASSWORD=secret-of-length")
 	for _, cmd := range [][]string{{"enqueuer", "run", "--kind", "ph"}, {"worker"}, {"scheduler"}, {"monitor"}} {
 		t.Run(cmd[0], func(t *testing.T) {
 			out, errOut, code := runBin(t, env, cmd[0], cmd[1:]...)
