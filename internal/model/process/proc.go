@@ -187,7 +187,7 @@ func (p *proc) compute(ctx context.Context, chunk string, c model.Cells) ([]floa
 	switch f.typ {
 	case frameResult:
 	case frameError:
-		return nil, &ComputeError{Text: errorText(f.meta), Traceback: tracebackOf(f.meta)}
+		return nil, computeError(f.meta)
 	default:
 		p.kill("protocol violation")
 		return nil, fmt.Errorf("model replied %s to a CHUNK, want RESULT or ERROR", frameName(f.typ))
@@ -262,10 +262,10 @@ func (p *proc) roundTrip(ctx context.Context, typ uint32, meta any, data ...[]by
 			return frame{}, fmt.Errorf("model process (pid %d) killed: %s: %w", p.pid.Load(), why, ctx.Err())
 		case <-tick:
 			if rss := groupRSS(p.pgid); rss > p.spec.MemoryLimit {
-				why := fmt.Sprintf("memory limit: RSS %d MiB over %d MiB", rss>>20, p.spec.MemoryLimit>>20)
-				p.kill(why)
+				over := fmt.Sprintf("RSS %d MiB over %d MiB", rss>>20, p.spec.MemoryLimit>>20)
+				p.kill("memory limit: " + over)
 				<-ch
-				return frame{}, fmt.Errorf("model process (pid %d) killed: %s", p.pid.Load(), why)
+				return frame{}, fmt.Errorf("model process (pid %d) killed: %w: %s", p.pid.Load(), model.ErrMemoryLimit, over)
 			}
 		}
 	}
@@ -355,12 +355,30 @@ func (e *ExitError) Error() string {
 	return fmt.Sprintf("model process (pid %d) ended: %s", e.PID, e.Status)
 }
 
+// Is makes an ExitError match model.ErrCrashed.
+func (e *ExitError) Is(target error) bool { return target == model.ErrCrashed }
+
 // ComputeError is the model's own ERROR reply: an exception in compute.
+// Permanent is the model's word that no retry will fix it
+// (gridbatch_model.Permanent): it then matches model.ErrPermanent.
 type ComputeError struct {
 	Text, Traceback string
+	Permanent       bool
 }
 
 func (e *ComputeError) Error() string { return e.Text }
+
+// Is makes a ComputeError match model.ErrRaised and, when permanent,
+// model.ErrPermanent.
+func (e *ComputeError) Is(target error) bool {
+	return target == model.ErrRaised || (e.Permanent && target == model.ErrPermanent)
+}
+
+func computeError(meta []byte) *ComputeError {
+	var m errorMeta
+	_ = json.Unmarshal(meta, &m)
+	return &ComputeError{Text: errorText(meta), Traceback: m.Traceback, Permanent: m.Permanent}
+}
 
 func errorText(meta []byte) string {
 	var m errorMeta
@@ -371,12 +389,6 @@ func errorText(meta []byte) string {
 		return m.Message
 	}
 	return m.Type + ": " + m.Message
-}
-
-func tracebackOf(meta []byte) string {
-	var m errorMeta
-	_ = json.Unmarshal(meta, &m)
-	return m.Traceback
 }
 
 func shape(s []int) string {
