@@ -468,9 +468,10 @@ func (s *Service) ChunkDeadLettered(ctx context.Context, c Chunk, reason string)
 // failFast ends a batch failed when FailFastAfter of its planned chunks
 // failed (were dead-lettered or split) the same way and none of its cells
 // succeeded: a model that fails on every cell is not split down to each
-// of them.
+// of them. A chunk split because it ran out of memory or time does not
+// count: its halves may well fit.
 func (s *Service) failFast(ctx context.Context, batchID string, reason string) {
-	failed, classes, completed, err := s.store.FailedChunks(ctx, batchID)
+	failed, classes, completed, err := s.store.FailedChunks(ctx, batchID, []string{FailureMemory + ":", FailureTimeout + ":"})
 	if err == nil && completed == 0 && failed >= s.cfg.FailFastAfter && classes == 1 {
 		s.fail(ctx, batchID, fmt.Sprintf("the first %d chunks all failed the same way and no cell succeeded: %s", failed, reason))
 	}

@@ -623,3 +623,31 @@ func TestSplitDeliveredTwiceWritesEachRowOnce(t *testing.T) {
 	_, err = f.insp.GetTaskInfo(tasks.QueueGrid, batch.PartTaskID(b.ID, halves[0]))
 	require.ErrorIs(t, err, asynq.ErrTaskNotFound, "a half done is not enqueued again")
 }
+
+// TestFailFastCountsSplitChunks: a model failing on every cell ends the
+// batch failed once FailFastAfter planned chunks were split the same way
+// with no cell computed; chunks split for running out of memory do not
+// count (their halves may fit).
+func TestFailFastCountsSplitChunks(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name  string
+		cause error
+		want  string
+	}{
+		{"permanent errors on every cell", fmt.Errorf("compute: %w", model.ErrPermanent), store.StatusFailed},
+		{"memory-limit kills", fmt.Errorf("compute: %w", model.ErrMemoryLimit), store.StatusRunning},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			f := newFixture(t, batch.Config{FailFastAfter: 2})
+			b := f.trigger(grid.KindPH)
+			for i := range 2 {
+				out, err := f.svc.ChunkFailed(f.ctx, chunkOf(b, i), 5, tc.cause)
+				require.NoError(t, err)
+				require.Equal(t, batch.Split, out)
+			}
+			require.Equal(t, tc.want, f.batch(b.ID).Status)
+		})
+	}
+}

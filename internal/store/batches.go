@@ -395,12 +395,15 @@ func (s *Store) MarkChunkFailed(ctx context.Context, o ChunkOutcome) (Transition
 }
 
 // FailedChunks returns how many whole planned chunks of a batch failed
-// (were dead-lettered or split), how many distinct errors (digits ignored)
-// they failed with, and how many of the batch's cells succeeded.
-func (s *Store) FailedChunks(ctx context.Context, batchID string) (failed, classes int, completedCells int64, err error) {
+// (were dead-lettered, or split with an error that starts with none of
+// splitExcept), how many distinct errors (digits ignored) they failed
+// with, and how many of the batch's cells succeeded.
+func (s *Store) FailedChunks(ctx context.Context, batchID string, splitExcept []string) (failed, classes int, completedCells int64, err error) {
 	err = s.Pool.QueryRow(ctx, `SELECT count(*), count(DISTINCT regexp_replace(coalesce(error, ''), '[0-9]+', 'N', 'g')),
 			(SELECT completed_cells FROM gridbatch_chunk_counts($1))
-		FROM chunk_runs WHERE batch_id = $1 AND status IN ('failed', 'split') AND hi = 0`, batchID).Scan(&failed, &classes, &completedCells)
+		FROM chunk_runs WHERE batch_id = $1 AND hi = 0 AND (status = 'failed'
+			OR (status = 'split' AND NOT coalesce(error, '') LIKE ANY (SELECT p || '%' FROM unnest($2::text[]) p)))`,
+		batchID, splitExcept).Scan(&failed, &classes, &completedCells)
 	return failed, classes, completedCells, err
 }
 
