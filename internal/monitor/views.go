@@ -446,7 +446,7 @@ func figures(b store.Batch, c store.ChunkStats, dbErrors int64, now time.Time) (
 			dur.Value = numfmt.Duration(time.Duration(*b.DurationSeconds * float64(time.Second)))
 		}
 	}
-	rate := figure{"Success rate", "—", "succeeded chunks of all chunks"}
+	rate := figure{"Success rate", "—", "succeeded cells of all cells"}
 	avg := figure{"Average task", "—", "succeeded chunks"}
 	peak := figure{"Peak worker memory", "—", "largest RSS a chunk reported"}
 	if b.Ended() {
@@ -460,8 +460,8 @@ func figures(b store.Batch, c store.ChunkStats, dbErrors int64, now time.Time) (
 			peak.Value = numfmt.Bytes(*b.PeakWorkerRSSBytes)
 		}
 	} else {
-		if done := c.Succeeded + c.Failed + c.TimedOut + c.Cancelled; done > 0 {
-			rate = figure{"Success rate", numfmt.Percent(float64(c.Succeeded) / float64(done)), "so far, of chunks with an outcome"}
+		if done := b.CompletedCells + b.FailedCells + b.TimedOutCells; done > 0 {
+			rate = figure{"Success rate", numfmt.Percent(float64(b.CompletedCells) / float64(done)), "so far, of cells with an outcome"}
 		}
 		if c.AvgTaskSeconds != nil {
 			avg.Value, avg.Note = numfmt.Seconds(*c.AvgTaskSeconds), "so far"
