@@ -44,6 +44,11 @@ type Subject struct {
 	// empty for any other task, or a chunk task naming no batch.
 	BatchID string
 	Chunk   int
+	// Lo and Hi are the cells [Lo, Hi) of Chunk a part of a split chunk
+	// runs; 0 and 0 for a whole chunk (store.Piece).
+	Lo, Hi int
+	// GridID is the cell of a task that runs one cell; nil otherwise.
+	GridID *int64
 	// IsChunk is true for a chunk task of a named batch.
 	IsChunk bool
 	// Generation is the chunk task's requeue generation (0 as first enqueued).
@@ -57,11 +62,11 @@ type Subject struct {
 type Tasks interface {
 	// DescribeTask says which batch chunk a task is, from its type, ID and payload.
 	DescribeTask(typ, taskID string, payload []byte) Subject
-	// ChunkTask returns a fresh task (fresh retry count) for chunk of b
+	// ChunkTask returns a fresh task (fresh retry count) for piece p of b
 	// with requeue generation gen, and the options to enqueue it with: its
-	// queue, its task ID (derived from (batch, chunk), the same as the
+	// queue, its task ID (derived from (batch, chunk, piece), the same as the
 	// dead-lettered task's), its max retry and timeout.
-	ChunkTask(b store.Batch, chunk, gen int) (*asynq.Task, []asynq.Option, error)
+	ChunkTask(b store.Batch, p store.Piece, gen int) (*asynq.Task, []asynq.Option, error)
 }
 
 // Config tunes a Service. Zero fields take the defaults documented on each.

@@ -157,7 +157,7 @@ func (s *Service) Requeue(ctx context.Context, sel Selector, dryRun bool) ([]Req
 // enqueueRequeued replaces the archived copy of a dead letter with a fresh
 // task of its chunk, generation one up.
 func (s *Service) enqueueRequeued(ctx context.Context, b store.Batch, d store.DeadLetter) error {
-	t, opts, err := s.tasks.ChunkTask(b, *d.Chunk, d.Generation+1)
+	t, opts, err := s.tasks.ChunkTask(b, store.Piece{Chunk: *d.Chunk, Lo: d.Lo, Hi: d.Hi}, d.Generation+1)
 	if err != nil {
 		return err
 	}

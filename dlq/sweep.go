@@ -115,7 +115,7 @@ func (s *Service) recordPage(ctx context.Context, q string, tasks []archivedTask
 		subjects[i] = s.tasks.DescribeTask(t.msg.Type, t.msg.ID, t.msg.Payload)
 		letters[i] = deadLetterOf(q, t, subjects[i])
 		if subjects[i].IsChunk {
-			refs = append(refs, store.ChunkRef{BatchID: subjects[i].BatchID, Chunk: subjects[i].Chunk})
+			refs = append(refs, subjects[i].ref())
 		}
 	}
 	recorded, err := s.st.RecordedDeadLetters(ctx, ids)
@@ -148,15 +148,16 @@ func (s *Service) recordPage(ctx context.Context, q string, tasks []archivedTask
 	}
 	for i, t := range tasks {
 		sub := subjects[i]
-		if !sub.IsChunk || !open[store.ChunkRef{BatchID: sub.BatchID, Chunk: sub.Chunk}] {
+		if !sub.IsChunk || !open[sub.ref()] {
 			continue
 		}
-		c := batch.Chunk{BatchID: sub.BatchID, TaskID: t.msg.ID, Chunk: sub.Chunk, Retried: t.msg.Retried, Requeue: sub.Generation}
+		c := batch.Chunk{BatchID: sub.BatchID, TaskID: t.msg.ID, Chunk: sub.Chunk, Lo: sub.Lo, Hi: sub.Hi,
+			Retried: t.msg.Retried, Requeue: sub.Generation}
 		if err := s.svc.ChunkDeadLettered(ctx, c, letters[i].LastError); err != nil && !errors.Is(err, store.ErrBatchNotFound) {
 			return fmt.Errorf("record chunk %d of %s dead-lettered: %w", sub.Chunk, sub.BatchID, err)
 		}
 		// Not logged per chunk: the dead letter's line above says it.
-		delete(open, store.ChunkRef{BatchID: sub.BatchID, Chunk: sub.Chunk})
+		delete(open, sub.ref())
 		st.ChunksFailed++
 	}
 	return nil
@@ -171,9 +172,14 @@ func deadLetterOf(q string, t archivedTask, sub Subject) store.DeadLetter {
 	d := store.DeadLetter{TaskID: t.msg.ID, Generation: sub.Generation, Type: t.msg.Type, Queue: q,
 		Payload: t.msg.Payload, LastError: errMsg, Retries: t.msg.Retried, FailedAt: t.archivedAt}
 	if sub.BatchID != "" {
-		d.BatchID, d.Chunk = &sub.BatchID, &sub.Chunk
+		d.BatchID, d.Chunk, d.Lo, d.Hi, d.GridID = &sub.BatchID, &sub.Chunk, sub.Lo, sub.Hi, sub.GridID
 	}
 	return d
+}
+
+// ref names the piece of a chunk task's subject.
+func (sub Subject) ref() store.ChunkRef {
+	return store.ChunkRef{BatchID: sub.BatchID, Piece: store.Piece{Chunk: sub.Chunk, Lo: sub.Lo, Hi: sub.Hi}}
 }
 
 func taskAttrs(d store.DeadLetter) []any {
@@ -181,6 +187,12 @@ func taskAttrs(d store.DeadLetter) []any {
 		"retries", d.Retries, "error", d.LastError}
 	if d.BatchID != nil {
 		a = append(a, "batch_id", *d.BatchID, "chunk", *d.Chunk)
+	}
+	if d.Hi > 0 {
+		a = append(a, "cells", fmt.Sprintf("%d-%d", d.Lo, d.Hi))
+	}
+	if d.GridID != nil {
+		a = append(a, "grid_id", *d.GridID)
 	}
 	return a
 }

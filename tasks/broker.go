@@ -222,6 +222,20 @@ func (b *Broker) EnqueueChunks(ctx context.Context, bt store.Batch, chunks []int
 	return firstErr
 }
 
+// EnqueueParts implements batch.Broker: the parts of a split chunk, each
+// under its task ID (batch.PartTaskID); a task ID conflict (the part is
+// already queued or running) counts as done.
+func (b *Broker) EnqueueParts(ctx context.Context, bt store.Batch, parts []store.Piece) error {
+	for _, pc := range parts {
+		p := ChunkPayload{BatchID: bt.ID, Kind: bt.Kind, Step: bt.Step, ChunkSize: bt.ChunkSize, Chunk: pc.Chunk, Lo: pc.Lo, Hi: pc.Hi,
+			BBox: [4]float64{bt.BBox.LonMin, bt.BBox.LatMin, bt.BBox.LonMax, bt.BBox.LatMax}}
+		if err := b.enqueueChunk(ctx, p, batch.PartTaskID(bt.ID, pc)); err != nil {
+			return fmt.Errorf("%s: %w", pc, err)
+		}
+	}
+	return nil
+}
+
 func (b *Broker) enqueueChunk(ctx context.Context, p ChunkPayload, id string) error {
 	p.EnqueuedAtUnixNano = time.Now().UnixNano()
 	t, err := NewChunkTask(p)
@@ -238,11 +252,11 @@ func (b *Broker) enqueueChunk(ctx context.Context, p ChunkPayload, id string) er
 
 // RemoveChunks implements batch.Broker: queued tasks are deleted; running
 // ones are cancelled, and deleted once they are back in the retry set.
-func (b *Broker) RemoveChunks(ctx context.Context, batchID string, chunks []int) error {
+func (b *Broker) RemoveChunks(ctx context.Context, batchID string, pieces []store.Piece) error {
 	var active []string
 	var firstErr error
-	for _, c := range chunks {
-		id := batch.ChunkTaskID(batchID, c)
+	for _, c := range pieces {
+		id := batch.PartTaskID(batchID, c)
 		err := b.insp.DeleteTask(QueueGrid, id)
 		switch {
 		case err == nil, errors.Is(err, asynq.ErrTaskNotFound), errors.Is(err, asynq.ErrQueueNotFound):
@@ -309,7 +323,11 @@ func (b *Broker) DescribeTask(typ, taskID string, payload []byte) dlq.Subject {
 		return dlq.Subject{}
 	}
 	if p, err := DecodeChunk(payload); err == nil {
-		return dlq.Subject{BatchID: p.BatchID, Chunk: p.Chunk, IsChunk: true, Generation: max(p.Requeue, 0)}
+		sub := dlq.Subject{BatchID: p.BatchID, Chunk: p.Chunk, Lo: p.Lo, Hi: p.Hi, IsChunk: true, Generation: max(p.Requeue, 0)}
+		if ids := p.cells(); len(ids) == 1 {
+			sub.GridID = &ids[0]
+		}
+		return sub
 	}
 	if bid, chunk, ok := batch.ParseChunkTaskID(taskID); ok {
 		return dlq.Subject{BatchID: bid, Chunk: chunk, IsChunk: true}
@@ -317,15 +335,17 @@ func (b *Broker) DescribeTask(typ, taskID string, payload []byte) dlq.Subject {
 	return dlq.Subject{}
 }
 
-// ChunkTask implements dlq.Tasks: the chunk's task with requeue generation
-// gen, under the chunk's task ID, with this broker's max retry and timeout.
-func (b *Broker) ChunkTask(bt store.Batch, chunk, gen int) (*asynq.Task, []asynq.Option, error) {
-	t, err := NewChunkTask(ChunkPayload{BatchID: bt.ID, Kind: bt.Kind, Chunk: chunk, Step: bt.Step, ChunkSize: bt.ChunkSize,
+// ChunkTask implements dlq.Tasks: the task of a chunk, or of a part of a
+// split one (a cell's dead letter recomputes that cell alone), with requeue
+// generation gen, under its task ID, with this broker's max retry and
+// timeout.
+func (b *Broker) ChunkTask(bt store.Batch, pc store.Piece, gen int) (*asynq.Task, []asynq.Option, error) {
+	t, err := NewChunkTask(ChunkPayload{BatchID: bt.ID, Kind: bt.Kind, Chunk: pc.Chunk, Lo: pc.Lo, Hi: pc.Hi, Step: bt.Step, ChunkSize: bt.ChunkSize,
 		BBox: [4]float64{bt.BBox.LonMin, bt.BBox.LatMin, bt.BBox.LonMax, bt.BBox.LatMax}, Requeue: gen,
 		EnqueuedAtUnixNano: time.Now().UnixNano()})
 	if err != nil {
 		return nil, nil, err
 	}
-	return t, []asynq.Option{asynq.Queue(QueueGrid), asynq.TaskID(batch.ChunkTaskID(bt.ID, chunk)),
+	return t, []asynq.Option{asynq.Queue(QueueGrid), asynq.TaskID(batch.PartTaskID(bt.ID, pc)),
 		asynq.MaxRetry(b.opts.MaxRetry), asynq.Timeout(b.opts.Timeout)}, nil
 }

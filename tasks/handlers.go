@@ -29,6 +29,8 @@ type Handlers struct {
 // (revoked, or cancelled because its batch ended).
 type Observer interface {
 	TaskFailed(taskType, outcome string)
+	// CellsDeadLettered counts the cells of a dead-lettered chunk task.
+	CellsDeadLettered(n int)
 }
 
 // HandlerOption configures Handlers.
@@ -60,27 +62,47 @@ func taskMeta(ctx context.Context) (id string, retried, maxRetry int) {
 	return id, retried, maxRetry
 }
 
-// ProcessChunk runs one chunk task.
+// ProcessChunk runs one chunk task. A failure is decided by
+// batch.Service.ChunkFailed (batch.Classify): retried, dead-lettered
+// (asynq.SkipRetry), or split, which ends the task here (its halves carry
+// its cells).
 func (h *Handlers) ProcessChunk(ctx context.Context, t *asynq.Task) error {
-	id, retried, _ := taskMeta(ctx)
+	id, retried, maxRetry := taskMeta(ctx)
 	p, err := DecodeChunk(t.Payload())
 	if err != nil {
 		return err
 	}
 	start := time.Now()
 	c := p.chunk(id, retried)
-	c.Requeue = p.Requeue
+	// The run ends a little before asynq's deadline, so that a timeout is
+	// this handler's to decide (asynq retries a run past its deadline
+	// whatever the handler returns).
+	if dl, ok := ctx.Deadline(); ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, dl.Add(-min(deadlineMargin, time.Until(dl)/10)))
+		defer cancel()
+	}
 	err = h.svc.RunChunk(ctx, c)
 	if err == nil {
 		h.log.Debug("chunk done", "batch_id", p.BatchID, "chunk", p.Chunk, "task_id", id, "seconds", time.Since(start).Seconds())
+		return nil
+	}
+	out, err := h.svc.ChunkFailed(ctx, c, maxRetry, err)
+	if out == batch.Split {
+		metrics.Split(ctx)
 	}
 	return asynqError(err)
 }
 
+// deadlineMargin is how long before asynq's deadline a chunk run is
+// stopped (at most a tenth of its timeout).
+const deadlineMargin = 3 * time.Second
+
 // asynqError translates batch's verdict for asynq: an error batch.Classify
 // dead-letters wraps asynq.SkipRetry.
 func asynqError(err error) error {
-	if err != nil && batch.Classify(err) == batch.DeadLetter && !errors.Is(err, asynq.SkipRetry) {
+	err = batch.Permanent(err)
+	if errors.Is(err, batch.ErrPermanent) && !errors.Is(err, asynq.SkipRetry) {
 		return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
 	}
 	return err
@@ -148,6 +170,14 @@ func (h *Handlers) HandleError(ctx context.Context, t *asynq.Task, err error) {
 	}
 	if perr == nil {
 		d.Generation = p.Requeue // a requeued chunk that fails again is a new dead letter of the same task ID
+		ids := p.cells()
+		d.Lo, d.Hi = p.Lo, p.Hi
+		if len(ids) == 1 {
+			d.GridID = &ids[0]
+		}
+		if h.obs != nil {
+			h.obs.CellsDeadLettered(len(ids))
+		}
 	}
 	if _, rerr := dlq.Record(rctx, h.svc.Store(), d); rerr != nil {
 		h.log.Error("record dead letter failed; the archive sweep will record it", append(attrs, "record_error", rerr.Error())...)

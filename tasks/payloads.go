@@ -36,6 +36,12 @@ type ChunkPayload struct {
 	Step      float64    `json:"step"`
 	BBox      [4]float64 `json:"bbox"` // lon_min, lat_min, lon_max, lat_max
 	ChunkSize int        `json:"chunk_size"`
+	// Lo and Hi are the cells [Lo, Hi) of the chunk, in its row-major
+	// order, that the task runs when it is a part of a split chunk; left
+	// out (0 and 0) for the whole chunk (store.Piece). Its task ID is then
+	// batch.PartTaskID(batch, piece).
+	Lo int `json:"lo,omitempty"`
+	Hi int `json:"hi,omitempty"`
 	// Requeue is the requeue generation: 0 (left out) as first enqueued, n
 	// for the task 'enqueuer dlq requeue' enqueued the n-th time. The task
 	// ID stays batch.ChunkTaskID(batch, chunk); a requeued chunk may write
@@ -75,6 +81,8 @@ func DecodeChunk(data []byte) (ChunkPayload, error) {
 		return p, badPayload(TypeChunk, "chunk %d is negative", p.Chunk)
 	case p.ChunkSize < 1:
 		return p, badPayload(TypeChunk, "chunk_size %d must be at least 1", p.ChunkSize)
+	case (p.Lo != 0 || p.Hi != 0) && (p.Lo < 0 || p.Hi <= p.Lo || p.Hi > p.ChunkSize):
+		return p, badPayload(TypeChunk, "cells %d-%d are not a part of a chunk of %d cells", p.Lo, p.Hi, p.ChunkSize)
 	case math.IsNaN(p.Step) || p.Step <= 0:
 		return p, badPayload(TypeChunk, "step %v must be positive", p.Step)
 	}
@@ -91,7 +99,17 @@ func (p ChunkPayload) bbox() grid.BBox {
 // Chunk converts the payload to the orchestration's chunk.
 func (p ChunkPayload) chunk(taskID string, retried int) batch.Chunk {
 	return batch.Chunk{BatchID: p.BatchID, TaskID: taskID, Kind: p.Kind, Chunk: p.Chunk, Step: p.Step,
-		BBox: p.bbox(), ChunkSize: p.ChunkSize, Retried: retried}
+		BBox: p.bbox(), ChunkSize: p.ChunkSize, Lo: p.Lo, Hi: p.Hi, Retried: retried, Requeue: p.Requeue}
+}
+
+// cells returns the grid IDs of the cells the task runs; nil when the
+// payload names none.
+func (p ChunkPayload) cells() []int64 {
+	ids, _, err := p.chunk("", 0).Cells()
+	if err != nil {
+		return nil
+	}
+	return ids
 }
 
 // PlanPayload is the payload of a TypePlan task.

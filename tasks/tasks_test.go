@@ -165,7 +165,7 @@ func TestChunkOptionsMaxRetry(t *testing.T) {
 			info, err := insp.GetTaskInfo(QueueGrid, batch.ChunkTaskID(bt.ID, 0))
 			require.NoError(t, err)
 			require.Equal(t, tc.want, info.MaxRetry, "an enqueued chunk task")
-			task, opts, err := b.ChunkTask(bt, 1, 1)
+			task, opts, err := b.ChunkTask(bt, store.Piece{Chunk: 1}, 1)
 			require.NoError(t, err)
 			info, err = client.EnqueueContext(ctx, task, opts...)
 			require.NoError(t, err)

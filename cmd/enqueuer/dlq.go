@@ -220,13 +220,16 @@ func runDLQList(ctx context.Context, e *env, args []string) error {
 		return writeJSON(e.stdout, map[string]any{"total": total, "dead_letters": out})
 	}
 	tw := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "TASK ID\tGEN\tBATCH\tCHUNK\tRETRIES\tFAILED AT\tREQUEUED AT\tLAST ERROR")
+	fmt.Fprintln(tw, "TASK ID\tGEN\tBATCH\tCHUNK\tCELL\tRETRIES\tFAILED AT\tREQUEUED AT\tLAST ERROR")
 	for _, d := range ds {
-		b, c := "-", "-"
+		b, c, cell := "-", "-", "-"
 		if d.BatchID != nil {
 			b, c = *d.BatchID, strconv.Itoa(*d.Chunk)
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%d\t%s\t%s\t%s\n", cli.Visible(d.TaskID), d.Generation, cli.Visible(b), c, d.Retries,
+		if d.GridID != nil {
+			cell = strconv.FormatInt(*d.GridID, 10)
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", cli.Visible(d.TaskID), d.Generation, cli.Visible(b), c, cell, d.Retries,
 			d.FailedAt.UTC().Format(time.RFC3339), timeOrDash(d.RequeuedAt), oneLine(d.LastError, 80))
 	}
 	if err := tw.Flush(); err != nil {
@@ -275,6 +278,12 @@ func runDLQShow(ctx context.Context, e *env, args []string) error {
 		fmt.Fprintf(e.stdout, "  type:        %s (queue %s)\n", cli.Visible(d.Type), cli.Visible(d.Queue))
 		if d.BatchID != nil {
 			fmt.Fprintf(e.stdout, "  batch:       %s, chunk %d\n", cli.Visible(*d.BatchID), *d.Chunk)
+		}
+		if d.Hi > 0 {
+			fmt.Fprintf(e.stdout, "  cells:       %d-%d of the chunk (a part of it, split around failing cells)\n", d.Lo, d.Hi)
+		}
+		if d.GridID != nil {
+			fmt.Fprintf(e.stdout, "  cell:        grid_id %d\n", *d.GridID)
 		}
 		fmt.Fprintf(e.stdout, "  retries:     %d\n", d.Retries)
 		fmt.Fprintf(e.stdout, "  failed at:   %s\n", d.FailedAt.UTC().Format(time.RFC3339))

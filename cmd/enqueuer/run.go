@@ -7,6 +7,7 @@ import (
 	"io"
 	"math"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/schollz/progressbar/v3"
@@ -89,18 +90,20 @@ func runRun(ctx context.Context, e *env, args []string) error {
 		fmt.Fprintf(e.stderr, "follow it with: enqueuer status %s\n", b.ID)
 		return nil
 	}
-	final, err := follow(ctx, c.st, b, e.stderr, every)
+	final, err := follow(ctx, c.st, b, e.stderr, every, newFailureWatch(c.st, c.insp, b))
 	if err != nil {
 		return err
 	}
 	printSummary(e.stderr, final)
+	printFailedCells(ctx, e.stderr, c.st, final)
 	return statusExit(final)
 }
 
 // follow polls the batch until it ends, drawing progress, and returns it.
 // The wait is bounded: past the lock's expiry plus a margin a still-running
-// batch means no worker is reconciling, and follow says so.
-func follow(ctx context.Context, st *store.Store, b store.Batch, w io.Writer, every time.Duration) (store.Batch, error) {
+// batch means no worker is reconciling, and follow says so. Each chunk
+// failure is said as it happens (fw).
+func follow(ctx context.Context, st *store.Store, b store.Batch, w io.Writer, every time.Duration, fw *failureWatch) (store.Batch, error) {
 	tty := false
 	if f, ok := w.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
 		tty = true
@@ -119,6 +122,12 @@ func follow(ctx context.Context, st *store.Store, b store.Batch, w io.Writer, ev
 	defer tick.Stop()
 	for {
 		cur, err := st.GetBatch(ctx, b.ID)
+		if lines := fw.poll(ctx); len(lines) > 0 {
+			if bar != nil {
+				_ = bar.Clear()
+			}
+			fmt.Fprintln(w, strings.Join(lines, "\n"))
+		}
 		switch {
 		case err != nil && ctx.Err() != nil:
 			return cur, fmt.Errorf("stopped waiting; batch %s keeps running (enqueuer status %s)", b.ID, b.ID)

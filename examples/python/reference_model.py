@@ -45,12 +45,16 @@ GUMBEL_RETURN = -math.log(-math.log1p(-EXCEEDANCE_PROB))
 
 
 def _params(kind, cells):
-    """Return mu0, sigma, xi as (n, 1, 1) arrays; refuse invalid parameters like the Go kernel."""
+    """Return mu0, sigma, xi as (n, 1, 1) arrays; refuse invalid parameters like the Go kernel.
+
+    Invalid parameters are gridbatch_model.Permanent: no retry fixes them, the
+    worker splits the chunk around the cell at once.
+    """
     mu0, sigma, xi = (np.asarray(cells[k], dtype=np.float64) for k in INPUTS)
     bad = ~(np.isfinite(mu0) & np.isfinite(sigma) & np.isfinite(xi) & (sigma > 0))
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise ValueError("compute %s: cell %d: invalid params mu0=%r sigma=%r xi=%r: want finite values and sigma > 0"
+        raise gridbatch_model.Permanent("compute %s: cell %d: invalid params mu0=%r sigma=%r xi=%r: want finite values and sigma > 0"
                          % (kind, int(cells["grid_id"][i]), float(mu0[i]), float(sigma[i]), float(xi[i])))
     return mu0[:, None, None], sigma[:, None, None], xi[:, None, None]
 

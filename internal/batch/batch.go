@@ -46,8 +46,11 @@ type Broker interface {
 	// EnqueueChunks enqueues one chunk task per chunk, skipping those already
 	// queued (idempotent).
 	EnqueueChunks(ctx context.Context, b store.Batch, chunks []int) error
+	// EnqueueParts enqueues one chunk task per part of a split chunk,
+	// skipping those already queued (idempotent).
+	EnqueueParts(ctx context.Context, b store.Batch, parts []store.Piece) error
 	// RemoveChunks removes the batch's queued chunk tasks and cancels running ones.
-	RemoveChunks(ctx context.Context, batchID string, chunks []int) error
+	RemoveChunks(ctx context.Context, batchID string, pieces []store.Piece) error
 	// CountDBError adds one to the batch's DB connection errors; DBErrors reads them.
 	CountDBError(ctx context.Context, batchID string)
 	DBErrors(ctx context.Context, batchID string) int64
@@ -266,7 +269,10 @@ type Chunk struct {
 	Step      float64
 	BBox      grid.BBox
 	ChunkSize int
-	Retried   int
+	// Lo and Hi are the cells [Lo, Hi) of the chunk the task runs when it is
+	// a part of a split chunk; 0 and 0 run the whole chunk (store.Piece).
+	Lo, Hi  int
+	Retried int
 	// Requeue is the chunk task's requeue generation: 0 as first enqueued,
 	// n after the n-th 'enqueuer dlq requeue'. A requeued chunk may write
 	// into a batch that has ended, and heals its figures and status.
@@ -281,57 +287,41 @@ var ErrBadChunk = errors.New("bad chunk")
 // asynq.SkipRetry.
 var ErrPermanent = errors.New("permanent failure")
 
-// Outcome is what becomes of a task run that failed.
-type Outcome int
+// Piece is the part of its chunk the task runs.
+func (c Chunk) Piece() store.Piece { return store.Piece{Chunk: c.Chunk, Lo: c.Lo, Hi: c.Hi} }
 
-// The outcomes of Classify.
-const (
-	// Retry: retried after the countdown, counting against its retries.
-	Retry Outcome = iota
-	// RetryUncounted: retried later without counting a retry (the database
-	// breaker was open: the task never reached the database).
-	RetryUncounted
-	// DeadLetter: no retry can fix it; dead-lettered at once.
-	DeadLetter
-)
-
-// Classify is the one place that decides what becomes of a failed task run:
-// bad payloads, bad chunks, missing or unknown inputs, a batch that no
-// longer exists, a model's reply of the wrong shape and series that do not
-// fit the batch's layout (store.ErrLayout) are dead-lettered at once; the open breaker retries without counting; everything else (a
-// timeout, a killed or crashed model process, an exception in the model, a
-// database error) is retried.
-func Classify(err error) Outcome {
-	var missing *store.MissingInputError
-	var unknown *store.UnknownInputError
-	switch {
-	case errors.Is(err, breaker.ErrOpen):
-		return RetryUncounted
-	case errors.Is(err, ErrPermanent), errors.Is(err, ErrBadChunk), errors.Is(err, model.ErrInvalid),
-		errors.Is(err, store.ErrBatchNotFound), errors.Is(err, store.ErrLayout), errors.As(err, &missing), errors.As(err, &unknown):
-		return DeadLetter
+// Cells returns the grid IDs of the cells the task runs, in order, and the
+// lattice they are on; an error wrapping ErrBadChunk when the chunk or its
+// part is not one of its region's.
+func (c Chunk) Cells() ([]int64, grid.Lattice, error) {
+	lat, err := grid.NewLattice(c.Step)
+	if err != nil {
+		return nil, lat, fmt.Errorf("%w: %w", ErrBadChunk, err)
 	}
-	return Retry
-}
-
-// permanent marks err ErrPermanent when Classify dead-letters it.
-func permanent(err error) error {
-	if err == nil || Classify(err) != DeadLetter || errors.Is(err, ErrPermanent) {
-		return err
+	region, err := grid.NewRegion(lat, c.BBox, 0)
+	if err != nil {
+		return nil, lat, fmt.Errorf("%w: %w", ErrBadChunk, err)
 	}
-	return fmt.Errorf("%w: %w", err, ErrPermanent)
+	if c.ChunkSize < 1 || c.Chunk < 0 || c.Chunk >= region.NumChunks(c.ChunkSize) {
+		return nil, lat, fmt.Errorf("%w: chunk %d of size %d is outside the %d cells of the region",
+			ErrBadChunk, c.Chunk, c.ChunkSize, region.NumCells())
+	}
+	ids := region.ChunkIDs(c.Chunk, c.ChunkSize)
+	if c.Hi == 0 && c.Lo == 0 {
+		return ids, lat, nil
+	}
+	if c.Lo < 0 || c.Hi <= c.Lo || c.Hi > len(ids) {
+		return nil, lat, fmt.Errorf("%w: cells %d-%d are outside the %d cells of chunk %d", ErrBadChunk, c.Lo, c.Hi, len(ids), c.Chunk)
+	}
+	return ids[c.Lo:c.Hi], lat, nil
 }
 
 // RunChunk loads the chunk's cells and the model's inputs in one query,
 // computes the series and writes them with the chunk's outcome in one
-// transaction. Errors no retry can fix come back wrapping ErrPermanent; a
-// system error (unknown model, missing schema) ends the batch failed at once
-// and returns nil.
+// transaction. A failure is returned as it is, for ChunkFailed to decide
+// on; a system error (unknown model, missing schema) ends the batch failed
+// at once and returns nil.
 func (s *Service) RunChunk(ctx context.Context, c Chunk) error {
-	return permanent(s.runChunk(ctx, c))
-}
-
-func (s *Service) runChunk(ctx context.Context, c Chunk) error {
 	start := time.Now()
 	// A chunk task is untrusted: before anything is allocated from it, it
 	// must be one of its batch's chunks as batch_runs recorded them.
@@ -347,19 +337,10 @@ func (s *Service) runChunk(ctx context.Context, c Chunk) error {
 		s.fail(ctx, c.BatchID, fmt.Sprintf("chunk %d: %v (is GRIDBATCH_MODELS_FILE the same for every binary?)", c.Chunk, err))
 		return nil
 	}
-	lat, err := grid.NewLattice(g.Step)
+	ids, _, err := c.Cells()
 	if err != nil {
-		return fmt.Errorf("%w: %w", ErrBadChunk, err)
+		return err
 	}
-	region, err := grid.NewRegion(lat, g.BBox, 0)
-	if err != nil {
-		return fmt.Errorf("%w: %w", ErrBadChunk, err)
-	}
-	if c.Chunk >= region.NumChunks(g.ChunkSize) {
-		return fmt.Errorf("%w: chunk %d of size %d is outside the %d cells of the region",
-			ErrBadChunk, c.Chunk, g.ChunkSize, region.NumCells())
-	}
-	ids := region.ChunkIDs(c.Chunk, g.ChunkSize)
 	var cells model.Cells
 	err = s.guard(func() (err error) {
 		cells, err = s.store.LoadCells(ctx, c.Step, ids, spec.Inputs)
@@ -386,7 +367,7 @@ func (s *Service) runChunk(ctx context.Context, c Chunk) error {
 	var t store.Transition
 	err = s.guard(func() (err error) {
 		t, err = s.store.WriteChunk(ctx, c.Kind, c.Step, spec.FirstYear, series, store.ChunkOutcome{
-			BatchID: c.BatchID, Chunk: c.Chunk, Attempts: c.Retried + 1, TaskSeconds: time.Since(start).Seconds(),
+			BatchID: c.BatchID, Chunk: c.Chunk, Lo: c.Lo, Hi: c.Hi, Attempts: c.Retried + 1, TaskSeconds: time.Since(start).Seconds(),
 			Worker: s.cfg.Worker, RSSBytes: PeakRSS(),
 		}, c.Requeue > 0)
 		return err
@@ -511,17 +492,18 @@ func (s *Service) dbError(ctx context.Context, c Chunk, what string, err error) 
 	return fmt.Errorf("%s: %w", what, err)
 }
 
+// isInputError reports an input cell_params has no column for.
 func isInputError(err error) bool {
 	var unknown *store.UnknownInputError
 	return errors.As(err, &unknown)
 }
 
-// ChunkDeadLettered records that a chunk reached the archive and ends the
-// batch when that was its last open chunk, or fails it early when every
-// chunk so far has failed the same way.
+// ChunkDeadLettered records that a chunk (or a part of one) reached the
+// archive and ends the batch when that was its last open piece, or fails it
+// early when every chunk so far has failed the same way.
 func (s *Service) ChunkDeadLettered(ctx context.Context, c Chunk, reason string) error {
 	t, err := s.store.MarkChunkFailed(ctx, store.ChunkOutcome{
-		BatchID: c.BatchID, Chunk: c.Chunk, Attempts: c.Retried + 1, Worker: s.cfg.Worker, Error: reason,
+		BatchID: c.BatchID, Chunk: c.Chunk, Lo: c.Lo, Hi: c.Hi, Attempts: c.Retried + 1, Worker: s.cfg.Worker, Error: reason,
 	})
 	if err != nil {
 		return err
@@ -533,13 +515,22 @@ func (s *Service) ChunkDeadLettered(ctx context.Context, c Chunk, reason string)
 		s.Finish(ctx, c.BatchID)
 		return nil
 	}
-	if t.Completed == 0 && t.Failed >= s.cfg.FailFastAfter {
-		classes, err := s.store.ChunkErrorClasses(ctx, c.BatchID)
-		if err == nil && classes == 1 {
-			s.fail(ctx, c.BatchID, fmt.Sprintf("the first %d chunks all failed the same way and none succeeded: %s", t.Failed, reason))
-		}
+	if t.Completed == 0 {
+		s.failFast(ctx, c.BatchID, reason)
 	}
 	return nil
+}
+
+// failFast ends a batch failed when FailFastAfter of its planned chunks
+// failed (were dead-lettered or split) the same way and none of its cells
+// succeeded: a model that fails on every cell is not split down to each
+// of them. A chunk split because it ran out of memory or time does not
+// count: its halves may well fit.
+func (s *Service) failFast(ctx context.Context, batchID string, reason string) {
+	failed, classes, completed, err := s.store.FailedChunks(ctx, batchID, []string{FailureMemory + ":", FailureTimeout + ":"})
+	if err == nil && completed == 0 && failed >= s.cfg.FailFastAfter && classes == 1 {
+		s.fail(ctx, batchID, fmt.Sprintf("the first %d chunks all failed the same way and no cell succeeded: %s", failed, reason))
+	}
 }
 
 // Finish ends a batch whose chunks all have an outcome with the status

@@ -16,6 +16,7 @@ import (
 	"github.com/gridbatch/gridbatch/internal/batch"
 	"github.com/gridbatch/gridbatch/internal/breaker"
 	"github.com/gridbatch/gridbatch/internal/grid"
+	"github.com/gridbatch/gridbatch/internal/model"
 	"github.com/gridbatch/gridbatch/internal/store"
 	"github.com/gridbatch/gridbatch/internal/testutil"
 	"github.com/gridbatch/gridbatch/tasks"
@@ -503,20 +504,151 @@ func (f *fixture) exec(sql string, args ...any) {
 	require.NoError(f.t, err, fmt.Sprintf("%s %v", sql, args))
 }
 
-// TestClassify: what no retry can fix is dead-lettered at once, the open
-// breaker retries without counting, the rest is retried.
+// TestClassify covers every branch of the one decider: what no retry can
+// fix and is not the cells' doing is dead-lettered whole at once; the open
+// breaker retries uncounted; the cells' failures retry, split or
+// dead-letter a lone cell by kind, retry count and whether the chunk is
+// already a half; the rest is retried, then dead-lettered whole.
 func TestClassify(t *testing.T) {
 	t.Parallel()
-	for err, want := range map[error]batch.Outcome{
-		fmt.Errorf("write: %w", store.ErrLayout):         batch.DeadLetter,
-		fmt.Errorf("x: %w", store.ErrBatchNotFound):      batch.DeadLetter,
-		fmt.Errorf("x: %w", batch.ErrPermanent):          batch.DeadLetter,
-		&store.MissingInputError{Step: 0.05, Missing: 1}: batch.DeadLetter,
-		fmt.Errorf("x: %w", breaker.ErrOpen):             batch.RetryUncounted,
-		errors.New("connection reset"):                   batch.Retry,
-		context.DeadlineExceeded:                         batch.Retry,
+	raised := fmt.Errorf("compute: %w", model.ErrRaised)
+	permanent := fmt.Errorf("compute: %w", model.ErrPermanent)
+	crash := fmt.Errorf("compute: %w", model.ErrCrashed)
+	memory := fmt.Errorf("compute: %w", model.ErrMemoryLimit)
+	timeout := fmt.Errorf("killed: %w", context.DeadlineExceeded)
+	first := batch.Attempt{Retried: 0, MaxRetry: 5, Cells: 500}
+	second := batch.Attempt{Retried: 1, MaxRetry: 5, Cells: 500}
+	last := batch.Attempt{Retried: 5, MaxRetry: 5, Cells: 500}
+	half := batch.Attempt{Retried: 0, MaxRetry: 5, Cells: 250, Part: true}
+	cell := batch.Attempt{Retried: 0, MaxRetry: 5, Cells: 1, Part: true}
+	wholeCell := batch.Attempt{Retried: 0, MaxRetry: 5, Cells: 1}
+	for _, tc := range []struct {
+		name string
+		err  error
+		a    batch.Attempt
+		want batch.Outcome
+	}{
+		{"open breaker", fmt.Errorf("x: %w", breaker.ErrOpen), last, batch.RetryUncounted},
+		{"bad payload", fmt.Errorf("bad payload: %w", asynq.SkipRetry), first, batch.DeadLetter},
+		{"ErrPermanent", fmt.Errorf("x: %w", batch.ErrPermanent), first, batch.DeadLetter},
+		{"bad chunk", fmt.Errorf("x: %w", batch.ErrBadChunk), first, batch.DeadLetter},
+		{"reply of the wrong shape", fmt.Errorf("x: %w", model.ErrInvalid), first, batch.DeadLetter},
+		{"batch gone", fmt.Errorf("x: %w", store.ErrBatchNotFound), first, batch.DeadLetter},
+		{"layout", fmt.Errorf("write: %w", store.ErrLayout), half, batch.DeadLetter},
+		{"input with no column", &store.UnknownInputError{}, first, batch.DeadLetter},
+		{"permanent model error splits at once", permanent, first, batch.Split},
+		{"missing input splits at once", &store.MissingInputError{Step: 0.05, Missing: 1}, first, batch.Split},
+		{"permanent error of one cell", permanent, wholeCell, batch.DeadLetter},
+		{"exception retried", raised, first, batch.Retry},
+		{"exception retried while retries are left", raised, batch.Attempt{Retried: 4, MaxRetry: 5, Cells: 500}, batch.Retry},
+		{"exception with its retries used up splits", raised, last, batch.Split},
+		{"exception of one cell with its retries used up", raised, batch.Attempt{Retried: 5, MaxRetry: 5, Cells: 1}, batch.DeadLetter},
+		{"exception in a half splits at once", raised, half, batch.Split},
+		{"exception in a lone cell of a split", raised, cell, batch.DeadLetter},
+		{"first crash retried", crash, first, batch.Retry},
+		{"second crash splits", crash, second, batch.Split},
+		{"crash in a half splits at once", crash, half, batch.Split},
+		{"second crash of one cell", crash, batch.Attempt{Retried: 1, MaxRetry: 5, Cells: 1}, batch.DeadLetter},
+		{"first timeout retried", timeout, first, batch.Retry},
+		{"second timeout splits", timeout, second, batch.Split},
+		{"timeout in a lone cell of a split", timeout, cell, batch.DeadLetter},
+		{"memory limit splits at once", memory, first, batch.Split},
+		{"memory limit of one cell retried", memory, wholeCell, batch.Retry},
+		{"memory limit of one cell with its retries used up", memory, batch.Attempt{Retried: 5, MaxRetry: 5, Cells: 1}, batch.DeadLetter},
+		{"database error retried", errors.New("connection reset"), first, batch.Retry},
+		{"database error in a half retried", errors.New("connection reset"), half, batch.Retry},
+		{"database error with its retries used up", errors.New("connection reset"), last, batch.DeadLetter},
+		{"cancelled run retried", fmt.Errorf("x: %w", context.Canceled), half, batch.Retry},
+		{"no cells known: not split", raised, batch.Attempt{Retried: 5, MaxRetry: 5}, batch.DeadLetter},
+		{"no retries at all: an exception splits on the first run", raised, batch.Attempt{MaxRetry: 0, Cells: 500}, batch.Split},
 	} {
-		require.Equal(t, want, batch.Classify(err), "%v", err)
+		require.Equal(t, tc.want, batch.Classify(tc.err, tc.a), "%s: %v %+v", tc.name, tc.err, tc.a)
+	}
+	require.False(t, batch.Counted(fmt.Errorf("x: %w", breaker.ErrOpen)))
+	require.True(t, batch.Counted(raised))
+}
+
+// TestSplitDeliveredTwiceWritesEachRowOnce: a chunk failing with a
+// permanent error is split in halves, recorded and enqueued once however
+// often the split is delivered; a half delivered twice at once, and once
+// more after, writes each of its cells' rows once and counts its cells once.
+func TestSplitDeliveredTwiceWritesEachRowOnce(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, batch.Config{})
+	b := f.trigger(grid.KindPH)
+	c := chunkOf(b, 0)
+	ids, _, err := c.Cells()
+	require.NoError(t, err)
+	cause := fmt.Errorf("compute: %w", model.ErrPermanent)
+	for range 2 {
+		out, err := f.svc.ChunkFailed(f.ctx, c, 5, cause)
+		require.Equal(t, batch.Split, out)
+		require.NoError(t, err, "a split ends the task")
+	}
+	halves := c.Piece().Halves(len(ids))
+	for _, h := range halves {
+		info, err := f.insp.GetTaskInfo(tasks.QueueGrid, batch.PartTaskID(b.ID, h))
+		require.NoError(t, err, "half %s is queued", h)
+		require.Equal(t, asynq.TaskStatePending, info.State)
+	}
+	counts, err := f.db.Store.ChunkCounts(f.ctx, b.ID)
+	require.NoError(t, err)
+	require.Equal(t, 1, counts[store.ChunkSplit], "split once")
+
+	half := c
+	half.Lo, half.Hi, half.TaskID = halves[0].Lo, halves[0].Hi, batch.PartTaskID(b.ID, halves[0])
+	var wg sync.WaitGroup
+	errs := make([]error, 2)
+	for i := range errs {
+		wg.Add(1)
+		go func() { defer wg.Done(); errs[i] = f.svc.RunChunk(f.ctx, half) }()
+	}
+	wg.Wait()
+	require.NoError(t, errors.Join(errs...))
+	require.NoError(t, f.svc.RunChunk(f.ctx, half), "a third delivery")
+	n, err := f.db.Store.BatchRows(f.ctx, b.ID)
+	require.NoError(t, err)
+	cells := halves[0].Hi - halves[0].Lo
+	require.Equal(t, int64(cells*len(grid.Scenarios)), n, "one series per cell and scenario of the half")
+	cur := f.batch(b.ID)
+	require.EqualValues(t, cells, cur.CompletedCells)
+	require.Equal(t, store.StatusRunning, cur.Status)
+
+	// The split of an already split chunk enqueues only the halves not done.
+	f.dequeue(b, 0)
+	require.NoError(t, f.insp.DeleteTask(tasks.QueueGrid, batch.PartTaskID(b.ID, halves[0])))
+	out, err := f.svc.ChunkFailed(f.ctx, c, 5, cause)
+	require.Equal(t, batch.Split, out)
+	require.NoError(t, err)
+	_, err = f.insp.GetTaskInfo(tasks.QueueGrid, batch.PartTaskID(b.ID, halves[0]))
+	require.ErrorIs(t, err, asynq.ErrTaskNotFound, "a half done is not enqueued again")
+}
+
+// TestFailFastCountsSplitChunks: a model failing on every cell ends the
+// batch failed once FailFastAfter planned chunks were split the same way
+// with no cell computed; chunks split for running out of memory do not
+// count (their halves may fit).
+func TestFailFastCountsSplitChunks(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name  string
+		cause error
+		want  string
+	}{
+		{"permanent errors on every cell", fmt.Errorf("compute: %w", model.ErrPermanent), store.StatusFailed},
+		{"memory-limit kills", fmt.Errorf("compute: %w", model.ErrMemoryLimit), store.StatusRunning},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			f := newFixture(t, batch.Config{FailFastAfter: 2})
+			b := f.trigger(grid.KindPH)
+			for i := range 2 {
+				out, err := f.svc.ChunkFailed(f.ctx, chunkOf(b, i), 5, tc.cause)
+				require.NoError(t, err)
+				require.Equal(t, batch.Split, out)
+			}
+			require.Equal(t, tc.want, f.batch(b.ID).Status)
+		})
 	}
 }
 
@@ -534,7 +666,7 @@ func TestChunkNotOfItsBatchIsDeadLettered(t *testing.T) {
 	err := f.svc.RunChunk(f.ctx, hostile)
 	require.ErrorIs(t, err, store.ErrBatchNotFound)
 	require.ErrorContains(t, err, `batch "ph-20000101-000000-000000": batch not found`)
-	require.Equal(t, batch.DeadLetter, batch.Classify(err))
+	require.Equal(t, batch.DeadLetter, batch.Classify(err, batch.Attempt{MaxRetry: 5, Cells: 50}))
 
 	for _, tc := range []struct {
 		name string
@@ -554,7 +686,7 @@ func TestChunkNotOfItsBatchIsDeadLettered(t *testing.T) {
 			err := f.svc.RunChunk(f.ctx, c)
 			require.ErrorIs(t, err, batch.ErrBadChunk)
 			require.ErrorContains(t, err, tc.want)
-			require.Equal(t, batch.DeadLetter, batch.Classify(err))
+			require.Equal(t, batch.DeadLetter, batch.Classify(err, batch.Attempt{MaxRetry: 5, Cells: 50}))
 		})
 	}
 	require.Equal(t, store.StatusRunning, f.batch(b.ID).Status, "the batch runs on")

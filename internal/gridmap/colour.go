@@ -30,6 +30,10 @@ var (
 	NoValueHatch = color.RGBA{0xa8, 0xa8, 0xa8, 0xff}
 )
 
+// FailedFill is the colour of a cell that was dead-lettered (Values.Fail):
+// a red that is not a colour of the scale.
+var FailedFill = color.RGBA{0xd6, 0x27, 0x28, 0xff}
+
 // noValueAt returns the no-value colour of pixel x, y of the image: the
 // hatching runs across cells, so a region of missing cells reads as one.
 func noValueAt(x, y int) color.RGBA {

@@ -125,8 +125,9 @@ func (l Layout) yOf(lat float64) float64 {
 type Values struct {
 	layout   Layout
 	px       []float64 // plot pixels, row-major from the north-west; NaN: no value
+	failed   []bool    // plot pixels of a failed cell (Fail); nil when none
 	min, max float64
-	n        int
+	n, nf    int
 }
 
 // NewValues returns the values of l's region, every cell without a value.
@@ -160,6 +161,34 @@ func (v *Values) Set(gridID int64, value float64) {
 		}
 	}
 }
+
+// Fail marks the cell gridID failed (dead-lettered): it is drawn in
+// FailedFill over any value, and counted in the legend. Cells outside the
+// region are ignored; each cell is marked at most once.
+func (v *Values) Fail(gridID int64) {
+	lat := v.layout.Region.Lattice
+	if gridID < 0 || gridID >= lat.NumCells() {
+		return
+	}
+	row, col := int(gridID/int64(lat.Cols)), int(gridID%int64(lat.Cols))
+	if !v.layout.inside(row, col) {
+		return
+	}
+	if v.failed == nil {
+		v.failed = make([]bool, len(v.px))
+	}
+	v.nf++
+	rect := v.layout.CellRect(row, col).Sub(v.layout.Plot.Min)
+	w := v.layout.Plot.Dx()
+	for y := rect.Min.Y; y < rect.Max.Y; y++ {
+		for x := rect.Min.X; x < rect.Max.X; x++ {
+			v.failed[y*w+x] = true
+		}
+	}
+}
+
+// Failed returns how many cells are marked failed.
+func (v *Values) Failed() int { return v.nf }
 
 // Len returns how many cells have a value.
 func (v *Values) Len() int { return v.n }

@@ -244,3 +244,38 @@ func cellAt(t *testing.T, r grid.Region, lat, lon float64) grid.Cell {
 	require.NoError(t, err)
 	return c
 }
+
+// TestRenderFailedCells: a cell marked failed is drawn in FailedFill, over
+// a value or none, and the legend keys it in the same red.
+func TestRenderFailedCells(t *testing.T) {
+	t.Parallel()
+	r := region(t, 1, grid.BBox{LonMin: 10, LatMin: 20, LonMax: 14, LatMax: 23})
+	l := NewLayout(r)
+	v := l.NewValues()
+	failed, valued := cellAt(t, r, 21.5, 12.5), cellAt(t, r, 22.5, 13.5)
+	for k := range r.NumCells() {
+		if c := r.CellAt(k); c.GridID != failed.GridID {
+			v.Set(c.GridID, float64(k))
+		}
+	}
+	v.Fail(failed.GridID)
+	v.Fail(r.Lattice.GridID(0, 0)) // outside the region: ignored
+	require.Equal(t, 1, v.Failed())
+	img := Render(v, Labels{})
+	at := func(c grid.Cell) color.RGBA {
+		p, ok := l.Pixel(c.Lat, c.Lon)
+		require.True(t, ok)
+		return img.RGBAAt(p.X, p.Y)
+	}
+	require.Equal(t, FailedFill, at(failed))
+	require.NotEqual(t, FailedFill, at(valued))
+	legend := 0
+	for y := l.Plot.Max.Y; y < l.Height; y++ {
+		for x := range l.Width {
+			if img.RGBAAt(x, y) == FailedFill {
+				legend++
+			}
+		}
+	}
+	require.Positive(t, legend, "the legend keys the failed cells")
+}

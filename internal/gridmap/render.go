@@ -65,8 +65,9 @@ func Encode(w io.Writer, v *Values, lb Labels) error {
 // Render draws the map of v: the title lines, the cells (hatched grey
 // where a cell has no value), the frame with lat/lon ticks and labels, and
 // the legend: the quantity and its units, the colour bar from the smallest
-// to the largest value with a few round ticks between, and the key of the
-// cells without a value with their count.
+// to the largest value with a few round ticks between, the key of the
+// cells without a value with their count, and that of the failed cells
+// (Fail) when there are any.
 func Render(v *Values, lb Labels) *image.RGBA {
 	l := v.layout
 	img := image.NewRGBA(image.Rect(0, 0, l.Width, l.Height))
@@ -83,6 +84,10 @@ func Render(v *Values, lb Labels) *image.RGBA {
 		for x := range w {
 			px := v.px[y*w+x]
 			ix, iy := l.Plot.Min.X+x, l.Plot.Min.Y+y
+			if v.failed != nil && v.failed[y*w+x] {
+				img.SetRGBA(ix, iy, FailedFill)
+				continue
+			}
 			if math.IsNaN(px) {
 				img.SetRGBA(ix, iy, noValueAt(ix, iy))
 				continue
@@ -126,8 +131,14 @@ func Render(v *Values, lb Labels) *image.RGBA {
 		}
 	}
 	border(img, key.Inset(-1), frame)
-	drawText(img, key.Max.X+8, key.Min.Y+ascent+1,
-		"no value: "+numfmt.Int(v.Missing())+" of "+numfmt.Int(l.Region.NumCells())+" cells", ink)
+	noValue := "no value: " + numfmt.Int(v.Missing()) + " of " + numfmt.Int(l.Region.NumCells()) + " cells"
+	drawText(img, key.Max.X+8, key.Min.Y+ascent+1, noValue, ink)
+	if v.nf > 0 {
+		fk := key.Add(image.Pt(barH+8+textWidth(noValue)+24, 0))
+		fill(img, fk, FailedFill)
+		border(img, fk.Inset(-1), frame)
+		drawText(img, fk.Max.X+8, fk.Min.Y+ascent+1, "failed (dead-lettered): "+numfmt.Int(v.nf)+" cells", ink)
+	}
 	return img
 }
 

@@ -10,6 +10,7 @@ import (
 type record struct {
 	m       *Worker
 	skipped atomic.Bool
+	split   atomic.Bool
 }
 
 type recordKey struct{}
@@ -25,6 +26,16 @@ func fromContext(ctx context.Context) *record {
 func Skipped(ctx context.Context) {
 	if r := fromContext(ctx); r != nil {
 		r.skipped.Store(true)
+	}
+}
+
+// Split marks the task run of ctx as split: it failed and its chunk was
+// split in halves that run as tasks of their own. When the handler then
+// returns nil the run is counted with outcome split. Outside a task run it
+// does nothing.
+func Split(ctx context.Context) {
+	if r := fromContext(ctx); r != nil {
+		r.split.Store(true)
 	}
 }
 

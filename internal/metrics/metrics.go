@@ -41,10 +41,13 @@ const (
 	// or that was revoked or cancelled (asynq.RevokeTask, a cancelled
 	// context when its batch ended).
 	OutcomeSkipped = "skipped"
+	// OutcomeSplit is a failed chunk run split in two halves that run as
+	// tasks of their own (batch.Classify); the run itself ends there.
+	OutcomeSplit = "split"
 )
 
 // Outcomes lists every outcome, in the order above.
-var Outcomes = []string{OutcomeSucceeded, OutcomeRetried, OutcomeFailed, OutcomeTimedOut, OutcomeSkipped}
+var Outcomes = []string{OutcomeSucceeded, OutcomeRetried, OutcomeFailed, OutcomeTimedOut, OutcomeSkipped, OutcomeSplit}
 
 // Breaker states, the values SetBreakerState accepts. The gauge
 // gridbatch_db_breaker_state holds 0 for closed, 1 for half-open, 2 for open.
@@ -64,6 +67,7 @@ const (
 	NameTaskDuration    = "gridbatch_task_duration_seconds"
 	NameTasksInFlight   = "gridbatch_tasks_in_flight"
 	NameCellsWritten    = "gridbatch_cells_written_total"
+	NameCellsFailed     = "gridbatch_cells_dead_lettered_total"
 	NameDBErrors        = "gridbatch_db_errors_total"
 	NameBreakerState    = "gridbatch_db_breaker_state"
 	NameOverdueHandlers = "gridbatch_overdue_handlers"
@@ -78,6 +82,7 @@ type Worker struct {
 	duration *prometheus.HistogramVec
 	inFlight *prometheus.GaugeVec
 	cells    prometheus.Counter
+	failed   prometheus.Counter
 	dbErrors prometheus.Counter
 	breaker  prometheus.Gauge
 	overdue  prometheus.Gauge
@@ -93,7 +98,7 @@ func NewWorker(taskTypes ...string) *Worker {
 		types: map[string]bool{},
 		tasks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: NameTasks,
-			Help: "Task runs by task type and outcome: succeeded, retried, failed (dead-lettered), timed_out (retried after its timeout) or skipped (batch ended, revoked or cancelled).",
+			Help: "Task runs by task type and outcome: succeeded, retried, failed (dead-lettered), timed_out (retried after its timeout), skipped (batch ended, revoked or cancelled) or split (a failed chunk split in halves).",
 		}, []string{"type", "outcome"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    NameTaskDuration,
@@ -107,6 +112,10 @@ func NewWorker(taskTypes ...string) *Worker {
 		cells: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: NameCellsWritten,
 			Help: "Grid cells whose series were written to PostgreSQL by chunk tasks (a re-run counts again).",
+		}),
+		failed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: NameCellsFailed,
+			Help: "Grid cells of chunk tasks (or parts of split chunks) that were dead-lettered: one per failing cell once a chunk is split around it.",
 		}),
 		dbErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: NameDBErrors,
@@ -124,7 +133,7 @@ func NewWorker(taskTypes ...string) *Worker {
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.tasks, m.duration, m.inFlight, m.cells, m.dbErrors, m.breaker, m.overdue,
+		m.tasks, m.duration, m.inFlight, m.cells, m.failed, m.dbErrors, m.breaker, m.overdue,
 	)
 	for _, t := range append(taskTypes, otherType) {
 		m.types[t] = true
@@ -160,6 +169,15 @@ func (m *Worker) TaskFailed(taskType, outcome string) {
 		return
 	}
 	m.tasks.WithLabelValues(m.typ(taskType), outcome).Inc()
+}
+
+// CellsDeadLettered adds n to gridbatch_cells_dead_lettered_total: the
+// cells of a chunk task (or part of a split chunk) that was dead-lettered.
+func (m *Worker) CellsDeadLettered(n int) {
+	if m == nil || n <= 0 {
+		return
+	}
+	m.failed.Add(float64(n))
 }
 
 // SetBreakerState records the DB circuit breaker's state: BreakerClosed,
@@ -206,7 +224,10 @@ func (m *Worker) Middleware(next asynq.Handler) asynq.Handler {
 		g.Dec()
 		if err == nil && ctx.Err() == nil {
 			outcome := OutcomeSucceeded
-			if rec.skipped.Load() {
+			switch {
+			case rec.split.Load():
+				outcome = OutcomeSplit
+			case rec.skipped.Load():
 				outcome = OutcomeSkipped
 			}
 			m.tasks.WithLabelValues(typ, outcome).Inc()

@@ -108,8 +108,10 @@ func TestBreakerAndOverdueGauges(t *testing.T) {
 }
 
 // TestWorkerMetricsAfterBatch runs a real worker and a batch with two
-// chunks missing inputs, then checks the worker's /metrics: it parses with
-// Prometheus' text parser and counts what the batch did.
+// chunks missing the inputs of one cell each, then checks the worker's
+// /metrics: it parses with Prometheus' text parser and counts what the
+// batch did. Each of the two chunks (20 cells) is split around its cell:
+// 5 splits (20, 10, 5, 3, 2 cells) and one dead-lettered cell each.
 func TestWorkerMetricsAfterBatch(t *testing.T) {
 	t.Parallel()
 	r := testutil.NewRedis(t)
@@ -126,13 +128,16 @@ func TestWorkerMetricsAfterBatch(t *testing.T) {
 	chunk := func(outcome string) map[string]string {
 		return map[string]string{"type": tasks.TypeChunk, "outcome": outcome}
 	}
-	require.Equal(t, 8.0, f.Require(t, metrics.NameTasks, chunk(metrics.OutcomeSucceeded)))
-	require.Equal(t, 2.0, f.Require(t, metrics.NameTasks, chunk(metrics.OutcomeFailed)), "missing input is dead-lettered at once")
+	require.Equal(t, int64(2), b.FailedCells)
+	require.Equal(t, 8.0+2*5, f.Require(t, metrics.NameTasks, chunk(metrics.OutcomeSucceeded)), "8 chunks and the 5 halves beside each split")
+	require.Equal(t, 2.0*5, f.Require(t, metrics.NameTasks, chunk(metrics.OutcomeSplit)), "missing input is split at once")
+	require.Equal(t, 2.0, f.Require(t, metrics.NameTasks, chunk(metrics.OutcomeFailed)), "the lone cells are dead-lettered at once")
+	require.Equal(t, 2.0, f.Require(t, metrics.NameCellsFailed, nil))
 	require.Equal(t, 0.0, f.Require(t, metrics.NameTasks, chunk(metrics.OutcomeRetried)))
 	require.Equal(t, 0.0, f.Require(t, metrics.NameTasks, chunk(metrics.OutcomeTimedOut)))
 	require.Equal(t, 0.0, f.Require(t, metrics.NameTasks, chunk(metrics.OutcomeSkipped)))
 	require.Equal(t, 1.0, f.Require(t, metrics.NameTasks, map[string]string{"type": tasks.TypePlan, "outcome": metrics.OutcomeSucceeded}))
-	require.Equal(t, 10.0, f.Require(t, metrics.NameTaskDuration, map[string]string{"type": tasks.TypeChunk}))
+	require.Equal(t, 10.0+2*10, f.Require(t, metrics.NameTaskDuration, map[string]string{"type": tasks.TypeChunk}))
 	require.Equal(t, float64(b.CompletedCells), f.Require(t, metrics.NameCellsWritten, nil))
 	require.Equal(t, 0.0, f.Require(t, metrics.NameDBErrors, nil))
 	require.Equal(t, 0.0, f.Require(t, metrics.NameBreakerState, nil))

@@ -40,7 +40,8 @@ func BuiltinSpec(kind string) Spec {
 type reference struct{ m grid.Model }
 
 // Compute reads the inputs mu0, sigma and xi and runs the kernel. A cell
-// with invalid parameters fails the chunk with ErrInvalid.
+// with invalid parameters fails the chunk with ErrPermanent: the chunk is
+// split around it.
 func (r reference) Compute(ctx context.Context, spec Spec, c Cells) ([]float64, error) {
 	if len(c.Inputs) != 3 {
 		return nil, fmt.Errorf("model %s: %d input columns, want mu0, sigma, xi: %w", spec.Kind, len(c.Inputs), ErrInvalid)
@@ -51,7 +52,7 @@ func (r reference) Compute(ctx context.Context, spec Spec, c Cells) ([]float64, 
 	}
 	v, err := r.m.Values(ctx, in)
 	if err != nil && ctx.Err() == nil {
-		return nil, fmt.Errorf("%w: %w", err, ErrInvalid)
+		return nil, fmt.Errorf("%w: %w", err, ErrPermanent)
 	}
 	return v, err
 }

@@ -131,10 +131,28 @@ func (f ComputerFunc) Compute(ctx context.Context, spec Spec, c Cells) ([]float6
 // ErrUnknown is returned (wrapped) for a kind the set does not hold.
 var ErrUnknown = errors.New("unknown model kind")
 
-// ErrInvalid marks a computation no retry can fix: a reply of the wrong
-// shape or type, or inputs the model rejects. A chunk failing with it is
-// dead-lettered at once.
+// ErrInvalid marks a reply no retry can fix and that is the model's fault,
+// not its cells': a reply of the wrong shape or type. A chunk failing with
+// it is dead-lettered at once, whole.
 var ErrInvalid = errors.New("invalid model result")
+
+// ErrPermanent marks an error no retry will fix that comes from the cells a
+// model was given (bad inputs): a process model's gridbatch_model.Permanent,
+// and inputs the built-in models reject. A chunk failing with it is split at
+// once around the failing cells, never retried (batch.Classify).
+var ErrPermanent = errors.New("permanent model error")
+
+// ErrRaised marks a model's own error for a chunk (an exception in a
+// process model's compute); ErrCrashed a model process that died mid-chunk
+// (a signal, an exit). Either is retried, then split (batch.Classify).
+var (
+	ErrRaised  = errors.New("model raised")
+	ErrCrashed = errors.New("model process died")
+)
+
+// ErrMemoryLimit marks a model process killed over its memory_limit: its
+// chunk is retried as two halves (batch.Classify).
+var ErrMemoryLimit = errors.New("memory limit")
 
 // Set is the models a binary knows, by kind. Build it with Builtins, Load or
 // New and Add; it is read-only once shared.

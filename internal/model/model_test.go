@@ -51,7 +51,7 @@ func TestBuiltins(t *testing.T) {
 
 	_, err = c.Compute(context.Background(), spec, model.Cells{GridID: []int64{1}, Lat: []float64{0}, Lon: []float64{0},
 		Inputs: [][]float64{{30}, {-1}, {0.1}}})
-	require.ErrorIs(t, err, model.ErrInvalid, "invalid parameters are not retried")
+	require.ErrorIs(t, err, model.ErrPermanent, "invalid parameters are not retried: the chunk is split around them")
 }
 
 func TestLoadFile(t *testing.T) {

@@ -112,7 +112,7 @@ func (s *Server) batchMap(w http.ResponseWriter, r *http.Request) {
 	}
 	key := strings.Join([]string{"batch", b.ID, scenario, strconv.Itoa(year)}, "\x00")
 	// Its rows change only when a chunk succeeds.
-	version := fmt.Sprintf("%s %d", b.Status, b.CompletedChunks)
+	version := fmt.Sprintf("%s %d %d", b.Status, b.CompletedCells, b.FailedCells)
 	s.serveMap(w, r, key, version, !b.Ended(), func() ([]byte, error) {
 		region, err := b.Region()
 		if err != nil {
@@ -121,6 +121,19 @@ func (s *Server) batchMap(w http.ResponseWriter, r *http.Request) {
 		v := gridmap.NewLayout(region).NewValues()
 		if err := s.cfg.Store.BatchMapValues(ctx, b.ID, scenario, year, v.Set); err != nil {
 			return nil, err
+		}
+		failed, err := s.cfg.Store.FailedPieces(ctx, b.ID)
+		if err != nil {
+			return nil, err
+		}
+		for _, p := range failed {
+			ids := region.ChunkIDs(p.Chunk, b.ChunkSize)
+			if !p.Whole() && p.Lo >= 0 && p.Hi <= len(ids) && p.Lo < p.Hi {
+				ids = ids[p.Lo:p.Hi]
+			}
+			for _, id := range ids {
+				v.Fail(id)
+			}
 		}
 		return encodeMap(v, gridmap.Labels{
 			Title:    b.Kind + " · " + scenario + " · " + strconv.Itoa(year),

@@ -174,7 +174,7 @@ func TestBatchMapIsDrawnAgainWhenChunksSucceed(t *testing.T) {
 	require.True(t, gridmap.IsNoValue(pixel(t, decodeMap(t, resp, body, m.layout), m.layout, m.missing)))
 
 	// A requeued chunk writes the missing cell and the batch's count of
-	// succeeded chunks moves.
+	// succeeded cells moves.
 	ctx := context.Background()
 	var table string
 	require.NoError(t, e.db.Pool.QueryRow(ctx, `SELECT results_table FROM batch_runs WHERE id = $1`, m.ID).Scan(&table))
@@ -189,7 +189,7 @@ func TestBatchMapIsDrawnAgainWhenChunksSucceed(t *testing.T) {
 	require.NoError(t, err)
 	_, body2 := get(t, url, user, password)
 	require.Equal(t, body, body2, "same chunks, same drawing")
-	_, err = e.db.Pool.Exec(ctx, `UPDATE batch_runs SET completed_chunks = completed_chunks + 1 WHERE id = $1`, m.ID)
+	_, err = e.db.Pool.Exec(ctx, `UPDATE batch_runs SET completed_chunks = completed_chunks + 1, completed_cells = completed_cells + 1 WHERE id = $1`, m.ID)
 	require.NoError(t, err)
 	resp, body = get(t, url, user, password)
 	require.False(t, gridmap.IsNoValue(pixel(t, decodeMap(t, resp, body, m.layout), m.layout, m.missing)))

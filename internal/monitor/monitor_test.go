@@ -302,7 +302,7 @@ func TestPagesAndMetricsOfARealBatch(t *testing.T) {
 	resp, page = get(t, e.url+"/batches/"+b.ID, user, password)
 	require.Equal(t, http.StatusOK, resp.StatusCode)
 	for _, want := range []string{"partial", "Dead letters", b.ID + ":c000002", b.ID + ":c000005", "no inputs in cell_params",
-		"Success rate", "80.0%", "Peak worker memory", "DB connection errors", "Average task", `class="bar-ok"`, `class="bar-fail"`} {
+		"Success rate", "99.0%", "Peak worker memory", "DB connection errors", "Average task", `class="bar-ok"`, `class="bar-fail"`} {
 		require.Contains(t, page, want)
 	}
 	resp, _ = get(t, e.url+"/batches/no-such-batch", user, password)

@@ -5,14 +5,17 @@ import (
 	"context"
 	"embed"
 	"errors"
+	"fmt"
 	"html/template"
 	"io/fs"
+	"math"
 	"net/http"
 	"net/url"
 	"slices"
 	"strconv"
 	"time"
 
+	"github.com/gridbatch/gridbatch/internal/grid"
 	"github.com/gridbatch/gridbatch/internal/numfmt"
 	"github.com/gridbatch/gridbatch/internal/store"
 )
@@ -304,9 +307,12 @@ type figure struct {
 type deadLetterRow struct {
 	TaskID, Type, Error, ShortError string
 	Chunk                           string
-	Retries                         int
-	FailedAt                        time.Time
-	RequeuedAt                      *time.Time
+	// Cell is the failed cell (grid ID and centre) of a dead letter of one
+	// cell, or the part of the chunk it was.
+	Cell       string
+	Retries    int
+	FailedAt   time.Time
+	RequeuedAt *time.Time
 }
 
 type batchPageData struct {
@@ -392,6 +398,14 @@ func (s *Server) batchPage(w http.ResponseWriter, r *http.Request) {
 		if d.Chunk != nil {
 			row.Chunk = strconv.Itoa(*d.Chunk)
 		}
+		switch {
+		case d.GridID != nil:
+			row.Cell = cellText(b.Step, *d.GridID)
+		case d.Hi > 0:
+			row.Cell = fmt.Sprintf("cells %d–%d of the chunk", d.Lo, d.Hi)
+		default:
+			row.Cell = "the whole chunk"
+		}
 		p.DeadLetters = append(p.DeadLetters, row)
 	}
 
@@ -440,7 +454,7 @@ func figures(b store.Batch, c store.ChunkStats, dbErrors int64, now time.Time) (
 			dur.Value = numfmt.Duration(time.Duration(*b.DurationSeconds * float64(time.Second)))
 		}
 	}
-	rate := figure{"Success rate", "—", "succeeded chunks of all chunks"}
+	rate := figure{"Success rate", "—", "succeeded cells of all cells"}
 	avg := figure{"Average task", "—", "succeeded chunks"}
 	peak := figure{"Peak worker memory", "—", "largest RSS a chunk reported"}
 	if b.Ended() {
@@ -454,8 +468,8 @@ func figures(b store.Batch, c store.ChunkStats, dbErrors int64, now time.Time) (
 			peak.Value = numfmt.Bytes(*b.PeakWorkerRSSBytes)
 		}
 	} else {
-		if done := c.Succeeded + c.Failed + c.TimedOut + c.Cancelled; done > 0 {
-			rate = figure{"Success rate", numfmt.Percent(float64(c.Succeeded) / float64(done)), "so far, of chunks with an outcome"}
+		if done := b.CompletedCells + b.FailedCells + b.TimedOutCells; done > 0 {
+			rate = figure{"Success rate", numfmt.Percent(float64(b.CompletedCells) / float64(done)), "so far, of cells with an outcome"}
 		}
 		if c.AvgTaskSeconds != nil {
 			avg.Value, avg.Note = numfmt.Seconds(*c.AvgTaskSeconds), "so far"
@@ -511,4 +525,18 @@ type errorPageData struct {
 
 func (s *Server) errorPage(w http.ResponseWriter, status int, heading, msg string) {
 	s.render(w, status, "error", errorPageData{layout: s.layout(heading, time.Now()), Heading: heading, Message: msg})
+}
+
+// cellText names a cell by grid ID and centre: "4553467 (37.025, 126.525)".
+func cellText(step float64, id int64) string {
+	l, err := grid.NewLattice(step)
+	if err != nil {
+		return strconv.FormatInt(id, 10)
+	}
+	c, err := l.CellByID(id)
+	if err != nil {
+		return strconv.FormatInt(id, 10)
+	}
+	round := func(v float64) float64 { return math.Round(v*1e9) / 1e9 }
+	return fmt.Sprintf("%d (%g, %g)", id, round(c.Lat), round(c.Lon))
 }

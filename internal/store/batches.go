@@ -29,6 +29,8 @@ const (
 	ChunkFailed    = "failed"
 	ChunkTimedOut  = "timed_out"
 	ChunkCancelled = "cancelled"
+	// ChunkSplit is a piece split in halves: its halves carry its cells.
+	ChunkSplit = "split"
 )
 
 // ErrBatchNotFound is returned for an unknown batch ID.
@@ -243,7 +245,8 @@ func (s *Store) RunningBatches(ctx context.Context) ([]Batch, error) {
 }
 
 // PlanChunks writes one pending chunk_runs row per chunk of the batch
-// (idempotent) and returns the chunks still pending, in order.
+// (idempotent) and returns the whole chunks still pending, in order (the
+// parts of a split chunk are enqueued by the split, see SplitChunk).
 func (s *Store) PlanChunks(ctx context.Context, b Batch) ([]int, error) {
 	tx, err := s.Pool.Begin(ctx)
 	if err != nil {
@@ -254,7 +257,7 @@ func (s *Store) PlanChunks(ctx context.Context, b Batch) ([]int, error) {
 		INSERT INTO chunk_runs (batch_id, chunk, cells)
 		SELECT $1, i, least($3::bigint, $4::bigint - i::bigint * $3::bigint)
 		FROM generate_series(0, $2 - 1) AS i
-		ON CONFLICT (batch_id, chunk) DO NOTHING`, b.ID, b.TotalChunks, b.ChunkSize, b.TotalCells)
+		ON CONFLICT (batch_id, chunk, lo, hi) DO NOTHING`, b.ID, b.TotalChunks, b.ChunkSize, b.TotalCells)
 	if err != nil {
 		return nil, fmt.Errorf("plan chunks of %s: %w", b.ID, err)
 	}
@@ -269,23 +272,53 @@ func (s *Store) PlanChunks(ctx context.Context, b Batch) ([]int, error) {
 }
 
 func pendingChunks(ctx context.Context, tx pgx.Tx, batchID string) ([]int, error) {
-	rows, err := tx.Query(ctx, `SELECT chunk FROM chunk_runs WHERE batch_id = $1 AND status = 'pending' ORDER BY chunk`, batchID)
+	rows, err := tx.Query(ctx, `SELECT chunk FROM chunk_runs WHERE batch_id = $1 AND status = 'pending' AND hi = 0 ORDER BY chunk`, batchID)
 	if err != nil {
 		return nil, err
 	}
 	return pgx.CollectRows(rows, pgx.RowTo[int])
 }
 
+// Piece is part of a planned chunk: cells [Lo, Hi) of chunk Chunk, in its
+// row-major order. Lo = Hi = 0 is the whole chunk as planned. A chunk that
+// keeps failing is split in halves (batch.Classify decides when), each a
+// piece with a chunk_runs row of its own, recursively, until the failing
+// cells stand alone (see SplitChunk).
+type Piece struct {
+	Chunk, Lo, Hi int
+}
+
+// Whole reports whether p is a whole planned chunk.
+func (p Piece) Whole() bool { return p.Hi == 0 }
+
+// Halves splits cells [0, n) of a piece (n its cells) in two: the first
+// half is the larger by one when n is odd.
+func (p Piece) Halves(n int) [2]Piece {
+	lo := p.Lo
+	mid := lo + (n+1)/2
+	return [2]Piece{{p.Chunk, lo, mid}, {p.Chunk, mid, lo + n}}
+}
+
+func (p Piece) String() string {
+	if p.Whole() {
+		return fmt.Sprintf("chunk %d", p.Chunk)
+	}
+	return fmt.Sprintf("chunk %d cells %d-%d", p.Chunk, p.Lo, p.Hi)
+}
+
 // ChunkOutcome is the end of one chunk task attempt.
 type ChunkOutcome struct {
-	BatchID     string
-	Chunk       int
-	Attempts    int
-	TaskSeconds float64
-	Worker      string
-	RSSBytes    int64
-	Error       string // for failed chunks
+	BatchID string
+	// Chunk, Lo and Hi are the piece the task ran (Piece).
+	Chunk, Lo, Hi int
+	Attempts      int
+	TaskSeconds   float64
+	Worker        string
+	RSSBytes      int64
+	Error         string // for failed chunks
 }
+
+func (o ChunkOutcome) piece() Piece { return Piece{o.Chunk, o.Lo, o.Hi} }
 
 // Transition is what recording an outcome changed.
 type Transition struct {
@@ -294,14 +327,15 @@ type Transition struct {
 	Changed bool
 	// BatchRunning is false when the batch had already ended.
 	BatchRunning bool
-	// Done and Total are the batch's chunks with a final outcome and in all.
+	// Done and Total are the batch's cells with a final outcome and in all:
+	// cells, not chunks, so that splitting a chunk changes neither.
 	Done, Total int
 	// Completed and Failed are the batch's succeeded and dead-lettered
-	// chunks; WriteChunk leaves them zero (see countChunks).
+	// cells; WriteChunk leaves them zero (see countChunks).
 	Completed, Failed int
 }
 
-// AllDone reports whether every chunk of the batch has a final outcome.
+// AllDone reports whether every cell of the batch has a final outcome.
 func (t Transition) AllDone() bool { return t.BatchRunning && t.Total > 0 && t.Done >= t.Total }
 
 // markChunk records a chunk's outcome inside tx, through moveChunks, once
@@ -315,10 +349,10 @@ func markChunk(ctx context.Context, tx pgx.Tx, o ChunkOutcome, status string, al
 	}
 	moved, err := moveChunks(ctx, tx,
 		`status = $3, attempts = $4, task_seconds = $5, worker = $6, worker_rss_bytes = $7, error = nullif($8, ''), finished_at = now()`,
-		`c.chunk = $2 AND (c.status = 'pending' OR (c.status = 'failed' AND $3 = 'succeeded'))`,
-		o.BatchID, o.Chunk, status, o.Attempts, o.TaskSeconds, o.Worker, o.RSSBytes, o.Error)
+		`c.chunk = $2 AND c.lo = $9 AND c.hi = $10 AND (c.status = 'pending' OR (c.status = 'failed' AND $3 = 'succeeded'))`,
+		o.BatchID, o.Chunk, status, o.Attempts, o.TaskSeconds, o.Worker, o.RSSBytes, o.Error, o.Lo, o.Hi)
 	if err != nil {
-		return t, fmt.Errorf("record chunk %d of %s: %w", o.Chunk, o.BatchID, err)
+		return t, fmt.Errorf("record %s of %s: %w", o.piece(), o.BatchID, err)
 	}
 	t.Changed = len(moved) > 0
 	return t, nil
@@ -352,16 +386,19 @@ func lockBatchForChunk(ctx context.Context, tx pgx.Tx, batchID string) (Transiti
 
 // countChunks fills t's counts from the batch's chunks, as committed: read
 // after a chunk's transaction commits, so of two chunks finishing at once
-// the one that commits last sees every chunk done and ends the batch. With
-// full false it counts only the chunks still pending (Done and Total), from
-// the partial index of open chunks: what every chunk needs, at the cost of
-// the few chunks left rather than of the whole batch.
+// the one that commits last sees every cell done and ends the batch. The
+// end condition counts cells, not planned chunks: a batch is done when no
+// piece is pending, however its chunks were split (a split commits its
+// halves pending with the split). With full false it counts only the
+// pieces still pending (Done and Total), from the partial index of open
+// chunks: what every chunk needs, at the cost of the few pieces left rather
+// than of the whole batch.
 func (s *Store) countChunks(ctx context.Context, id string, t *Transition, full bool) error {
+	const pending = `b.total_cells - (SELECT coalesce(sum(c.cells), 0) FROM chunk_runs c WHERE c.batch_id = b.id AND c.status = 'pending')`
 	if !full {
-		return s.Pool.QueryRow(ctx, `SELECT b.total_chunks - (SELECT count(*) FROM chunk_runs c WHERE c.batch_id = b.id AND c.status = 'pending'),
-			b.total_chunks FROM batch_runs b WHERE b.id = $1`, id).Scan(&t.Done, &t.Total)
+		return s.Pool.QueryRow(ctx, `SELECT `+pending+`, b.total_cells FROM batch_runs b WHERE b.id = $1`, id).Scan(&t.Done, &t.Total)
 	}
-	return s.Pool.QueryRow(ctx, `SELECT c.done_chunks, b.total_chunks, c.completed_chunks, c.failed_chunks
+	return s.Pool.QueryRow(ctx, `SELECT `+pending+`, b.total_cells, c.completed_cells, c.failed_cells
 		FROM batch_runs b, gridbatch_chunk_counts(b.id) c WHERE b.id = $1`, id).
 		Scan(&t.Done, &t.Total, &t.Completed, &t.Failed)
 }
@@ -380,13 +417,76 @@ func (s *Store) MarkChunkFailed(ctx context.Context, o ChunkOutcome) (Transition
 	return t, err
 }
 
-// ChunkErrorClasses returns how many distinct errors (digits ignored) the
-// failed chunks of a batch have.
-func (s *Store) ChunkErrorClasses(ctx context.Context, batchID string) (int, error) {
-	var n int
-	err := s.Pool.QueryRow(ctx, `SELECT count(DISTINCT regexp_replace(coalesce(error, ''), '[0-9]+', 'N', 'g'))
-		FROM chunk_runs WHERE batch_id = $1 AND status = 'failed'`, batchID).Scan(&n)
-	return n, err
+// FailedChunks returns how many whole planned chunks of a batch failed
+// (were dead-lettered, or split with an error that starts with none of
+// splitExcept), how many distinct errors (digits ignored) they failed
+// with, and how many of the batch's cells succeeded.
+func (s *Store) FailedChunks(ctx context.Context, batchID string, splitExcept []string) (failed, classes int, completedCells int64, err error) {
+	err = s.Pool.QueryRow(ctx, `SELECT count(*), count(DISTINCT regexp_replace(coalesce(error, ''), '[0-9]+', 'N', 'g')),
+			(SELECT completed_cells FROM gridbatch_chunk_counts($1))
+		FROM chunk_runs WHERE batch_id = $1 AND hi = 0 AND (status = 'failed'
+			OR (status = 'split' AND NOT coalesce(error, '') LIKE ANY (SELECT p || '%' FROM unnest($2::text[]) p)))`,
+		batchID, splitExcept).Scan(&failed, &classes, &completedCells)
+	return failed, classes, completedCells, err
+}
+
+// SplitChunk records that a failed piece is split in halves, in one
+// transaction: the piece pending → split (with its error and attempts), its
+// halves' rows inserted pending. It returns the halves still pending, whose
+// tasks are to be enqueued: both on the first split; on a duplicate
+// delivery of the split piece, those not done yet. Nothing changes when the
+// batch has ended (Transition.BatchRunning false).
+func (s *Store) SplitChunk(ctx context.Context, o ChunkOutcome, halves [2]Piece) (Transition, []Piece, error) {
+	var t Transition
+	var pending []Piece
+	err := pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
+		var err error
+		t, _, _, err = lockBatchForChunk(ctx, tx, o.BatchID)
+		if err != nil || !t.BatchRunning {
+			return err
+		}
+		moved, err := moveChunks(ctx, tx,
+			`status = 'split', attempts = $3, task_seconds = $4, worker = $5, error = nullif($6, ''), finished_at = now()`,
+			`c.chunk = $2 AND c.lo = $7 AND c.hi = $8 AND c.status = 'pending'`,
+			o.BatchID, o.Chunk, o.Attempts, o.TaskSeconds, o.Worker, o.Error, o.Lo, o.Hi)
+		if err != nil {
+			return fmt.Errorf("split %s of %s: %w", o.piece(), o.BatchID, err)
+		}
+		t.Changed = len(moved) > 0
+		var status string
+		if err := tx.QueryRow(ctx, `SELECT status FROM chunk_runs WHERE batch_id = $1 AND chunk = $2 AND lo = $3 AND hi = $4`,
+			o.BatchID, o.Chunk, o.Lo, o.Hi).Scan(&status); err != nil {
+			return fmt.Errorf("split %s of %s: %w", o.piece(), o.BatchID, err)
+		}
+		if status != ChunkSplit {
+			return nil // it succeeded, failed or ended meanwhile
+		}
+		rows, err := tx.Query(ctx, `
+			INSERT INTO chunk_runs (batch_id, chunk, lo, hi, cells)
+			SELECT $1, $2, h.lo, h.hi, h.hi - h.lo FROM unnest($3::int[], $4::int[]) AS h(lo, hi)
+			ON CONFLICT (batch_id, chunk, lo, hi) DO UPDATE SET status = chunk_runs.status
+			RETURNING chunk, lo, hi, status`,
+			o.BatchID, o.Chunk, []int32{int32(halves[0].Lo), int32(halves[1].Lo)}, []int32{int32(halves[0].Hi), int32(halves[1].Hi)})
+		if err != nil {
+			return fmt.Errorf("plan the halves of %s of %s: %w", o.piece(), o.BatchID, err)
+		}
+		type half struct {
+			Piece
+			Status string
+		}
+		hs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (half, error) {
+			var h half
+			err := r.Scan(&h.Chunk, &h.Lo, &h.Hi, &h.Status)
+			return h, err
+		})
+		for _, h := range hs {
+			if h.Status == ChunkPending {
+				pending = append(pending, h.Piece)
+			}
+		}
+		return err
+	})
+	return t, pending, err
 }
 
 // Final is how a batch ends.
@@ -405,7 +505,7 @@ type Final struct {
 // the row gets its status and figures. It returns the ended batch, the chunks
 // that were still pending (their tasks are to be removed from the queue), and
 // ended=false when the batch had already ended (someone else finished it).
-func (s *Store) FinishBatch(ctx context.Context, id string, f Final) (b Batch, rest []int, ended bool, err error) {
+func (s *Store) FinishBatch(ctx context.Context, id string, f Final) (b Batch, rest []Piece, ended bool, err error) {
 	err = pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
 		cur, err := scanBatch(tx.QueryRow(ctx, `SELECT `+batchColumns+` FROM batch_runs WHERE id = $1 FOR UPDATE`, id))
 		if err != nil {
@@ -420,12 +520,12 @@ func (s *Store) FinishBatch(ctx context.Context, id string, f Final) (b Batch, r
 			return err
 		}
 		for _, m := range moved {
-			rest = append(rest, m.Chunk)
+			rest = append(rest, m.Piece)
 		}
 		status := f.Status
 		if status == "" {
 			var completed, failed int
-			if err := tx.QueryRow(ctx, `SELECT completed_chunks, failed_chunks FROM gridbatch_chunk_counts($1)`, id).
+			if err := tx.QueryRow(ctx, `SELECT completed_cells, failed_cells FROM gridbatch_chunk_counts($1)`, id).
 				Scan(&completed, &failed); err != nil {
 				return err
 			}

@@ -6,8 +6,8 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// FinalStatus is the status of a batch all of whose chunks have an outcome,
-// from how many succeeded (completed) and how many were dead-lettered
+// FinalStatus is the status of a batch all of whose cells have an outcome,
+// from how many cells succeeded (completed) and how many were dead-lettered
 // (failed): succeeded when none failed, failed when none succeeded, partial
 // otherwise. Finishing a batch and healing one after a requeue both decide
 // by it.
@@ -21,10 +21,10 @@ func FinalStatus(completed, failed int) string {
 	return StatusPartial
 }
 
-// movedChunk is one chunk moveChunks moved, and its status before.
+// movedChunk is one piece moveChunks moved, and its status before.
 type movedChunk struct {
-	Chunk int
-	Prev  string
+	Piece
+	Prev string
 }
 
 // moveChunks is the one way a chunk's status changes once planned. It sets
@@ -40,14 +40,18 @@ func moveChunks(ctx context.Context, tx pgx.Tx, set, where string, args ...any) 
 	rows, err := tx.Query(ctx, `
 		WITH moved AS (
 			UPDATE chunk_runs c SET `+set+`
-			FROM (SELECT c.chunk, c.status FROM chunk_runs c WHERE c.batch_id = $1 AND (`+where+`) FOR UPDATE) old
-			WHERE c.batch_id = $1 AND c.chunk = old.chunk
-			RETURNING c.chunk, old.status AS prev)
-		SELECT chunk, prev FROM moved ORDER BY chunk`, args...)
+			FROM (SELECT c.chunk, c.lo, c.hi, c.status FROM chunk_runs c WHERE c.batch_id = $1 AND (`+where+`) FOR UPDATE) old
+			WHERE c.batch_id = $1 AND c.chunk = old.chunk AND c.lo = old.lo AND c.hi = old.hi
+			RETURNING c.chunk, c.lo, c.hi, old.status AS prev)
+		SELECT chunk, lo, hi, prev FROM moved ORDER BY chunk, lo, hi`, args...)
 	if err != nil {
 		return nil, err
 	}
-	return pgx.CollectRows(rows, pgx.RowToStructByPos[movedChunk])
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (movedChunk, error) {
+		var m movedChunk
+		err := r.Scan(&m.Chunk, &m.Lo, &m.Hi, &m.Prev)
+		return m, err
+	})
 }
 
 // chunkFigures counts a batch's chunk_runs ($1) by outcome
@@ -67,5 +71,5 @@ const setCounters = `
 	done_chunks = c.done_chunks, completed_chunks = c.completed_chunks, failed_chunks = c.failed_chunks,
 	timed_out_chunks = c.timed_out_chunks, cancelled_chunks = c.cancelled_chunks,
 	completed_cells = c.completed_cells, failed_cells = c.failed_cells, timed_out_cells = c.timed_out_cells,
-	success_rate = CASE WHEN b.total_chunks > 0 THEN c.completed_chunks::float8 / b.total_chunks END,
+	success_rate = CASE WHEN b.total_cells > 0 THEN c.completed_cells::float8 / b.total_cells END,
 	avg_task_seconds = c.n_avg_task, peak_worker_rss_bytes = c.n_peak_rss`

@@ -13,12 +13,18 @@ import (
 // A task ID can have several rows: a requeued chunk task keeps its ID, and
 // Generation counts the requeues (0 for the task as first enqueued).
 type DeadLetter struct {
-	TaskID     string     `json:"task_id"`
-	Generation int        `json:"generation"`
-	Type       string     `json:"type"`
-	Queue      string     `json:"queue"`
-	BatchID    *string    `json:"batch_id"`
-	Chunk      *int       `json:"chunk"`
+	TaskID     string  `json:"task_id"`
+	Generation int     `json:"generation"`
+	Type       string  `json:"type"`
+	Queue      string  `json:"queue"`
+	BatchID    *string `json:"batch_id"`
+	Chunk      *int    `json:"chunk"`
+	// Lo and Hi are the cells [Lo, Hi) of Chunk the task ran when it was a
+	// part of a split chunk (store.Piece); 0 and 0 for a whole chunk.
+	Lo int `json:"lo"`
+	Hi int `json:"hi"`
+	// GridID is the cell when the task was one cell; nil otherwise.
+	GridID     *int64     `json:"grid_id"`
 	Payload    []byte     `json:"payload"`
 	LastError  string     `json:"last_error"`
 	Retries    int        `json:"retries"`
@@ -37,8 +43,8 @@ type DeadLetterKey struct {
 func (d DeadLetter) Key() DeadLetterKey { return DeadLetterKey{d.TaskID, d.Generation} }
 
 const insertDeadLetter = `
-	INSERT INTO dead_letters (task_id, generation, task_type, queue, batch_id, chunk, payload, last_error, retries, failed_at)
-	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+	INSERT INTO dead_letters (task_id, generation, task_type, queue, batch_id, chunk, payload, last_error, retries, failed_at, lo, hi, grid_id)
+	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
 	ON CONFLICT (task_id, generation) DO NOTHING`
 
 func deadLetterArgs(d DeadLetter) []any {
@@ -46,7 +52,7 @@ func deadLetterArgs(d DeadLetter) []any {
 	if p == nil {
 		p = []byte{}
 	}
-	return []any{d.TaskID, d.Generation, d.Type, d.Queue, d.BatchID, d.Chunk, p, d.LastError, d.Retries, d.FailedAt}
+	return []any{d.TaskID, d.Generation, d.Type, d.Queue, d.BatchID, d.Chunk, p, d.LastError, d.Retries, d.FailedAt, d.Lo, d.Hi, d.GridID}
 }
 
 // RecordDeadLetter stores d once per (task ID, generation); it reports
@@ -102,12 +108,12 @@ func (s *Store) RecordedDeadLetters(ctx context.Context, taskIDs []string) (map[
 }
 
 const deadLetterColumns = `d.task_id, d.generation, d.task_type, d.queue, d.batch_id, d.chunk, d.payload,
-	d.last_error, d.retries, d.failed_at, d.requeued_at, d.recorded_at`
+	d.last_error, d.retries, d.failed_at, d.requeued_at, d.recorded_at, d.lo, d.hi, d.grid_id`
 
 func scanDeadLetter(row pgx.Row) (DeadLetter, error) {
 	var d DeadLetter
 	err := row.Scan(&d.TaskID, &d.Generation, &d.Type, &d.Queue, &d.BatchID, &d.Chunk, &d.Payload,
-		&d.LastError, &d.Retries, &d.FailedAt, &d.RequeuedAt, &d.RecordedAt)
+		&d.LastError, &d.Retries, &d.FailedAt, &d.RequeuedAt, &d.RecordedAt, &d.Lo, &d.Hi, &d.GridID)
 	return d, err
 }
 
@@ -210,25 +216,26 @@ func (s *Store) PurgeDeadLetters(ctx context.Context, f DeadLetterFilter) ([]Dea
 	return collectDeadLetters(s.Pool.Query(ctx, `DELETE FROM dead_letters d WHERE `+where+` RETURNING `+deadLetterColumns, args...))
 }
 
-// ChunkRef names one chunk of one batch.
+// ChunkRef names one piece of a chunk of one batch.
 type ChunkRef struct {
 	BatchID string
-	Chunk   int
+	Piece
 }
 
 // PendingChunksOfRunning returns those of refs whose chunk is still pending
 // in a running batch: one query however many refs.
 func (s *Store) PendingChunksOfRunning(ctx context.Context, refs []ChunkRef) (map[ChunkRef]bool, error) {
 	ids := make([]string, len(refs))
-	chunks := make([]int32, len(refs))
+	chunks, los, his := make([]int32, len(refs)), make([]int32, len(refs)), make([]int32, len(refs))
 	for i, r := range refs {
-		ids[i], chunks[i] = r.BatchID, int32(r.Chunk)
+		ids[i], chunks[i], los[i], his[i] = r.BatchID, int32(r.Chunk), int32(r.Lo), int32(r.Hi)
 	}
 	rows, err := s.Pool.Query(ctx, `
-		SELECT c.batch_id, c.chunk FROM chunk_runs c
-		JOIN unnest($1::text[], $2::int[]) AS r(batch_id, chunk) ON r.batch_id = c.batch_id AND r.chunk = c.chunk
+		SELECT c.batch_id, c.chunk, c.lo, c.hi FROM chunk_runs c
+		JOIN unnest($1::text[], $2::int[], $3::int[], $4::int[]) AS r(batch_id, chunk, lo, hi)
+			ON r.batch_id = c.batch_id AND r.chunk = c.chunk AND r.lo = c.lo AND r.hi = c.hi
 		JOIN batch_runs b ON b.id = c.batch_id
-		WHERE c.status = 'pending' AND b.status = 'running'`, ids, chunks)
+		WHERE c.status = 'pending' AND b.status = 'running'`, ids, chunks, los, his)
 	if err != nil {
 		return nil, err
 	}
@@ -236,7 +243,7 @@ func (s *Store) PendingChunksOfRunning(ctx context.Context, refs []ChunkRef) (ma
 	out := map[ChunkRef]bool{}
 	for rows.Next() {
 		var r ChunkRef
-		if err := rows.Scan(&r.BatchID, &r.Chunk); err != nil {
+		if err := rows.Scan(&r.BatchID, &r.Chunk, &r.Lo, &r.Hi); err != nil {
 			return nil, err
 		}
 		out[r] = true
@@ -300,10 +307,11 @@ func (s *Store) RequeueDeadLetter(ctx context.Context, k DeadLetterKey, dryRun b
 				b.ID, b.RowsDroppedAt.UTC().Format(time.RFC3339))}
 		}
 		var status string
-		err = tx.QueryRow(ctx, `SELECT status FROM chunk_runs WHERE batch_id = $1 AND chunk = $2 FOR UPDATE`,
-			b.ID, *d.Chunk).Scan(&status)
+		piece := Piece{*d.Chunk, d.Lo, d.Hi}
+		err = tx.QueryRow(ctx, `SELECT status FROM chunk_runs WHERE batch_id = $1 AND chunk = $2 AND lo = $3 AND hi = $4 FOR UPDATE`,
+			b.ID, *d.Chunk, d.Lo, d.Hi).Scan(&status)
 		if errors.Is(err, pgx.ErrNoRows) {
-			return &NotRequeueableError{fmt.Sprintf("batch %s has no chunk %d; purge it", b.ID, *d.Chunk)}
+			return &NotRequeueableError{fmt.Sprintf("batch %s has no %s; purge it", b.ID, piece)}
 		}
 		if err != nil {
 			return err
@@ -313,17 +321,17 @@ func (s *Store) RequeueDeadLetter(ctx context.Context, k DeadLetterKey, dryRun b
 			r.Reopened = !b.Ended()
 		case status == ChunkPending && !b.Ended():
 		case status == ChunkSucceeded:
-			return &NotRequeueableError{fmt.Sprintf("chunk %d of batch %s has succeeded since; purge the dead letter", *d.Chunk, b.ID)}
+			return &NotRequeueableError{fmt.Sprintf("%s of batch %s has succeeded since; purge the dead letter", piece, b.ID)}
 		default:
-			return &NotRequeueableError{fmt.Sprintf("chunk %d of %s batch %s is %s, not failed: re-running it would not change the batch; purge the dead letter",
-				*d.Chunk, b.Status, b.ID, status)}
+			return &NotRequeueableError{fmt.Sprintf("%s of %s batch %s is %s, not failed: re-running it would not change the batch; purge the dead letter",
+				piece, b.Status, b.ID, status)}
 		}
 		if dryRun {
 			return nil
 		}
 		if r.Reopened {
 			if _, err := moveChunks(ctx, tx, `status = 'pending', finished_at = NULL`,
-				`c.chunk = $2 AND c.status = 'failed'`, b.ID, *d.Chunk); err != nil {
+				`c.chunk = $2 AND c.lo = $3 AND c.hi = $4 AND c.status = 'failed'`, b.ID, *d.Chunk, d.Lo, d.Hi); err != nil {
 				return err
 			}
 		}
@@ -334,4 +342,47 @@ func (s *Store) RequeueDeadLetter(ctx context.Context, k DeadLetterKey, dryRun b
 		return enqueue(b, d)
 	})
 	return r, err
+}
+
+// ChunkFailure is a failure of a batch's chunk that has an outcome: a piece
+// split in halves, or a dead letter.
+type ChunkFailure struct {
+	// At is when it happened: the split piece's finish, or when the dead
+	// letter was recorded.
+	At time.Time
+	// Split is true for a split piece, false for a dead letter.
+	Split bool
+	// Key identifies the failure: the dead letter's task ID and generation,
+	// or the split piece's "chunk:lo-hi".
+	Key   string
+	Piece Piece
+	// Cells is how many cells the piece had.
+	Cells int
+	// GridID is the cell of a dead letter of one cell.
+	GridID *int64
+	Error  string
+	// Attempts is how many runs the piece had.
+	Attempts int
+}
+
+// ChunkFailures returns the splits and dead letters of a batch at or after
+// since, oldest first, at most limit.
+func (s *Store) ChunkFailures(ctx context.Context, batchID string, since time.Time, limit int) ([]ChunkFailure, error) {
+	rows, err := s.Pool.Query(ctx, `
+		SELECT finished_at, true, chunk || ':' || lo || '-' || hi, chunk, lo, hi, cells, NULL::bigint, coalesce(error, ''), attempts
+		FROM chunk_runs WHERE batch_id = $1 AND status = 'split' AND finished_at >= $2
+		UNION ALL
+		SELECT d.recorded_at, false, d.task_id || '#' || d.generation, coalesce(d.chunk, -1), d.lo, d.hi,
+			CASE WHEN d.hi > 0 THEN d.hi - d.lo ELSE coalesce(c.cells, 0) END, d.grid_id, d.last_error, d.retries + 1
+		FROM dead_letters d LEFT JOIN chunk_runs c ON c.batch_id = d.batch_id AND c.chunk = d.chunk AND c.lo = d.lo AND c.hi = d.hi
+		WHERE d.batch_id = $1 AND d.recorded_at >= $2
+		ORDER BY 1 LIMIT $3`, batchID, since, limit)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (ChunkFailure, error) {
+		var f ChunkFailure
+		err := r.Scan(&f.At, &f.Split, &f.Key, &f.Piece.Chunk, &f.Piece.Lo, &f.Piece.Hi, &f.Cells, &f.GridID, &f.Error, &f.Attempts)
+		return f, err
+	})
 }

@@ -27,13 +27,14 @@ func (s *Store) HealEndedBatch(ctx context.Context, id string) (b Batch, before 
 			return nil
 		}
 		var t Transition
-		var timedOut, cancelled int
-		if err := tx.QueryRow(ctx, `SELECT done_chunks, completed_chunks, failed_chunks, timed_out_chunks, cancelled_chunks
-			FROM gridbatch_chunk_counts($1)`, id).Scan(&t.Done, &t.Completed, &t.Failed, &timedOut, &cancelled); err != nil {
+		var timedOut, cancelled, pending int
+		if err := tx.QueryRow(ctx, `SELECT completed_cells, failed_cells, timed_out_chunks, cancelled_chunks,
+				(SELECT count(*) FROM chunk_runs c WHERE c.batch_id = $1 AND c.status = 'pending')
+			FROM gridbatch_chunk_counts($1)`, id).Scan(&t.Completed, &t.Failed, &timedOut, &cancelled, &pending); err != nil {
 			return err
 		}
 		status := cur.Status
-		if (status == StatusPartial || status == StatusFailed) && t.Done == cur.TotalChunks && timedOut+cancelled == 0 {
+		if (status == StatusPartial || status == StatusFailed) && pending == 0 && timedOut+cancelled == 0 {
 			status = FinalStatus(t.Completed, t.Failed)
 		}
 		b, err = scanBatch(tx.QueryRow(ctx, `

@@ -145,19 +145,33 @@ func (s *Store) BatchDeadLetters(ctx context.Context, batchID string, limit int)
 		return nil, 0, err
 	}
 	rows, err := s.Pool.Query(ctx, `SELECT task_id, task_type, queue, batch_id, chunk, last_error, retries,
-			failed_at, requeued_at, recorded_at
+			failed_at, requeued_at, recorded_at, lo, hi, grid_id
 		FROM dead_letters WHERE batch_id = $1
-		ORDER BY requeued_at IS NOT NULL, chunk NULLS LAST, task_id LIMIT $2`, batchID, limit)
+		ORDER BY requeued_at IS NOT NULL, chunk NULLS LAST, lo, task_id LIMIT $2`, batchID, limit)
 	if err != nil {
 		return nil, 0, err
 	}
 	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (DeadLetter, error) {
 		var d DeadLetter
 		err := r.Scan(&d.TaskID, &d.Type, &d.Queue, &d.BatchID, &d.Chunk, &d.LastError, &d.Retries,
-			&d.FailedAt, &d.RequeuedAt, &d.RecordedAt)
+			&d.FailedAt, &d.RequeuedAt, &d.RecordedAt, &d.Lo, &d.Hi, &d.GridID)
 		return d, err
 	})
 	return out, total, err
+}
+
+// FailedPieces returns the dead-lettered pieces of a batch's chunks (whole
+// chunks, or parts of split ones: store.Piece), by chunk.
+func (s *Store) FailedPieces(ctx context.Context, batchID string) ([]Piece, error) {
+	rows, err := s.Pool.Query(ctx, `SELECT chunk, lo, hi FROM chunk_runs WHERE batch_id = $1 AND status = 'failed' ORDER BY chunk, lo`, batchID)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (Piece, error) {
+		var p Piece
+		err := r.Scan(&p.Chunk, &p.Lo, &p.Hi)
+		return p, err
+	})
 }
 
 // OpenDeadLetters counts the dead letters not yet requeued, of every batch.

@@ -47,12 +47,13 @@ func (s *Store) WriteChunk(ctx context.Context, kind string, step float64, first
 			return fmt.Errorf("%w: chunk %d of %s: %w (the models file changed while it ran?)", ErrLayout, o.Chunk, o.BatchID, err)
 		}
 		var status string
-		err = tx.QueryRow(ctx, `SELECT status FROM chunk_runs WHERE batch_id = $1 AND chunk = $2 FOR UPDATE`, o.BatchID, o.Chunk).Scan(&status)
+		err = tx.QueryRow(ctx, `SELECT status FROM chunk_runs WHERE batch_id = $1 AND chunk = $2 AND lo = $3 AND hi = $4 FOR UPDATE`,
+			o.BatchID, o.Chunk, o.Lo, o.Hi).Scan(&status)
 		if errors.Is(err, pgx.ErrNoRows) {
-			return fmt.Errorf("%w: %s has no chunk %d", ErrBatchNotFound, o.BatchID, o.Chunk)
+			return fmt.Errorf("%w: %s has no %s", ErrBatchNotFound, o.BatchID, o.piece())
 		}
 		if err != nil {
-			return fmt.Errorf("lock chunk %d of %s: %w", o.Chunk, o.BatchID, err)
+			return fmt.Errorf("lock %s of %s: %w", o.piece(), o.BatchID, err)
 		}
 		if status != ChunkPending && status != ChunkFailed {
 			return nil // done already (a duplicate delivery), or timed out or cancelled

@@ -124,7 +124,7 @@ func Run(ctx context.Context, cfg config.Worker, stderr io.Writer, opts ...Optio
 		RetryDelayFunc: retryDelay(tasks.RetryDelay(cfg.RetryPolicy, cfg.RetryBase), db),
 		// A task refused by the open breaker never reached the database: it
 		// is retried without counting against its retries.
-		IsFailure:         func(err error) bool { return batch.Classify(err) != batch.RetryUncounted },
+		IsFailure:         batch.Counted,
 		ErrorHandler:      asynq.ErrorHandlerFunc(h.HandleError),
 		Logger:            logging.Asynq(log),
 		LogLevel:          logging.AsynqLevel(cfg.LogLevel),

@@ -79,6 +79,10 @@ Printing, exceptions, timeouts, threads
 - An exception in compute fails the chunk with its type and message (the
   traceback goes to stderr and to the worker's log) and the chunk is retried
   later like any failure. The process stays up and serves the next chunk.
+  A chunk that keeps failing is split in halves, recursively, until the
+  failing cells stand alone: only they are dead-lettered, every other cell
+  is computed. Raise ``gridbatch_model.Permanent`` for an error no retry
+  will fix (bad inputs): the chunk is split at once, never retried.
 - ``sys.exit()``, a crash or a signal mid-chunk fails the chunk (retried);
   the worker starts a fresh process.
 - At a chunk's timeout, when its batch is cancelled, when the process tree's
@@ -136,6 +140,17 @@ _MAX_REPLY_META = 16 << 10  # the worker kills a model whose reply meta is large
 # The values check() uses when the caller does not say.
 _DEFAULT_INPUTS = ("mu0", "sigma", "xi")
 _DEFAULT_SERIES = ("ssp126", "ssp245", "ssp585")
+
+
+class Permanent(Exception):
+    """Raise it from compute for an error no retry will fix, such as bad inputs.
+
+    The chunk is not retried: the worker splits it in halves at once,
+    recursively, until the failing cells stand alone, and dead-letters only
+    them (one dead letter per cell, naming it); every other cell is computed.
+    Any other exception is retried first, and split once its retries are used
+    up. ``raise gridbatch_model.Permanent("cell %d: sigma <= 0" % gid)``.
+    """
 
 
 class _ProtocolError(Exception):
@@ -322,7 +337,10 @@ def _error_meta(exc, tb_text):
         message = str(exc)
     except Exception:
         message = repr(exc)
-    return {"type": type(exc).__name__, "message": message, "traceback": tb_text}
+    meta = {"type": type(exc).__name__, "message": message, "traceback": tb_text}
+    if isinstance(exc, Permanent):
+        meta["permanent"] = True
+    return meta
 
 
 def _result(result):

@@ -240,6 +240,8 @@ FAULTY = textwrap.dedent(r'''
             raise KeyError("no such cell 13")
         if g == 14:
             raise ValueError("bad sigma at cell 14")
+        if g == 16:
+            raise gridbatch_model.Permanent("cell 16 has no inputs")
         if g == 7:
             return np.zeros((n, 2, 80))         # wrong shape
         if g == 8:
@@ -374,7 +376,8 @@ class ModelTest(unittest.TestCase):
         self.assertReady(m.handshake(), m)
         ftype, meta, data = self.result(m, [(42, 0.0, 0.0, 30.0, 0.0, -0.12)])
         self.assertEqual(ftype, ERROR)
-        self.assertEqual(meta["type"], "ValueError")
+        self.assertEqual(meta["type"], "Permanent")
+        self.assertTrue(meta["permanent"])
         self.assertIn("cell 42", meta["message"])
         self.assertIn("sigma=0.0", meta["message"])
         self.assertEqual(data, b"")
@@ -463,11 +466,13 @@ class ModelTest(unittest.TestCase):
 
     def test_exception_is_an_error_and_serving_goes_on(self):
         m = self.faulty()
-        for gid, typ, msg in [(13, "KeyError", "'no such cell 13'"), (14, "ValueError", "bad sigma at cell 14")]:
+        for gid, typ, msg in [(13, "KeyError", "'no such cell 13'"), (14, "ValueError", "bad sigma at cell 14"),
+                              (16, "Permanent", "cell 16 has no inputs")]:
             ftype, meta, data = self.result(m, [(gid, 0.0, 0.0, 30.0, 1.0, -0.1)], "b:c%d" % gid)
             self.assertEqual(ftype, ERROR)
             self.assertEqual(meta["type"], typ)
             self.assertEqual(meta["message"], msg)
+            self.assertEqual(meta.get("permanent", False), typ == "Permanent")
             self.assertIn("Traceback", meta["traceback"])
             self.assertIn("faulty_model.py", meta["traceback"])
             self.assertIn(typ, meta["traceback"])

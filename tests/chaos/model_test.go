@@ -81,18 +81,22 @@ func TestChaosModelIgnoresSigtermPastTimeout(t *testing.T) {
 		b.Status, found, exp, len(kills), killedAfter, goneAfter, retried, bad, polls, left)
 }
 
+// The model aborts on every chunk holding one cell: the chunk is retried,
+// split on its second death, its halves at their first, down to the cell,
+// which alone is dead-lettered.
 func TestChaosModelAbortsOnOneChunk(t *testing.T) {
 	const chunk, size, maxRetry = 3, 2000, 2
 	e := newEnv(t)
-	inChunk, gid := chunkCells(t, chunk, size)
+	_, gid := chunkCells(t, chunk, size)
 	m := e.withModel("abort_py", pyModel("abort.py"), map[string]string{"CHAOS_ABORT_GRID_ID": strconv.FormatInt(gid, 10)})
 	w, _ := e.startWorker("GRIDBATCH_CONCURRENCY=2", "GRIDBATCH_MAX_RETRY="+strconv.Itoa(maxRetry))
 	id := e.runBatch("--kind", m.kind, "--chunk-size", strconv.Itoa(size))
 	b := e.waitEnded(id, 2*time.Minute)
-	exp, found := e.rowsOf(b, grid.PH, modelRel, func(c grid.Cell) bool { return !inChunk(c) })
-	var deadLetters int
-	require.NoError(t, e.db.Pool.QueryRow(context.Background(),
-		`SELECT count(*) FROM dead_letters WHERE batch_id = $1 AND chunk = $2 AND last_error LIKE '%SIGABRT%'`, id, chunk).Scan(&deadLetters))
+	exp, found := e.rowsOf(b, grid.PH, modelRel, func(c grid.Cell) bool { return c.GridID != gid })
+	var deadLetters, splits int
+	require.NoError(t, e.db.Pool.QueryRow(context.Background(), `SELECT
+		(SELECT count(*) FROM dead_letters WHERE batch_id = $1 AND chunk = $2 AND grid_id = $3 AND last_error LIKE '%SIGABRT%'),
+		(SELECT count(*) FROM chunk_runs WHERE batch_id = $1 AND chunk = $2 AND status = 'split')`, id, chunk, gid).Scan(&deadLetters, &splits))
 	procs := []*testutil.Proc{w}
 	var aborts []logRecord
 	for _, r := range logRecords("model process ended mid-chunk", procs, "kind", m.kind) {
@@ -108,13 +112,15 @@ func TestChaosModelAbortsOnOneChunk(t *testing.T) {
 		}
 	}
 	left := m.left(t, w)
-	ok := b.Status == store.StatusPartial && b.FailedChunks == 1 && exp == found && deadLetters == 1 &&
-		len(aborts) == maxRetry+1 && restarts >= 1 && left == 0
+	// Two deaths of the whole chunk, one per split half on the way down,
+	// one of the lone cell.
+	ok := b.Status == store.StatusPartial && b.FailedChunks == 1 && b.FailedCells == 1 && exp == found && deadLetters == 1 &&
+		splits >= 10 && len(aborts) == splits+2 && restarts >= 1 && left == 0
 	report("model-aborts-one-chunk", pass(ok), b, exp, found, fmt.Sprintf(
-		"sigabrt_logged=%d (runs %d) dead_letters=%d failed_chunks=%d process_starts=%d (after an abort %d) procs_left=%d",
-		len(aborts), maxRetry+1, deadLetters, b.FailedChunks, starts, restarts, left))
-	require.True(t, ok, "status %s, rows %d/%d, failed chunks %d, dead letters %d, aborts %d, restarts %d, left %d",
-		b.Status, found, exp, b.FailedChunks, deadLetters, len(aborts), restarts, left)
+		"sigabrt_logged=%d (splits %d) dead_letters=%d failed_cells=%d process_starts=%d (after an abort %d) procs_left=%d",
+		len(aborts), splits, deadLetters, b.FailedCells, starts, restarts, left))
+	require.True(t, ok, "status %s, rows %d/%d, failed cells %d, dead letters %d, aborts %d, splits %d, restarts %d, left %d",
+		b.Status, found, exp, b.FailedCells, deadLetters, len(aborts), splits, restarts, left)
 }
 
 func TestChaosModelExitsMidChunk(t *testing.T) {
@@ -141,7 +147,9 @@ func TestChaosModelPastMemoryLimit(t *testing.T) {
 	id := e.runBatch("--kind", m.kind, "--chunk-size", "2000")
 	b := e.waitEnded(id, 2*time.Minute)
 	exp, found := e.rowsOf(b, grid.PH, modelRel, all)
-	retried, _ := e.chunkStats(id)
+	var split int // the killed chunk is retried as two halves
+	require.NoError(t, e.db.Pool.QueryRow(context.Background(),
+		`SELECT count(*) FROM chunk_runs WHERE batch_id = $1 AND status = 'split' AND hi = 0`, id).Scan(&split))
 	var kills []logRecord
 	for _, r := range logRecords("model process killed", []*testutil.Proc{w}, "kind", m.kind) {
 		if strings.HasPrefix(r.str("reason"), "memory limit") {
@@ -153,10 +161,10 @@ func TestChaosModelPastMemoryLimit(t *testing.T) {
 		reason = kills[0].str("reason")
 	}
 	left := m.left(t, w)
-	ok := b.Status == store.StatusSucceeded && exp == found && len(kills) == 1 && retried >= 1 && left == 0
+	ok := b.Status == store.StatusSucceeded && exp == found && len(kills) == 1 && split == 1 && left == 0
 	report("model-past-memory-limit", pass(ok), b, exp, found, fmt.Sprintf(
-		"memory_kills=%d (%q) chunks_retried=%d procs_left=%d", len(kills), reason, retried, left))
-	require.True(t, ok, "status %s, rows %d/%d, memory kills %d, retried %d, left %d", b.Status, found, exp, len(kills), retried, left)
+		"memory_kills=%d (%q) chunks_split=%d procs_left=%d", len(kills), reason, split, left))
+	require.True(t, ok, "status %s, rows %d/%d, memory kills %d, split %d, left %d", b.Status, found, exp, len(kills), split, left)
 }
 
 func TestChaosModelPrints(t *testing.T) {

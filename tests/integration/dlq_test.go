@@ -139,6 +139,8 @@ func TestDLQRequeueHealsPartialBatch(t *testing.T) {
 	require.Equal(t, store.StatusPartial, b.Status, "error: %v", b.Error)
 	require.Equal(t, len(broken), b.FailedChunks)
 	require.Equal(t, b.TotalChunks-len(broken), b.CompletedChunks)
+	require.EqualValues(t, len(broken), b.FailedCells, "each chunk is split around its cell: one cell failed each")
+	require.EqualValues(t, koreaCells-len(broken), b.CompletedCells)
 	firstEnd := *b.EndedAt
 	_, _, code := c.enqueuer("status", id)
 	require.Equal(t, 3, code, "partial exits 3")
@@ -150,6 +152,7 @@ func TestDLQRequeueHealsPartialBatch(t *testing.T) {
 		DeadLetters []struct {
 			TaskID    string `json:"task_id"`
 			Chunk     int    `json:"chunk"`
+			GridID    *int64 `json:"grid_id"`
 			LastError string `json:"last_error"`
 		} `json:"dead_letters"`
 	}
@@ -158,6 +161,8 @@ func TestDLQRequeueHealsPartialBatch(t *testing.T) {
 	for _, d := range listed.DeadLetters {
 		require.Contains(t, broken, d.Chunk)
 		require.Contains(t, d.LastError, "no inputs in cell_params")
+		require.NotNil(t, d.GridID, "a dead letter names its cell")
+		require.Equal(t, region.ChunkIDs(d.Chunk, 500)[250], *d.GridID)
 	}
 
 	// The cause is fixed; the dead letters run again and heal the batch.

@@ -102,19 +102,22 @@ func TestMonitorMapInBrowser(t *testing.T) {
 		require.True(t, ok, "%g,%g", lat, lon)
 		return p
 	}
-	missing, err := lat.CellByID(lost[len(lost)/2])
+	failed, err := lat.CellByID(lost[0])
 	require.NoError(t, err)
-	hot, cold, gap := at(33.025, 124.025), at(38.975, 131.975), at(missing.Lat, missing.Lon)
+	computed, err := lat.CellByID(lost[len(lost)/2])
+	require.NoError(t, err)
+	hot, cold, gap, beside := at(33.025, 124.025), at(38.975, 131.975), at(failed.Lat, failed.Lon), at(computed.Lat, computed.Lon)
 
 	require.NoError(t, chromedp.Do(ctx, chromedp.Navigate(base+"/batches/"+id)))
-	w, h, px := mapPixels(t, ctx, hot, cold, gap)
+	w, h, px := mapPixels(t, ctx, hot, cold, gap, beside)
 	require.Equal(t, layout.Width, w)
 	require.Equal(t, layout.Height, h)
 	t.Logf("map %dx%d: hot cell %v, cold cell %v, dead-lettered cell %v", w, h, px[0], px[1], px[2])
 	require.NotEqual(t, px[0], px[1], "the hot cell and the cold cell differ")
 	require.True(t, near(gridmap.Viridis(1), px[0]), "the hottest cell is the top of the scale: %v", px[0])
 	require.True(t, near(gridmap.Viridis(0), px[1]), "the coldest cell is the bottom of the scale: %v", px[1])
-	require.True(t, near(gridmap.NoValueFill, px[2]) || near(gridmap.NoValueHatch, px[2]), "a cell of the dead-lettered chunk has no value: %v", px[2])
+	require.True(t, near(gridmap.FailedFill, px[2]), "the dead-lettered cell is drawn failed: %v", px[2])
+	require.False(t, gridmap.IsNoValue(px[3]) || near(gridmap.FailedFill, px[3]), "the rest of its chunk was computed: %v", px[3])
 
 	shot, err := chromedp.Run(ctx, chromedp.Screenshot(chromedp.CSS(`#map`)))
 	require.NoError(t, err)

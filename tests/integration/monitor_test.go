@@ -243,10 +243,17 @@ func TestMonitorInBrowser(t *testing.T) {
 		return map[string]string{"type": "grid:chunk", "outcome": outcome}
 	}
 	b = c.batch(id)
-	require.Equal(t, float64(b.TotalChunks), wm.Require(t, metrics.NameTasks, chunk(metrics.OutcomeSucceeded)), "every chunk, the requeued ones too")
+	// Each failing chunk was split around its cell (a succeeded half beside
+	// each split), the cell dead-lettered, then requeued and succeeded.
+	var succeeded, split int
+	require.NoError(t, c.db.Pool.QueryRow(context.Background(), `SELECT count(*) FILTER (WHERE status = 'succeeded'),
+		count(*) FILTER (WHERE status = 'split') FROM chunk_runs WHERE batch_id = $1`, id).Scan(&succeeded, &split))
+	require.Equal(t, b.TotalChunks-len(failing)+split+len(failing), succeeded)
+	require.Equal(t, float64(succeeded), wm.Require(t, metrics.NameTasks, chunk(metrics.OutcomeSucceeded)), "every chunk and half, the requeued cells too")
+	require.Equal(t, float64(split), wm.Require(t, metrics.NameTasks, chunk(metrics.OutcomeSplit)))
 	require.Equal(t, float64(len(failing)), wm.Require(t, metrics.NameTasks, chunk(metrics.OutcomeFailed)))
 	require.Equal(t, float64(b.TotalCells), wm.Require(t, metrics.NameCellsWritten, nil))
-	require.Equal(t, float64(b.TotalChunks+len(failing)), wm.Require(t, metrics.NameTaskDuration, map[string]string{"type": "grid:chunk"}))
+	require.Equal(t, float64(succeeded+split+len(failing)), wm.Require(t, metrics.NameTaskDuration, map[string]string{"type": "grid:chunk"}))
 	for _, name := range []string{metrics.NameDBErrors, metrics.NameBreakerState, metrics.NameOverdueHandlers} {
 		wm.Require(t, name, nil)
 	}

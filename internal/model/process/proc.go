@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -214,7 +215,7 @@ func (p *proc) compute(ctx context.Context, chunk string, c model.Cells) ([]floa
 	switch f.typ {
 	case frameResult:
 	case frameError:
-		return nil, &ComputeError{Text: errorText(f.meta), Traceback: tracebackOf(f.meta)}
+		return nil, computeError(f.meta)
 	default:
 		p.kill("protocol violation")
 		return nil, fmt.Errorf("model replied %s to a CHUNK, want RESULT or ERROR", frameName(f.typ))
@@ -274,6 +275,9 @@ func (p *proc) roundTrip(ctx context.Context, maxData uint64, typ uint32, meta a
 				}
 				<-p.exited
 				if why := p.killReason(); why != "" {
+					if over, ok := strings.CutPrefix(why, memoryKill); ok {
+						return frame{}, fmt.Errorf("model process (pid %d) killed: %w: %s", p.pid.Load(), model.ErrMemoryLimit, over)
+					}
 					return frame{}, fmt.Errorf("model process (pid %d) killed: %s", p.pid.Load(), why)
 				}
 				return frame{}, &ExitError{PID: int(p.pid.Load()), Status: p.exitDesc}
@@ -294,6 +298,10 @@ func (p *proc) roundTrip(ctx context.Context, maxData uint64, typ uint32, meta a
 // memoryPoll is how often a process tree's RSS is read.
 const memoryPoll = 200 * time.Millisecond
 
+// memoryKill starts the reason of a kill over the memory limit; roundTrip
+// turns it into model.ErrMemoryLimit, which splits the chunk.
+const memoryKill = "memory limit: "
+
 // meter reads the RSS of the process tree every memoryPoll for as long as
 // the process lives, computing or idle between chunks, and kills it over
 // its memory limit. The tree is the process group and every process
@@ -309,7 +317,7 @@ func (p *proc) meter() {
 			return
 		case <-t.C:
 			if rss := treeRSS(p.pgid); rss > p.spec.MemoryLimit {
-				p.kill(fmt.Sprintf("memory limit: RSS %d MiB over %d MiB", rss>>20, p.spec.MemoryLimit>>20))
+				p.kill(fmt.Sprintf("%sRSS %d MiB over %d MiB", memoryKill, rss>>20, p.spec.MemoryLimit>>20))
 				return
 			}
 		}
@@ -400,12 +408,30 @@ func (e *ExitError) Error() string {
 	return fmt.Sprintf("model process (pid %d) ended: %s", e.PID, e.Status)
 }
 
+// Is makes an ExitError match model.ErrCrashed.
+func (e *ExitError) Is(target error) bool { return target == model.ErrCrashed }
+
 // ComputeError is the model's own ERROR reply: an exception in compute.
+// Permanent is the model's word that no retry will fix it
+// (gridbatch_model.Permanent): it then matches model.ErrPermanent.
 type ComputeError struct {
 	Text, Traceback string
+	Permanent       bool
 }
 
 func (e *ComputeError) Error() string { return e.Text }
+
+// Is makes a ComputeError match model.ErrRaised and, when permanent,
+// model.ErrPermanent.
+func (e *ComputeError) Is(target error) bool {
+	return target == model.ErrRaised || (e.Permanent && target == model.ErrPermanent)
+}
+
+func computeError(meta []byte) *ComputeError {
+	var m errorMeta
+	_ = json.Unmarshal(meta, &m)
+	return &ComputeError{Text: errorText(meta), Traceback: m.Traceback, Permanent: m.Permanent}
+}
 
 func errorText(meta []byte) string {
 	var m errorMeta
@@ -416,12 +442,6 @@ func errorText(meta []byte) string {
 		return m.Message
 	}
 	return m.Type + ": " + m.Message
-}
-
-func tracebackOf(meta []byte) string {
-	var m errorMeta
-	_ = json.Unmarshal(meta, &m)
-	return m.Traceback
 }
 
 func shape(s []int) string {

@@ -73,6 +73,8 @@ type errorMeta struct {
 	Type      string `json:"type"`
 	Message   string `json:"message"`
 	Traceback string `json:"traceback"`
+	// Permanent is true for an error no retry will fix (bad inputs).
+	Permanent bool `json:"permanent,omitempty"`
 }
 
 // writeFrame writes one frame: type, meta length, data length, meta, then
