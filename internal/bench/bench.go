@@ -133,6 +133,8 @@ type Config struct {
 	// Repeat pairs), for trying a change to the write path quickly; the
 	// table then holds no other figure and Retain is 1 (no figure 10).
 	CompareOnly bool
+	// KernelOnly measures figure 1 alone (the Go kernels beside numpy's).
+	KernelOnly bool
 	// ResultsQueries is how many random cells figure 10 reads with
 	// store.ReadSeries (default 200); ResultsBinaryRuns how many it reads
 	// with the enqueuer results binary, a process each (default 20).
@@ -315,10 +317,21 @@ func Run(ctx context.Context, cfg Config) (Table, error) {
 		return t, nil
 	}
 
-	if !cfg.SkipGoBench {
-		h.logf("kernel: go test -bench BenchmarkCompute -benchtime %s ./internal/grid/", cfg.KernelBenchtime)
+	if cfg.KernelOnly || !cfg.SkipGoBench {
+		h.logf("kernel: go test -bench BenchmarkCompute -benchtime %s ./internal/grid/, alternated with numpy's on the same cells", cfg.KernelBenchtime)
 		if t.Kernel, err = h.kernelBench(ctx); err != nil {
 			return t, err
+		}
+		for _, k := range t.Kernel {
+			h.logf("kernel %s: Go %.0f ns/cell, numpy %.0f ns/cell (medians; Go runs %s, numpy runs %s)", k.Kind, k.NsPerCell, k.NumpyNsPerCell, nsRuns(k.GoRuns), nsRuns(k.NumpyRuns))
+		}
+		if cfg.KernelOnly {
+			if t.Machine.LoadAfter, err = loadAverage(); err != nil {
+				return t, err
+			}
+			h.logf("kernel only: load average %s at the start, %s at the end", t.Machine.LoadBefore, t.Machine.LoadAfter)
+			t.Elapsed = time.Since(started)
+			return t, nil
 		}
 		h.logf("seeding: go test -bench BenchmarkSeedCells -benchtime %s ./internal/store/", cfg.SeedBenchtime)
 		if t.Seed, err = h.seedBench(ctx); err != nil {

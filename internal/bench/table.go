@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gridbatch/gridbatch/internal/grid"
 	"github.com/gridbatch/gridbatch/internal/numfmt"
 )
 
@@ -158,6 +159,14 @@ func (t *Table) finish() {
 		t.Targets = append(t.Targets, Target{Name: fmt.Sprintf("cells/s at step %g vs %g", fine.Step, coarse.Step),
 			Want: "≥ 0.85 (within 15%)", Got: fmt.Sprintf("%.3f", r), Met: r >= 0.85})
 	}
+	for _, k := range t.Kernel {
+		if k.Kind != grid.KindPH {
+			continue
+		}
+		t.Targets = append(t.Targets, Target{Name: "Go ph kernel vs numpy's, ns/cell on one core (medians of alternated runs)", Want: "≤ 1.0",
+			Got: fmt.Sprintf("%.3f (%s vs %s ns/cell)", k.NsPerCell/k.NumpyNsPerCell, count(k.NsPerCell), count(k.NumpyNsPerCell)),
+			Met: k.NsPerCell <= k.NumpyNsPerCell})
+	}
 	t.Targets = append(t.Targets, Target{Name: "fan-out", Want: "≥ 20,000 tasks/s",
 		Got: count(t.Fanout.TasksPerSecond) + " tasks/s", Met: t.Fanout.TasksPerSecond >= 20_000})
 	if c := t.Compare; c != nil {
@@ -243,6 +252,15 @@ func secs(sec float64) string {
 	return fmt.Sprintf("%.1f s", sec)
 }
 
+// nsRuns lists ns/cell figures.
+func nsRuns(v []float64) string {
+	s := make([]string, len(v))
+	for i, x := range v {
+		s[i] = count(x)
+	}
+	return strings.Join(s, ", ")
+}
+
 func pct(v float64) string { return fmt.Sprintf("%.0f%%", v*100) }
 
 func gib(b int64) string { return fmt.Sprintf("%.1f GiB", float64(b)/(1<<30)) }
@@ -256,8 +274,9 @@ func (t Table) Figures() string {
 	row("#", "figure", "value", "how")
 	row("---", "---", "---:", "---")
 	for _, k := range t.Kernel {
-		row("1", "kernel, "+k.Kind, fmt.Sprintf("%s ns/cell", count(k.NsPerCell)),
-			"3 scenarios × 80 years per cell, chunks of 500 cells; `"+k.Command+"`")
+		row("1", "kernel, "+k.Kind, fmt.Sprintf("%s ns/cell (numpy: %s ns/cell)", count(k.NsPerCell), count(k.NumpyNsPerCell)),
+			fmt.Sprintf("3 scenarios × 80 years per cell, chunks of 500 cells, one core; medians of %d runs each, alternated (Go: %s; numpy: %s); `%s`, `%s`",
+				len(k.GoRuns), nsRuns(k.GoRuns), nsRuns(k.NumpyRuns), k.Command, k.NumpyCommand))
 	}
 	for _, s := range t.Seed {
 		how := fmt.Sprintf("step %s", stepStr(s.Step))
@@ -575,7 +594,9 @@ const howProduced = `## How these figures are produced
 ` + "`make bench`" + ` (services up, binaries built) runs ` + "`go test -tags bench -run TestBench ./tests/bench/`" + `,
 which calls ` + "`internal/bench.Run`" + ` on a fresh Redis database and PostgreSQL schema of its own:
 
-1. **Kernel**: ` + "`go test -bench BenchmarkCompute ./internal/grid/`" + `, ns per cell (3 scenarios × 80 years).
+1. **Kernel**: ` + "`go test -bench BenchmarkCompute ./internal/grid/`" + `, ns per cell (3 scenarios × 80 years), beside
+   the numpy reference kernel (examples/python/reference_model.py, one core) timed on the same 500 cells by
+   ` + "`internal/bench/numpy_kernel.py`" + `, the two alternated three times and the medians compared.
 2. **Seeding**: ` + "`go test -bench BenchmarkSeedCells ./internal/store/`" + `, and the harness timing
    ` + "`store.SeedCells`" + ` (what ` + "`enqueuer seed`" + ` runs) for the grids it needs.
 3. **Fan-out**: the plan task's code in-process, no worker running: ` + "`store.PlanChunks`" + ` (the chunk rows)
