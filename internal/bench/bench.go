@@ -135,6 +135,12 @@ type Config struct {
 	CompareOnly bool
 	// KernelOnly measures figure 1 alone (the Go kernels beside numpy's).
 	KernelOnly bool
+	// Delay is the network delay figure 11 injects each way between every
+	// binary and both services (whole milliseconds). Defaults to 1ms;
+	// negative: no figure 11.
+	Delay time.Duration
+	// DelayOnly measures figure 11 alone.
+	DelayOnly bool
 	// ResultsQueries is how many random cells figure 10 reads with
 	// store.ReadSeries (default 200); ResultsBinaryRuns how many it reads
 	// with the enqueuer results binary, a process each (default 20).
@@ -205,6 +211,7 @@ func (c *Config) fill() error {
 	c.FanoutChunks = cmp.Or(c.FanoutChunks, 10_000)
 	c.LatencyProbes = cmp.Or(c.LatencyProbes, 200)
 	c.KernelBenchtime = cmp.Or(c.KernelBenchtime, "2s")
+	c.Delay = cmp.Or(c.Delay, time.Millisecond)
 	c.SeedBenchtime = cmp.Or(c.SeedBenchtime, "2x")
 	if c.Log == nil {
 		c.Log = io.Discard
@@ -313,6 +320,24 @@ func Run(ctx context.Context, cfg Config) (Table, error) {
 			return t, err
 		}
 		h.logf("compare only: this tree vs %s: %.3f (pairs: %s)", cfg.Baseline, t.Compare.Ratio, ratios(t.Compare.Ratios))
+		t.Elapsed = time.Since(started)
+		return t, nil
+	}
+
+	if cfg.DelayOnly {
+		sr, err := h.seed(ctx, cfg.Step)
+		if err != nil {
+			return t, err
+		}
+		t.Seed = append(t.Seed, sr)
+		if t.Delay, err = h.delay(ctx, cfg.Delay); err != nil {
+			return t, err
+		}
+		if t.Machine.LoadAfter, err = loadAverage(); err != nil {
+			return t, err
+		}
+		h.logf("delay only: %s each way vs loopback: %.3f (pairs: %s); load average %s at the start, %s at the end",
+			cfg.Delay, t.Delay.Ratio, ratios(t.Delay.Ratios), t.Machine.LoadBefore, t.Machine.LoadAfter)
 		t.Elapsed = time.Since(started)
 		return t, nil
 	}
@@ -430,6 +455,12 @@ func Run(ctx context.Context, cfg Config) (Table, error) {
 		h.logf("pipeline at the workers' default concurrency (%d chunks in flight): %.0f cells/s", pr.Concurrency, pr.CellsPerSecond)
 		t.OwnConcurrency = &pr
 		if err := h.stopWorkers(); err != nil {
+			return t, err
+		}
+	}
+	if cfg.Delay > 0 {
+		h.logf("delay: %d pairs of batches at step %g, loopback then %s injected each way, the workers at their default settings", cfg.Repeat, cfg.Step, cfg.Delay)
+		if t.Delay, err = h.delay(ctx, cfg.Delay); err != nil {
 			return t, err
 		}
 	}

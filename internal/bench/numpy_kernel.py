@@ -21,6 +21,8 @@ import time
 
 import numpy as np
 
+sys.dont_write_bytecode = True  # no __pycache__ in the checkout
+
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
 sys.path[:0] = [os.path.join(ROOT, "examples", "python"), os.path.join(ROOT, "sdk", "python")]
 import reference_model  # noqa: E402

@@ -99,6 +99,8 @@ type Table struct {
 	Targets       []Target
 	// Compare is figures 9 and 10, nil without Config.Baseline.
 	Compare *Comparison
+	// Delay is figure 11, nil when not measured.
+	Delay *DelayFigure
 	// Generated is when the run ended; Elapsed how long it took.
 	Generated time.Time
 	Elapsed   time.Duration
@@ -166,6 +168,10 @@ func (t *Table) finish() {
 		t.Targets = append(t.Targets, Target{Name: "Go ph kernel vs numpy's, ns/cell on one core (medians of alternated runs)", Want: "≤ 1.0",
 			Got: fmt.Sprintf("%.3f (%s vs %s ns/cell)", k.NsPerCell/k.NumpyNsPerCell, count(k.NsPerCell), count(k.NumpyNsPerCell)),
 			Met: k.NsPerCell <= k.NumpyNsPerCell})
+	}
+	if d := t.Delay; d != nil {
+		t.Targets = append(t.Targets, Target{Name: fmt.Sprintf("pipeline cells/s with %s injected each way to Redis and PostgreSQL vs loopback, default settings (median of the paired runs' ratios)", d.Delay),
+			Want: "≥ 0.80", Got: fmt.Sprintf("%.3f (pairs: %s)", d.Ratio, ratios(d.Ratios)), Met: d.Ratio >= 0.80})
 	}
 	t.Targets = append(t.Targets, Target{Name: "fan-out", Want: "≥ 20,000 tasks/s",
 		Got: count(t.Fanout.TasksPerSecond) + " tasks/s", Met: t.Fanout.TasksPerSecond >= 20_000})
@@ -341,7 +347,22 @@ func (t Table) Figures() string {
 	if c := t.Compare; c != nil {
 		t.compareRows(row)
 	}
+	if d := t.Delay; d != nil && len(d.Delayed) > 0 {
+		lo, de := pipelineRates(d.Loopback), pipelineRates(d.Delayed)
+		row("11", fmt.Sprintf("pipeline with %s injected each way", d.Delay), fmt.Sprintf("%s vs %s cells/s on loopback (%.3f ×)", count(median(de)), count(median(lo)), d.Ratio),
+			fmt.Sprintf("step %s, %d pairs (loopback, then delayed): %s vs %s cells/s; every binary reaches Redis and PostgreSQL through %s (round trips through it: Redis %s, PostgreSQL %s); the workers at their default settings (%d chunks in flight); %.1f Redis commands per chunk",
+				stepStr(t.Config.Step), len(d.Ratios), nsRuns(de), nsRuns(lo), d.Proxy, ms(d.RedisRTT.Seconds()), ms(d.PostgresRTT.Seconds()), d.Delayed[0].Concurrency, d.Delayed[0].RedisCallsPerChunk))
+	}
 	return b.String()
+}
+
+// pipelineRates returns the cells/s of runs.
+func pipelineRates(runs []PipelineFigure) []float64 {
+	out := make([]float64, len(runs))
+	for i, r := range runs {
+		out[i] = r.CellsPerSecond
+	}
+	return out
 }
 
 // sideRuns splits the comparison's pairs by side.
@@ -634,6 +655,9 @@ which calls ` + "`internal/bench.Run`" + ` on a fresh Redis database and Postgre
 10. **Reading the results**: the schema of the last pair is kept and more batches of this tree run into
    it; then random cells are read with ` + "`store.ReadSeries`" + ` (the query of ` + "`enqueuer results`" + `) on a warm pool,
    and with the ` + "`enqueuer results`" + ` binary, a process each.
+11. **A network hop**: the pipeline at the step again, the workers at their own default settings, in pairs:
+   on loopback, then with every binary (workers and enqueuer) reaching Redis and PostgreSQL through an
+   in-process toxiproxy (v2.5.0) that adds 1 ms each way; the figure is the median of the pairs' ratios.
 
 Before every measured run every batch's own rows are dropped (nothing published) and PostgreSQL
 checkpoints. CPU time

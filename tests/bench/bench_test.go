@@ -41,6 +41,8 @@ import (
 //	GRIDBATCH_BENCH_SKIP_GOBENCH=1 leave out the go test benchmarks (figures 1 and 2)
 //	GRIDBATCH_BENCH_ONLY=compare figure 9 alone (quick A/B of the write path; prints its runs, writes no report)
 //	GRIDBATCH_BENCH_ONLY=kernel  figure 1 alone (the Go kernels beside numpy's; prints its runs, writes no report)
+//	GRIDBATCH_BENCH_ONLY=delay   figure 11 alone (the pipeline with 1 ms injected each way to Redis and
+//	                            PostgreSQL vs loopback; prints its runs, writes no report)
 //	GRIDBATCH_BENCH_BASELINE    git revision whose pipeline this tree's is compared with (figures 9
 //	                            and 10); default fae24c9 (the upsert per chunk), "-" for none
 func TestBench(t *testing.T) {
@@ -61,7 +63,7 @@ func TestBench(t *testing.T) {
 	}
 	baseline := os.Getenv("GRIDBATCH_BENCH_BASELINE")
 	switch {
-	case os.Getenv("GRIDBATCH_BENCH_ONLY") == "kernel":
+	case os.Getenv("GRIDBATCH_BENCH_ONLY") == "kernel", os.Getenv("GRIDBATCH_BENCH_ONLY") == "delay":
 		baseline = ""
 	case baseline == "":
 		baseline = "fae24c9"
@@ -85,6 +87,7 @@ func TestBench(t *testing.T) {
 		Baseline:    baseline,
 		CompareOnly: os.Getenv("GRIDBATCH_BENCH_ONLY") == "compare",
 		KernelOnly:  os.Getenv("GRIDBATCH_BENCH_ONLY") == "kernel",
+		DelayOnly:   os.Getenv("GRIDBATCH_BENCH_ONLY") == "delay",
 	}
 	envInt(t, "GRIDBATCH_BENCH_REPEAT", &cfg.Repeat)
 	envInt(t, "GRIDBATCH_BENCH_LB_GOROUTINES", &cfg.LowerBoundGoroutines)
@@ -104,7 +107,7 @@ func TestBench(t *testing.T) {
 	}
 	table, err := bench.Run(ctx, cfg)
 	require.NoError(t, err)
-	if cfg.CompareOnly || cfg.KernelOnly {
+	if cfg.CompareOnly || cfg.KernelOnly || cfg.DelayOnly {
 		return // its runs are in the log lines
 	}
 	md := table.Markdown()
