@@ -348,7 +348,8 @@ func Run(ctx context.Context, cfg Config) (Table, error) {
 			return t, err
 		}
 		for _, k := range t.Kernel {
-			h.logf("kernel %s: Go %.0f ns/cell, numpy %.0f ns/cell (medians; Go runs %s, numpy runs %s)", k.Kind, k.NsPerCell, k.NumpyNsPerCell, nsRuns(k.GoRuns), nsRuns(k.NumpyRuns))
+			h.logf("kernel %s: Go %.0f ns/cell, numpy %.0f ns/cell (medians; Go runs %s, numpy runs %s); CPU time: Go %.0f, numpy %.0f ns/cell",
+				k.Kind, k.NsPerCell, k.NumpyNsPerCell, nsRuns(k.GoRuns), nsRuns(k.NumpyRuns), k.CPUNsPerCell, k.NumpyCPUNsPerCell)
 		}
 		if cfg.KernelOnly {
 			if t.Machine.LoadAfter, err = loadAverage(); err != nil {

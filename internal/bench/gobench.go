@@ -74,10 +74,14 @@ func (h *harness) goBench(ctx context.Context, pkg, bench, benchtime string) ([]
 // alternation (Go, numpy, Go, numpy, …) so that both see the same load.
 type KernelFigure struct {
 	Kind string
-	// NsPerCell and NumpyNsPerCell are the medians of GoRuns and NumpyRuns.
-	NsPerCell, NumpyNsPerCell float64
-	GoRuns, NumpyRuns         []float64
-	Command, NumpyCommand     string
+	// NsPerCell and NumpyNsPerCell are the medians of GoRuns and NumpyRuns
+	// (wall clock); CPUNsPerCell and NumpyCPUNsPerCell those of the CPU
+	// time each process used, which a busy machine disturbs less.
+	NsPerCell, NumpyNsPerCell       float64
+	CPUNsPerCell, NumpyCPUNsPerCell float64
+	GoRuns, NumpyRuns               []float64
+	GoCPURuns, NumpyCPURuns         []float64
+	Command, NumpyCommand           string
 }
 
 // kernelRounds is how many times figure 1 runs each side.
@@ -108,23 +112,26 @@ func (h *harness) kernelBench(ctx context.Context) ([]KernelFigure, error) {
 				out = append(out, k)
 			}
 			k.GoRuns = append(k.GoRuns, v)
+			k.GoCPURuns = append(k.GoCPURuns, r.Metrics["cpu-ns/cell"])
 		}
 		if len(out) == 0 {
 			return nil, fmt.Errorf("%s reported no ns/cell", cmdline)
 		}
 		for _, k := range out {
-			v, cmdline, err := h.numpyKernel(ctx, k.Kind, inputs)
+			v, cpu, cmdline, err := h.numpyKernel(ctx, k.Kind, inputs)
 			if err != nil {
 				return nil, err
 			}
-			k.NumpyRuns = append(k.NumpyRuns, v)
+			k.NumpyRuns, k.NumpyCPURuns = append(k.NumpyRuns, v), append(k.NumpyCPURuns, cpu)
 			k.NumpyCommand = cmdline
-			h.logf("kernel %s, round %d: Go %.0f ns/cell, numpy %.0f ns/cell", k.Kind, round+1, k.GoRuns[len(k.GoRuns)-1], v)
+			h.logf("kernel %s, round %d: Go %.0f ns/cell (CPU %.0f), numpy %.0f ns/cell (CPU %.0f)", k.Kind, round+1,
+				k.GoRuns[len(k.GoRuns)-1], k.GoCPURuns[len(k.GoCPURuns)-1], v, cpu)
 		}
 	}
 	figs := make([]KernelFigure, len(out))
 	for i, k := range out {
 		k.NsPerCell, k.NumpyNsPerCell = median(k.GoRuns), median(k.NumpyRuns)
+		k.CPUNsPerCell, k.NumpyCPUNsPerCell = median(k.GoCPURuns), median(k.NumpyCPURuns)
 		figs[i] = *k
 	}
 	return figs, nil
@@ -154,8 +161,9 @@ func kernelInputs() ([]byte, error) {
 
 // numpyKernel times examples/python/reference_model.py's kind on inputs
 // with internal/bench/numpy_kernel.py, on one core, for as long as the Go
-// benchmark's benchtime when that is a duration (else 2s).
-func (h *harness) numpyKernel(ctx context.Context, kind string, inputs []byte) (float64, string, error) {
+// benchmark's benchtime when that is a duration (else 2s). It returns the
+// wall-clock and the CPU ns per cell.
+func (h *harness) numpyKernel(ctx context.Context, kind string, inputs []byte) (wall, cpu float64, _ string, _ error) {
 	d, err := time.ParseDuration(h.cfg.KernelBenchtime)
 	if err != nil {
 		d = 2 * time.Second
@@ -170,17 +178,19 @@ func (h *harness) numpyKernel(ctx context.Context, kind string, inputs []byte) (
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
-		return 0, cmdline, fmt.Errorf("%s: %w\n%s", cmdline, err, lastLines(stderr.String(), 30))
+		return 0, 0, cmdline, fmt.Errorf("%s: %w\n%s", cmdline, err, lastLines(stderr.String(), 30))
 	}
 	f := strings.Fields(string(out))
-	if len(f) < 2 || f[0] != "ns/cell" {
-		return 0, cmdline, fmt.Errorf("%s printed %q, want \"ns/cell N ...\"", cmdline, out)
+	if len(f) < 4 || f[0] != "ns/cell" || f[2] != "cpu-ns/cell" {
+		return 0, 0, cmdline, fmt.Errorf("%s printed %q, want \"ns/cell N cpu-ns/cell N ...\"", cmdline, out)
 	}
-	v, err := strconv.ParseFloat(f[1], 64)
+	if wall, err = strconv.ParseFloat(f[1], 64); err == nil {
+		cpu, err = strconv.ParseFloat(f[3], 64)
+	}
 	if err != nil {
-		return 0, cmdline, fmt.Errorf("%s: %w", cmdline, err)
+		return 0, 0, cmdline, fmt.Errorf("%s: %w", cmdline, err)
 	}
-	return v, cmdline, nil
+	return wall, cpu, cmdline, nil
 }
 
 // SeedFigure is figure 2 for one grid.

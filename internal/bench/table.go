@@ -166,7 +166,7 @@ func (t *Table) finish() {
 			continue
 		}
 		t.Targets = append(t.Targets, Target{Name: "Go ph kernel vs numpy's, ns/cell on one core (medians of alternated runs)", Want: "≤ 1.0",
-			Got: fmt.Sprintf("%.3f (%s vs %s ns/cell)", k.NsPerCell/k.NumpyNsPerCell, count(k.NsPerCell), count(k.NumpyNsPerCell)),
+			Got: fmt.Sprintf("%.3f (%s vs %s ns/cell; CPU time: %.3f)", k.NsPerCell/k.NumpyNsPerCell, count(k.NsPerCell), count(k.NumpyNsPerCell), k.CPUNsPerCell/k.NumpyCPUNsPerCell),
 			Met: k.NsPerCell <= k.NumpyNsPerCell})
 	}
 	if d := t.Delay; d != nil {
@@ -281,8 +281,8 @@ func (t Table) Figures() string {
 	row("---", "---", "---:", "---")
 	for _, k := range t.Kernel {
 		row("1", "kernel, "+k.Kind, fmt.Sprintf("%s ns/cell (numpy: %s ns/cell)", count(k.NsPerCell), count(k.NumpyNsPerCell)),
-			fmt.Sprintf("3 scenarios × 80 years per cell, chunks of 500 cells, one core; medians of %d runs each, alternated (Go: %s; numpy: %s); `%s`, `%s`",
-				len(k.GoRuns), nsRuns(k.GoRuns), nsRuns(k.NumpyRuns), k.Command, k.NumpyCommand))
+			fmt.Sprintf("3 scenarios × 80 years per cell, chunks of 500 cells, one core; medians of %d runs each, alternated (Go: %s; numpy: %s); CPU time: Go %s, numpy %s ns/cell; `%s`, `%s`",
+				len(k.GoRuns), nsRuns(k.GoRuns), nsRuns(k.NumpyRuns), count(k.CPUNsPerCell), count(k.NumpyCPUNsPerCell), k.Command, k.NumpyCommand))
 	}
 	for _, s := range t.Seed {
 		how := fmt.Sprintf("step %s", stepStr(s.Step))

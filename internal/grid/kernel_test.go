@@ -145,11 +145,14 @@ func TestPHMatchesLibm(t *testing.T) {
 	t.Logf("%d values compared, %d below 1e-8", compared, tiny)
 }
 
+// BenchmarkPHLibm is BenchmarkCompute/ph's series through phSeriesLibm (no
+// allocation), to compare the two kernels.
 func BenchmarkPHLibm(b *testing.B) {
 	r, err := NewRegion(mustLattice(b, 0.05), korea, 0)
 	require.NoError(b, err)
 	cells := r.ChunkCells(0, 500)
 	out := make([]float64, NumYears)
+	cpu := processCPU(b)
 	for b.Loop() {
 		for _, c := range cells {
 			p := ReferenceParams(c.Lat, c.Lon)
@@ -159,4 +162,5 @@ func BenchmarkPHLibm(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(cells)), "ns/cell")
+	b.ReportMetric(float64(processCPU(b)-cpu)/float64(b.N*len(cells)), "cpu-ns/cell")
 }
