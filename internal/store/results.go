@@ -57,10 +57,7 @@ func (s *Store) WriteChunk(ctx context.Context, kind string, step float64, first
 		}
 		return t, err
 	}
-	_, err = conn.CopyFrom(ctx, pgx.Identifier{table}, []string{"step", "grid_id", "series"},
-		pgx.CopyFromSlice(len(ids), func(i int) ([]any, error) {
-			return []any{step, ids[i], rows[i]}, nil
-		}))
+	_, err = conn.CopyFrom(ctx, pgx.Identifier{table}, []string{"step", "grid_id", "series"}, &chunkRows{step: step, ids: ids, rows: rows})
 	if err != nil {
 		return t, fmt.Errorf("copy %d cells' series into %s: %w", len(ids), table, err)
 	}
@@ -88,6 +85,27 @@ func (s *Store) WriteChunk(ctx context.Context, kind string, step float64, first
 	}
 	return t, br.Close()
 }
+
+// chunkRows is WriteChunk's COPY source: one row of values reused for every
+// cell, the step boxed once and the grid id passed by pointer, so that a
+// row costs no allocation beyond its series' slice header.
+type chunkRows struct {
+	step any
+	ids  []int64
+	rows [][]byte
+	next int
+	row  [3]any
+}
+
+func (c *chunkRows) Next() bool { c.next++; return c.next <= len(c.ids) }
+
+func (c *chunkRows) Values() ([]any, error) {
+	i := c.next - 1
+	c.row = [3]any{c.step, &c.ids[i], c.rows[i]}
+	return c.row[:], nil
+}
+
+func (c *chunkRows) Err() error { return nil }
 
 // beginChunkWrite begins WriteChunk's transaction on conn and takes its
 // locks in one round trip: the batch row's KEY SHARE (lockBatchForChunk)
