@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/jackc/pgx/v5"
 
@@ -45,7 +46,11 @@ func (s *Store) WriteChunk(ctx context.Context, kind string, step float64, first
 	var ids []int64
 	var rows [][]byte
 	if err == nil && writable(t, status, allowEnded) {
-		ids, rows, err = layout.EncodeCells(series)
+		// The rows' memory (about 1 MB a 500-cell chunk) is reused from one
+		// chunk to the next: COPY has read it all when CopyFrom returns.
+		buf := rowBuffers.Get().(*[]byte)
+		defer rowBuffers.Put(buf)
+		ids, rows, *buf, err = layout.encodeCells(*buf, series)
 		if err != nil {
 			err = fmt.Errorf("%w: chunk %d of %s: %w (the models file changed while it ran?)", ErrLayout, o.Chunk, o.BatchID, err)
 		}
@@ -85,6 +90,9 @@ func (s *Store) WriteChunk(ctx context.Context, kind string, step float64, first
 	}
 	return t, br.Close()
 }
+
+// rowBuffers holds WriteChunk's row buffers between chunks.
+var rowBuffers = sync.Pool{New: func() any { return new([]byte) }}
 
 // chunkRows is WriteChunk's COPY source: one row of values reused for every
 // cell, the step boxed once and the grid id passed by pointer, so that a
