@@ -133,6 +133,14 @@ type Config struct {
 	// Repeat pairs), for trying a change to the write path quickly; the
 	// table then holds no other figure and Retain is 1 (no figure 10).
 	CompareOnly bool
+	// KernelOnly measures figure 1 alone (the Go kernels beside numpy's).
+	KernelOnly bool
+	// Delay is the network delay figure 11 injects each way between every
+	// binary and both services (whole milliseconds). Defaults to 1ms;
+	// negative: no figure 11.
+	Delay time.Duration
+	// DelayOnly measures figure 11 alone.
+	DelayOnly bool
 	// ResultsQueries is how many random cells figure 10 reads with
 	// store.ReadSeries (default 200); ResultsBinaryRuns how many it reads
 	// with the enqueuer results binary, a process each (default 20).
@@ -203,6 +211,7 @@ func (c *Config) fill() error {
 	c.FanoutChunks = cmp.Or(c.FanoutChunks, 10_000)
 	c.LatencyProbes = cmp.Or(c.LatencyProbes, 200)
 	c.KernelBenchtime = cmp.Or(c.KernelBenchtime, "2s")
+	c.Delay = cmp.Or(c.Delay, time.Millisecond)
 	c.SeedBenchtime = cmp.Or(c.SeedBenchtime, "2x")
 	if c.Log == nil {
 		c.Log = io.Discard
@@ -315,10 +324,40 @@ func Run(ctx context.Context, cfg Config) (Table, error) {
 		return t, nil
 	}
 
-	if !cfg.SkipGoBench {
-		h.logf("kernel: go test -bench BenchmarkCompute -benchtime %s ./internal/grid/", cfg.KernelBenchtime)
+	if cfg.DelayOnly {
+		sr, err := h.seed(ctx, cfg.Step)
+		if err != nil {
+			return t, err
+		}
+		t.Seed = append(t.Seed, sr)
+		if t.Delay, err = h.delay(ctx, cfg.Delay); err != nil {
+			return t, err
+		}
+		if t.Machine.LoadAfter, err = loadAverage(); err != nil {
+			return t, err
+		}
+		h.logf("delay only: %s each way vs loopback: %.3f (pairs: %s); load average %s at the start, %s at the end",
+			cfg.Delay, t.Delay.Ratio, ratios(t.Delay.Ratios), t.Machine.LoadBefore, t.Machine.LoadAfter)
+		t.Elapsed = time.Since(started)
+		return t, nil
+	}
+
+	if cfg.KernelOnly || !cfg.SkipGoBench {
+		h.logf("kernel: go test -bench BenchmarkCompute -benchtime %s ./internal/grid/, alternated with numpy's on the same cells", cfg.KernelBenchtime)
 		if t.Kernel, err = h.kernelBench(ctx); err != nil {
 			return t, err
+		}
+		for _, k := range t.Kernel {
+			h.logf("kernel %s: Go %.0f ns/cell, numpy %.0f ns/cell (medians; Go runs %s, numpy runs %s); CPU time: Go %.0f, numpy %.0f ns/cell",
+				k.Kind, k.NsPerCell, k.NumpyNsPerCell, nsRuns(k.GoRuns), nsRuns(k.NumpyRuns), k.CPUNsPerCell, k.NumpyCPUNsPerCell)
+		}
+		if cfg.KernelOnly {
+			if t.Machine.LoadAfter, err = loadAverage(); err != nil {
+				return t, err
+			}
+			h.logf("kernel only: load average %s at the start, %s at the end", t.Machine.LoadBefore, t.Machine.LoadAfter)
+			t.Elapsed = time.Since(started)
+			return t, nil
 		}
 		h.logf("seeding: go test -bench BenchmarkSeedCells -benchtime %s ./internal/store/", cfg.SeedBenchtime)
 		if t.Seed, err = h.seedBench(ctx); err != nil {
@@ -417,6 +456,12 @@ func Run(ctx context.Context, cfg Config) (Table, error) {
 		h.logf("pipeline at the workers' default concurrency (%d chunks in flight): %.0f cells/s", pr.Concurrency, pr.CellsPerSecond)
 		t.OwnConcurrency = &pr
 		if err := h.stopWorkers(); err != nil {
+			return t, err
+		}
+	}
+	if cfg.Delay > 0 {
+		h.logf("delay: %d pairs of batches at step %g, loopback then %s injected each way, the workers at their default settings", cfg.Repeat, cfg.Step, cfg.Delay)
+		if t.Delay, err = h.delay(ctx, cfg.Delay); err != nil {
 			return t, err
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gridbatch/gridbatch/internal/grid"
 	"github.com/gridbatch/gridbatch/internal/numfmt"
 )
 
@@ -98,6 +99,8 @@ type Table struct {
 	Targets       []Target
 	// Compare is figures 9 and 10, nil without Config.Baseline.
 	Compare *Comparison
+	// Delay is figure 11, nil when not measured.
+	Delay *DelayFigure
 	// Generated is when the run ended; Elapsed how long it took.
 	Generated time.Time
 	Elapsed   time.Duration
@@ -157,6 +160,18 @@ func (t *Table) finish() {
 		r := fine.CellsPerSecond / coarse.CellsPerSecond
 		t.Targets = append(t.Targets, Target{Name: fmt.Sprintf("cells/s at step %g vs %g", fine.Step, coarse.Step),
 			Want: "≥ 0.85 (within 15%)", Got: fmt.Sprintf("%.3f", r), Met: r >= 0.85})
+	}
+	for _, k := range t.Kernel {
+		if k.Kind != grid.KindPH {
+			continue
+		}
+		t.Targets = append(t.Targets, Target{Name: "Go ph kernel vs numpy's, ns/cell on one core (medians of alternated runs)", Want: "≤ 1.0",
+			Got: fmt.Sprintf("%.3f (%s vs %s ns/cell; CPU time: %.3f)", k.NsPerCell/k.NumpyNsPerCell, count(k.NsPerCell), count(k.NumpyNsPerCell), k.CPUNsPerCell/k.NumpyCPUNsPerCell),
+			Met: k.NsPerCell <= k.NumpyNsPerCell})
+	}
+	if d := t.Delay; d != nil {
+		t.Targets = append(t.Targets, Target{Name: fmt.Sprintf("pipeline cells/s with %s injected each way to Redis and PostgreSQL vs loopback, default settings (median of the paired runs' ratios)", d.Delay),
+			Want: "≥ 0.80", Got: fmt.Sprintf("%.3f (pairs: %s)", d.Ratio, ratios(d.Ratios)), Met: d.Ratio >= 0.80})
 	}
 	t.Targets = append(t.Targets, Target{Name: "fan-out", Want: "≥ 20,000 tasks/s",
 		Got: count(t.Fanout.TasksPerSecond) + " tasks/s", Met: t.Fanout.TasksPerSecond >= 20_000})
@@ -243,6 +258,15 @@ func secs(sec float64) string {
 	return fmt.Sprintf("%.1f s", sec)
 }
 
+// nsRuns lists ns/cell figures.
+func nsRuns(v []float64) string {
+	s := make([]string, len(v))
+	for i, x := range v {
+		s[i] = count(x)
+	}
+	return strings.Join(s, ", ")
+}
+
 func pct(v float64) string { return fmt.Sprintf("%.0f%%", v*100) }
 
 func gib(b int64) string { return fmt.Sprintf("%.1f GiB", float64(b)/(1<<30)) }
@@ -256,8 +280,9 @@ func (t Table) Figures() string {
 	row("#", "figure", "value", "how")
 	row("---", "---", "---:", "---")
 	for _, k := range t.Kernel {
-		row("1", "kernel, "+k.Kind, fmt.Sprintf("%s ns/cell", count(k.NsPerCell)),
-			"3 scenarios × 80 years per cell, chunks of 500 cells; `"+k.Command+"`")
+		row("1", "kernel, "+k.Kind, fmt.Sprintf("%s ns/cell (numpy: %s ns/cell)", count(k.NsPerCell), count(k.NumpyNsPerCell)),
+			fmt.Sprintf("3 scenarios × 80 years per cell, chunks of 500 cells, one core; medians of %d runs each, alternated (Go: %s; numpy: %s); CPU time: Go %s, numpy %s ns/cell; `%s`, `%s`",
+				len(k.GoRuns), nsRuns(k.GoRuns), nsRuns(k.NumpyRuns), count(k.CPUNsPerCell), count(k.NumpyCPUNsPerCell), k.Command, k.NumpyCommand))
 	}
 	for _, s := range t.Seed {
 		how := fmt.Sprintf("step %s", stepStr(s.Step))
@@ -322,7 +347,22 @@ func (t Table) Figures() string {
 	if c := t.Compare; c != nil {
 		t.compareRows(row)
 	}
+	if d := t.Delay; d != nil && len(d.Delayed) > 0 {
+		lo, de := pipelineRates(d.Loopback), pipelineRates(d.Delayed)
+		row("11", fmt.Sprintf("pipeline with %s injected each way", d.Delay), fmt.Sprintf("%s vs %s cells/s on loopback (%.3f ×)", count(median(de)), count(median(lo)), d.Ratio),
+			fmt.Sprintf("step %s, %d pairs (loopback, then delayed): %s vs %s cells/s; every binary reaches Redis and PostgreSQL through %s (round trips through it: Redis %s, PostgreSQL %s); the workers at their default settings (%d chunks in flight); %.1f Redis commands per chunk",
+				stepStr(t.Config.Step), len(d.Ratios), nsRuns(de), nsRuns(lo), d.Proxy, ms(d.RedisRTT.Seconds()), ms(d.PostgresRTT.Seconds()), d.Delayed[0].Concurrency, d.Delayed[0].RedisCallsPerChunk))
+	}
 	return b.String()
+}
+
+// pipelineRates returns the cells/s of runs.
+func pipelineRates(runs []PipelineFigure) []float64 {
+	out := make([]float64, len(runs))
+	for i, r := range runs {
+		out[i] = r.CellsPerSecond
+	}
+	return out
 }
 
 // sideRuns splits the comparison's pairs by side.
@@ -575,7 +615,9 @@ const howProduced = `## How these figures are produced
 ` + "`make bench`" + ` (services up, binaries built) runs ` + "`go test -tags bench -run TestBench ./tests/bench/`" + `,
 which calls ` + "`internal/bench.Run`" + ` on a fresh Redis database and PostgreSQL schema of its own:
 
-1. **Kernel**: ` + "`go test -bench BenchmarkCompute ./internal/grid/`" + `, ns per cell (3 scenarios × 80 years).
+1. **Kernel**: ` + "`go test -bench BenchmarkCompute ./internal/grid/`" + `, ns per cell (3 scenarios × 80 years), beside
+   the numpy reference kernel (examples/python/reference_model.py, one core) timed on the same 500 cells by
+   ` + "`internal/bench/numpy_kernel.py`" + `, the two alternated three times and the medians compared.
 2. **Seeding**: ` + "`go test -bench BenchmarkSeedCells ./internal/store/`" + `, and the harness timing
    ` + "`store.SeedCells`" + ` (what ` + "`enqueuer seed`" + ` runs) for the grids it needs.
 3. **Fan-out**: the plan task's code in-process, no worker running: ` + "`store.PlanChunks`" + ` (the chunk rows)
@@ -613,6 +655,9 @@ which calls ` + "`internal/bench.Run`" + ` on a fresh Redis database and Postgre
 10. **Reading the results**: the schema of the last pair is kept and more batches of this tree run into
    it; then random cells are read with ` + "`store.ReadSeries`" + ` (the query of ` + "`enqueuer results`" + `) on a warm pool,
    and with the ` + "`enqueuer results`" + ` binary, a process each.
+11. **A network hop**: the pipeline at the step again, the workers at their own default settings, in pairs:
+   on loopback, then with every binary (workers and enqueuer) reaching Redis and PostgreSQL through an
+   in-process toxiproxy (v2.5.0) that adds 1 ms each way; the figure is the median of the pairs' ratios.
 
 Before every measured run every batch's own rows are dropped (nothing published) and PostgreSQL
 checkpoints. CPU time

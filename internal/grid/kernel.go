@@ -105,11 +105,16 @@ func location(mu0, rate float64, i int) float64 {
 }
 
 // phSeries fills out with P(X > Threshold) for X ~ GEV(mu, sigma, xi) with
-// mu = p.Mu0 + rate·(y − 2020). It follows scipy's genextreme.sf step by
-// step: z = (35 − mu)/sigma, t = exp(−log1p(xi·z)/xi) (t = exp(−z) when
-// xi == 0) and P = −expm1(−t), which stays accurate for probabilities near 0.
-// Above the upper end of the support (xi < 0, z ≥ −1/xi) P is exactly 0;
-// below the lower end (xi > 0, z ≤ −1/xi) it is exactly 1.
+// mu = p.Mu0 + rate·(y − 2020); len(out) is at most NumYears. It follows
+// scipy's genextreme.sf: z = (35 − mu)/sigma and w = xi·z, rounded as scipy
+// rounds them (near the end of the support P depends on their last bits),
+// then L = log1p(w)/−xi (L = −z when xi == 0), t = e^L and P = −expm1(−t),
+// which stays accurate for probabilities near 0. Above the upper end of the
+// support (xi < 0, z ≥ −1/xi) P is exactly 0; below the lower end (xi > 0,
+// z ≤ −1/xi) it is exactly 1.
+//
+// It works in passes over the series, each a loop of plain arithmetic (see
+// fastmath.go): w, L, t, e^−t, P.
 func phSeries(p Params, rate float64, out []float64) {
 	xi, sigma := p.Xi, p.Sigma
 	// bound is the standardized end of the support, as scipy computes it.
@@ -118,20 +123,49 @@ func phSeries(p Params, rate float64, out []float64) {
 		mu := location(p.Mu0, rate, i)
 		z := (Threshold - mu) / sigma
 		switch {
-		case xi < 0 && z >= bound:
-			out[i] = 0
-			continue
-		case xi > 0 && z <= bound:
-			out[i] = 1
-			continue
+		case xi == 0:
+			out[i] = -z // L
+		case xi < 0 && z >= bound, xi > 0 && z <= bound:
+			// Outside the support: w = −1 makes L = −∞ (P = 0) when
+			// xi < 0 and L = +∞ (P = 1) when xi > 0.
+			out[i] = -1
+		default:
+			// Rounding can leave xi·z a hair below −1 just inside the
+			// support, where log1p is undefined; the limit there is L = ∓∞.
+			out[i] = max(xi*z, -1)
 		}
-		var loglog float64 // log(−log F)
-		if xi == 0 {
-			loglog = -z
+	}
+	if xi != 0 {
+		log1pInPlace(out)
+		// Dividing by −xi is multiplying by its inverse, to an ulp of L,
+		// unless xi is so small that the inverse overflows.
+		if inv := -1 / xi; !math.IsInf(inv, 0) {
+			for i := range out {
+				out[i] *= inv
+			}
 		} else {
-			loglog = math.Log1p(xi*z) / -xi
+			for i := range out {
+				out[i] /= -xi
+			}
 		}
-		out[i] = -math.Expm1(-math.Exp(loglog))
+	}
+	var tBuf [NumYears]float64
+	t := tBuf[:len(out)]
+	expTo(t, out)
+	// −expm1(−t) is 1 − e^−t once t ≥ 1e-3, where the rounding error of the
+	// difference stays below 1e-12 of the result; e^−38 is below half an ulp
+	// of 1, so clamping keeps 1 exact for larger t (and +Inf).
+	for i, ti := range t {
+		out[i] = -min(ti, 38)
+	}
+	expTo(out, out)
+	for i, ti := range t {
+		if ti < 1e-3 {
+			// The series of 1 − e^−t: its next term is below 2^-59 relative.
+			out[i] = ti * (1 - ti*0.5*(1-ti*(1.0/3)*(1-ti*0.25*(1-ti*0.2))))
+		} else {
+			out[i] = 1 - out[i]
+		}
 	}
 }
 

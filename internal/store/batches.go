@@ -347,15 +347,23 @@ func markChunk(ctx context.Context, tx pgx.Tx, o ChunkOutcome, status string, al
 	if err != nil || (!t.BatchRunning && !allowEnded) {
 		return t, err
 	}
-	moved, err := moveChunks(ctx, tx,
-		`status = $3, attempts = $4, task_seconds = $5, worker = $6, worker_rss_bytes = $7, error = nullif($8, ''), finished_at = now()`,
-		`c.chunk = $2 AND c.lo = $9 AND c.hi = $10 AND (c.status = 'pending' OR (c.status = 'failed' AND $3 = 'succeeded'))`,
-		o.BatchID, o.Chunk, status, o.Attempts, o.TaskSeconds, o.Worker, o.RSSBytes, o.Error, o.Lo, o.Hi)
+	moved, err := moveChunks(ctx, tx, markChunkSet, markChunkWhere, markChunkArgs(o, status)...)
 	if err != nil {
 		return t, fmt.Errorf("record %s of %s: %w", o.piece(), o.BatchID, err)
 	}
 	t.Changed = len(moved) > 0
 	return t, nil
+}
+
+// markChunkSet and markChunkWhere are markChunk's moveChunks arguments,
+// with markChunkArgs their parameters.
+const (
+	markChunkSet   = `status = $3, attempts = $4, task_seconds = $5, worker = $6, worker_rss_bytes = $7, error = nullif($8, ''), finished_at = now()`
+	markChunkWhere = `c.chunk = $2 AND c.lo = $9 AND c.hi = $10 AND (c.status = 'pending' OR (c.status = 'failed' AND $3 = 'succeeded'))`
+)
+
+func markChunkArgs(o ChunkOutcome, status string) []any {
+	return []any{o.BatchID, o.Chunk, status, o.Attempts, o.TaskSeconds, o.Worker, o.RSSBytes, o.Error, o.Lo, o.Hi}
 }
 
 // lockBatchForChunk takes the batch row's KEY SHARE lock for a chunk's
@@ -365,12 +373,20 @@ func markChunk(ctx context.Context, tx pgx.Tx, o ChunkOutcome, status string, al
 // its rows (empty when it has none, or retention dropped it) and their
 // layout.
 func lockBatchForChunk(ctx context.Context, tx pgx.Tx, batchID string) (Transition, string, SeriesLayout, error) {
+	return scanBatchForChunk(tx.QueryRow(ctx, lockBatchForChunkSQL, batchID), batchID)
+}
+
+// lockBatchForChunkSQL is lockBatchForChunk's query ($1 the batch), for a
+// caller that sends it in a pipeline; scanBatchForChunk reads its row.
+const lockBatchForChunkSQL = `SELECT status, CASE WHEN rows_dropped_at IS NULL THEN results_table END, series_names, first_year, years
+	FROM batch_runs WHERE id = $1 FOR KEY SHARE`
+
+func scanBatchForChunk(row pgx.Row, batchID string) (Transition, string, SeriesLayout, error) {
 	var t Transition
 	var status string
 	var table *string
 	var l SeriesLayout
-	err := tx.QueryRow(ctx, `SELECT status, CASE WHEN rows_dropped_at IS NULL THEN results_table END, series_names, first_year, years
-		FROM batch_runs WHERE id = $1 FOR KEY SHARE`, batchID).Scan(append([]any{&status, &table}, l.scan()...)...)
+	err := row.Scan(append([]any{&status, &table}, l.scan()...)...)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return t, "", l, fmt.Errorf("%w: %s", ErrBatchNotFound, batchID)
 	}
@@ -394,14 +410,22 @@ func lockBatchForChunk(ctx context.Context, tx pgx.Tx, batchID string) (Transiti
 // chunks: what every chunk needs, at the cost of the few pieces left rather
 // than of the whole batch.
 func (s *Store) countChunks(ctx context.Context, id string, t *Transition, full bool) error {
-	const pending = `b.total_cells - (SELECT coalesce(sum(c.cells), 0) FROM chunk_runs c WHERE c.batch_id = b.id AND c.status = 'pending')`
 	if !full {
-		return s.Pool.QueryRow(ctx, `SELECT `+pending+`, b.total_cells FROM batch_runs b WHERE b.id = $1`, id).Scan(&t.Done, &t.Total)
+		return s.Pool.QueryRow(ctx, countOpenChunksSQL, id).Scan(&t.Done, &t.Total)
 	}
-	return s.Pool.QueryRow(ctx, `SELECT `+pending+`, b.total_cells, c.completed_cells, c.failed_cells
+	return s.Pool.QueryRow(ctx, `SELECT `+pendingCellsDone+`, b.total_cells, c.completed_cells, c.failed_cells
 		FROM batch_runs b, gridbatch_chunk_counts(b.id) c WHERE b.id = $1`, id).
 		Scan(&t.Done, &t.Total, &t.Completed, &t.Failed)
 }
+
+// countOpenChunksSQL is countChunks' query with full false: Done and Total
+// of batch $1.
+const countOpenChunksSQL = `SELECT ` + pendingCellsDone + `, b.total_cells FROM batch_runs b WHERE b.id = $1`
+
+// pendingCellsDone counts the cells of batch b that are done: every cell
+// but those of its pieces still pending (a split commits its halves
+// pending with the split).
+const pendingCellsDone = `b.total_cells - (SELECT coalesce(sum(c.cells), 0) FROM chunk_runs c WHERE c.batch_id = b.id AND c.status = 'pending')`
 
 // MarkChunkFailed records a dead-lettered chunk.
 func (s *Store) MarkChunkFailed(ctx context.Context, o ChunkOutcome) (Transition, error) {

@@ -37,13 +37,22 @@ type movedChunk struct {
 // or heals (setCounters). So concurrent chunks never contend for the
 // batch row.
 func moveChunks(ctx context.Context, tx pgx.Tx, set, where string, args ...any) ([]movedChunk, error) {
-	rows, err := tx.Query(ctx, `
+	return collectMoved(tx.Query(ctx, moveChunksSQL(set, where), args...))
+}
+
+// moveChunksSQL is moveChunks' statement, for a caller that sends it in a
+// pipeline (WriteChunk); collectMoved reads its rows.
+func moveChunksSQL(set, where string) string {
+	return `
 		WITH moved AS (
-			UPDATE chunk_runs c SET `+set+`
-			FROM (SELECT c.chunk, c.lo, c.hi, c.status FROM chunk_runs c WHERE c.batch_id = $1 AND (`+where+`) FOR UPDATE) old
+			UPDATE chunk_runs c SET ` + set + `
+			FROM (SELECT c.chunk, c.lo, c.hi, c.status FROM chunk_runs c WHERE c.batch_id = $1 AND (` + where + `) FOR UPDATE) old
 			WHERE c.batch_id = $1 AND c.chunk = old.chunk AND c.lo = old.lo AND c.hi = old.hi
 			RETURNING c.chunk, c.lo, c.hi, old.status AS prev)
-		SELECT chunk, lo, hi, prev FROM moved ORDER BY chunk, lo, hi`, args...)
+		SELECT chunk, lo, hi, prev FROM moved ORDER BY chunk, lo, hi`
+}
+
+func collectMoved(rows pgx.Rows, err error) ([]movedChunk, error) {
 	if err != nil {
 		return nil, err
 	}

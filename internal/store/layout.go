@@ -75,10 +75,21 @@ func (l SeriesLayout) checkRow(row []byte) error {
 // of Years values: anything else is an error naming the cell, and nothing
 // is stored.
 func (l SeriesLayout) EncodeCells(series []grid.Series) ([]int64, [][]byte, error) {
+	ids, rows, _, err := l.encodeCells(nil, series)
+	return ids, rows, err
+}
+
+// encodeCells is EncodeCells into buf's memory when it is large enough; it
+// returns the buffer the rows are in, for the caller to reuse once they are
+// written.
+func (l SeriesLayout) encodeCells(buf []byte, series []grid.Series) ([]int64, [][]byte, []byte, error) {
 	var ids []int64
 	var rows [][]byte
 	n := len(l.Names)
-	buf := make([]byte, 0, len(series)/max(n, 1)*l.rowBytes())
+	if size := len(series) / max(n, 1) * l.rowBytes(); cap(buf) < size {
+		buf = make([]byte, 0, size)
+	}
+	buf = buf[:0]
 	seen := make([]bool, n)
 	for start := 0; start < len(series); {
 		id := series[start].GridID
@@ -87,7 +98,7 @@ func (l SeriesLayout) EncodeCells(series []grid.Series) ([]int64, [][]byte, erro
 			end++
 		}
 		if end-start != n {
-			return nil, nil, fmt.Errorf("cell %d has %d series, not the %d of its layout (%s)", id, end-start, n, strings.Join(l.Names, ", "))
+			return nil, nil, buf, fmt.Errorf("cell %d has %d series, not the %d of its layout (%s)", id, end-start, n, strings.Join(l.Names, ", "))
 		}
 		clear(seen)
 		off := len(buf)
@@ -95,10 +106,10 @@ func (l SeriesLayout) EncodeCells(series []grid.Series) ([]int64, [][]byte, erro
 		for _, s := range series[start:end] {
 			i := l.index(s.Scenario)
 			if i < 0 || seen[i] {
-				return nil, nil, fmt.Errorf("cell %d: series %q is not one of %s, or comes twice", id, s.Scenario, strings.Join(l.Names, ", "))
+				return nil, nil, buf, fmt.Errorf("cell %d: series %q is not one of %s, or comes twice", id, s.Scenario, strings.Join(l.Names, ", "))
 			}
 			if len(s.Values) != l.Years {
-				return nil, nil, fmt.Errorf("cell %d series %s has %d values, not %d", id, s.Scenario, len(s.Values), l.Years)
+				return nil, nil, buf, fmt.Errorf("cell %d series %s has %d values, not %d", id, s.Scenario, len(s.Values), l.Years)
 			}
 			seen[i] = true
 			b := buf[off+i*8*l.Years:]
@@ -110,7 +121,7 @@ func (l SeriesLayout) EncodeCells(series []grid.Series) ([]int64, [][]byte, erro
 		rows = append(rows, buf[off:len(buf):len(buf)])
 		start = end
 	}
-	return ids, rows, nil
+	return ids, rows, buf, nil
 }
 
 // LayoutOf is the layout of a model's batches: its declared series, first

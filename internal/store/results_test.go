@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"context"
+	"fmt"
 	"math"
 	"sync"
 	"testing"
@@ -182,4 +183,61 @@ func tableOf(t *testing.T, db *testutil.DB, batchID string) string {
 	var table string
 	require.NoError(t, db.Pool.QueryRow(context.Background(), `SELECT results_table FROM batch_runs WHERE id = $1`, batchID).Scan(&table))
 	return table
+}
+
+// BenchmarkWriteChunk writes 500-cell chunks of ph series (3 × 80 float64s
+// a cell) through WriteChunk, one at a time on one connection: the write
+// path's cost per cell on the worker's side (encoding, COPY, round trips),
+// with the database's on the same machine.
+func BenchmarkWriteChunk(b *testing.B) {
+	ctx := testContext(b)
+	db := testutil.NewDB(b)
+	st, err := store.Open(ctx, store.Options{URL: db.URL, MaxConns: 1})
+	require.NoError(b, err)
+	b.Cleanup(st.Close)
+	const chunkSize = 500
+	r := region(b, "124,33,126,35", 0.01) // 40,000 cells, 80 chunks
+	spec := model.BuiltinSpec(grid.KindPH)
+	var batch store.Batch
+	chunk := r.NumChunks(chunkSize)
+	series := func(chunk int) []grid.Series {
+		var out []grid.Series
+		for _, id := range r.ChunkIDs(chunk, chunkSize) {
+			for _, s := range grid.Scenarios {
+				v := make([]float64, grid.NumYears)
+				for i := range v {
+					v[i] = float64(id) + s.Rate*float64(i)
+				}
+				out = append(out, grid.Series{GridID: id, Scenario: s.Name, Values: v})
+			}
+		}
+		return out
+	}
+	chunks := make([][]grid.Series, r.NumChunks(chunkSize))
+	for i := range chunks {
+		chunks[i] = series(i)
+	}
+	var batches, cells int
+	b.ReportAllocs()
+	for b.Loop() {
+		if chunk == len(chunks) {
+			b.StopTimer()
+			batches++
+			now := time.Now()
+			batch, err = st.InsertBatch(ctx, store.NewBatch{ID: fmt.Sprintf("bench-%d", batches), Kind: grid.KindPH, Region: r, ChunkSize: chunkSize,
+				StartedAt: now, DeadlineAt: now.Add(time.Hour), LockExpiresAt: now.Add(2 * time.Hour), Layout: store.LayoutOf(spec)})
+			require.NoError(b, err)
+			_, err = st.PlanChunks(ctx, batch)
+			require.NoError(b, err)
+			chunk = 0
+			b.StartTimer()
+		}
+		_, err := st.WriteChunk(ctx, grid.KindPH, 0.01, grid.FirstYear, chunks[chunk], store.ChunkOutcome{BatchID: batch.ID, Chunk: chunk, Attempts: 1}, false)
+		if err != nil {
+			b.Fatal(err)
+		}
+		cells += len(chunks[chunk]) / len(grid.Scenarios)
+		chunk++
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(cells), "ns/cell")
 }

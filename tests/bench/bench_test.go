@@ -40,6 +40,9 @@ import (
 //	GRIDBATCH_BENCH_LOG_DIR     keep the binaries' logs here
 //	GRIDBATCH_BENCH_SKIP_GOBENCH=1 leave out the go test benchmarks (figures 1 and 2)
 //	GRIDBATCH_BENCH_ONLY=compare figure 9 alone (quick A/B of the write path; prints its runs, writes no report)
+//	GRIDBATCH_BENCH_ONLY=kernel  figure 1 alone (the Go kernels beside numpy's; prints its runs, writes no report)
+//	GRIDBATCH_BENCH_ONLY=delay   figure 11 alone (the pipeline with 1 ms injected each way to Redis and
+//	                            PostgreSQL vs loopback; prints its runs, writes no report)
 //	GRIDBATCH_BENCH_BASELINE    git revision whose pipeline this tree's is compared with (figures 9
 //	                            and 10); default fae24c9 (the upsert per chunk), "-" for none
 func TestBench(t *testing.T) {
@@ -59,10 +62,12 @@ func TestBench(t *testing.T) {
 		models = ""
 	}
 	baseline := os.Getenv("GRIDBATCH_BENCH_BASELINE")
-	switch baseline {
-	case "":
+	switch {
+	case os.Getenv("GRIDBATCH_BENCH_ONLY") == "kernel", os.Getenv("GRIDBATCH_BENCH_ONLY") == "delay":
+		baseline = ""
+	case baseline == "":
 		baseline = "fae24c9"
-	case "-":
+	case baseline == "-":
 		baseline = ""
 	}
 	cfg := bench.Config{
@@ -81,6 +86,8 @@ func TestBench(t *testing.T) {
 		Log:         testWriter{t},
 		Baseline:    baseline,
 		CompareOnly: os.Getenv("GRIDBATCH_BENCH_ONLY") == "compare",
+		KernelOnly:  os.Getenv("GRIDBATCH_BENCH_ONLY") == "kernel",
+		DelayOnly:   os.Getenv("GRIDBATCH_BENCH_ONLY") == "delay",
 	}
 	envInt(t, "GRIDBATCH_BENCH_REPEAT", &cfg.Repeat)
 	envInt(t, "GRIDBATCH_BENCH_LB_GOROUTINES", &cfg.LowerBoundGoroutines)
@@ -100,7 +107,7 @@ func TestBench(t *testing.T) {
 	}
 	table, err := bench.Run(ctx, cfg)
 	require.NoError(t, err)
-	if cfg.CompareOnly {
+	if cfg.CompareOnly || cfg.KernelOnly || cfg.DelayOnly {
 		return // its runs are in the log lines
 	}
 	md := table.Markdown()
