@@ -232,8 +232,8 @@ func exportSelection(ctx context.Context, st *store.Store, models *model.Set, ba
 				return sel, err
 			}
 			if !ok {
-				return sel, fmt.Errorf("no published %s values at step %s: run a %s batch at that step (a batch is published when it succeeds), or give the step of one (--step)",
-					kind, strconv.FormatFloat(step, 'g', -1, 64), kind)
+				return sel, fmt.Errorf("no published %s values at step %s: %s; run a %s batch at that step (a batch is published when it succeeds)",
+					kind, strconv.FormatFloat(step, 'g', -1, 64), publishedSteps(ctx, st, kind), kind)
 			}
 			box = &ext
 		}

@@ -24,10 +24,11 @@ import (
 func init() {
 	register(command{
 		name:    "run",
-		usage:   "--kind ph|hazard [--bbox …] [--step S] [--chunk-size N] [--deadline D] [--wait]",
+		usage:   "--kind KIND [--bbox …] [--step S] [--chunk-size N] [--deadline D] [--wait]",
 		summary: "start a batch (prints its ID); --wait follows it to the end",
 		about: `Starts one batch of a kind over the seeded cells of a bbox: the batch is
-recorded, its chunks are planned and enqueued for the workers. The batch ID is
+recorded, its chunks are planned and enqueued for the workers. KIND is ph,
+hazard or one of the models file's: 'enqueuer models' lists them. The batch ID is
 the first line of standard output, alone, so scripts can capture it:
 
     id=$(enqueuer run --kind ph | head -1)
