@@ -8,14 +8,19 @@ STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
 BIN         := bin
 REDIS_PORT  ?= 6390
 PG_PORT     ?= 5440
+# The tests' own services: never the demo's, so a running demo (or its
+# workers) and the tests cannot take each other's tasks or flush each other's data.
+TEST_REDIS_PORT   ?= 6392
+TEST_PG_PORT      ?= 5442
+TEST_SERVICES_DIR ?= $(CURDIR)/.services/test
 
 # The local services of scripts/services.sh; the binaries and the demo use them.
 export GRIDBATCH_REDIS_PORT := $(REDIS_PORT)
 export GRIDBATCH_PG_PORT    := $(PG_PORT)
 export GRIDBATCH_REDIS_URL    ?= redis://127.0.0.1:$(REDIS_PORT)/0
 export GRIDBATCH_DATABASE_URL ?= postgres://gridbatch:gridbatch@127.0.0.1:$(PG_PORT)/gridbatch?sslmode=disable
-export GRIDBATCH_TEST_REDIS_URL    ?= redis://127.0.0.1:$(REDIS_PORT)/0
-export GRIDBATCH_TEST_DATABASE_URL ?= postgres://gridbatch:gridbatch@127.0.0.1:$(PG_PORT)/gridbatch?sslmode=disable
+export GRIDBATCH_TEST_REDIS_URL    ?= redis://127.0.0.1:$(TEST_REDIS_PORT)/0
+export GRIDBATCH_TEST_DATABASE_URL ?= postgres://gridbatch:gridbatch@127.0.0.1:$(TEST_PG_PORT)/gridbatch?sslmode=disable
 
 .PHONY: help
 help: ## list the targets
@@ -26,8 +31,13 @@ services-up: ## install (if missing) and start Redis (:6390) and PostgreSQL 15 (
 	@scripts/services.sh up
 
 .PHONY: services-down
-services-down: ## stop the local Redis and PostgreSQL (data is kept in .services/)
+services-down: ## stop the local Redis and PostgreSQL, the demo's and the tests' (data is kept in .services/)
 	@scripts/services.sh down
+	@GRIDBATCH_SERVICES_DIR=$(TEST_SERVICES_DIR) GRIDBATCH_REDIS_PORT=$(TEST_REDIS_PORT) GRIDBATCH_PG_PORT=$(TEST_PG_PORT) scripts/services.sh down
+
+.PHONY: test-services-up
+test-services-up: ## start the tests' own Redis (:6392) and PostgreSQL (:5442), data in .services/test/
+	@GRIDBATCH_SERVICES_DIR=$(TEST_SERVICES_DIR) GRIDBATCH_REDIS_PORT=$(TEST_REDIS_PORT) GRIDBATCH_PG_PORT=$(TEST_PG_PORT) scripts/services.sh up
 
 .PHONY: build
 build: ## build every binary into bin/
@@ -38,7 +48,7 @@ migrate: services-up build ## apply the schema to the local PostgreSQL
 	$(BIN)/enqueuer migrate
 
 .PHONY: demo
-demo: services-up build ## services up, migrate, seed the 0.05° Korea grid, run a ph batch with 2 workers, print the summary
+demo: services-up build ## services up, migrate, seed the 0.05° Korea grid, run a ph batch with 2 workers, print the summary and the lines to paste
 	@scripts/demo.sh
 
 .PHONY: lint
@@ -48,7 +58,7 @@ lint: ## gofmt, go vet and staticcheck
 	$(STATICCHECK) -tags integration,bench ./...
 
 .PHONY: test
-test: services-up test-deps lint ## the whole suite: lint, the Python SDK's tests, go test -race ./..., then the integration and chaos tests (real binaries)
+test: test-services-up test-deps lint ## the whole suite: lint, the Python SDK's tests, go test -race ./..., then the integration and chaos tests (real binaries)
 	/usr/bin/python3 -m unittest discover -s sdk/python
 	$(GO) test -race -count=1 -timeout 20m ./...
 	$(GO) test -p 1 -count=1 -timeout 40m -tags integration -v ./tests/... 2>&1 | scripts/testlines.sh
@@ -58,11 +68,11 @@ test-deps: ## install what only the tests need (Debian's chromium for the monito
 	@scripts/services.sh browser
 
 .PHONY: chaos
-chaos: services-up ## only the chaos scenarios (real binaries, kill -9, DB and Redis restarts)
+chaos: test-services-up ## only the chaos scenarios (real binaries, kill -9, DB and Redis restarts)
 	$(GO) test -count=1 -timeout 40m -tags integration -v -run 'Chaos' ./tests/... 2>&1 | scripts/testlines.sh
 
 .PHONY: bench
-bench: services-up build ## the figures of BENCHMARKS.md (kernel, seeding, fan-out, lower bound vs pipeline, scaling, memory, latency, Python model processes vs Go, this tree vs fae24c9 built from git, results latency; then import and export rates, import's peak RSS on hostile files): prints the tables, rewrites BENCHMARKS.md
+bench: test-services-up build ## the figures of BENCHMARKS.md (kernel, seeding, fan-out, lower bound vs pipeline, scaling, memory, latency, Python model processes vs Go, this tree vs fae24c9 built from git, results latency; then import and export rates, import's peak RSS on hostile files): prints the tables, rewrites BENCHMARKS.md
 	GRIDBATCH_BENCH_BIN_DIR=$(CURDIR)/$(BIN) $(GO) test -tags bench -run '^TestBench$$' -count=1 -timeout 45m -v ./tests/bench/
 	@echo "== import: rows/s of a 480,000-row CSV (new cells, new inputs on seeded cells, updates)"
 	$(GO) test -count=1 -run '^$$' -bench 'ImportInputs' -benchtime 3x ./internal/store/

@@ -100,8 +100,9 @@ the batch waits for it; in an ended batch the chunk stays failed until its task
 succeeds, and then the batch's counts, figures and status follow: a partial
 batch whose dead letters all succeed becomes succeeded.
 
-Fix the cause first (e.g. 'enqueuer seed' for missing inputs): a chunk that
-fails again is a new dead letter, one generation up. Only chunk tasks of a
+Fix the cause first (missing inputs: 'enqueuer seed' or 'enqueuer import', as
+the dead letter's error says): a chunk that fails again is a new dead letter,
+one generation up. Only chunk tasks of a
 recorded batch whose chunk is failed can be requeued; any other is reported
 with the reason and left alone (purge it).
 

@@ -35,15 +35,22 @@ batch's bbox, or with --kind every bbox published at that step); --scenario
 keeps one scenario.
 
 Formats (--format, or from the extension of --out: .nc, .parquet, .csv):
-  netcdf   NetCDF-4, CF-1.8: a variable KIND(scenario, year, lat, lon) of
-           float64, NaN (the _FillValue) where a cell has no value, with the
-           coordinates scenario, year, lat and lon (cell centres, degrees) and
-           the model's units and long_name. Open it with xarray:
-             xr.open_dataset("ph.nc")["ph"].sel(scenario="ssp245", year=2050)
+  netcdf   NetCDF-4, CF-1.8: a variable KIND(scenario, time, lat, lon) of
+           float64, NaN (the _FillValue) where a cell has no value,
+           compressed (zlib with shuffle, --compression-level), with the
+           coordinates scenario, time (days since the first year's 1 January,
+           with time_bnds covering each year), year (along time), lat and
+           lon (the exact decimal cell centres, degrees, with bounds), the
+           grid mapping crs, and the model's units and long_name. Open it
+           with xarray:
+             ds = xr.open_dataset("ph.nc")
+             ds["ph"].sel(scenario="ssp245", time="2050")
+             ds["ph"].sel(lat=37.025, lon=126.525)
            Written by Debian's python3-netcdf4 through /usr/bin/python3
            (--python): apt-get install python3-netcdf4.
-  parquet  a row per cell, scenario and year: grid_id, lat, lon, scenario,
-           year, value (Snappy-compressed, row groups of 1,048,576 rows).
+  parquet  a row per cell, scenario and year: grid_id, lat, lon (the exact
+           decimal cell centre), scenario, year, value (Snappy-compressed,
+           row groups of 1,048,576 rows).
   csv      the same rows with a header line; numbers at full precision.
            --out - writes it to standard output.
 
@@ -66,6 +73,7 @@ func runExport(ctx context.Context, e *env, args []string) error {
 	var (
 		batchID, kind, bbox, format, out, scenario, python string
 		step                                               float64
+		level                                              int
 	)
 	cfg, _, done, err := parse(c, e, args, false, func(s *config.Set) {
 		s.String(&batchID, "batch", "", "", "export the own rows (published or not) of batch `ID`")
@@ -76,6 +84,7 @@ func runExport(ctx context.Context, e *env, args []string) error {
 		s.String(&out, "out", "", "", "the `FILE` to write; - writes csv to standard output (required)")
 		s.String(&scenario, "scenario", "", "", "export only this `SCENARIO` (default: every scenario of the model)")
 		s.String(&python, "python", "GRIDBATCH_EXPORT_PYTHON", export.DefaultPython, "with netcdf: the `PYTHON3` (with Debian's python3-netcdf4) that writes the file")
+		s.Int(&level, "compression-level", "", export.DefaultCompression, "with netcdf: the zlib `LEVEL` (with shuffle, lossless) from 1 (fastest) to 9 (smallest); 0 writes uncompressed")
 	})
 	if done {
 		return err
@@ -106,7 +115,13 @@ func runExport(ctx context.Context, e *env, args []string) error {
 			progressbar.OptionSetItsString("cells"), progressbar.OptionSetPredictTime(true),
 			progressbar.OptionThrottle(200*time.Millisecond), progressbar.OptionFullWidth())
 	}
-	opts := export.Options{Format: f, Python: python}
+	if level < 0 || level > 9 {
+		return fmt.Errorf("--compression-level %d: want 0 (uncompressed) to 9", level)
+	}
+	opts := export.Options{Format: f, Python: python, Compression: level}
+	if level == 0 {
+		opts.Compression = export.NoCompression
+	}
 	if bar != nil {
 		opts.Progress = func(cells int) { _ = bar.Set64(int64(cells)) }
 	}
@@ -220,8 +235,8 @@ func exportSelection(ctx context.Context, st *store.Store, models *model.Set, ba
 				return sel, err
 			}
 			if !ok {
-				return sel, fmt.Errorf("no published %s values at step %s: run a %s batch at that step (a batch is published when it succeeds), or give the step of one (--step)",
-					kind, strconv.FormatFloat(step, 'g', -1, 64), kind)
+				return sel, fmt.Errorf("no published %s values at step %s: %s; run a %s batch at that step (a batch is published when it succeeds)",
+					kind, strconv.FormatFloat(step, 'g', -1, 64), publishedSteps(ctx, st, kind), kind)
 			}
 			box = &ext
 		}

@@ -23,7 +23,7 @@ import (
 func init() {
 	register(command{
 		name:    "import",
-		usage:   "--step DEGREES --file FILE [--format csv|parquet]",
+		usage:   "--step DEGREES --file FILE [--format csv|parquet] [--allow-new-cells]",
 		summary: "write your own per-cell model inputs to cell_params from a CSV or Parquet file",
 		about: `Writes per-cell model inputs from a file to cell_params, where batches read
 them: a row per cell of the lattice of --step, keyed by a grid_id column or by
@@ -64,6 +64,13 @@ past 16 MiB (or past what its header says) are refused before their rows
 are read, with one line naming the file, the line or row group, and the
 limit.
 
+A grid_id means a different place at every step: a file keyed by grid_id
+whose cell lies outside the region of the cells already in cell_params at
+--step (the box of their centres) is refused, naming the cell and that
+region, since a wrong --step would add cells elsewhere on Earth.
+--allow-new-cells adds them (and is needed for a file keyed by grid_id at a
+step with no cells yet). A file keyed by lat and lon adds cells anywhere.
+
 All or nothing: the file is streamed into PostgreSQL and written in one
 transaction. The first bad row stops the import and nothing is written; it
 exits 1 with one line naming the file, the line (Parquet: the row, counted
@@ -96,7 +103,9 @@ func runImport(ctx context.Context, e *env, args []string) error {
 	var step float64
 	var file, formatName string
 	maxNew := defaultMaxNewInputs
+	var allowNew bool
 	cfg, set, done, err := parse(commandNamed("import"), e, args, false, func(s *config.Set) {
+		s.Bool(&allowNew, "allow-new-cells", "", false, "with a file keyed by grid_id: add cells outside the region of those already at --step")
 		s.Float(&step, "step", "GRIDBATCH_GRID_STEP", 0, "grid step in `degrees` of the file's cells, such as 0.05; required")
 		s.String(&file, "file", "", "", "the CSV or Parquet `file` to import; required")
 		s.String(&formatName, "format", "", "", "`csv|parquet`; defaults to the file's extension (.csv, .parquet)")
@@ -134,7 +143,15 @@ func runImport(ctx context.Context, e *env, args []string) error {
 	defer st.Close()
 
 	rows := newImportProgress(r, format, e.stderr)
-	res, err := st.ImportInputs(ctx, lattice.Step, rows, maxNew)
+	var src store.ImportRows = rows
+	if r.Key() == inputs.GridID && !allowNew {
+		ext, ok, err := st.CellExtent(ctx, lattice.Step)
+		if err != nil {
+			return err
+		}
+		src = &knownRegion{importProgress: rows, file: file, csv: format == inputs.CSV, lattice: lattice, extent: ext, any: ok}
+	}
+	res, err := st.ImportInputs(ctx, lattice.Step, src, maxNew)
 	rows.finish(err == nil)
 	var ne *store.NewInputsError
 	if errors.As(err, &ne) {
@@ -218,4 +235,41 @@ func (p *importProgress) finish(ok bool) {
 		return
 	}
 	_ = p.bar.Clear()
+}
+
+// knownRegion refuses the cells of a file keyed by grid_id that lie outside
+// extent, the box of the centres of the cells at the step (none when !any):
+// a grid_id of another step names a cell elsewhere on Earth.
+type knownRegion struct {
+	*importProgress
+	file    string
+	csv     bool // lines are counted, with the header; else rows
+	lattice grid.Lattice
+	extent  grid.BBox
+	any     bool
+}
+
+// Next is importProgress's, with the check.
+func (k *knownRegion) Next() (grid.Cell, []float64, error) {
+	c, v, err := k.importProgress.Next()
+	if err != nil {
+		return c, v, err
+	}
+	step := strconv.FormatFloat(k.lattice.Step, 'g', -1, 64)
+	half := k.lattice.Step / 2
+	where := "row " + strconv.FormatInt(k.Reader.Rows(), 10)
+	if k.csv {
+		where = "line " + strconv.FormatInt(k.Reader.Rows()+1, 10)
+	}
+	lat, lon := k.lattice.DecimalCentre(c.Row, c.Col)
+	switch {
+	case !k.any:
+		return c, v, fmt.Errorf("%s: %s: grid_id %d (lat %s, lon %s at step %s) is a new cell, and cell_params has no cell at step %s: is --step right? --allow-new-cells adds it; nothing was written",
+			k.file, where, c.GridID, centreText(lat), centreText(lon), step, step)
+	case c.Lat < k.extent.LatMin-half || c.Lat > k.extent.LatMax+half || c.Lon < k.extent.LonMin-half || c.Lon > k.extent.LonMax+half:
+		return c, v, fmt.Errorf("%s: %s: grid_id %d (lat %s, lon %s at step %s) lies outside the cells at step %s in cell_params (lat %s to %s, lon %s to %s): is --step right? --allow-new-cells adds it; nothing was written",
+			k.file, where, c.GridID, centreText(lat), centreText(lon), step, step,
+			centreText(k.extent.LatMin), centreText(k.extent.LatMax), centreText(k.extent.LonMin), centreText(k.extent.LonMax))
+	}
+	return c, v, nil
 }

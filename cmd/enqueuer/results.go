@@ -28,16 +28,19 @@ func init() {
 values of ph_timeseries, hazard_timeseries, …: for each cell, those of the batch
 published last over it), or with --batch ID the series that batch computed,
 published or not (until retention drops its rows, GRIDBATCH_KEEP_BATCHES):
-one "YEAR VALUE" line per year, 2021 to 2100, values at full precision (Go's
-shortest round-trip form, never rounded). --json prints one JSON document instead:
+one "YEAR VALUE" line per year of the kind (2021 to 2100 for the built-in
+kinds), values at full precision (Go's shortest round-trip form, never
+rounded). --json prints one JSON document instead:
   {"kind":"ph","scenario":"ssp245","step":0.05,"grid_id":…,"lat":…,"lon":…,
    "batch_id":"…","computed_at":"…","years":[2021,…],"values":[…]}
 where lat and lon are the cell's centre.
 
-kind ph is P(H), the probability that the year's maximum daily Tmax exceeds
-35 °C; kind hazard is the 100-year return level in °C. Scenarios: ssp126,
-ssp245, ssp585. A cell no batch has computed yet exits 1 with a message. Of the
-batch settings below only --step matters here; use the step the batch ran at.`,
+Each kind has its own series (--scenario) and years: 'enqueuer models' lists
+them. The built-in ph is P(H), the probability that the year's maximum daily
+Tmax exceeds 35 °C, and hazard the 100-year return level in °C, both with the
+series ssp126, ssp245 and ssp585. A cell no batch has computed yet exits 1
+with a message naming the steps that hold values. Of the batch settings below
+only --step matters here; use the step the batch ran at.`,
 		example: `  enqueuer results --kind ph --scenario ssp245 --lat 37.53 --lon 127.02
   enqueuer results --kind hazard --scenario ssp585 --lat 35.1 --lon 129.04 --json
   enqueuer results --kind ph --scenario ssp126 --lat 37.53 --lon 127.02 --step 0.02`,
@@ -68,7 +71,7 @@ func runResults(ctx context.Context, e *env, args []string) error {
 	cfg, _, done, err := parse(c, e, args, true, func(s *config.Set) {
 		s.String(&kind, "kind", "", "", "model `KIND`: ph, hazard or one of 'enqueuer models' (required without --batch)")
 		s.String(&batchID, "batch", "", "", "read this batch's own rows (published or not) instead of the published values")
-		s.String(&scenario, "scenario", "", "", "`SCENARIO`: ssp126, ssp245 or ssp585 (required)")
+		s.String(&scenario, "scenario", "", "", "`SCENARIO`: one of the kind's series, such as ssp245 ('enqueuer models' lists them) (required)")
 		s.String(&lat, "lat", "", "", "`LAT`: latitude in degrees of a point in the cell (required)")
 		s.String(&lon, "lon", "", "", "`LON`: longitude in degrees of a point in the cell (required)")
 		s.Bool(&asJSON, "json", "", false, "print one JSON document instead of YEAR VALUE lines")
@@ -110,8 +113,8 @@ func runResults(ctx context.Context, e *env, args []string) error {
 		return fmt.Errorf("batch %s has no %s series for cell %d (lat %s, lon %s) at step %s scenario %s (%v)",
 			batchID, kind, cell.GridID, centreText(cell.Lat), centreText(cell.Lon), strconv.FormatFloat(l.Step, 'g', -1, 64), scenario, err)
 	case errors.Is(err, store.ErrNoSeries):
-		return fmt.Errorf("no published %s series for cell %d (lat %s, lon %s) at step %s scenario %s; run a %s batch over it (a batch is published when it succeeds), or publish an ended one with 'enqueuer publish ID'",
-			kind, cell.GridID, centreText(cell.Lat), centreText(cell.Lon), strconv.FormatFloat(l.Step, 'g', -1, 64), scenario, kind)
+		return fmt.Errorf("no published %s series for cell %d (lat %s, lon %s) at step %s scenario %s; %s; run a %s batch over it (a batch is published when it succeeds), or publish an ended one with 'enqueuer publish ID'",
+			kind, cell.GridID, centreText(cell.Lat), centreText(cell.Lon), strconv.FormatFloat(l.Step, 'g', -1, 64), scenario, publishedSteps(ctx, st, kind), kind)
 	case err != nil:
 		return err
 	}
@@ -204,4 +207,21 @@ func parseDegrees(name, what, v, example string) (float64, error) {
 // 37.525000000000006 reads 37.525. Scripts get the exact value from --json.
 func centreText(v float64) string {
 	return strconv.FormatFloat(math.Round(v*1e9)/1e9, 'g', -1, 64)
+}
+
+// publishedSteps says at which steps kind has published values, for a
+// reader who asked at another: "published at steps 0.05, 0.01 (--step)".
+func publishedSteps(ctx context.Context, st *store.Store, kind string) string {
+	steps, err := st.PublishedSteps(ctx, kind)
+	switch {
+	case err != nil:
+		return "the steps with values could not be read (" + err.Error() + ")"
+	case len(steps) == 0:
+		return kind + " has no published values at any step"
+	}
+	text := make([]string, len(steps))
+	for i, s := range steps {
+		text[i] = strconv.FormatFloat(s, 'g', -1, 64)
+	}
+	return kind + " has published values at step " + strings.Join(text, ", ") + " (--step)"
 }

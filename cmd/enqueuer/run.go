@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hibiken/asynq"
 	"github.com/schollz/progressbar/v3"
 	"golang.org/x/term"
 
@@ -18,15 +19,17 @@ import (
 	"github.com/gridbatch/gridbatch/internal/config"
 	"github.com/gridbatch/gridbatch/internal/numfmt"
 	"github.com/gridbatch/gridbatch/internal/store"
+	"github.com/gridbatch/gridbatch/tasks"
 )
 
 func init() {
 	register(command{
 		name:    "run",
-		usage:   "--kind ph|hazard [--bbox …] [--step S] [--chunk-size N] [--deadline D] [--wait]",
+		usage:   "--kind KIND [--bbox …] [--step S] [--chunk-size N] [--deadline D] [--wait]",
 		summary: "start a batch (prints its ID); --wait follows it to the end",
 		about: `Starts one batch of a kind over the seeded cells of a bbox: the batch is
-recorded, its chunks are planned and enqueued for the workers. The batch ID is
+recorded, its chunks are planned and enqueued for the workers. KIND is ph,
+hazard or one of the models file's: 'enqueuer models' lists them. The batch ID is
 the first line of standard output, alone, so scripts can capture it:
 
     id=$(enqueuer run --kind ph | head -1)
@@ -35,7 +38,8 @@ At most one batch of a kind runs at once. A second run of the same kind is
 refused (exit 5) with the running batch's ID and when its lock expires.
 
 With --wait it follows the batch to its end: a progress bar on a terminal,
-otherwise a line every --progress-interval; then a summary, and the exit code
+otherwise a line every --progress-interval, and a warning when no worker has
+served the queues for 10 s (with how to start one); then a summary, and the exit code
 of the batch's status: 0 succeeded, 3 partial, 4 timed out or failed,
 6 cancelled. Interrupting --wait leaves the batch running.`,
 		example: `  enqueuer run --kind ph --wait
@@ -90,7 +94,12 @@ func runRun(ctx context.Context, e *env, args []string) error {
 		fmt.Fprintf(e.stderr, "follow it with: enqueuer status %s\n", b.ID)
 		return nil
 	}
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	watched := make(chan struct{})
+	go func() { defer close(watched); watchWorkers(watchCtx, c.insp, e.stderr, b.ID, noWorkerAfter) }()
 	final, err := follow(ctx, c.st, b, e.stderr, every, newFailureWatch(c.st, c.insp, b))
+	stopWatch()
+	<-watched
 	if err != nil {
 		return err
 	}
@@ -154,6 +163,59 @@ func follow(ctx context.Context, st *store.Store, b store.Batch, w io.Writer, ev
 		case <-ctx.Done():
 			return cur, cli.WithCode(cli.ExitError, fmt.Errorf("stopped waiting; batch %s keeps running (enqueuer status %s)", b.ID, b.ID))
 		case <-tick.C:
+		}
+	}
+}
+
+// noWorkerAfter is how long run --wait lets a batch wait with no worker
+// serving its queue before it says so.
+const noWorkerAfter = 10 * time.Second
+
+// watchWorkers asks asynq every 2 s which servers (workers) are alive and
+// which queues they serve, until ctx is done. Once no worker has served the
+// batch's queues (batch: its planning task; grid: its chunks) for after, it
+// writes to w that the batch waits for one and how to start one; once one
+// serves them again, that it does. A failed look-up
+// says nothing: the batch's own progress is what run --wait reports.
+func watchWorkers(ctx context.Context, insp *asynq.Inspector, w io.Writer, batchID string, after time.Duration) {
+	lastSeen := time.Now()
+	warned := false
+	tick := time.NewTicker(min(2*time.Second, after))
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		servers, err := insp.Servers()
+		if err != nil {
+			continue
+		}
+		n := 0
+		for _, s := range servers {
+			if s.Queues[tasks.QueueGrid] > 0 && s.Queues[tasks.QueueBatch] > 0 {
+				n++
+			}
+		}
+		switch {
+		case n > 0 && warned:
+			warned = false
+			lastSeen = time.Now()
+			fmt.Fprintf(w, "%d worker(s) now serve the batch and grid queues: batch %s proceeds\n", n, batchID)
+		case n > 0:
+			lastSeen = time.Now()
+		case !warned && time.Since(lastSeen) >= after:
+			warned = true
+			pending := 0
+			for _, q := range []string{tasks.QueueBatch, tasks.QueueGrid} {
+				if info, err := insp.GetQueueInfo(q); err == nil {
+					pending += info.Pending
+				}
+			}
+			fmt.Fprintf(w, "warning: no worker serves the batch and grid queues (%s tasks pending): batch %s waits until one starts; "+
+				"start one with the same GRIDBATCH_REDIS_URL and GRIDBATCH_DATABASE_URL: `worker &` (or `docker compose up -d worker`)\n",
+				numfmt.Int(int64(pending)), batchID)
 		}
 	}
 }

@@ -334,7 +334,8 @@ func (s *Service) RunChunk(ctx context.Context, c Chunk) error {
 	}
 	spec, err := s.cfg.Models.Spec(c.Kind)
 	if err != nil {
-		s.fail(ctx, c.BatchID, fmt.Sprintf("chunk %d: %v (is GRIDBATCH_MODELS_FILE the same for every binary?)", c.Chunk, err))
+		s.fail(ctx, c.BatchID, fmt.Sprintf("chunk %d: %v in worker %s: is GRIDBATCH_MODELS_FILE the same for every binary? "+
+			"A worker reads it at start: after adding a model, reload the workers (kill -HUP PID: they reload a changed models file) or restart them", c.Chunk, err, s.cfg.Worker))
 		return nil
 	}
 	ids, _, err := c.Cells()

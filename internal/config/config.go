@@ -297,7 +297,8 @@ type Set struct {
 	fs      *flag.FlagSet
 	env     map[string]string // flag name → variable
 	secret  map[string]bool
-	creds   map[string]bool // URL flags that may carry a password
+	creds   map[string]bool          // URL flags that may carry a password
+	derived map[string]func() string // flag name → its effective value, for --print-config
 	lookup  func(string) (string, bool)
 	about   string
 	example string
@@ -312,6 +313,7 @@ func NewSet(name, about, example string) *Set {
 		env:     map[string]string{},
 		secret:  map[string]bool{},
 		creds:   map[string]bool{},
+		derived: map[string]func() string{},
 		lookup:  os.LookupEnv,
 		about:   about,
 		example: example,
@@ -400,6 +402,12 @@ func (s *Set) Batch(b *Batch) {
 	s.Int(&b.ChunkSize, "chunk-size", "GRIDBATCH_CHUNK_SIZE", 500, "cells per chunk task")
 	s.Duration(&b.Deadline, "deadline", "GRIDBATCH_BATCH_DEADLINE", 2*time.Hour, "a batch still running after this ends timed_out")
 	s.Duration(&b.LockTTL, "lock-ttl", "GRIDBATCH_LOCK_TTL", 0, "TTL of the per-kind batch lock (0 = deadline + 10m)")
+	s.derived["lock-ttl"] = func() string {
+		if b.LockTTL == 0 {
+			return b.EffectiveLockTTL().String() + " (deadline + 10m)"
+		}
+		return b.LockTTL.String()
+	}
 	s.Float(&b.Step, "step", "GRIDBATCH_GRID_STEP", 0.05, "grid step in `degrees`; 360/step must be whole")
 	s.String(&b.BBox, "bbox", "GRIDBATCH_GRID_BBOX", "124,33,132,39", "region as `LON_MIN,LAT_MIN,LON_MAX,LAT_MAX`")
 	s.Int(&b.MaxCells, "max-cells", "GRIDBATCH_MAX_CELLS", 10_000_000, "refuse grids with more cells than this")
@@ -564,7 +572,11 @@ func (s *Set) PrintConfig(w io.Writer) {
 		if env, ok := s.env[f.Name]; ok {
 			key = env
 		}
-		lines = append(lines, fmt.Sprintf("%s=%s", key, s.show(f.Name, f.Value.String())))
+		v := f.Value.String()
+		if d, ok := s.derived[f.Name]; ok {
+			v = d()
+		}
+		lines = append(lines, fmt.Sprintf("%s=%s", key, s.show(f.Name, v)))
 	})
 	sort.Strings(lines)
 	fmt.Fprintln(w, strings.Join(lines, "\n"))

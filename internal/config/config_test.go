@@ -115,6 +115,28 @@ func TestPrintConfigMasksSecrets(t *testing.T) {
 	require.NotContains(t, help.String(), "alsosecret")
 }
 
+// TestPrintConfigShowsTheEffectiveLockTTL: a lock TTL left at 0 prints
+// what it means, deadline + 10m, not 0s.
+func TestPrintConfigShowsTheEffectiveLockTTL(t *testing.T) {
+	t.Parallel()
+	for env, want := range map[string]string{
+		"":   "GRIDBATCH_LOCK_TTL=3h10m0s (deadline + 10m)\n",
+		"5h": "GRIDBATCH_LOCK_TTL=5h0m0s\n",
+	} {
+		vars := map[string]string{"GRIDBATCH_BATCH_DEADLINE": "3h"}
+		if env != "" {
+			vars["GRIDBATCH_LOCK_TTL"] = env
+		}
+		var b Batch
+		s := NewSet("scheduler", "about", "").WithLookup(lookup(vars))
+		s.Batch(&b)
+		require.NoError(t, s.Parse(nil))
+		var out bytes.Buffer
+		s.PrintConfig(&out)
+		require.Contains(t, out.String(), want)
+	}
+}
+
 func TestFlagsAfterPositionalArguments(t *testing.T) {
 	t.Parallel()
 	var asJSON bool

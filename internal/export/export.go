@@ -120,10 +120,22 @@ type Options struct {
 	// Python is the interpreter that runs the NetCDF writer, with Debian's
 	// python3-netcdf4. Defaults to /usr/bin/python3.
 	Python string
+	// Compression is the zlib level (1–9, with the shuffle filter) of the
+	// NetCDF variable: lossless, about half the size of the float64 values.
+	// Defaults to DefaultCompression (4); NoCompression writes it
+	// uncompressed.
+	Compression int
 	// Progress, when set, is called as series are written with how many of
 	// the region's cells have been passed (in row-major order).
 	Progress func(cells int)
 }
+
+// DefaultCompression is the NetCDF zlib level unless Options say otherwise;
+// NoCompression is the Options.Compression that writes none.
+const (
+	DefaultCompression = 4
+	NoCompression      = -1
+)
 
 // Stats say what an export wrote.
 type Stats struct {
@@ -150,6 +162,9 @@ func File(ctx context.Context, path string, src Source, l Layout, o Options) (st
 	}
 	if err := checkOut(path); err != nil {
 		return Stats{}, err
+	}
+	if o.Compression < NoCompression || o.Compression > 9 {
+		return Stats{}, fmt.Errorf("compression level %d: want 0 (none) to 9", o.Compression)
 	}
 	dir, base := filepath.Split(path)
 	if dir == "" {
@@ -180,7 +195,7 @@ func File(ctx context.Context, path string, src Source, l Layout, o Options) (st
 			return Stats{}, err
 		}
 		var w *NetCDFWriter
-		if w, err = NewNetCDFWriter(ctx, o.Python, tmp, l); err != nil {
+		if w, err = NewNetCDFWriter(ctx, o.Python, tmp, l, o.Compression); err != nil {
 			return Stats{}, err
 		}
 		if st, err = WriteGrid(ctx, src, l, w, o.Progress); err == nil {
@@ -358,9 +373,11 @@ type tracker struct {
 	progress func(int)
 	last     int64
 	cells    int64
+	lat, lon []float64 // the region's decimal centres, by row and column
 }
 
-// next returns the cell of s.
+// next returns the cell of s, its centre the exact decimal one
+// (Lattice.DecimalCentre) that every format writes.
 func (t *tracker) next(s Series) (grid.Cell, error) {
 	r := t.l.Region
 	c, err := r.Lattice.CellByID(s.GridID)
@@ -370,6 +387,10 @@ func (t *tracker) next(s Series) (grid.Cell, error) {
 	if c.Row < r.Row0 || c.Row >= r.Row1 || c.Col < r.Col0 || c.Col >= r.Col1 {
 		return grid.Cell{}, fmt.Errorf("cell %d (lat %g, lon %g) is outside the exported region %s", s.GridID, c.Lat, c.Lon, r.BBox)
 	}
+	if t.lat == nil {
+		t.lat, t.lon = centres(r)
+	}
+	c.Lat, c.Lon = t.lat[c.Row-r.Row0], t.lon[c.Col-r.Col0]
 	switch {
 	case t.cells > 0 && s.GridID < t.last:
 		return grid.Cell{}, fmt.Errorf("cell %d after cell %d: series must come in grid_id order", s.GridID, t.last)
@@ -381,6 +402,20 @@ func (t *tracker) next(s Series) (grid.Cell, error) {
 		}
 	}
 	return c, nil
+}
+
+// centres returns the decimal centres (Lattice.DecimalCentre) of the rows
+// and columns of r, south to north and west to east.
+func centres(r grid.Region) (lat, lon []float64) {
+	for row := r.Row0; row < r.Row1; row++ {
+		y, _ := r.Lattice.DecimalCentre(row, r.Col0)
+		lat = append(lat, y)
+	}
+	for col := r.Col0; col < r.Col1; col++ {
+		_, x := r.Lattice.DecimalCentre(r.Row0, col)
+		lon = append(lon, x)
+	}
+	return lat, lon
 }
 
 func (l Layout) validate() error {

@@ -92,8 +92,9 @@ func (f fixture) rows() []row {
 	var out []row
 	for _, s := range f.series {
 		c, _ := f.layout.Region.Lattice.CellByID(s.GridID)
+		lat, lon := f.layout.Region.Lattice.DecimalCentre(c.Row, c.Col)
 		for y, v := range s.Values {
-			out = append(out, row{s.GridID, c.Lat, c.Lon, s.Scenario, s.FirstYear + y, v})
+			out = append(out, row{s.GridID, lat, lon, s.Scenario, s.FirstYear + y, v})
 		}
 	}
 	return out
@@ -225,20 +226,22 @@ func TestNetCDF(t *testing.T) {
 			require.Equal(t, "NETCDF4", nc.DataModel, "NetCDF-4 (HDF5): files over 2 GiB")
 			require.Equal(t, "CF-1.8", nc.Attrs["Conventions"])
 			require.Equal(t, "ph", nc.Attrs["gridbatch_kind"])
-			require.Equal(t, []string{"scenario", "year", "lat", "lon"}, nc.Dims)
+			require.Equal(t, []string{"scenario", "time", "lat", "lon"}, nc.Dims)
 			require.Equal(t, "float64", nc.DType)
 			require.Equal(t, "nan", nc.Fill)
-			require.Equal(t, map[string]string{"units": "1", "long_name": "probability, of \"heat\""}, nc.VarAttrs)
-			require.Equal(t, map[string]string{"units": "degrees_north", "standard_name": "latitude", "long_name": "latitude of the cell centre", "axis": "Y"}, nc.CoordAttrs["lat"])
-			require.Equal(t, map[string]string{"units": "degrees_east", "standard_name": "longitude", "long_name": "longitude of the cell centre", "axis": "X"}, nc.CoordAttrs["lon"])
+			require.Equal(t, map[string]string{"units": "1", "long_name": "probability, of \"heat\"", "grid_mapping": "crs"}, nc.VarAttrs)
+			require.Equal(t, map[string]string{"units": "degrees_north", "standard_name": "latitude", "long_name": "latitude of the cell centre", "axis": "Y", "bounds": "lat_bnds"}, nc.CoordAttrs["lat"])
+			require.Equal(t, map[string]string{"units": "degrees_east", "standard_name": "longitude", "long_name": "longitude of the cell centre", "axis": "X", "bounds": "lon_bnds"}, nc.CoordAttrs["lon"])
 			require.Equal(t, f.layout.Scenarios, nc.Scenario)
 			require.Equal(t, []int{2021, 2022, 2023, 2024}, nc.Year)
 			r := f.layout.Region
 			for i, lat := range nc.Lat {
-				require.Equal(t, r.Lattice.Cell(r.Row0+i, r.Col0).Lat, lat)
+				want, _ := r.Lattice.DecimalCentre(r.Row0+i, r.Col0)
+				require.Equal(t, want, lat)
 			}
 			for i, lon := range nc.Lon {
-				require.Equal(t, r.Lattice.Cell(r.Row0, r.Col0+i).Lon, lon)
+				_, want := r.Lattice.DecimalCentre(r.Row0, r.Col0+i)
+				require.Equal(t, want, lon)
 			}
 			want := f.grid()
 			require.Len(t, nc.Values, len(want))
@@ -248,7 +251,7 @@ func TestNetCDF(t *testing.T) {
 			m := r.NumCells()
 			year := 2023 - 2021
 			for i := range m {
-				require.True(t, same(want[year*m+i], nc.Map[i]), ".sel(scenario=ssp245, year=2023) value %d", i)
+				require.True(t, same(want[year*m+i], nc.Map[i]), ".sel(scenario=ssp245, time=2023) value %d", i)
 			}
 		})
 	}

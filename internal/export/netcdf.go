@@ -42,13 +42,17 @@ const netcdfReadyTimeout = 60 * time.Second
 // NetCDFWriter writes the gridded form as a NetCDF-4 (HDF5) file following
 // CF-1.8, through a python3 process running netCDF4-python (libnetcdf):
 // gridbatch writes no NetCDF itself, and a statically built binary stays
-// static. The file has a variable <kind>(scenario, year, lat, lon) of
-// float64 with _FillValue NaN, and the coordinates scenario (strings), year
-// (int32), lat and lon (the cell centres in degrees_north and
-// degrees_east), so that xarray.open_dataset(f)[kind].sel(scenario=…,
-// year=…) is a map. NetCDF-4 files may be larger than 2 GiB. The slabs go to
-// the process as binary float64 over a pipe; it holds up to 16 MiB of
-// them, written as chunks of (1, 1, rows, lon).
+// static. The file has a variable <kind>(scenario, time, lat, lon) of
+// float64 with _FillValue NaN, compressed (zlib with shuffle, lossless),
+// and the coordinates scenario (strings), time (CF: days since the first
+// year's 1 January, proleptic_gregorian, the middle of each year, with
+// time_bnds covering it), year (int32, along time), lat and lon (the exact
+// decimal cell centres in degrees_north and degrees_east, with bounds), and
+// the grid mapping crs, so that xarray.open_dataset(f)[kind].sel(
+// scenario="ssp245", time="2050", lat=37.025, lon=126.525) finds a value.
+// NetCDF-4 files may be larger than 2 GiB. The slabs go to the process as
+// binary float64 over a pipe; it holds up to 16 MiB of them, written as
+// chunks of (1, 1, rows, lon) whose rows divide the grid's evenly.
 type NetCDFWriter struct {
 	cmd    *exec.Cmd
 	stdin  io.WriteCloser
@@ -71,8 +75,12 @@ type netcdfHeader struct {
 	Years      int               `json:"years"`
 	Lat        []float64         `json:"lat"`
 	Lon        []float64         `json:"lon"`
+	LatBounds  [][2]float64      `json:"lat_bounds"`
+	LonBounds  [][2]float64      `json:"lon_bounds"`
 	Attributes map[string]string `json:"attributes"`
 	BlockBytes int               `json:"block_bytes"`
+	// Compression is the zlib level, 0 for none.
+	Compression int `json:"compression"`
 }
 
 // netcdfBlockBytes is how many bytes of slabs the writer process holds and
@@ -81,27 +89,35 @@ var netcdfBlockBytes = 16 << 20
 
 // NewNetCDFWriter starts the writer process (python, default
 // DefaultPython) on path, which it creates or truncates, and waits until
-// the file is created. Once ctx is done the process is killed. A python
-// without netCDF4 is an error naming the Debian package.
-func NewNetCDFWriter(ctx context.Context, python, path string, l Layout) (_ *NetCDFWriter, err error) {
+// the file is created. compression is the zlib level as in
+// Options.Compression (0: DefaultCompression, NoCompression: none). Once
+// ctx is done the process is killed. A python without netCDF4 is an error
+// naming the Debian package.
+func NewNetCDFWriter(ctx context.Context, python, path string, l Layout, compression int) (_ *NetCDFWriter, err error) {
 	if err := l.validate(); err != nil {
 		return nil, err
 	}
 	python = cmp.Or(python, DefaultPython)
 	r := l.Region
 	h := netcdfHeader{Path: path, Kind: l.Kind, Units: l.Units, LongName: l.LongName, Scenarios: l.Scenarios,
-		FirstYear: l.FirstYear, Years: l.Years, Attributes: l.Attributes, BlockBytes: netcdfBlockBytes}
+		FirstYear: l.FirstYear, Years: l.Years, Attributes: l.Attributes, BlockBytes: netcdfBlockBytes,
+		Compression: max(0, cmp.Or(compression, DefaultCompression))}
 	if h.Path, err = filepath.Abs(path); err != nil { // the process runs in /
 		return nil, err
 	}
 	if h.Attributes == nil {
 		h.Attributes = map[string]string{}
 	}
+	h.Lat, h.Lon = centres(r)
 	for row := r.Row0; row < r.Row1; row++ {
-		h.Lat = append(h.Lat, r.Lattice.Cell(row, r.Col0).Lat)
+		s, _ := r.Lattice.DecimalEdges(row, r.Col0)
+		n, _ := r.Lattice.DecimalEdges(row+1, r.Col0)
+		h.LatBounds = append(h.LatBounds, [2]float64{s, n})
 	}
 	for col := r.Col0; col < r.Col1; col++ {
-		h.Lon = append(h.Lon, r.Lattice.Cell(r.Row0, col).Lon)
+		_, w := r.Lattice.DecimalEdges(r.Row0, col)
+		_, e := r.Lattice.DecimalEdges(r.Row0, col+1)
+		h.LonBounds = append(h.LonBounds, [2]float64{w, e})
 	}
 	line, err := json.Marshal(h)
 	if err != nil {

@@ -121,6 +121,49 @@ func (l Lattice) centreLat(row int) float64 { return -90 + (float64(row)+0.5)*l.
 // centreLon is the longitude of the centre of col: -180 + (col+0.5)*Step.
 func (l Lattice) centreLon(col int) float64 { return -180 + (float64(col)+0.5)*l.Step }
 
+// DecimalCentre returns the centre of the cell at row, col as the float64
+// nearest its exact decimal value: 37.025 where Cell's arithmetic gives
+// 37.025000000000006, so that a reader selecting a cell by the number it
+// writes (xarray's ds.sel(lat=37.025)) finds it. It is computed in integers
+// over the step's decimal digits (a step of up to 9 of them, as every
+// step written in decimal is); any other step gives Cell's centre.
+func (l Lattice) DecimalCentre(row, col int) (lat, lon float64) {
+	k, scale, ok := l.decimal()
+	if !ok {
+		c := l.Cell(row, col)
+		return c.Lat, c.Lon
+	}
+	// centre = -90 + (row+0.5)·k/scale = (-180·scale + (2·row+1)·k) / (2·scale):
+	// both integers are exact in a float64, and one division rounds once.
+	return float64(-180*scale+(2*int64(row)+1)*k) / float64(2*scale),
+		float64(-360*scale+(2*int64(col)+1)*k) / float64(2*scale)
+}
+
+// DecimalEdges returns the southern edge of row and the western edge of
+// col, -90 + row·Step and -180 + col·Step, as DecimalCentre does the centre.
+func (l Lattice) DecimalEdges(row, col int) (lat, lon float64) {
+	k, scale, ok := l.decimal()
+	if !ok {
+		return -90 + float64(row)*l.Step, -180 + float64(col)*l.Step
+	}
+	return float64(-90*scale+int64(row)*k) / float64(scale), float64(-180*scale+int64(col)*k) / float64(scale)
+}
+
+// decimal returns Step as k/scale, scale = 10^d, with the fewest decimal
+// digits d ≤ 9 that give it exactly (within the float64 rounding of the
+// step as parsed). ok is false for a step with no such form.
+func (l Lattice) decimal() (k, scale int64, ok bool) {
+	scale = 1
+	for range 10 {
+		f := l.Step * float64(scale)
+		if r := math.Round(f); r >= 1 && math.Abs(f-r) <= 1e-6 {
+			return int64(r), scale, true
+		}
+		scale *= 10
+	}
+	return 0, 0, false
+}
+
 // CellByID returns the cell with the given grid id. It returns an error when
 // id is outside [0, Rows*Cols).
 func (l Lattice) CellByID(id int64) (Cell, error) {

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -25,10 +26,13 @@ const PingTimeout = 2 * time.Second
 //   - GET /healthz, liveness: "ok", or 503 with one "unhealthy: …" line per
 //     problem live reports (a restart is the remedy);
 //   - GET /readyz, readiness: "ready" when Redis and PostgreSQL each answer a
-//     ping within PingTimeout, else 503 naming each that did not (passwords
-//     masked), and one line per problem notReady reports (nil: none), such
-//     as a model whose processes cannot start.
+//     ping within PingTimeout and the database is migrated (its schema at
+//     store.LatestMigration or later), else 503 naming each that did not
+//     (passwords masked) or the migration to run, and one line per problem
+//     notReady reports (nil: none), such as a model whose processes cannot
+//     start.
 func Register(mux *http.ServeMux, rdb redis.UniversalClient, st *store.Store, live, notReady func() []string) {
+	var migrated atomic.Bool // once migrated, a schema stays so
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		if problems := live(); len(problems) > 0 {
 			w.WriteHeader(http.StatusServiceUnavailable)
@@ -48,6 +52,12 @@ func Register(mux *http.ServeMux, rdb redis.UniversalClient, st *store.Store, li
 		}
 		if err := st.Ping(ctx); err != nil {
 			problems = append(problems, "postgres: "+config.Mask(err.Error()))
+		} else if !migrated.Load() {
+			if p := schemaProblem(ctx, st); p != "" {
+				problems = append(problems, p)
+			} else {
+				migrated.Store(true)
+			}
 		}
 		if notReady != nil {
 			problems = append(problems, notReady()...)
@@ -61,6 +71,22 @@ func Register(mux *http.ServeMux, rdb redis.UniversalClient, st *store.Store, li
 		}
 		fmt.Fprintln(w, "ready")
 	})
+}
+
+// schemaProblem says what is missing from the database's schema, "" when
+// nothing is: a worker on an unmigrated database fails every chunk.
+func schemaProblem(ctx context.Context, st *store.Store) string {
+	v, err := st.SchemaVersion(ctx)
+	latest := store.LatestMigration()
+	switch {
+	case err != nil:
+		return "postgres: cannot read the schema version: " + config.Mask(err.Error())
+	case v == 0:
+		return "postgres: the database is not migrated (no gridbatch tables in its schema): run `enqueuer migrate`"
+	case v < latest:
+		return fmt.Sprintf("postgres: the schema is at migration %d of %d: run `enqueuer migrate`", v, latest)
+	}
+	return ""
 }
 
 // Server serves a process's endpoints on GRIDBATCH_HTTP_ADDR.

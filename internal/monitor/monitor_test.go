@@ -273,6 +273,8 @@ func TestPagesAndMetricsOfARealBatch(t *testing.T) {
 	require.Contains(t, page, `data-batch="`+b.ID+`"`, "listed under Running")
 	require.Contains(t, page, `aria-valuenow="0"`)
 	require.Contains(t, page, `<meta http-equiv="refresh" content="5">`, "reloads while a batch runs")
+	_, page = get(t, e.url+"/batches/"+b.ID, user, password)
+	require.Contains(t, page, "Lock expires", "a running batch holds its kind's lock")
 
 	workertest.StartWorker(t, r, db, map[string]string{"GRIDBATCH_CONCURRENCY": "2", "GRIDBATCH_MAX_RETRY": "0"})
 	b = workertest.WaitEnded(t, db, b.ID, 2*time.Minute)
@@ -305,6 +307,7 @@ func TestPagesAndMetricsOfARealBatch(t *testing.T) {
 		"Success rate", "99.0%", "Peak worker memory", "DB connection errors", "Average task", `class="bar-ok"`, `class="bar-fail"`} {
 		require.Contains(t, page, want)
 	}
+	require.NotContains(t, page, "Lock expires", "an ended batch holds no lock")
 	resp, _ = get(t, e.url+"/batches/no-such-batch", user, password)
 	require.Equal(t, http.StatusNotFound, resp.StatusCode)
 

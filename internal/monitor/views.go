@@ -464,7 +464,8 @@ func figures(b store.Batch, c store.ChunkStats, dbErrors int64, now time.Time) (
 		if b.AvgTaskSeconds != nil {
 			avg.Value = numfmt.Seconds(*b.AvgTaskSeconds)
 		}
-		if b.PeakWorkerRSSBytes != nil {
+		// No chunk reported one (a batch that failed before any chunk ran): "—", not 0 B.
+		if b.PeakWorkerRSSBytes != nil && *b.PeakWorkerRSSBytes > 0 {
 			peak.Value = numfmt.Bytes(*b.PeakWorkerRSSBytes)
 		}
 	} else {

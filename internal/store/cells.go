@@ -113,14 +113,39 @@ type MissingInputError struct {
 	BBox grid.BBox
 	// Inputs are the inputs asked for.
 	Inputs []string
+	// Cells are the first missing grid ids (up to 5), in request order.
+	Cells []int64
+	// NoRow is how many of the missing cells have no row in cell_params at
+	// all; the others have one with no value (NULL) for some input.
+	NoRow int
+	// Null are the inputs with no value in some missing cell that has a
+	// row: the columns an import left empty.
+	Null []string
 }
 
-// Error says which cells are missing and the seed command that writes them.
+// Error says which cells are missing and what writes them: the seed for
+// cells with no row and the seed's own inputs, an import for the columns an
+// import left empty or for the inputs only an import writes.
 func (e *MissingInputError) Error() string {
 	step := strconv.FormatFloat(e.Step, 'g', -1, 64)
 	bbox := "LON_MIN,LAT_MIN,LON_MAX,LAT_MAX"
 	if e.BBox != (grid.BBox{}) {
 		bbox = e.BBox.String()
+	}
+	cells := make([]string, len(e.Cells))
+	for i, id := range e.Cells {
+		cells[i] = strconv.FormatInt(id, 10)
+	}
+	if len(e.Cells) < e.Missing {
+		cells = append(cells, "…")
+	}
+	if len(e.Null) > 0 {
+		return fmt.Sprintf("%d of %d cells have no value of the input(s) %s in cell_params (grid_id %s at step %s, within %s): import them (enqueuer import --step %s --file F, a file with the columns grid_id,%s for those cells)",
+			e.Missing, e.Total, strings.Join(e.Null, ", "), strings.Join(cells, ", "), step, bbox, step, strings.Join(e.Null, ","))
+	}
+	if len(e.Inputs) > 0 && !slices.Equal(e.Inputs, model.DefaultInputs) && e.NoRow == e.Missing && len(e.Cells) > 0 {
+		return fmt.Sprintf("%d of %d cells have no row in cell_params (grid_id %s at step %s, within %s): import the inputs %s for them (enqueuer import --step %s --file F, a file with the columns grid_id,%s; --allow-new-cells where no cell is yet)",
+			e.Missing, e.Total, strings.Join(cells, ", "), step, bbox, strings.Join(e.Inputs, ", "), step, strings.Join(e.Inputs, ","))
 	}
 	if len(e.Inputs) > 0 && !slices.Equal(e.Inputs, model.DefaultInputs) {
 		return fmt.Sprintf("%d of %d cells have no value for some of the inputs %s in cell_params (first grid_id %d at step %s); seed the cells (enqueuer seed --step %s --bbox %s), then fill those columns of cell_params",
@@ -205,16 +230,52 @@ func (s *Store) LoadCells(ctx context.Context, step float64, ids []int64, inputs
 		}
 	}
 	if len(missing) > 0 {
-		return c, &MissingInputError{
+		e := &MissingInputError{
 			Step:    step,
 			Missing: len(missing),
 			Total:   len(ids),
 			First:   missing[0],
 			BBox:    coveringBBox(step, missing),
 			Inputs:  inputs,
+			Cells:   missing[:min(5, len(missing))],
 		}
+		if err := s.whyMissing(ctx, e, missing, cols); err != nil {
+			return c, where(err)
+		}
+		return c, e
 	}
 	return c, nil
+}
+
+// whyMissing fills e.NoRow and e.Null: which of the missing cells have no
+// row in cell_params, and which inputs are NULL in those that have one.
+// cols are the inputs' quoted columns, prefixed "c.".
+func (s *Store) whyMissing(ctx context.Context, e *MissingInputError, missing []int64, cols []string) error {
+	nulls := make([]string, len(cols))
+	for i, c := range cols {
+		nulls[i] = "bool_or(" + c + " IS NULL)"
+	}
+	q := `SELECT count(*)`
+	if len(nulls) > 0 {
+		q += ", " + strings.Join(nulls, ", ")
+	}
+	q += ` FROM cell_params c WHERE c.step = $1 AND c.grid_id = ANY($2)`
+	found := 0
+	isNull := make([]*bool, len(cols))
+	dest := []any{&found}
+	for i := range isNull {
+		dest = append(dest, &isNull[i])
+	}
+	if err := s.Pool.QueryRow(ctx, q, e.Step, missing).Scan(dest...); err != nil {
+		return fmt.Errorf("why %d cells lack inputs: %w", len(missing), err)
+	}
+	e.NoRow = len(missing) - found
+	for i, n := range isNull {
+		if n != nil && *n {
+			e.Null = append(e.Null, e.Inputs[i])
+		}
+	}
+	return nil
 }
 
 // UnknownInputError is a model input that cell_params has no column for:

@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"context"
+	"fmt"
 	"regexp"
 	"strconv"
 	"testing"
@@ -248,7 +249,20 @@ func TestLoadCells(t *testing.T) {
 		var missing *store.MissingInputError
 		require.ErrorAs(t, err, &missing)
 		require.Equal(t, 1, missing.Missing)
-		require.Contains(t, err.Error(), "have no value for some of the inputs rain")
+		require.Equal(t, []string{"rain"}, missing.Null, "the column an import left empty")
+		require.Zero(t, missing.NoRow)
+		require.Contains(t, err.Error(), fmt.Sprintf("have no value of the input(s) rain in cell_params (grid_id %d at step 0.05", input(2).GridID))
+		require.Contains(t, err.Error(), "import them (enqueuer import --step 0.05 --file F, a file with the columns grid_id,rain for those cells)")
+		require.NotContains(t, err.Error(), "enqueuer seed", "imported inputs are not the seed's")
+
+		// Cells with no row, of a model reading only imported inputs: import them.
+		far := region(t, "10,50,10.1,50.05", 0.05)
+		_, err = db.Store.LoadCells(ctx, 0.05, []int64{far.CellAt(0).GridID, far.CellAt(1).GridID}, []string{"rain"})
+		require.ErrorAs(t, err, &missing)
+		require.Equal(t, 2, missing.NoRow)
+		require.Contains(t, err.Error(), "2 of 2 cells have no row in cell_params")
+		require.Contains(t, err.Error(), "import the inputs rain for them")
+		require.NotContains(t, err.Error(), "enqueuer seed")
 	})
 }
 

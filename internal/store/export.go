@@ -370,3 +370,14 @@ func (s *Store) PublishedExtent(ctx context.Context, kind string, step float64) 
 	}
 	return grid.BBox{LonMin: *lonMin, LatMin: *latMin, LonMax: *lonMax, LatMax: *latMax}, true, nil
 }
+
+// PublishedSteps returns the grid steps at which kind has published values,
+// ascending: what to suggest to a reader who asked at another step.
+func (s *Store) PublishedSteps(ctx context.Context, kind string) ([]float64, error) {
+	rows, err := s.Pool.Query(ctx, `SELECT DISTINCT b.step FROM batch_runs b JOIN published_batches p ON p.batch_id = b.id
+		WHERE p.kind = $1 ORDER BY 1`, kind)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, pgx.RowTo[float64])
+}

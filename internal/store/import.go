@@ -246,3 +246,15 @@ func (s *importSource) Next() bool {
 func (s *importSource) Values() ([]any, error) { return s.values, nil }
 
 func (s *importSource) Err() error { return s.err }
+
+// CellExtent returns the box spanned by the centres of the cells in
+// cell_params at step; ok is false when there are none.
+func (s *Store) CellExtent(ctx context.Context, step float64) (b grid.BBox, ok bool, err error) {
+	var latMin, latMax, lonMin, lonMax *float64
+	err = s.Pool.QueryRow(ctx, `SELECT min(lat), max(lat), min(lon), max(lon) FROM cell_params WHERE step = $1`, step).
+		Scan(&latMin, &latMax, &lonMin, &lonMax)
+	if err != nil || latMin == nil {
+		return grid.BBox{}, false, err
+	}
+	return grid.BBox{LonMin: *lonMin, LatMin: *latMin, LonMax: *lonMax, LatMax: *latMax}, true, nil
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"math"
+	"path"
 
 	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/pressly/goose/v3"
@@ -52,6 +53,19 @@ func (s *Store) MigrateTo(ctx context.Context, version int64) ([]int64, error) {
 		applied = append(applied, r.Source.Version)
 	}
 	return applied, nil
+}
+
+// LatestMigration returns the version of the newest embedded migration:
+// the schema version Migrate brings a database to.
+func LatestMigration() int64 {
+	files, _ := fs.Glob(migrations, "migrations/*.sql")
+	var latest int64
+	for _, f := range files {
+		if v, err := goose.NumericComponent(path.Base(f)); err == nil {
+			latest = max(latest, v)
+		}
+	}
+	return latest
 }
 
 // SchemaVersion returns the highest applied migration, 0 when none is.

@@ -36,15 +36,15 @@ type NetCDFFile struct {
 	VarAttrs map[string]string `json:"var_attrs"`
 	// Fill is the variable's _FillValue as xarray found it in the file.
 	Fill string `json:"fill"`
-	// CoordAttrs are the attributes of lat, lon, year and scenario.
+	// CoordAttrs are the attributes of lat, lon, time, year and scenario.
 	CoordAttrs map[string]map[string]string `json:"coord_attrs"`
 	Scenario   []string                     `json:"scenario"`
 	Year       []int                        `json:"year"`
 	Lat, Lon   []float64                    `json:"-"`
 	// Values are the variable's values in C order (scenario, year, lat, lon).
 	Values []float64 `json:"-"`
-	// Map is Values of .sel(scenario=…, year=…) in the ReadNetCDF call,
-	// (lat, lon) in C order.
+	// Map is Values of .sel(scenario=…, time="YEAR") in the ReadNetCDF
+	// call, (lat, lon) in C order.
 	Map []float64 `json:"-"`
 	// Raw numbers: repr() strings, exact (shortest round-trip), "nan" for NaN.
 	LatText    []string `json:"lat"`
@@ -55,6 +55,7 @@ type NetCDFFile struct {
 
 // netcdfReader is run by /usr/bin/python3 with argv: file, variable,
 // scenario, year. It prints one JSON document; numbers as repr() strings.
+// The map is selected as a user would, by the year as a CF time string.
 const netcdfReader = `
 import json, sys
 import netCDF4, numpy as np, xarray as xr
@@ -71,21 +72,21 @@ out = {
     "dtype": str(v.dtype),
     "var_attrs": {k: str(x) for k, x in v.attrs.items()},
     "fill": repr(v.encoding.get("_FillValue")),
-    "coord_attrs": {c: {k: str(x) for k, x in ds[c].attrs.items()} for c in ("lat", "lon", "year", "scenario")},
+    "coord_attrs": {c: {k: str(x) for k, x in ds[c].attrs.items()} for c in ("lat", "lon", "time", "year", "scenario")},
     "scenario": [str(s) for s in ds["scenario"].values],
     "year": [int(y) for y in ds["year"].values],
     "lat": r(ds["lat"].values),
     "lon": r(ds["lon"].values),
     "values": r(v.values),
-    "map": r(xr.open_dataset(path)[name].sel(scenario=scen, year=year).values),
+    "map": r(xr.open_dataset(path)[name].sel(scenario=scen, time=str(year)).squeeze("time", drop=True).values),
 }
 print(json.dumps(out))
 `
 
 // ReadNetCDF reads the NetCDF file at path with Debian's xarray
 // (python3-xarray over python3-netcdf4), as a user would:
-// xr.open_dataset(path)[variable], and .sel(scenario=scenario, year=year)
-// for Map. A missing package fails the test with the command that installs it.
+// xr.open_dataset(path)[variable], and .sel(scenario=scenario,
+// time=str(year)) for Map. A missing package fails the test with the command that installs it.
 func ReadNetCDF(t testing.TB, path, variable, scenario string, year int) NetCDFFile {
 	t.Helper()
 	requireDebianPython(t, "xarray", "netCDF4")

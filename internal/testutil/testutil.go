@@ -1,5 +1,5 @@
 // Package testutil gives tests isolated slices of the real Redis and
-// PostgreSQL started by `make services-up`: a fresh Redis database number and
+// PostgreSQL started by `make test-services-up`: a fresh Redis database number and
 // a fresh PostgreSQL schema per test. A service that is down fails the test
 // with the command that starts it; nothing is ever skipped or mocked.
 package testutil
@@ -24,12 +24,15 @@ import (
 	"github.com/gridbatch/gridbatch/internal/store"
 )
 
-// The services of scripts/services.sh. GRIDBATCH_TEST_REDIS_URL and
-// GRIDBATCH_TEST_DATABASE_URL point the tests elsewhere.
+// The tests' own services of scripts/services.sh (`make test-services-up`:
+// Redis 6392, PostgreSQL 5442), never the demo's (6390, 5440), so tests
+// and a running demo share no Redis database and no schema.
+// GRIDBATCH_TEST_REDIS_URL and GRIDBATCH_TEST_DATABASE_URL point the tests
+// elsewhere.
 const (
-	defaultRedisURL    = "redis://127.0.0.1:6390/0"
-	defaultDatabaseURL = "postgres://gridbatch:gridbatch@127.0.0.1:5440/gridbatch?sslmode=disable"
-	startHint          = "start it with: make services-up"
+	defaultRedisURL    = "redis://127.0.0.1:6392/0"
+	defaultDatabaseURL = "postgres://gridbatch:gridbatch@127.0.0.1:5442/gridbatch?sslmode=disable"
+	startHint          = "start it with: make test-services-up"
 	redisDBs           = 1024 // scripts/services.sh starts Redis with --databases 1024
 )
 

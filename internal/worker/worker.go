@@ -14,7 +14,10 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"os"
+	"os/signal"
+	"reflect"
 	"runtime/debug"
+	"syscall"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -59,9 +62,17 @@ func WithModel(spec model.Spec, c model.Computer) Option {
 	return func(o *options) { o.models = append(o.models, goModel{spec, c}) }
 }
 
+// ErrReload is what Run returns when it stopped to load a models file that
+// changed (on SIGHUP): the caller starts the worker again (cmd/worker execs
+// itself), which reads the file anew.
+var ErrReload = errors.New("the models file changed: restart to load it")
+
 // Run runs the worker until ctx is cancelled (SIGTERM/SIGINT), then shuts
 // down: no new tasks, in-flight ones get ShutdownTimeout, the rest are
 // requeued without counting a retry. It returns nil after a clean shutdown.
+// On SIGHUP it reads GRIDBATCH_MODELS_FILE again: when the models it
+// declares changed, it shuts down the same way and returns ErrReload; an
+// unchanged or invalid file is logged and the worker runs on.
 func Run(ctx context.Context, cfg config.Worker, stderr io.Writer, opts ...Option) error {
 	o := options{handlers: map[string]asynq.Handler{}}
 	for _, opt := range opts {
@@ -75,6 +86,7 @@ func Run(ctx context.Context, cfg config.Worker, stderr io.Writer, opts ...Optio
 	if err != nil {
 		return err
 	}
+	loaded := models.Specs()
 	for _, m := range o.models {
 		if err := models.Add(m.spec, m.c); err != nil {
 			return err
@@ -182,9 +194,16 @@ func Run(ctx context.Context, cfg config.Worker, stderr io.Writer, opts ...Optio
 		reconcileLoop(rctx, rdb, svc, dq, log, workerName, cfg.ReconcileInterval, cfg.KeepBatches)
 	}()
 
-	<-ctx.Done()
+	reload := make(chan struct{})
+	go watchModels(rctx, cfg.Common, loaded, log, reload)
+	var stopped error
+	select {
+	case <-ctx.Done():
+	case <-reload:
+		stopped = ErrReload
+	}
 	log.Info("shutting down: no new tasks; in-flight tasks get the shutdown timeout, then are requeued",
-		"shutdown_timeout", cfg.ShutdownTimeout.String())
+		"shutdown_timeout", cfg.ShutdownTimeout.String(), "reload", stopped != nil)
 	stopReconciler()
 	srv.Shutdown()
 	<-reconciled
@@ -193,7 +212,34 @@ func Run(ctx context.Context, cfg config.Worker, stderr io.Writer, opts ...Optio
 	_ = httpSrv.Shutdown(sctx)
 	client.Close()
 	log.Info("worker stopped")
-	return nil
+	return stopped
+}
+
+// watchModels reads the models file again on each SIGHUP until ctx is
+// done, and closes changed once the models it declares differ from loaded
+// (their specs). A file that does not load is logged and changes nothing.
+func watchModels(ctx context.Context, c config.Common, loaded []model.Spec, log *slog.Logger, changed chan<- struct{}) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+		}
+		models, err := cli.Models(c)
+		switch {
+		case err != nil:
+			log.Error("SIGHUP: the models file does not load; the worker keeps the models it has", "error", err)
+		case reflect.DeepEqual(models.Specs(), loaded):
+			log.Info("SIGHUP: the models file is unchanged", "kinds", models.Kinds())
+		default:
+			log.Info("SIGHUP: the models file changed; restarting to load it", "kinds", models.Kinds())
+			close(changed)
+			return
+		}
+	}
 }
 
 // reconcileLoop runs batch.Service.Reconcile, then the dead-letter queue's

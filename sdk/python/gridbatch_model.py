@@ -498,8 +498,99 @@ def _made_up_cells(n, inputs):
     return columns, data
 
 
-def check(compute, n=4, inputs=_DEFAULT_INPUTS, series=_DEFAULT_SERIES, years=80, first_year=2021):
+def _scalar(text):
+    """A YAML scalar of the models file: quotes and a trailing comment removed."""
+    text = text.strip()
+    if text[:1] in "\"'":
+        end = text.find(text[0], 1)
+        return text[1:end] if end > 0 else text[1:]
+    return text.split(" #", 1)[0].strip()
+
+
+def _flow_list(text):
+    """A YAML flow list such as [ssp126, "ssp245"], or None when text is not one."""
+    text = text.split(" #", 1)[0].strip() if not text.strip().startswith("[") else text.strip()
+    if not text.startswith("[") or "]" not in text:
+        return None
+    return [_scalar(x) for x in text[1:text.rindex("]")].split(",") if x.strip()]
+
+
+def _model_entries(path):
+    """The entries of a models file as dicts of their top-level fields.
+
+    A reader of the subset the models file uses (a list of mappings under
+    ``models:``, scalars, flow lists ``[a, b]`` and block lists ``- a``), so
+    that the SDK needs no YAML package; gridbatch itself validates the file.
+    """
+    entries, entry, key, indent = [], None, None, None
+    with open(path, encoding="utf-8") as f:
+        for raw in f:
+            line = raw.rstrip("\n")
+            stripped = line.strip()
+            if not stripped or stripped.startswith("#") or stripped == "models:":
+                continue
+            lead = len(line) - len(line.lstrip(" "))
+            if stripped.startswith("- ") and (indent is None or lead <= indent):
+                indent = lead
+                entry, key = {}, None
+                entries.append(entry)
+                stripped = stripped[2:].strip()
+            elif stripped.startswith("- ") and entry is not None and key is not None:
+                entry.setdefault(key, []).append(_scalar(stripped[2:]))
+                continue
+            if entry is None or ":" not in stripped:
+                continue
+            key, _, value = stripped.partition(":")
+            key = key.strip()
+            if value.strip() and not value.strip().startswith("#"):
+                lst = _flow_list(value)
+                entry[key] = lst if lst is not None else _scalar(value)
+                key = None  # a value: no block list follows
+    return entries
+
+
+def _declared_layout(compute, kind, models):
+    """The layout (inputs, series, first_year, years) the models file declares
+    for kind, or for the entry whose command runs compute's module; {} when
+    there is no such file or entry (and kind is None)."""
+    path = models or os.environ.get("GRIDBATCH_MODELS_FILE")
+    if not path:
+        if kind is not None:
+            raise ValueError("check(kind=%r): no models file: pass models=PATH or set GRIDBATCH_MODELS_FILE" % kind)
+        return {}
+    entries = _model_entries(path)
+    if kind is not None:
+        found = [e for e in entries if e.get("kind") == kind]
+        if not found:
+            raise ValueError("check(kind=%r): %s has no such kind (it has: %s)"
+                             % (kind, path, ", ".join(str(e.get("kind")) for e in entries)))
+    else:
+        module = getattr(sys.modules.get(getattr(compute, "__module__", ""), None), "__file__", None)
+        name = os.path.basename(module) if module else None
+        found = [e for e in entries if name and isinstance(e.get("command"), list)
+                 and any(os.path.basename(a) == name for a in e["command"])]
+        if len(found) != 1:
+            return {}
+    e = found[0]
+    layout = {}
+    for field in ("inputs", "series"):
+        if isinstance(e.get(field), list):
+            layout[field] = e[field]
+    for field in ("first_year", "years"):
+        if field in e:
+            layout[field] = int(e[field])
+    layout["kind"] = e.get("kind")
+    return layout
+
+
+def check(compute, n=4, inputs=None, series=None, years=None, first_year=None, *, kind=None, models=None):
     """Call compute on n made-up cells and check its reply as the worker would.
+
+    The layout checked (inputs, series, years, first_year) is the one the
+    model declares: each argument given, else the models file's entry (the
+    file models, default $GRIDBATCH_MODELS_FILE) of kind, or without kind
+    the entry whose command runs compute's module file, else the defaults
+    (mu0, sigma, xi; ssp126, ssp245, ssp585; 2021 and 80 years).
 
     The cells come from a 0.05-degree lattice between 60 S and 70 N; mu0, sigma
     and xi follow the reference model's formulas, any other input is uniform
@@ -507,6 +598,12 @@ def check(compute, n=4, inputs=_DEFAULT_INPUTS, series=_DEFAULT_SERIES, years=80
     expected and the received shape or dtype when the worker would refuse it.
     Exceptions from compute propagate, with their traceback.
     """
+    declared = _declared_layout(compute, kind, models)
+    inputs = inputs if inputs is not None else declared.get("inputs", _DEFAULT_INPUTS)
+    series = series if series is not None else declared.get("series", _DEFAULT_SERIES)
+    years = years if years is not None else declared.get("years", 80)
+    first_year = first_year if first_year is not None else declared.get("first_year", 2021)
+    source = ("the models file's %s" % declared["kind"]) if declared else "the defaults"
     global hello
     inputs, series = list(inputs), list(series)
     columns, data = _made_up_cells(int(n), inputs)
@@ -524,8 +621,9 @@ def check(compute, n=4, inputs=_DEFAULT_INPUTS, series=_DEFAULT_SERIES, years=80
         raise AssertionError("compute returned dtype %s, want float64 (shape %s): the worker would fail the chunk"
                              % (meta["dtype"], meta["shape"]))
     if meta["shape"] != want:
-        raise AssertionError("compute returned shape %s, want %s (cells, series, years): the worker would fail "
-                             "the chunk" % (meta["shape"], want))
+        raise AssertionError("compute returned shape %s, want %s (cells, series, years) as in %s: the worker would "
+                             "fail the chunk (check(..., kind=KIND) or series=, years= check another layout)"
+                             % (meta["shape"], want, source))
     nan = int(np.count_nonzero(np.isnan(out)))
     _log("check: ok: compute returned float64 %s for %d made-up cells (%d NaN of %d values)"
          % (tuple(want), int(n), nan, out.size))

@@ -579,6 +579,47 @@ class CheckTest(unittest.TestCase):
         self.assertEqual(seen["grid_id"].dtype, np.dtype("<i8"))
         self.assertEqual(seen["a"].dtype, np.dtype("<f8"))
 
+    def test_check_uses_the_layout_the_models_file_declares(self):
+        import numpy as np
+        import tempfile
+        d = tempfile.mkdtemp()
+        path = os.path.join(d, "models.yaml")
+        with open(path, "w") as f:
+            f.write("""models:
+  - kind: short               # a comment
+    command: ["/usr/bin/python3", "short_model.py"]
+    inputs: [a]
+    series:
+      - low
+      - "high"
+    first_year: 2031
+    years: 30   # thirty
+  - kind: other
+    command: ["/usr/bin/python3", "other.py"]
+""")
+        seen = {}
+        def compute(c):
+            seen.update(c)
+            return np.zeros((len(c["lat"]), 2, 30))
+        out = self.g.check(compute, n=3, kind="short", models=path)
+        self.assertEqual(out.shape, (3, 2, 30))
+        self.assertEqual(list(seen), ["grid_id", "lat", "lon", "a"])
+        self.assertEqual(self.g.hello, None)
+        with self.assertRaisesRegex(AssertionError, r"want \[3, 3, 80\] \(cells, series, years\) as in the models file's other"):
+            self.g.check(compute, n=3, kind="other", models=path)
+        with self.assertRaisesRegex(ValueError, "has no such kind"):
+            self.g.check(compute, kind="nope", models=path)
+        # Without kind: the entry whose command runs compute's module.
+        mod = os.path.join(d, "short_model.py")
+        with open(mod, "w") as f:
+            f.write("import numpy as np\ndef compute(c):\n    return np.ones((len(c['lat']), 2, 30))\n")
+        sys.path.insert(0, d)
+        self.addCleanup(sys.path.remove, d)
+        import short_model
+        os.environ["GRIDBATCH_MODELS_FILE"] = path
+        self.addCleanup(os.environ.pop, "GRIDBATCH_MODELS_FILE")
+        self.assertEqual(self.g.check(short_model.compute, n=2).shape, (2, 2, 30))
+
 
 class ReplyMetaTest(unittest.TestCase):
     """A reply's meta fits the worker's cap (16 KiB): a long ERROR is cut, not refused."""

@@ -89,7 +89,7 @@ type exportCase struct {
 }
 
 // checkLong checks rows of the long form (CSV, Parquet): one per value of
-// want, in grid_id order, at the cell centres.
+// want, in grid_id order, at the exact decimal cell centres (37.025).
 func checkLong(t *testing.T, ec exportCase, rows []testutil.ParquetRecord) {
 	t.Helper()
 	n := 0
@@ -104,8 +104,9 @@ func checkLong(t *testing.T, ec exportCase, rows []testutil.ParquetRecord) {
 		}
 		c, err := l.CellByID(r.GridID)
 		require.NoError(t, err)
-		require.Equal(t, c.Lat, r.Lat, "row %d", i)
-		require.Equal(t, c.Lon, r.Lon, "row %d", i)
+		lat, lon := l.DecimalCentre(c.Row, c.Col)
+		require.Equal(t, lat, r.Lat, "row %d: the exact decimal centre", i)
+		require.Equal(t, lon, r.Lon, "row %d: the exact decimal centre", i)
 		v, ok := ec.want[key(r.GridID, r.Scenario)]
 		require.True(t, ok, "row %d: cell %d %s is not in the export's selection", i, r.GridID, r.Scenario)
 		y := r.Year - grid.FirstYear
@@ -142,7 +143,7 @@ func checkNetCDF(t *testing.T, ec exportCase, kind string, nc testutil.NetCDFFil
 	t.Helper()
 	r := ec.region
 	require.Equal(t, "CF-1.8", nc.Attrs["Conventions"])
-	require.Equal(t, []string{"scenario", "year", "lat", "lon"}, nc.Dims)
+	require.Equal(t, []string{"scenario", "time", "lat", "lon"}, nc.Dims)
 	require.Equal(t, "float64", nc.DType)
 	require.Equal(t, ec.scenarios, nc.Scenario)
 	require.Len(t, nc.Year, grid.NumYears)
@@ -156,8 +157,9 @@ func checkNetCDF(t *testing.T, ec exportCase, kind string, nc testutil.NetCDFFil
 			for row := range r.NumRows() {
 				for col := range r.NumCols() {
 					c := r.Lattice.Cell(r.Row0+row, r.Col0+col)
-					require.Equal(t, c.Lat, nc.Lat[row])
-					require.Equal(t, c.Lon, nc.Lon[col])
+					lat, lon := r.Lattice.DecimalCentre(c.Row, c.Col)
+					require.Equal(t, lat, nc.Lat[row])
+					require.Equal(t, lon, nc.Lon[col])
 					got := nc.Values[((si*grid.NumYears+y)*r.NumRows()+row)*r.NumCols()+col]
 					want := math.NaN()
 					if v, ok := ec.want[key(c.GridID, s)]; ok {
@@ -236,7 +238,7 @@ func TestExport(t *testing.T) {
 				switch format {
 				case "netcdf":
 					nc := testutil.ReadNetCDF(t, out, "heat", ec.scenarios[len(ec.scenarios)-1], 2050)
-					require.Equal(t, map[string]string{"units": "1", "long_name": "probability that the year's maximum exceeds 35 degC"}, nc.VarAttrs)
+					require.Equal(t, map[string]string{"units": "1", "long_name": "probability that the year's maximum exceeds 35 degC", "grid_mapping": "crs"}, nc.VarAttrs)
 					checkNetCDF(t, ec, "heat", nc)
 				case "parquet":
 					checkLong(t, ec, testutil.ReadParquet(t, out).Rows)

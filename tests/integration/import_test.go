@@ -126,15 +126,16 @@ func TestImportCommand(t *testing.T) {
 		parquet bool
 		names   []string
 		summary string
+		args    []string
 	}{
 		{"CSV by grid_id: new inputs on seeded cells", "126,36,127,37", false, false, []string{"rain_p99", "soil"},
-			"(2 inputs: rain_p99, soil; new: rain_p99, soil): 0 new cells, 400 updated"},
+			"(2 inputs: rain_p99, soil; new: rain_p99, soil): 0 new cells, 400 updated", nil},
 		{"CSV by lat,lon: new cells", "127,36,128,37", true, false, []string{"rain_p99", "mu0"},
-			"(2 inputs: rain_p99, mu0): 400 new cells, 0 updated"},
+			"(2 inputs: rain_p99, mu0): 400 new cells, 0 updated", nil},
 		{"Parquet by grid_id: new cells", "128,36,129,37", false, true, []string{"rain_p99", "wind"},
-			"(2 inputs: rain_p99, wind; new: wind): 400 new cells, 0 updated"},
+			"(2 inputs: rain_p99, wind; new: wind): 400 new cells, 0 updated", []string{"--allow-new-cells"}},
 		{"Parquet by lat,lon: seeded cells", "126,36,127,37", true, true, []string{"sigma", "wind"},
-			"(2 inputs: sigma, wind): 0 new cells, 400 updated"},
+			"(2 inputs: sigma, wind): 0 new cells, 400 updated", nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := mustRegion(t, tc.bbox, 0.05)
@@ -143,13 +144,29 @@ func TestImportCommand(t *testing.T) {
 			if tc.parquet {
 				path = parquetPath
 			}
-			out, errOut, code := runBin(t, env, "enqueuer", "import", "--step", "0.05", "--file", path)
+			out, errOut, code := runBin(t, env, "enqueuer", append([]string{"import", "--step", "0.05", "--file", path}, tc.args...)...)
 			require.Equal(t, 0, code, errOut)
 			require.Empty(t, out)
 			require.Equal(t, "imported 400 cells from "+path+" at step 0.05 "+tc.summary+"\n", errOut)
 			requireImported(t, db, r, tc.names, 1)
 		})
 	}
+
+	t.Run("grid_ids outside the cells at the step are refused without --allow-new-cells", func(t *testing.T) {
+		far := mustRegion(t, "10,50,11,51", 0.05)
+		csvPath, _ := importFiles(t, far, false, []string{"rain_p99"}, 3)
+		_, errOut, code := runBin(t, env, "enqueuer", "import", "--step", "0.05", "--file", csvPath)
+		require.Equal(t, 1, code, errOut)
+		require.Contains(t, errOut, "lies outside the cells at step 0.05 in cell_params")
+		require.Contains(t, errOut, "is --step right? --allow-new-cells adds it")
+		var n int
+		require.NoError(t, db.Pool.QueryRow(context.Background(), `SELECT count(*) FROM cell_params WHERE step = 0.05 AND lat > 49`).Scan(&n))
+		require.Zero(t, n, "nothing written")
+		_, errOut, code = runBin(t, env, "enqueuer", "import", "--step", "0.025", "--file", csvPath)
+		require.Equal(t, 1, code, errOut)
+		require.Contains(t, errOut, "line 2: grid_id")
+		require.Contains(t, errOut, "cell_params has no cell at step 0.025: is --step right?")
+	})
 
 	t.Run("re-importing updates the values and leaves other inputs alone", func(t *testing.T) {
 		csvPath, _ := importFiles(t, seeded, false, []string{"rain_p99"}, 2)
@@ -294,7 +311,8 @@ func TestImportBadInputs(t *testing.T) {
 		}), nil, `row 701, column "grid_id": grid_id -1 is not a cell of the lattice of step 0.05`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			out, errOut, code := runBin(t, env, "enqueuer", append([]string{"import", "--step", "0.05", "--file", tc.path}, tc.args...)...)
+			// New cells, allowed: the rows' own faults are what is refused.
+			out, errOut, code := runBin(t, env, "enqueuer", append([]string{"import", "--step", "0.05", "--file", tc.path, "--allow-new-cells"}, tc.args...)...)
 			requireOneLineError(t, out, errOut, code, "enqueuer: "+tc.path+": "+tc.want)
 			require.Equal(t, before, cellParamsChecksum(t, db), "cell_params changed")
 		})

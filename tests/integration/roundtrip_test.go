@@ -102,7 +102,7 @@ func TestImportRunExportRoundTrip(t *testing.T) {
 	_, errOut, code = c.enqueuer("export", "--batch", id, "--format", "netcdf", "--out", nc)
 	require.Equal(t, 0, code, errOut)
 	f := testutil.ReadNetCDF(t, nc, "user_ph", "ssp245", 2050)
-	require.Equal(t, []string{"scenario", "year", "lat", "lon"}, f.Dims)
+	require.Equal(t, []string{"scenario", "time", "lat", "lon"}, f.Dims)
 	require.Equal(t, "1", f.VarAttrs["units"])
 	require.Contains(t, f.VarAttrs["long_name"], "imported parameters")
 	nlat, nlon, ny := len(f.Lat), len(f.Lon), len(f.Year)

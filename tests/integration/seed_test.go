@@ -113,10 +113,11 @@ func TestSeedCommand(t *testing.T) {
 	})
 }
 
-// noSeriesLine is the no-series message results prints for cell.
-func noSeriesLine(kind string, cell grid.Cell, lat, lon, scenario string) string {
-	return fmt.Sprintf("enqueuer: no published %s series for cell %d (lat %s, lon %s) at step 0.05 scenario %s; run a %s batch over it (a batch is published when it succeeds), or publish an ended one with 'enqueuer publish ID'\n",
-		kind, cell.GridID, lat, lon, scenario, kind)
+// noSeriesLine is the no-series message results prints for cell; steps
+// is what it says of the steps that hold values.
+func noSeriesLine(kind string, cell grid.Cell, lat, lon, scenario, steps string) string {
+	return fmt.Sprintf("enqueuer: no published %s series for cell %d (lat %s, lon %s) at step 0.05 scenario %s; %s; run a %s batch over it (a batch is published when it succeeds), or publish an ended one with 'enqueuer publish ID'\n",
+		kind, cell.GridID, lat, lon, scenario, steps, kind)
 }
 
 func TestResultsCommand(t *testing.T) {
@@ -133,14 +134,14 @@ func TestResultsCommand(t *testing.T) {
 		out, errOut, code := runBin(t, env, "enqueuer", query...)
 		require.Equal(t, 1, code)
 		require.Empty(t, out)
-		require.Equal(t, noSeriesLine("ph", seoul, "37.525", "127.025", "ssp245"), errOut)
+		require.Equal(t, noSeriesLine("ph", seoul, "37.525", "127.025", "ssp245", "ph has no published values at any step"), errOut)
 
 		south, err := l.CellAt(-33.86, 151.21)
 		require.NoError(t, err)
 		out, errOut, code = runBin(t, env, "enqueuer", "results", "--kind", "hazard", "--scenario", "ssp585", "--lat", "-33.86", "--lon", "151.21")
 		require.Equal(t, 1, code)
 		require.Empty(t, out)
-		require.Equal(t, noSeriesLine("hazard", south, "-33.875", "151.225", "ssp585"), errOut)
+		require.Equal(t, noSeriesLine("hazard", south, "-33.875", "151.225", "ssp585", "hazard has no published values at any step"), errOut)
 	})
 
 	// A series as a batch would write it: the ph model's values for the cell's reference inputs.
@@ -204,7 +205,7 @@ func TestResultsCommand(t *testing.T) {
 	t.Run("other scenario of the same cell has no series", func(t *testing.T) {
 		_, errOut, code := runBin(t, env, "enqueuer", "results", "--kind", "ph", "--scenario", "ssp126", "--lat", "37.53", "--lon", "127.02")
 		require.Equal(t, 1, code)
-		require.Equal(t, noSeriesLine("ph", seoul, "37.525", "127.025", "ssp126"), errOut)
+		require.Equal(t, noSeriesLine("ph", seoul, "37.525", "127.025", "ssp126", "ph has no published values at any step"), errOut)
 	})
 
 	for _, tc := range []struct {
