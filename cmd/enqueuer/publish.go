@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/gridbatch/gridbatch/internal/batch"
 	"github.com/gridbatch/gridbatch/internal/config"
 	"github.com/gridbatch/gridbatch/internal/store"
 )
@@ -57,7 +58,7 @@ func runPublish(ctx context.Context, e *env, args []string) error {
 	}
 	defer st.Close()
 	start := time.Now()
-	b, err := st.Publish(ctx, id)
+	b, err := batch.Publish(ctx, st, id)
 	switch {
 	case errors.Is(err, store.ErrBatchNotFound):
 		return fmt.Errorf("no batch %s (see 'enqueuer list')", id)

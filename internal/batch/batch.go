@@ -115,6 +115,7 @@ type Service struct {
 	broker Broker
 	log    *slog.Logger
 	cfg    Config
+	gate   Gate
 }
 
 // New returns a Service.
@@ -535,7 +536,7 @@ func (s *Service) Deadline(ctx context.Context, batchID string) error {
 func (s *Service) end(ctx context.Context, batchID string, f store.Final) (store.Batch, bool, error) {
 	f.DBConnErrors = s.broker.DBErrors(ctx, batchID)
 	finishing := time.Now()
-	b, rest, ended, err := s.store.FinishBatch(ctx, batchID, f)
+	b, rest, ended, err := s.store.FinishBatch(ctx, batchID, f, s.gate.Decide(AtEnd))
 	finished := time.Since(finishing)
 	if err != nil || !ended {
 		if err != nil && !errors.Is(err, store.ErrBatchNotFound) {

@@ -379,10 +379,12 @@ type Final struct {
 }
 
 // FinishBatch ends a running batch: remaining pending chunks get f.Rest, and
-// the row gets its status and figures. It returns the ended batch, the chunks
-// that were still pending (their tasks are to be removed from the queue), and
-// ended=false when the batch had already ended (someone else finished it).
-func (s *Store) FinishBatch(ctx context.Context, id string, f Final) (b Batch, rest []int, ended bool, err error) {
+// the row gets its status and figures; then decide, in the same
+// transaction, publishes it or not (see Ending). It returns the ended batch,
+// the chunks that were still pending (their tasks are to be removed from
+// the queue), and ended=false when the batch had already ended (someone
+// else finished it).
+func (s *Store) FinishBatch(ctx context.Context, id string, f Final, decide Decide) (b Batch, rest []int, ended bool, err error) {
 	err = pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
 		cur, err := scanBatch(tx.QueryRow(ctx, `SELECT `+batchColumns+` FROM batch_runs WHERE id = $1 FOR UPDATE`, id))
 		if err != nil {
@@ -417,13 +419,15 @@ func (s *Store) FinishBatch(ctx context.Context, id string, f Final) (b Batch, r
 				db_conn_errors = b.db_conn_errors + $4
 			FROM c WHERE b.id = $1
 			RETURNING `+qualifiedBatchColumns, id, status, f.Error, f.DBConnErrors))
-		if err != nil || status != StatusSucceeded {
+		if err != nil {
 			return err
 		}
-		// A batch that succeeded is published with its end, in this
+		// A batch published with its end is published in this
 		// transaction: readers see it end and its values appear at once.
 		// Its end and duration then include the publication.
-		if _, err = publish(ctx, tx, b); err != nil {
+		e := &Ending{tx: tx, Batch: b}
+		if err := decide(ctx, e); err != nil || !e.published {
+			b = e.Batch
 			return err
 		}
 		b, err = scanBatch(tx.QueryRow(ctx, `UPDATE batch_runs SET ended_at = clock_timestamp(),
