@@ -76,7 +76,8 @@ Commands:
 	}
 	fmt.Fprint(w, `
 Exit codes: 0 ok/succeeded, 1 usage or runtime error, 3 partial, 4 timed out or
-failed, 5 refused (a batch of that kind is already running), 6 cancelled.
+failed, 5 refused (a batch of that kind is already running), 6 cancelled,
+7 held (computed, but its declared checks failed, so it was not published).
 
 A first run:
   enqueuer migrate

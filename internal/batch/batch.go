@@ -133,7 +133,7 @@ func New(st *store.Store, b Broker, log *slog.Logger, cfg Config) *Service {
 	if cfg.Compute == nil {
 		cfg.Compute = goModels{cfg.Models}
 	}
-	return &Service{store: st, broker: b, log: log, cfg: cfg}
+	return &Service{store: st, broker: b, log: log, cfg: cfg, gate: Gate{Models: cfg.Models}}
 }
 
 // Store exposes the service's store.

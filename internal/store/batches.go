@@ -12,7 +12,7 @@ import (
 	"github.com/gridbatch/gridbatch/internal/grid"
 )
 
-// Batch statuses. Every batch ends in one of the last five.
+// Batch statuses. Every batch ends in one of the last six.
 const (
 	StatusRunning   = "running"
 	StatusSucceeded = "succeeded"
@@ -20,6 +20,9 @@ const (
 	StatusFailed    = "failed"
 	StatusTimedOut  = "timed_out"
 	StatusCancelled = "cancelled"
+	// StatusHeld: computed, but its declared checks failed, so it was not
+	// published (batch.Gate).
+	StatusHeld = "held"
 )
 
 // Chunk statuses. "failed" means dead-lettered.
@@ -73,6 +76,16 @@ type Batch struct {
 	// Layout is how its own rows hold its series; zero for a batch made
 	// before layouts were recorded (migration 00006).
 	Layout SeriesLayout `json:"layout"`
+	// Checks is the report of the declared checks run on its rows when its
+	// publication was last decided; nil when none ran.
+	Checks *CheckReport `json:"checks"`
+	// Provenance is what made its values, recorded when it was planned;
+	// nil for a batch planned before provenance was recorded.
+	Provenance *Provenance `json:"provenance"`
+	// PublishReason and PublishedBy say why and by whom a batch whose
+	// checks failed was published despite them.
+	PublishReason *string `json:"publish_reason"`
+	PublishedBy   *string `json:"published_by"`
 }
 
 // Ended reports whether the batch has a final status.
@@ -93,7 +106,8 @@ var batchColumnNames = []string{"id", "kind", "status", "step", "lon_min", "lat_
 	"timed_out_chunks", "cancelled_chunks", "completed_cells", "failed_cells", "timed_out_cells",
 	"success_rate", "avg_task_seconds", "peak_worker_rss_bytes", "db_conn_errors", "trigger",
 	"scheduled_for", "error", "started_at", "deadline_at", "lock_expires_at", "ended_at", "duration_seconds",
-	"published_at", "rows_dropped_at", "series_names", "first_year", "years"}
+	"published_at", "rows_dropped_at", "series_names", "first_year", "years",
+	"checks", "provenance", "publish_reason", "published_by"}
 
 // batchColumns are the columns scanBatch reads, as stored: for RETURNING
 // and for reads inside a transaction that locks the row; qualifiedBatchColumns
@@ -132,7 +146,8 @@ func scanBatch(row pgx.Row) (Batch, error) {
 		&b.CompletedChunks, &b.FailedChunks, &b.TimedOutChunks, &b.CancelledChunks, &b.CompletedCells,
 		&b.FailedCells, &b.TimedOutCells, &b.SuccessRate, &b.AvgTaskSeconds, &b.PeakWorkerRSSBytes,
 		&b.DBConnErrors, &b.Trigger, &b.ScheduledFor, &b.Error, &b.StartedAt, &b.DeadlineAt,
-		&b.LockExpiresAt, &b.EndedAt, &b.DurationSeconds, &b.PublishedAt, &b.RowsDroppedAt}, b.Layout.scan()...)...)
+		&b.LockExpiresAt, &b.EndedAt, &b.DurationSeconds, &b.PublishedAt, &b.RowsDroppedAt}, append(b.Layout.scan(),
+		&b.Checks, &b.Provenance, &b.PublishReason, &b.PublishedBy)...)...)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return b, ErrBatchNotFound
 	}

@@ -109,7 +109,7 @@ func TestExport(t *testing.T) {
 	t.Run("the published values, then those of a batch published over part of them", func(t *testing.T) {
 		rows := exportAll(t, st, store.ExportQuery{Kind: grid.KindPH, Step: 0.05, Region: all})
 		check(t, rows, all, scenarios, func(grid.Cell) (float64, bool) { return 0, true })
-		_, err := batch.Publish(ctx, st, second.ID)
+		_, err := batch.Publish(ctx, st, testutil.NoChecks(), second.ID, batch.PublishRequest{})
 		require.NoError(t, err)
 		rows = exportAll(t, st, store.ExportQuery{Kind: grid.KindPH, Step: 0.05, Region: all})
 		check(t, rows, all, scenarios, func(c grid.Cell) (float64, bool) {

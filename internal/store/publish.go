@@ -84,13 +84,8 @@ func publish(ctx context.Context, tx pgx.Tx, b Batch) (Batch, error) {
 		return b, fmt.Errorf("batch %s has no series layout to publish its rows with", b.ID)
 	}
 	t := ident(table)
-	// The index's sort fits in memory: a 480,000-cell batch's takes about
-	// 20 MB.
-	if _, err := tx.Exec(ctx, `SET LOCAL maintenance_work_mem = '256MB'`); err != nil {
+	if err := indexRows(ctx, tx, b.ID, table); err != nil {
 		return b, err
-	}
-	if _, err := tx.Exec(ctx, `CREATE INDEX IF NOT EXISTS `+ident(table+"_cell")+` ON `+t+` (grid_id)`); err != nil {
-		return b, fmt.Errorf("index the rows of %s: %w", b.ID, err)
 	}
 	attached, err := isAttached(ctx, tx, table)
 	if err != nil {
@@ -106,6 +101,19 @@ func publish(ctx context.Context, tx pgx.Tx, b Batch) (Batch, error) {
 		return b, err
 	}
 	return scanBatch(tx.QueryRow(ctx, `UPDATE batch_runs SET published_at = clock_timestamp() WHERE id = $1 RETURNING `+batchColumns, b.ID))
+}
+
+// indexRows indexes the own rows of batch id (its table) by cell, once.
+func indexRows(ctx context.Context, tx pgx.Tx, id, table string) error {
+	// The index's sort fits in memory: a 480,000-cell batch's takes about
+	// 20 MB.
+	if _, err := tx.Exec(ctx, `SET LOCAL maintenance_work_mem = '256MB'`); err != nil {
+		return err
+	}
+	if _, err := tx.Exec(ctx, `CREATE INDEX IF NOT EXISTS `+ident(table+"_cell")+` ON `+ident(table)+` (grid_id)`); err != nil {
+		return fmt.Errorf("index the rows of %s: %w", id, err)
+	}
+	return nil
 }
 
 // Publish runs decide on batch id, as it stands, in a transaction that
@@ -281,6 +289,9 @@ func (b Batch) Publication() string {
 	switch {
 	case b.PublishedAt != nil:
 		s := "yes, at " + b.PublishedAt.UTC().Format(time.RFC3339)
+		if b.PublishReason != nil {
+			s += ", despite its failed checks"
+		}
 		if b.RowsDroppedAt != nil {
 			s += "; since superseded, its own rows dropped at " + b.RowsDroppedAt.UTC().Format(time.RFC3339)
 		}
@@ -289,6 +300,8 @@ func (b Batch) Publication() string {
 		return "not yet: published when it succeeds"
 	case b.RowsDroppedAt != nil:
 		return "no; its own rows were dropped by retention at " + b.RowsDroppedAt.UTC().Format(time.RFC3339)
+	case b.Status == StatusHeld:
+		return fmt.Sprintf("no: held, its declared checks failed; 'enqueuer publish %s --despite-checks --reason TEXT' publishes it", b.ID)
 	}
 	return fmt.Sprintf("no (it ended %s); 'enqueuer publish %s' publishes what it computed", b.Status, b.ID)
 }
