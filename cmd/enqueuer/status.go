@@ -102,6 +102,11 @@ func runStatus(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
+	if b.Provenance != nil {
+		if b.Provenance.Processes, err = st.ChunkProcesses(ctx, b.ID); err != nil {
+			return err
+		}
+	}
 	if asJSON {
 		j := toJSON(b)
 		j.ChunkCounts = counts
@@ -153,6 +158,7 @@ func printSummary(w io.Writer, b store.Batch) {
 	}
 	fmt.Fprintf(w, "  published:       %s\n", b.Publication())
 	printChecks(w, b)
+	printProvenance(w, b.Provenance)
 	if !b.Ended() {
 		fmt.Fprintf(w, "  deadline:        %s; lock expires %s\n", b.DeadlineAt.Format(time.RFC3339), b.LockExpiresAt.Format(time.RFC3339))
 	}
@@ -281,4 +287,34 @@ func printable(s string) string {
 		b.WriteRune(r)
 	}
 	return b.String()
+}
+
+// printProvenance writes what made a batch's values.
+func printProvenance(w io.Writer, p *store.Provenance) {
+	if p == nil {
+		fmt.Fprintf(w, "  provenance:      none recorded (planned before gridbatch recorded it)\n")
+		return
+	}
+	g := p.Gridbatch
+	modified := ""
+	if g.Modified {
+		modified = " (modified)"
+	}
+	fmt.Fprintf(w, "  provenance:      gridbatch %s, revision %s%s, %s; planned by %s at %s\n",
+		printable(g.Version), printable(g.Revision), modified, printable(g.Go), printable(p.PlannedBy), p.PlannedAt.Format(time.RFC3339))
+	fmt.Fprintf(w, "    model %s:     declaration sha256 %s\n", printable(p.Model.Kind), p.Model.Digest)
+	if p.Model.BuiltinRevision != "" {
+		fmt.Fprintf(w, "    built-in model of revision %s\n", printable(p.Model.BuiltinRevision))
+	}
+	for _, f := range p.Model.Files {
+		fmt.Fprintf(w, "    file %s sha256 %s (%s bytes)\n", printable(f.Path), f.SHA256, numfmt.Int(f.Bytes))
+	}
+	fmt.Fprintf(w, "    inputs (%s) of %s cells: sha256 %s", printable(strings.Join(p.Inputs.Columns, ", ")), numfmt.Int(p.Inputs.Cells), p.Inputs.SHA256)
+	if p.Inputs.Missing > 0 {
+		fmt.Fprintf(w, ", %s values missing", numfmt.Int(p.Inputs.Missing))
+	}
+	fmt.Fprintln(w)
+	for _, c := range p.Processes {
+		fmt.Fprintf(w, "    chunks computed by worker %s, model process %d: %s\n", printable(c.Worker), c.ModelPID, numfmt.Int(c.Chunks))
+	}
 }

@@ -220,8 +220,9 @@ func (s *Service) Trigger(ctx context.Context, r Request) (store.Batch, error) {
 	return b, nil
 }
 
-// Plan writes the batch's chunk rows and enqueues a task for every chunk
-// still pending. It is idempotent: a re-run never doubles a chunk.
+// Plan records the batch's provenance (once; see recordProvenance), writes
+// the batch's chunk rows and enqueues a task for every chunk still
+// pending. It is idempotent: a re-run never doubles a chunk.
 func (s *Service) Plan(ctx context.Context, batchID string) error {
 	b, err := s.store.GetBatch(ctx, batchID)
 	if errors.Is(err, store.ErrBatchNotFound) {
@@ -238,6 +239,9 @@ func (s *Service) Plan(ctx context.Context, batchID string) error {
 		// Planned only after its deadline (no worker ran until then): it
 		// ends timed_out, as its lock task would, rather than run late.
 		return s.Deadline(ctx, batchID)
+	}
+	if err := s.recordProvenance(ctx, b); err != nil {
+		return fmt.Errorf("record the provenance of %s: %w", batchID, err)
 	}
 	pending, err := s.store.PlanChunks(ctx, b)
 	if err != nil {
@@ -356,7 +360,9 @@ func (s *Service) runChunk(ctx context.Context, c Chunk) error {
 	if err != nil {
 		return s.dbError(ctx, c, "load inputs", err)
 	}
-	values, err := s.cfg.Compute.Compute(ctx, spec, c.TaskID, cells)
+	pctx, proc := model.WithProcessNote(ctx)
+	proc.PID = os.Getpid() // a Go model runs in this process
+	values, err := s.cfg.Compute.Compute(pctx, spec, c.TaskID, cells)
 	if err != nil {
 		return fmt.Errorf("compute: %w", err)
 	}
@@ -375,7 +381,7 @@ func (s *Service) runChunk(ctx context.Context, c Chunk) error {
 	err = s.guard(func() (err error) {
 		t, err = s.store.WriteChunk(ctx, c.Kind, c.Step, spec.FirstYear, series, store.ChunkOutcome{
 			BatchID: c.BatchID, Chunk: c.Chunk, Attempts: c.Retried + 1, TaskSeconds: time.Since(start).Seconds(),
-			Worker: s.cfg.Worker, RSSBytes: PeakRSS(),
+			Worker: s.cfg.Worker, RSSBytes: PeakRSS(), ModelPID: proc.PID,
 		}, c.Requeue > 0)
 		return err
 	})

@@ -276,7 +276,10 @@ type ChunkOutcome struct {
 	TaskSeconds float64
 	Worker      string
 	RSSBytes    int64
-	Error       string // for failed chunks
+	// ModelPID is the model process that computed it (the worker's own pid
+	// for a Go model); 0 when unknown.
+	ModelPID int
+	Error    string // for failed chunks
 }
 
 // Transition is what recording an outcome changed.
@@ -306,9 +309,10 @@ func markChunk(ctx context.Context, tx pgx.Tx, o ChunkOutcome, status string, al
 		return t, err
 	}
 	moved, err := moveChunks(ctx, tx,
-		`status = $3, attempts = $4, task_seconds = $5, worker = $6, worker_rss_bytes = $7, error = nullif($8, ''), finished_at = now()`,
+		`status = $3, attempts = $4, task_seconds = $5, worker = $6, worker_rss_bytes = $7, error = nullif($8, ''), finished_at = now(),
+		model_pid = nullif($9, 0)`,
 		`c.chunk = $2 AND (c.status = 'pending' OR (c.status = 'failed' AND $3 = 'succeeded'))`,
-		o.BatchID, o.Chunk, status, o.Attempts, o.TaskSeconds, o.Worker, o.RSSBytes, o.Error)
+		o.BatchID, o.Chunk, status, o.Attempts, o.TaskSeconds, o.Worker, o.RSSBytes, o.Error, o.ModelPID)
 	if err != nil {
 		return t, fmt.Errorf("record chunk %d of %s: %w", o.Chunk, o.BatchID, err)
 	}

@@ -108,6 +108,9 @@ type Provenance struct {
 	// PlannedBy names the process (host:pid) that recorded it.
 	PlannedBy string    `json:"planned_by"`
 	PlannedAt time.Time `json:"planned_at"`
+	// Processes are the worker and model process of its chunks, read
+	// from chunk_runs when shown (not stored with the rest).
+	Processes []ChunkProcess `json:"processes,omitempty"`
 }
 
 // BuildInfo is a binary's version as Go's build info has it.
@@ -313,4 +316,30 @@ func (e *Ending) PublishDespite(ctx context.Context, r CheckReport, reason, by s
 	}
 	e.Batch = b
 	return e.Publish(ctx)
+}
+
+// SetProvenance records a batch's provenance, once: a re-plan keeps the
+// first.
+func (s *Store) SetProvenance(ctx context.Context, id string, p Provenance) error {
+	_, err := s.Pool.Exec(ctx, `UPDATE batch_runs SET provenance = $2 WHERE id = $1 AND provenance IS NULL`, id, p)
+	return err
+}
+
+// ChunkProcess is a process that computed chunks of a batch: the worker
+// (host:pid) and the model process's pid.
+type ChunkProcess struct {
+	Worker   string `json:"worker"`
+	ModelPID int    `json:"model_pid"`
+	Chunks   int    `json:"chunks"`
+}
+
+// ChunkProcesses returns the processes that computed the batch's
+// succeeded chunks, most chunks first.
+func (s *Store) ChunkProcesses(ctx context.Context, id string) ([]ChunkProcess, error) {
+	rows, err := s.Pool.Query(ctx, `SELECT coalesce(worker, ''), coalesce(model_pid, 0), count(*) FROM chunk_runs
+		WHERE batch_id = $1 AND status = 'succeeded' GROUP BY 1, 2 ORDER BY 3 DESC, 1, 2`, id)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, pgx.RowToStructByPos[ChunkProcess])
 }
