@@ -92,6 +92,15 @@ func runDiff(ctx context.Context, e *env, args []string) error {
 		qb = store.ExportQuery{BatchID: b.ID, Kind: b.Kind, Step: b.Step, Region: r}
 		bName = b.ID
 	}
+	// Each batch's rows are read in grid order: indexed (as publishing
+	// does, once), they are not sorted for it.
+	for _, q := range []store.ExportQuery{qa, qb} {
+		if q.BatchID != "" {
+			if err := st.IndexBatchRows(ctx, q.BatchID); err != nil {
+				return err
+			}
+		}
+	}
 	src := func(q store.ExportQuery) func(context.Context, func(store.ExportRow) error) error {
 		return func(ctx context.Context, fn func(store.ExportRow) error) error { return st.Export(ctx, q, fn) }
 	}

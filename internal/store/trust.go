@@ -343,3 +343,17 @@ func (s *Store) ChunkProcesses(ctx context.Context, id string) ([]ChunkProcess, 
 	}
 	return pgx.CollectRows(rows, pgx.RowToStructByPos[ChunkProcess])
 }
+
+// IndexBatchRows indexes batch id's own rows by cell, as publishing does,
+// so that reading them in grid order (Export) walks the index instead of
+// sorting them: about 0.4 s for 480,000 cells here, against seconds of
+// sorting for every read.
+func (s *Store) IndexBatchRows(ctx context.Context, id string) error {
+	return pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
+		table, _, err := batchRowsTable(ctx, tx, id)
+		if err != nil {
+			return err
+		}
+		return indexRows(ctx, tx, id, table)
+	})
+}
