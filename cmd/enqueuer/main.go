@@ -11,10 +11,14 @@ import (
 	"github.com/gridbatch/gridbatch/internal/cli"
 	"github.com/gridbatch/gridbatch/internal/config"
 	"github.com/gridbatch/gridbatch/internal/model"
+	"github.com/gridbatch/gridbatch/internal/model/process"
 	"github.com/gridbatch/gridbatch/internal/store"
 )
 
-func main() { cli.Main("enqueuer", run) }
+func main() {
+	process.RunShimIfAsked() // verify starts model processes through this binary
+	cli.Main("enqueuer", run)
+}
 
 // command is one subcommand. Each lives in its own file.
 type command struct {

@@ -140,6 +140,18 @@ func TestResultsYouCanTrust(t *testing.T) {
 	}
 	require.Equal(t, inputs["sha256"], doc2["provenance"].(map[string]any)["inputs"].(map[string]any)["sha256"], "the inputs did not change")
 
+	t.Run("verify says the model changed, and recomputes bit for bit", func(t *testing.T) {
+		out, errOut, code := c.enqueuer("verify", first, "--cells", "20")
+		require.Equal(t, 1, code, "the edited model computes other values: %s %s", out, errOut)
+		require.Contains(t, out, "model file "+script+": CHANGED since the batch")
+		require.Contains(t, out, "inputs: unchanged")
+		require.Contains(t, out, "recomputed 20 cells")
+		out, errOut, code = c.enqueuer("verify", second, "--cells", "all")
+		require.Equal(t, 0, code, "%s %s", out, errOut)
+		require.Contains(t, out, "model file "+script+": unchanged")
+		require.Contains(t, out, "recomputed 200 cells: 48000 values of 48000 the same bit for bit, 0 differ")
+	})
+
 	t.Run("diff equals what two exports say", func(t *testing.T) {
 		out, errOut, code := c.enqueuer("diff", second, first, "--from", "2030", "--to", "2040", "--json")
 		require.Equal(t, 0, code, errOut)
