@@ -291,8 +291,7 @@ func printable(s string) string {
 
 // printProvenance writes what made a batch's values.
 func printProvenance(w io.Writer, p *store.Provenance) {
-	if p == nil {
-		fmt.Fprintf(w, "  provenance:      none recorded (planned before gridbatch recorded it)\n")
+	if p == nil { // planned before gridbatch recorded it
 		return
 	}
 	g := p.Gridbatch
