@@ -330,6 +330,10 @@ type batchPageData struct {
 	CanRequeue   bool
 	Flash        string
 	RequeueError string
+	// Checks and Provenance are the batch's (results you can trust); nil
+	// when none ran or none was recorded.
+	Checks     *store.CheckReport
+	Provenance *store.Provenance
 }
 
 func (s *Server) batchPage(w http.ResponseWriter, r *http.Request) {
@@ -350,7 +354,8 @@ func (s *Server) batchPage(w http.ResponseWriter, r *http.Request) {
 	p := batchPageData{layout: s.layout(b.ID, now), B: newRow(o, now), Step: b.Step,
 		BBox:      strconv.FormatFloat(b.BBox.LonMin, 'g', -1, 64) + "," + strconv.FormatFloat(b.BBox.LatMin, 'g', -1, 64) + "," + strconv.FormatFloat(b.BBox.LonMax, 'g', -1, 64) + "," + strconv.FormatFloat(b.BBox.LatMax, 'g', -1, 64),
 		ChunkSize: b.ChunkSize, Deadline: b.DeadlineAt, LockExpires: b.LockExpiresAt,
-		AllowWrites: s.cfg.AllowWrites, CanRequeue: s.cfg.AllowWrites && s.cfg.Requeue != nil}
+		AllowWrites: s.cfg.AllowWrites, CanRequeue: s.cfg.AllowWrites && s.cfg.Requeue != nil,
+		Checks: b.Checks, Provenance: b.Provenance}
 	if n := r.URL.Query().Get("requeued"); n != "" {
 		p.Flash = "Requeued " + n + " dead letters: their chunks run again with a fresh retry count."
 	}
