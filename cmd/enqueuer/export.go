@@ -53,6 +53,11 @@ Formats (--format, or from the extension of --out: .nc, .parquet, .csv):
            row groups of 1,048,576 rows).
   csv      the same rows with a header line; numbers at full precision.
            --out - writes it to standard output.
+A batch's export carries its provenance (as 'enqueuer status ID --json' shows
+it under provenance): NetCDF global attributes and Parquet key-value metadata
+gridbatch_provenance (the JSON), gridbatch_model_digest, gridbatch_inputs_sha256,
+gridbatch_revision …, source and history; for csv, a sidecar FILE.provenance.json
+of the same attributes.
 
 The export streams: memory stays bounded however many cells there are. It
 writes a temporary file beside --out and renames it once complete, so --out
@@ -152,6 +157,13 @@ func runExport(ctx context.Context, e *env, args []string) error {
 	dest := out
 	if out == "-" {
 		dest = "standard output"
+	}
+	if f == export.CSV && out != "-" && l.Attributes["gridbatch_provenance"] != "" {
+		side, err := writeProvenanceSidecar(out, l.Attributes)
+		if err != nil {
+			return fmt.Errorf("write the provenance of %s: %w", out, err)
+		}
+		fmt.Fprintf(e.stderr, "its provenance: %s\n", side)
 	}
 	fmt.Fprintf(e.stderr, "exported %s of %s: %s series, %s values, %s of %s cells with values; %s to %s (%s) in %s\n",
 		sel.what, l.Kind, numfmt.Int(stats.Series), numfmt.Int(stats.Values), numfmt.Int(stats.Cells), numfmt.Int(l.Region.NumCells()),
@@ -269,6 +281,11 @@ func exportSelection(ctx context.Context, st *store.Store, models *model.Set, ba
 	attrs["gridbatch_bbox"] = r.BBox.String()
 	attrs["gridbatch_selection"] = sel.what
 	attrs["history"] = time.Now().UTC().Format(time.RFC3339) + " enqueuer export"
+	if batch != nil {
+		if err := provenanceAttributes(ctx, st, *batch, attrs); err != nil {
+			return sel, err
+		}
+	}
 	sel.query = store.ExportQuery{BatchID: batchID, Kind: kind, Step: step, Region: r, Scenario: scenario}
 	sel.layout = export.Layout{Kind: kind, Units: spec.Units, LongName: spec.LongName, Region: r, Scenarios: scenarios,
 		FirstYear: series.FirstYear, Years: series.Years, Attributes: attrs}

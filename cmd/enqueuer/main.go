@@ -11,10 +11,14 @@ import (
 	"github.com/gridbatch/gridbatch/internal/cli"
 	"github.com/gridbatch/gridbatch/internal/config"
 	"github.com/gridbatch/gridbatch/internal/model"
+	"github.com/gridbatch/gridbatch/internal/model/process"
 	"github.com/gridbatch/gridbatch/internal/store"
 )
 
-func main() { cli.Main("enqueuer", run) }
+func main() {
+	process.RunShimIfAsked() // verify starts model processes through this binary
+	cli.Main("enqueuer", run)
+}
 
 // command is one subcommand. Each lives in its own file.
 type command struct {
@@ -76,7 +80,8 @@ Commands:
 	}
 	fmt.Fprint(w, `
 Exit codes: 0 ok/succeeded, 1 usage or runtime error, 3 partial, 4 timed out or
-failed, 5 refused (a batch of that kind is already running), 6 cancelled.
+failed, 5 refused (a batch of that kind is already running), 6 cancelled,
+7 held (computed, but its declared checks failed, so it was not published).
 
 A first run:
   enqueuer migrate

@@ -4,8 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"os/user"
 	"time"
 
+	"github.com/gridbatch/gridbatch/internal/batch"
+	"github.com/gridbatch/gridbatch/internal/cli"
 	"github.com/gridbatch/gridbatch/internal/config"
 	"github.com/gridbatch/gridbatch/internal/store"
 )
@@ -13,7 +17,7 @@ import (
 func init() {
 	register(command{
 		name:    "publish",
-		usage:   "BATCH_ID",
+		usage:   "BATCH_ID [--despite-checks --reason TEXT]",
 		summary: "make what an ended batch computed the published values of its kind",
 		about: `A batch writes its rows where no reader of the published results sees them
 (ph_timeseries, hazard_timeseries, … show, for each cell, the values of the batch
@@ -23,9 +27,14 @@ that ends otherwise (partial, failed, timed_out, cancelled) publishes nothing.
 'enqueuer publish ID' publishes what such a batch computed: the cells it computed
 take its values, the cells it missed keep their earlier ones. A running batch is
 refused. Publishing a published batch again makes its values the latest again.
-A partial batch healed to succeeded by 'enqueuer dlq requeue' is published then.`,
-		example: "  enqueuer publish ph-20261122-041503-3fa9c1\n  enqueuer status ph-20261122-041503-3fa9c1   # published: yes, at …",
-		run:     runPublish,
+A partial batch healed to succeeded by 'enqueuer dlq requeue' is published then.
+When the kind declares checks (models file 'checks:'; the built-in ph has
+range [0, 1]), they run on the batch's rows first, for a partial batch too:
+a batch that fails them is not published (exit 7) unless --despite-checks,
+which publishes it and records --reason (required) and who asked.`,
+		example: "  enqueuer publish ph-20261122-041503-3fa9c1\n  enqueuer status ph-20261122-041503-3fa9c1   # published: yes, at …\n" +
+			"  enqueuer publish ph-20261122-041503-3fa9c1 --despite-checks --reason \"values above 1 are a known artefact of run 12\"",
+		run: runPublish,
 	})
 	register(command{
 		name:    "prune",
@@ -43,7 +52,11 @@ minute; prune does it now. --dry-run lists what would be dropped.`,
 }
 
 func runPublish(ctx context.Context, e *env, args []string) error {
-	cfg, set, done, err := parse(commandNamed("publish"), e, args, false, nil)
+	var r batch.PublishRequest
+	cfg, set, done, err := parse(commandNamed("publish"), e, args, false, func(s *config.Set) {
+		s.Bool(&r.DespiteChecks, "despite-checks", "", false, "publish even when the kind's declared checks fail (needs --reason)")
+		s.String(&r.Reason, "reason", "", "", "why it is published despite its checks; recorded with it")
+	})
 	if done {
 		return err
 	}
@@ -56,13 +69,20 @@ func runPublish(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	defer st.Close()
+	r.By = operator()
 	start := time.Now()
-	b, err := st.Publish(ctx, id)
+	b, err := batch.Publish(ctx, st, e.models, id, r)
+	var held *batch.HeldError
 	switch {
 	case errors.Is(err, store.ErrBatchNotFound):
 		return fmt.Errorf("no batch %s (see 'enqueuer list')", id)
+	case errors.As(err, &held):
+		return cli.WithCode(cli.ExitHeld, err)
 	case err != nil:
 		return err
+	}
+	if b.PublishReason != nil && r.DespiteChecks {
+		fmt.Fprintf(e.stderr, "its checks failed (%s); published despite them by %s: %s\n", b.Checks.Declared, r.By, r.Reason)
 	}
 	fmt.Fprintf(e.stderr, "published batch %s (%s, %s): %s cells of %s computed; the published values of %s_timeseries show them from now on (%.2f s)\n",
 		b.ID, b.Kind, b.Status, fmt.Sprint(b.CompletedCells), fmt.Sprint(b.TotalCells), b.Kind, time.Since(start).Seconds())
@@ -110,4 +130,15 @@ func runPrune(ctx context.Context, e *env, args []string) error {
 	fmt.Fprintf(e.stderr, "%s the rows of %d batch(es); keeping %d per kind besides the published ones (GRIDBATCH_KEEP_BATCHES)\n",
 		verb, len(dropped), cfg.KeepBatches)
 	return nil
+}
+
+// operator names who runs this command, as user@host, for the record of
+// a publication despite failed checks.
+func operator() string {
+	name := "unknown"
+	if u, err := user.Current(); err == nil {
+		name = u.Username
+	}
+	host, _ := os.Hostname()
+	return name + "@" + host
 }

@@ -32,7 +32,7 @@ one "YEAR VALUE" line per year of the kind (2021 to 2100 for the built-in
 kinds), values at full precision (Go's shortest round-trip form, never
 rounded). --json prints one JSON document instead:
   {"kind":"ph","scenario":"ssp245","step":0.05,"grid_id":…,"lat":…,"lon":…,
-   "batch_id":"…","computed_at":"…","years":[2021,…],"values":[…]}
+   "batch_id":"…","computed_at":"…","model_digest":"…","years":[2021,…],"values":[…]}
 where lat and lon are the cell's centre.
 
 Each kind has its own series (--scenario) and years: 'enqueuer models' lists
@@ -58,8 +58,11 @@ type resultsReport struct {
 	Lon        float64   `json:"lon"`
 	BatchID    string    `json:"batch_id"`
 	ComputedAt time.Time `json:"computed_at"`
-	Years      []int     `json:"years"`
-	Values     []float64 `json:"values"`
+	// ModelDigest is the sha256 of the declaration of the model that made
+	// the batch (its provenance); empty for a batch without one.
+	ModelDigest string    `json:"model_digest"`
+	Years       []int     `json:"years"`
+	Values      []float64 `json:"values"`
 }
 
 func runResults(ctx context.Context, e *env, args []string) error {
@@ -123,17 +126,22 @@ func runResults(ctx context.Context, e *env, args []string) error {
 		years[i] = ss.FirstYear + i
 	}
 	if asJSON {
+		digest := ""
+		if from, err := st.GetBatch(ctx, ss.BatchID); err == nil && from.Provenance != nil {
+			digest = from.Provenance.Model.Digest
+		}
 		return json.NewEncoder(e.stdout).Encode(resultsReport{
-			Kind:       kind,
-			Scenario:   scenario,
-			Step:       l.Step,
-			GridID:     cell.GridID,
-			Lat:        cell.Lat,
-			Lon:        cell.Lon,
-			BatchID:    ss.BatchID,
-			ComputedAt: ss.ComputedAt.UTC(),
-			Years:      years,
-			Values:     ss.Values,
+			ModelDigest: digest,
+			Kind:        kind,
+			Scenario:    scenario,
+			Step:        l.Step,
+			GridID:      cell.GridID,
+			Lat:         cell.Lat,
+			Lon:         cell.Lon,
+			BatchID:     ss.BatchID,
+			ComputedAt:  ss.ComputedAt.UTC(),
+			Years:       years,
+			Values:      ss.Values,
 		})
 	}
 	w := bufio.NewWriter(e.stdout)

@@ -241,6 +241,8 @@ func statusExit(b store.Batch) error {
 		return cli.WithCode(cli.ExitPartial, nil)
 	case store.StatusCancelled:
 		return cli.WithCode(cli.ExitCancelled, nil)
+	case store.StatusHeld:
+		return cli.WithCode(cli.ExitHeld, nil)
 	default:
 		return cli.WithCode(cli.ExitFailed, nil)
 	}

@@ -6,8 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
 
 	"github.com/gridbatch/gridbatch/internal/cli"
 	"github.com/gridbatch/gridbatch/internal/config"
@@ -24,7 +27,10 @@ func init() {
 figures (duration, success rate, average task time, peak worker memory, DB
 connection errors). Without an ID, the latest batch (of --kind when given).
 The exit code is the batch's: 0 succeeded or running, 3 partial, 4 timed out
-or failed, 6 cancelled. --json prints one JSON document (snake_case keys,
+or failed, 6 cancelled, 7 held (its declared checks failed: the failed checks
+are shown with their numbers and worst values). Its provenance (gridbatch's
+version, the model's declaration and files, the inputs' digest) is shown
+too, under "provenance" in --json, digests as lowercase hex. --json prints one JSON document (snake_case keys,
 numbers at full precision).`,
 		example: "  enqueuer status\n  enqueuer status ph-20261122-041503-3fa9c1 --json",
 		run:     runStatus,
@@ -97,6 +103,11 @@ func runStatus(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
+	if b.Provenance != nil {
+		if b.Provenance.Processes, err = st.ChunkProcesses(ctx, b.ID); err != nil {
+			return err
+		}
+	}
 	if asJSON {
 		j := toJSON(b)
 		j.ChunkCounts = counts
@@ -147,6 +158,8 @@ func printSummary(w io.Writer, b store.Batch) {
 		fmt.Fprintf(w, "  error:           %s\n", cli.Visible(*b.Error))
 	}
 	fmt.Fprintf(w, "  published:       %s\n", b.Publication())
+	printChecks(w, b)
+	printProvenance(w, b.Provenance)
 	if !b.Ended() {
 		fmt.Fprintf(w, "  deadline:        %s; lock expires %s\n", b.DeadlineAt.Format(time.RFC3339), b.LockExpiresAt.Format(time.RFC3339))
 	}
@@ -224,4 +237,84 @@ func runCancel(ctx context.Context, e *env, args []string) error {
 	}
 	fmt.Fprintf(e.stderr, "cancelled %s: %d chunks done, %d cancelled; the %s lock is released\n", b.ID, b.CompletedChunks+b.FailedChunks, b.CancelledChunks, b.Kind)
 	return nil
+}
+
+// printChecks writes the report of a batch's declared checks, the failed
+// ones with their worst values.
+func printChecks(w io.Writer, b store.Batch) {
+	r := b.Checks
+	if r == nil {
+		return
+	}
+	verdict := "passed"
+	if !r.Passed {
+		verdict = "FAILED"
+	}
+	fmt.Fprintf(w, "  checks:          %s (%s), run %s in %s\n", verdict, printable(r.Declared), r.CheckedAt.Format(time.RFC3339), numfmt.Seconds(r.Seconds))
+	for _, c := range r.Checks {
+		mark := "ok    "
+		if !c.Passed {
+			mark = "FAILED"
+		}
+		fmt.Fprintf(w, "    %s %-12s %s\n", mark, c.Check, printable(c.Text))
+		for _, e := range c.Examples {
+			was := ""
+			if e.Published != nil {
+				was = " (published " + e.Published.String() + ")"
+			}
+			fmt.Fprintf(w, "           cell %d %s %d: %s%s\n", e.GridID, printable(e.Series), e.Year, e.Value, was)
+		}
+	}
+	if b.PublishReason != nil {
+		by := "-"
+		if b.PublishedBy != nil {
+			by = *b.PublishedBy
+		}
+		fmt.Fprintf(w, "  published despite its checks by %s: %s\n", printable(by), printable(*b.PublishReason))
+	}
+}
+
+// printable makes the control characters of database text visible
+// (\x1b, \n …), so that a value written by a model or a models file cannot
+// drive the terminal.
+func printable(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		if unicode.IsControl(r) {
+			q := strconv.QuoteRune(r)
+			b.WriteString(q[1 : len(q)-1])
+			continue
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+// printProvenance writes what made a batch's values.
+func printProvenance(w io.Writer, p *store.Provenance) {
+	if p == nil { // planned before gridbatch recorded it
+		return
+	}
+	g := p.Gridbatch
+	modified := ""
+	if g.Modified {
+		modified = " (modified)"
+	}
+	fmt.Fprintf(w, "  provenance:      gridbatch %s, revision %s%s, %s; planned by %s at %s\n",
+		printable(g.Version), printable(g.Revision), modified, printable(g.Go), printable(p.PlannedBy), p.PlannedAt.Format(time.RFC3339))
+	fmt.Fprintf(w, "    model %s:     declaration sha256 %s\n", printable(p.Model.Kind), p.Model.Digest)
+	if p.Model.BuiltinRevision != "" {
+		fmt.Fprintf(w, "    built-in model of revision %s\n", printable(p.Model.BuiltinRevision))
+	}
+	for _, f := range p.Model.Files {
+		fmt.Fprintf(w, "    file %s sha256 %s (%s bytes)\n", printable(f.Path), f.SHA256, numfmt.Int(f.Bytes))
+	}
+	fmt.Fprintf(w, "    inputs (%s) of %s cells: sha256 %s", printable(strings.Join(p.Inputs.Columns, ", ")), numfmt.Int(p.Inputs.Cells), p.Inputs.SHA256)
+	if p.Inputs.Missing > 0 {
+		fmt.Fprintf(w, ", %s values missing", numfmt.Int(p.Inputs.Missing))
+	}
+	fmt.Fprintln(w)
+	for _, c := range p.Processes {
+		fmt.Fprintf(w, "    chunks computed by worker %s, model process %d: %s\n", printable(c.Worker), c.ModelPID, numfmt.Int(c.Chunks))
+	}
 }

@@ -52,7 +52,9 @@ type Message struct {
 	TimedOutChunks  int        `json:"timed_out_chunks,omitempty"`
 	LockExpiresAt   *time.Time `json:"lock_expires_at,omitempty"`
 	MissedTicks     int        `json:"missed_ticks,omitempty"`
-	FirstMissed     *time.Time `json:"first_missed,omitempty"`
+	// Checks are a held batch's failed checks, each "check: what it found".
+	Checks      []string   `json:"checks,omitempty"`
+	FirstMissed *time.Time `json:"first_missed,omitempty"`
 }
 
 // Config configures a Sender. Zero fields take the documented defaults.

@@ -122,6 +122,7 @@ type Service struct {
 
 	gridsMu sync.Mutex
 	grids   map[string]store.BatchGrid // batches' grids read so far (they never change)
+	gate    Gate
 }
 
 // New returns a Service.
@@ -139,7 +140,7 @@ func New(st *store.Store, b Broker, log *slog.Logger, cfg Config) *Service {
 	if cfg.Compute == nil {
 		cfg.Compute = goModels{cfg.Models}
 	}
-	return &Service{store: st, broker: b, log: log, cfg: cfg}
+	return &Service{store: st, broker: b, log: log, cfg: cfg, gate: Gate{Models: cfg.Models}}
 }
 
 // Store exposes the service's store.
@@ -226,8 +227,9 @@ func (s *Service) Trigger(ctx context.Context, r Request) (store.Batch, error) {
 	return b, nil
 }
 
-// Plan writes the batch's chunk rows and enqueues a task for every chunk
-// still pending. It is idempotent: a re-run never doubles a chunk.
+// Plan records the batch's provenance (once; see recordProvenance), writes
+// the batch's chunk rows and enqueues a task for every chunk still
+// pending. It is idempotent: a re-run never doubles a chunk.
 func (s *Service) Plan(ctx context.Context, batchID string) error {
 	b, err := s.store.GetBatch(ctx, batchID)
 	if errors.Is(err, store.ErrBatchNotFound) {
@@ -244,6 +246,9 @@ func (s *Service) Plan(ctx context.Context, batchID string) error {
 		// Planned only after its deadline (no worker ran until then): it
 		// ends timed_out, as its lock task would, rather than run late.
 		return s.Deadline(ctx, batchID)
+	}
+	if err := s.recordProvenance(ctx, b); err != nil {
+		return fmt.Errorf("record the provenance of %s: %w", batchID, err)
 	}
 	pending, err := s.store.PlanChunks(ctx, b)
 	if err != nil {
@@ -350,7 +355,9 @@ func (s *Service) RunChunk(ctx context.Context, c Chunk) error {
 	if err != nil {
 		return s.dbError(ctx, c, "load inputs", err)
 	}
-	values, err := s.cfg.Compute.Compute(ctx, spec, c.TaskID, cells)
+	pctx, proc := model.WithProcessNote(ctx)
+	proc.PID = os.Getpid() // a Go model runs in this process
+	values, err := s.cfg.Compute.Compute(pctx, spec, c.TaskID, cells)
 	if err != nil {
 		return fmt.Errorf("compute: %w", err)
 	}
@@ -369,7 +376,7 @@ func (s *Service) RunChunk(ctx context.Context, c Chunk) error {
 	err = s.guard(func() (err error) {
 		t, err = s.store.WriteChunk(ctx, c.Kind, c.Step, spec.FirstYear, series, store.ChunkOutcome{
 			BatchID: c.BatchID, Chunk: c.Chunk, Lo: c.Lo, Hi: c.Hi, Attempts: c.Retried + 1, TaskSeconds: time.Since(start).Seconds(),
-			Worker: s.cfg.Worker, RSSBytes: PeakRSS(),
+			Worker: s.cfg.Worker, RSSBytes: PeakRSS(), ModelPID: proc.PID,
 		}, c.Requeue > 0)
 		return err
 	})
@@ -583,7 +590,7 @@ func (s *Service) Deadline(ctx context.Context, batchID string) error {
 func (s *Service) end(ctx context.Context, batchID string, f store.Final) (store.Batch, bool, error) {
 	f.DBConnErrors = s.broker.DBErrors(ctx, batchID)
 	finishing := time.Now()
-	b, rest, ended, err := s.store.FinishBatch(ctx, batchID, f)
+	b, rest, ended, err := s.store.FinishBatch(ctx, batchID, f, s.gate.Decide(AtEnd))
 	finished := time.Since(finishing)
 	if err != nil || !ended {
 		if err != nil && !errors.Is(err, store.ErrBatchNotFound) {

@@ -13,7 +13,7 @@ import (
 // already recorded (a re-delivery after a crash between the two), since it
 // is idempotent.
 func (s *Service) healEnded(ctx context.Context, c Chunk) error {
-	b, before, err := s.store.HealEndedBatch(ctx, c.BatchID)
+	b, before, err := s.store.HealEndedBatch(ctx, c.BatchID, s.gate.Decide(AtHeal))
 	if errors.Is(err, store.ErrBatchNotFound) {
 		return nil
 	}

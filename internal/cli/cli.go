@@ -26,6 +26,7 @@ const (
 	ExitFailed    = 4 // timed out or failed
 	ExitRefused   = 5 // a batch of that kind is already running
 	ExitCancelled = 6
+	ExitHeld      = 7 // computed, but its declared checks failed: not published
 )
 
 // ExitError carries the process exit code for an error. A nil Err with a

@@ -30,6 +30,7 @@ func BuiltinSpec(kind string) Spec {
 	switch kind {
 	case grid.KindPH:
 		spec.Units, spec.LongName = "1", fmt.Sprintf("probability that the year's maximum daily Tmax exceeds %g degC", grid.Threshold)
+		spec.Checks = &Checks{Range: &[2]float64{0, 1}}
 	case grid.KindHazard:
 		spec.Units, spec.LongName = "degC", "100-year return level of the year's maximum daily Tmax"
 	}

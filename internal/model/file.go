@@ -83,6 +83,7 @@ type entry struct {
 	Processes           int               `json:"processes"`
 	Units               string            `json:"units"`
 	LongName            string            `json:"long_name"`
+	Checks              json.RawMessage   `json:"checks"`
 }
 
 var unknownField = regexp.MustCompile(`unknown field "([^"]+)"`)
@@ -100,7 +101,7 @@ func parseEntry(raw json.RawMessage, file, dir string) (Spec, error) {
 	var e entry
 	if err := strictJSON(raw, &e); err != nil {
 		if m := unknownField.FindStringSubmatch(err.Error()); m != nil {
-			return Spec{}, bad(m[1], "unknown field (known: kind, command, workdir, env, inputs, series, first_year, years, timeout, memory_limit, max_chunks_per_process, processes, units, long_name)")
+			return Spec{}, bad(m[1], "unknown field (known: kind, command, workdir, env, inputs, series, first_year, years, timeout, memory_limit, max_chunks_per_process, processes, units, long_name, checks)")
 		}
 		var te *json.UnmarshalTypeError
 		if errors.As(err, &te) {
@@ -120,6 +121,11 @@ func parseEntry(raw json.RawMessage, file, dir string) (Spec, error) {
 	spec := Spec{Kind: e.Kind, Command: e.Command, Env: e.Env, Inputs: e.Inputs, Series: e.Series,
 		FirstYear: e.FirstYear, Years: e.Years, MaxChunksPerProcess: e.MaxChunksPerProcess, Processes: e.Processes,
 		Units: e.Units, LongName: e.LongName, File: file}
+	checks, field, problem := parseChecks(e.Checks)
+	if field != "" {
+		return Spec{}, bad(field, "%s", problem)
+	}
+	spec.Checks = checks
 	spec.Workdir = dir
 	if e.Workdir != "" {
 		spec.Workdir = e.Workdir

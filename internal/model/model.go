@@ -77,6 +77,9 @@ type Spec struct {
 	// File is the models file that declared the model; empty for a
 	// built-in one.
 	File string
+	// Checks are the checks a batch's rows must pass to be published;
+	// nil declares none. The built-in ph declares range [0, 1].
+	Checks *Checks
 }
 
 // Table returns the results table of the model: <kind>_timeseries.
@@ -290,6 +293,9 @@ func (s Spec) validate() error {
 	}
 	if dup := firstDuplicate(s.Series); dup != "" {
 		return bad("series", "%q is listed twice", dup)
+	}
+	if f, p := s.Checks.validate(); f != "" {
+		return bad(f, "%s", p)
 	}
 	if s.Process() && s.Command[0] == "" {
 		return bad("command", "the program (its first element) is empty")

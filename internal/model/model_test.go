@@ -33,6 +33,10 @@ func TestBuiltins(t *testing.T) {
 	require.Equal(t, []string{"ssp126", "ssp245", "ssp585"}, spec.Series)
 	require.Equal(t, 2021, spec.FirstYear)
 	require.Equal(t, 80, spec.Years)
+	require.Equal(t, "range: [0, 1]", spec.Checks.String(), "the built-in ph declares its range")
+	hz, err := set.Spec("hazard")
+	require.NoError(t, err)
+	require.False(t, hz.Checks.Declared())
 
 	_, err = set.Spec("x")
 	require.ErrorIs(t, err, model.ErrUnknown)
@@ -74,6 +78,11 @@ models:
     max_chunks_per_process: 50
     units: "1"
     long_name: probability
+    checks:
+      range: [0, 1]
+      max_nan: 0.01
+      min_coverage: 0.95
+      max_change: 0.2
 `)
 	set, err := model.Load(p)
 	require.NoError(t, err)
@@ -99,6 +108,9 @@ models:
 	require.Equal(t, 1000000, int(ph.MemoryLimit))
 	require.Equal(t, 20, ph.Values(1))
 	require.Equal(t, "probability", ph.LongName)
+	require.Equal(t, "range: [0, 1], max_nan: 0.01, min_coverage: 0.95, max_change: 0.2", ph.Checks.String())
+	require.True(t, ph.Checks.PartialSuccess(), "min_coverage below 1 opts in to partial success")
+	require.False(t, py.Checks.Declared(), "no checks unless declared")
 	require.Equal(t, []string{"mu0", "rain", "sigma", "xi"}, set.Inputs())
 
 	empty, err := model.Load("")
@@ -125,6 +137,14 @@ func TestLoadRefusesABadFileInOneLine(t *testing.T) {
 		{"years", "models:\n  - kind: a\n    command: [x]\n    years: -1\n", `years: -1 must be between 1 and 10000`},
 		{"processes", "models:\n  - kind: a\n    command: [x]\n    processes: 1000\n", `processes: 1000 must be between 0`},
 		{"workdir", "models:\n  - kind: a\n    command: [x]\n    workdir: /nonexistent/dir\n", `workdir: /nonexistent/dir is not a directory`},
+		{"unknown check", "models:\n  - kind: a\n    command: [x]\n    checks: {ranges: [0, 1]}\n", `entry 1 (kind "a"): checks.ranges: unknown check`},
+		{"range reversed", "models:\n  - kind: a\n    command: [x]\n    checks: {range: [1, 0]}\n", `entry 1 (kind "a"): checks.range: [1, 0] must be two numbers, the lower first`},
+		{"range of three", "models:\n  - kind: a\n    command: [x]\n    checks: {range: [0, 1, 2]}\n", `entry 1 (kind "a"): checks.range`},
+		{"range not numbers", "models:\n  - kind: a\n    command: [x]\n    checks: {range: low}\n", `entry 1 (kind "a"): checks.range: want`},
+		{"max_nan share", "models:\n  - kind: a\n    command: [x]\n    checks: {max_nan: 2}\n", `entry 1 (kind "a"): checks.max_nan: 2 must be a share between 0 and 1`},
+		{"min_coverage zero", "models:\n  - kind: a\n    command: [x]\n    checks: {min_coverage: 0}\n", `entry 1 (kind "a"): checks.min_coverage: 0 must be a share above 0`},
+		{"max_change negative", "models:\n  - kind: a\n    command: [x]\n    checks: {max_change: -0.1}\n", `entry 1 (kind "a"): checks.max_change: -0.1 must be a finite number`},
+		{"checks a list", "models:\n  - kind: a\n    command: [x]\n    checks: [range]\n", `entry 1 (kind "a"): checks`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
+	"github.com/gridbatch/gridbatch/internal/batch"
 	"github.com/gridbatch/gridbatch/internal/grid"
 	"github.com/gridbatch/gridbatch/internal/gridmap"
 	"github.com/gridbatch/gridbatch/internal/model"
@@ -238,7 +239,7 @@ func TestKindMap(t *testing.T) {
 	require.Equal(t, http.StatusNotFound, resp.StatusCode)
 	require.Equal(t, "404 Not Found: nothing of kind ph is published, so the map has no default step and bbox; pass step= and bbox=: nothing published\n", body)
 
-	_, err := e.db.Store.Publish(context.Background(), m.ID)
+	_, err := batch.Publish(context.Background(), e.db.Store, testutil.NoChecks(), m.ID, batch.PublishRequest{})
 	require.NoError(t, err)
 	_, page := get(t, e.url+"/batches/"+m.ID, user, password)
 	require.Contains(t, page, `href="/kinds/ph/map?bbox=124%2C33%2C132%2C39&amp;scenario=ssp126&amp;step=0.5&amp;year=2060"`)

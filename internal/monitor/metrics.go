@@ -23,6 +23,7 @@ const (
 	NameBatchLastEnd      = "gridbatch_batch_last_end_timestamp_seconds"
 	NameDeadLettersOpen   = "gridbatch_dead_letters_open"
 	NameMonitorDBUp       = "gridbatch_monitor_db_up"
+	NameBatchesHeld       = "gridbatch_batches_held"
 )
 
 // batchCollector reads the batch gauges from PostgreSQL at every scrape.
@@ -38,6 +39,7 @@ type batchCollector struct {
 	running, cellsDone, cellsFailed, cellsTotal    *prometheus.Desc
 	chunksDone, chunksFailed, chunksTotal, started *prometheus.Desc
 	lastEnd, deadLetters, dbUp                     *prometheus.Desc
+	held                                           *prometheus.Desc
 }
 
 func newBatchCollector(st *store.Store, kinds []string) *batchCollector {
@@ -55,6 +57,7 @@ func newBatchCollector(st *store.Store, kinds []string) *batchCollector {
 		chunksTotal:  prometheus.NewDesc(NameBatchChunksTotal, "Chunks of the kind's running batch.", kind, nil),
 		started:      prometheus.NewDesc(NameBatchStarted, "Start time (Unix seconds) of the kind's running batch; 0 when none runs.", kind, nil),
 		lastEnd:      prometheus.NewDesc(NameBatchLastEnd, "End time (Unix seconds) of the most recent batch of the kind that ended with the status.", []string{"kind", "status"}, nil),
+		held:         prometheus.NewDesc(NameBatchesHeld, "Batches of the kind held now: computed, but their declared checks failed, so they are not published.", kind, nil),
 		deadLetters:  prometheus.NewDesc(NameDeadLettersOpen, "Dead letters recorded in PostgreSQL and not requeued, of every batch.", nil, nil),
 		dbUp:         prometheus.NewDesc(NameMonitorDBUp, "1 when the monitor's last read of PostgreSQL for these metrics worked, else 0.", nil, nil),
 	}
@@ -63,7 +66,7 @@ func newBatchCollector(st *store.Store, kinds []string) *batchCollector {
 // Describe implements prometheus.Collector.
 func (c *batchCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.running, c.cellsDone, c.cellsFailed, c.cellsTotal, c.chunksDone,
-		c.chunksFailed, c.chunksTotal, c.started, c.lastEnd, c.deadLetters, c.dbUp} {
+		c.chunksFailed, c.chunksTotal, c.started, c.lastEnd, c.deadLetters, c.dbUp, c.held} {
 		ch <- d
 	}
 }
@@ -80,6 +83,10 @@ func (c *batchCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	if err == nil {
 		open, err = c.st.OpenDeadLetters(ctx)
+	}
+	var held map[string]int64
+	if err == nil {
+		held, err = c.st.HeldBatches(ctx)
 	}
 	if err != nil {
 		ch <- prometheus.MustNewConstMetric(c.dbUp, prometheus.GaugeValue, 0)
@@ -117,6 +124,7 @@ func (c *batchCollector) Collect(ch chan<- prometheus.Metric) {
 		gauge(c.chunksDone, float64(b.DoneChunks), k)
 		gauge(c.chunksFailed, float64(b.FailedChunks), k)
 		gauge(c.chunksTotal, float64(b.TotalChunks), k)
+		gauge(c.held, float64(held[k]), k)
 	}
 	for _, e := range ends {
 		gauge(c.lastEnd, float64(e.EndedAt.UnixMilli())/1000, e.Kind, e.Status)

@@ -336,6 +336,10 @@ type batchPageData struct {
 	CanRequeue   bool
 	Flash        string
 	RequeueError string
+	// Checks and Provenance are the batch's (results you can trust); nil
+	// when none ran or none was recorded.
+	Checks     *store.CheckReport
+	Provenance *store.Provenance
 }
 
 func (s *Server) batchPage(w http.ResponseWriter, r *http.Request) {
@@ -360,7 +364,8 @@ func (s *Server) batchPage(w http.ResponseWriter, r *http.Request) {
 	p := batchPageData{layout: s.layout(b.ID, now), B: newRow(o, now), Step: b.Step,
 		BBox:      strconv.FormatFloat(b.BBox.LonMin, 'g', -1, 64) + "," + strconv.FormatFloat(b.BBox.LatMin, 'g', -1, 64) + "," + strconv.FormatFloat(b.BBox.LonMax, 'g', -1, 64) + "," + strconv.FormatFloat(b.BBox.LatMax, 'g', -1, 64),
 		ChunkSize: b.ChunkSize, Deadline: b.DeadlineAt, LockExpires: b.LockExpiresAt,
-		AllowWrites: s.cfg.AllowWrites, CanRequeue: s.cfg.AllowWrites && s.cfg.Requeue != nil}
+		AllowWrites: s.cfg.AllowWrites, CanRequeue: s.cfg.AllowWrites && s.cfg.Requeue != nil,
+		Checks: b.Checks, Provenance: b.Provenance}
 	// The banners are fixed texts chosen by a code of the URL (a count is
 	// the only value taken from it), never text of the URL.
 	if n, err := strconv.Atoi(r.URL.Query().Get("requeued")); err == nil && n >= 0 {

@@ -3,6 +3,7 @@ package schedule
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -126,6 +127,16 @@ func BatchMessage(b store.Batch) alert.Message {
 		ScheduledFor: b.ScheduledFor, Trigger: b.Trigger, StartedAt: &b.StartedAt, EndedAt: b.EndedAt,
 		TotalChunks: b.TotalChunks, CompletedChunks: b.CompletedChunks, FailedChunks: b.FailedChunks,
 		TimedOutChunks: b.TimedOutChunks}
+	if b.Status == store.StatusHeld && b.Checks != nil {
+		// Held: computed, not published; the failed checks say why.
+		var failed []string
+		for _, c := range b.Checks.Failed() {
+			failed = append(failed, c.Check+": "+c.Text)
+		}
+		m.Checks = failed
+		text += fmt.Sprintf(". Not published: its declared checks failed (%s): %s; 'enqueuer publish %s --despite-checks --reason TEXT' publishes it",
+			b.Checks.Declared, strings.Join(failed, "; "), b.ID)
+	}
 	if b.Error != nil {
 		m.Error = *b.Error
 		e := m.Error

@@ -12,7 +12,7 @@ import (
 	"github.com/gridbatch/gridbatch/internal/grid"
 )
 
-// Batch statuses. Every batch ends in one of the last five.
+// Batch statuses. Every batch ends in one of the last six.
 const (
 	StatusRunning   = "running"
 	StatusSucceeded = "succeeded"
@@ -20,6 +20,9 @@ const (
 	StatusFailed    = "failed"
 	StatusTimedOut  = "timed_out"
 	StatusCancelled = "cancelled"
+	// StatusHeld: computed, but its declared checks failed, so it was not
+	// published (batch.Gate).
+	StatusHeld = "held"
 )
 
 // Chunk statuses. "failed" means dead-lettered.
@@ -75,6 +78,16 @@ type Batch struct {
 	// Layout is how its own rows hold its series; zero for a batch made
 	// before layouts were recorded (migration 00006).
 	Layout SeriesLayout `json:"layout"`
+	// Checks is the report of the declared checks run on its rows when its
+	// publication was last decided; nil when none ran.
+	Checks *CheckReport `json:"checks"`
+	// Provenance is what made its values, recorded when it was planned;
+	// nil for a batch planned before provenance was recorded.
+	Provenance *Provenance `json:"provenance"`
+	// PublishReason and PublishedBy say why and by whom a batch whose
+	// checks failed was published despite them.
+	PublishReason *string `json:"publish_reason"`
+	PublishedBy   *string `json:"published_by"`
 }
 
 // Ended reports whether the batch has a final status.
@@ -95,7 +108,8 @@ var batchColumnNames = []string{"id", "kind", "status", "step", "lon_min", "lat_
 	"timed_out_chunks", "cancelled_chunks", "completed_cells", "failed_cells", "timed_out_cells",
 	"success_rate", "avg_task_seconds", "peak_worker_rss_bytes", "db_conn_errors", "trigger",
 	"scheduled_for", "error", "started_at", "deadline_at", "lock_expires_at", "ended_at", "duration_seconds",
-	"published_at", "rows_dropped_at", "series_names", "first_year", "years"}
+	"published_at", "rows_dropped_at", "series_names", "first_year", "years",
+	"checks", "provenance", "publish_reason", "published_by"}
 
 // batchColumns are the columns scanBatch reads, as stored: for RETURNING
 // and for reads inside a transaction that locks the row; qualifiedBatchColumns
@@ -134,7 +148,8 @@ func scanBatch(row pgx.Row) (Batch, error) {
 		&b.CompletedChunks, &b.FailedChunks, &b.TimedOutChunks, &b.CancelledChunks, &b.CompletedCells,
 		&b.FailedCells, &b.TimedOutCells, &b.SuccessRate, &b.AvgTaskSeconds, &b.PeakWorkerRSSBytes,
 		&b.DBConnErrors, &b.Trigger, &b.ScheduledFor, &b.Error, &b.StartedAt, &b.DeadlineAt,
-		&b.LockExpiresAt, &b.EndedAt, &b.DurationSeconds, &b.PublishedAt, &b.RowsDroppedAt}, b.Layout.scan()...)...)
+		&b.LockExpiresAt, &b.EndedAt, &b.DurationSeconds, &b.PublishedAt, &b.RowsDroppedAt}, append(b.Layout.scan(),
+		&b.Checks, &b.Provenance, &b.PublishReason, &b.PublishedBy)...)...)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return b, ErrBatchNotFound
 	}
@@ -315,7 +330,10 @@ type ChunkOutcome struct {
 	TaskSeconds   float64
 	Worker        string
 	RSSBytes      int64
-	Error         string // for failed chunks
+	// ModelPID is the model process that computed it (the worker's own pid
+	// for a Go model); 0 when unknown.
+	ModelPID int
+	Error    string // for failed chunks
 }
 
 func (o ChunkOutcome) piece() Piece { return Piece{o.Chunk, o.Lo, o.Hi} }
@@ -358,12 +376,12 @@ func markChunk(ctx context.Context, tx pgx.Tx, o ChunkOutcome, status string, al
 // markChunkSet and markChunkWhere are markChunk's moveChunks arguments,
 // with markChunkArgs their parameters.
 const (
-	markChunkSet   = `status = $3, attempts = $4, task_seconds = $5, worker = $6, worker_rss_bytes = $7, error = nullif($8, ''), finished_at = now()`
+	markChunkSet   = `status = $3, attempts = $4, task_seconds = $5, worker = $6, worker_rss_bytes = $7, error = nullif($8, ''), finished_at = now(), model_pid = nullif($11, 0)`
 	markChunkWhere = `c.chunk = $2 AND c.lo = $9 AND c.hi = $10 AND (c.status = 'pending' OR (c.status = 'failed' AND $3 = 'succeeded'))`
 )
 
 func markChunkArgs(o ChunkOutcome, status string) []any {
-	return []any{o.BatchID, o.Chunk, status, o.Attempts, o.TaskSeconds, o.Worker, o.RSSBytes, o.Error, o.Lo, o.Hi}
+	return []any{o.BatchID, o.Chunk, status, o.Attempts, o.TaskSeconds, o.Worker, o.RSSBytes, o.Error, o.Lo, o.Hi, o.ModelPID}
 }
 
 // lockBatchForChunk takes the batch row's KEY SHARE lock for a chunk's
@@ -526,10 +544,12 @@ type Final struct {
 }
 
 // FinishBatch ends a running batch: remaining pending chunks get f.Rest, and
-// the row gets its status and figures. It returns the ended batch, the chunks
-// that were still pending (their tasks are to be removed from the queue), and
-// ended=false when the batch had already ended (someone else finished it).
-func (s *Store) FinishBatch(ctx context.Context, id string, f Final) (b Batch, rest []Piece, ended bool, err error) {
+// the row gets its status and figures; then decide, in the same
+// transaction, publishes it or not (see Ending). It returns the ended batch,
+// the chunks that were still pending (their tasks are to be removed from
+// the queue), and ended=false when the batch had already ended (someone
+// else finished it).
+func (s *Store) FinishBatch(ctx context.Context, id string, f Final, decide Decide) (b Batch, rest []Piece, ended bool, err error) {
 	err = pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
 		cur, err := scanBatch(tx.QueryRow(ctx, `SELECT `+batchColumns+` FROM batch_runs WHERE id = $1 FOR UPDATE`, id))
 		if err != nil {
@@ -564,13 +584,15 @@ func (s *Store) FinishBatch(ctx context.Context, id string, f Final) (b Batch, r
 				db_conn_errors = b.db_conn_errors + $4
 			FROM c WHERE b.id = $1
 			RETURNING `+qualifiedBatchColumns, id, status, f.Error, f.DBConnErrors))
-		if err != nil || status != StatusSucceeded {
+		if err != nil {
 			return err
 		}
-		// A batch that succeeded is published with its end, in this
+		// A batch published with its end is published in this
 		// transaction: readers see it end and its values appear at once.
 		// Its end and duration then include the publication.
-		if _, err = publish(ctx, tx, b); err != nil {
+		e := &Ending{tx: tx, Batch: b}
+		if err := decide(ctx, e); err != nil || !e.published {
+			b = e.Batch
 			return err
 		}
 		b, err = scanBatch(tx.QueryRow(ctx, `UPDATE batch_runs SET ended_at = clock_timestamp(),

@@ -7,6 +7,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/gridbatch/gridbatch/internal/batch"
 	"github.com/gridbatch/gridbatch/internal/grid"
 	"github.com/gridbatch/gridbatch/internal/model"
 	"github.com/gridbatch/gridbatch/internal/store"
@@ -131,7 +132,7 @@ func TestCountersFollowEveryChunkTransition(t *testing.T) {
 	require.True(t, tr.AllDone())
 	require.Equal(t, counters{Done: 4, Completed: 2, Failed: 2, CompletedCells: 6, FailedCells: 4}, requireCounted(t, db, b.ID))
 
-	ended, rest, ok, err := st.FinishBatch(ctx, b.ID, store.Final{Rest: store.ChunkCancelled})
+	ended, rest, ok, err := st.FinishBatch(ctx, b.ID, store.Final{Rest: store.ChunkCancelled}, batch.Gate{Models: testutil.NoChecks()}.Decide(batch.AtEnd))
 	require.NoError(t, err)
 	require.True(t, ok)
 	require.Empty(t, rest)
@@ -140,7 +141,7 @@ func TestCountersFollowEveryChunkTransition(t *testing.T) {
 
 	require.False(t, requeue(2).Reopened, "in an ended batch the chunk stays failed until it succeeds")
 	require.True(t, succeed(2, true).Changed, "a requeued chunk writes into its ended batch")
-	healed, before, err := st.HealEndedBatch(ctx, b.ID)
+	healed, before, err := st.HealEndedBatch(ctx, b.ID, batch.Gate{Models: testutil.NoChecks()}.Decide(batch.AtHeal))
 	require.NoError(t, err)
 	require.Equal(t, store.StatusPartial, before)
 	require.Equal(t, store.StatusPartial, healed.Status, "chunk 3 is still failed")
@@ -148,7 +149,7 @@ func TestCountersFollowEveryChunkTransition(t *testing.T) {
 
 	requeue(3)
 	require.True(t, succeed(3, true).Changed)
-	healed, _, err = st.HealEndedBatch(ctx, b.ID)
+	healed, _, err = st.HealEndedBatch(ctx, b.ID, batch.Gate{Models: testutil.NoChecks()}.Decide(batch.AtHeal))
 	require.NoError(t, err)
 	require.Equal(t, store.StatusSucceeded, healed.Status, "no chunk failed any more")
 	require.Nil(t, healed.Error)
@@ -183,13 +184,13 @@ func TestFinishBatchCountsTheRest(t *testing.T) {
 			require.NoError(t, err)
 			_, err = db.Store.MarkChunkFailed(ctx, store.ChunkOutcome{BatchID: b.ID, Chunk: 0, Attempts: 1})
 			require.NoError(t, err)
-			ended, rest, ok, err := db.Store.FinishBatch(ctx, b.ID, tc.final)
+			ended, rest, ok, err := db.Store.FinishBatch(ctx, b.ID, tc.final, batch.Gate{Models: testutil.NoChecks()}.Decide(batch.AtEnd))
 			require.NoError(t, err)
 			require.True(t, ok)
 			require.Equal(t, []store.Piece{{Chunk: 1}, {Chunk: 2}, {Chunk: 3}}, rest)
 			require.Equal(t, tc.final.Status, ended.Status)
 			require.Equal(t, tc.want, requireCounted(t, db, b.ID))
-			_, _, ok, err = db.Store.FinishBatch(ctx, b.ID, store.Final{Status: store.StatusSucceeded})
+			_, _, ok, err = db.Store.FinishBatch(ctx, b.ID, store.Final{Status: store.StatusSucceeded}, batch.Gate{Models: testutil.NoChecks()}.Decide(batch.AtEnd))
 			require.NoError(t, err)
 			require.False(t, ok, "an ended batch is not ended again")
 		})

@@ -8,6 +8,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/gridbatch/gridbatch/internal/batch"
 	"github.com/gridbatch/gridbatch/internal/grid"
 	"github.com/gridbatch/gridbatch/internal/store"
 	"github.com/gridbatch/gridbatch/internal/testutil"
@@ -108,7 +109,7 @@ func TestExport(t *testing.T) {
 	t.Run("the published values, then those of a batch published over part of them", func(t *testing.T) {
 		rows := exportAll(t, st, store.ExportQuery{Kind: grid.KindPH, Step: 0.05, Region: all})
 		check(t, rows, all, scenarios, func(grid.Cell) (float64, bool) { return 0, true })
-		_, err := st.Publish(ctx, second.ID)
+		_, err := batch.Publish(ctx, st, testutil.NoChecks(), second.ID, batch.PublishRequest{})
 		require.NoError(t, err)
 		rows = exportAll(t, st, store.ExportQuery{Kind: grid.KindPH, Step: 0.05, Region: all})
 		check(t, rows, all, scenarios, func(c grid.Cell) (float64, bool) {

@@ -8,15 +8,15 @@ import (
 
 // HealEndedBatch updates an ended batch after a requeued dead letter changed
 // one of its chunks (failed → succeeded): its status when that can change,
-// and its figures, stored anew from its chunks; a batch healed to succeeded
-// is published with it. A partial or failed batch
+// and its figures, stored anew from its chunks. A partial or failed batch
 // all of whose chunks have an outcome and none of which timed out or was
 // cancelled takes FinalStatus of its chunks (succeeded when no chunk is
 // failed any more). ended_at becomes the latest of itself and its chunks'
 // finish times (so duration_seconds runs to the last requeued chunk); a
-// batch that becomes succeeded loses its error. It is idempotent, and does
+// batch that becomes succeeded loses its error. Then decide, in the same
+// transaction, publishes it or not (see Ending). It is idempotent, and does
 // nothing to a running batch. It returns the batch and its status before.
-func (s *Store) HealEndedBatch(ctx context.Context, id string) (b Batch, before string, err error) {
+func (s *Store) HealEndedBatch(ctx context.Context, id string, decide Decide) (b Batch, before string, err error) {
 	err = pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
 		cur, err := scanBatch(tx.QueryRow(ctx, `SELECT `+batchColumns+` FROM batch_runs WHERE id = $1 FOR UPDATE`, id))
 		if err != nil {
@@ -47,11 +47,12 @@ func (s *Store) HealEndedBatch(ctx context.Context, id string) (b Batch, before 
 				`+setCounters+`
 			FROM c WHERE b.id = $1
 			RETURNING `+qualifiedBatchColumns, id, status))
-		if err != nil || status != StatusSucceeded || b.PublishedAt != nil {
+		if err != nil {
 			return err
 		}
-		// Healed to succeeded: published now, with the healing.
-		b, err = publish(ctx, tx, b)
+		e := &Ending{tx: tx, Batch: b, Before: before}
+		err = decide(ctx, e)
+		b = e.Batch
 		return err
 	})
 	return b, before, err

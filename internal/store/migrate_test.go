@@ -4,6 +4,9 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -45,7 +48,12 @@ func TestMigrateConcurrently(t *testing.T) {
 	}
 	v, err := db.Store.SchemaVersion(ctx)
 	require.NoError(t, err)
-	require.Equal(t, total, int(v), "each migration applied exactly once across all migrators")
+	files, err := filepath.Glob("migrations/*.sql")
+	require.NoError(t, err)
+	require.Equal(t, len(files), total, "each migration applied exactly once across all migrators")
+	last, err := strconv.Atoi(strings.SplitN(filepath.Base(files[len(files)-1]), "_", 2)[0])
+	require.NoError(t, err)
+	require.Equal(t, last, int(v), "the schema is at the last migration")
 
 	for _, table := range []string{"batch_runs", "chunk_runs", "cell_params", "ph_timeseries", "hazard_timeseries", "dead_letters"} {
 		var n int

@@ -201,3 +201,20 @@ func (s *Store) LastEnds(ctx context.Context) ([]KindEnd, error) {
 		return k, err
 	})
 }
+
+// HeldBatches counts, per kind, the batches held now (status held: their
+// declared checks failed and they are not published).
+func (s *Store) HeldBatches(ctx context.Context) (map[string]int64, error) {
+	rows, err := s.Pool.Query(ctx, `SELECT kind, count(*) FROM batch_runs WHERE status = 'held' GROUP BY kind`)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]int64{}
+	var kind string
+	var n int64
+	_, err = pgx.ForEachRow(rows, []any{&kind, &n}, func() error {
+		out[kind] = n
+		return nil
+	})
+	return out, err
+}

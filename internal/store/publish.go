@@ -36,13 +36,42 @@ func createBatchTable(ctx context.Context, tx pgx.Tx, kind, batchID string) erro
 	return err
 }
 
+// Decide is the decision whether a batch's rows are published, made in the
+// transaction that ends it (FinishBatch), heals it (HealEndedBatch) or
+// publishes it at an operator's request (Publish), through e. The batch
+// package makes it (batch.Gate); the store only runs the SQL.
+type Decide func(ctx context.Context, e *Ending) error
+
+// Ending is a batch whose publication is being decided, inside the
+// transaction that holds its row lock (FOR UPDATE).
+type Ending struct {
+	tx pgx.Tx
+	// Batch is the batch as the transaction has it so far.
+	Batch Batch
+	// Before is its status before HealEndedBatch's transaction; empty
+	// otherwise.
+	Before    string
+	published bool
+}
+
+// Publish makes the batch's rows the published values of its kind (see
+// publish) and updates e.Batch.
+func (e *Ending) Publish(ctx context.Context) error {
+	b, err := publish(ctx, e.tx, e.Batch)
+	if err != nil {
+		return err
+	}
+	e.Batch, e.published = b, true
+	return nil
+}
+
 // publish makes batch b's rows the published values of <kind>_timeseries,
 // inside tx (which holds b's row lock): it indexes the batch's table by
 // cell, attaches it to <kind>_results and records the publication with the
 // batch's layout, so that for every cell it computed, the view shows its
 // series from the commit on.
-// Readers see all of it or none of it. It is what makes a batch's results
-// visible, and the only thing that does.
+// Readers see all of it or none of it. Only Ending.Publish calls it: what
+// publishes a batch is decided in one place, batch.Gate.
 func publish(ctx context.Context, tx pgx.Tx, b Batch) (Batch, error) {
 	table, _, err := batchRowsTable(ctx, tx, b.ID)
 	if errors.Is(err, ErrNoSeries) {
@@ -55,13 +84,8 @@ func publish(ctx context.Context, tx pgx.Tx, b Batch) (Batch, error) {
 		return b, fmt.Errorf("batch %s has no series layout to publish its rows with", b.ID)
 	}
 	t := ident(table)
-	// The index's sort fits in memory: a 480,000-cell batch's takes about
-	// 20 MB.
-	if _, err := tx.Exec(ctx, `SET LOCAL maintenance_work_mem = '256MB'`); err != nil {
+	if err := indexRows(ctx, tx, b.ID, table); err != nil {
 		return b, err
-	}
-	if _, err := tx.Exec(ctx, `CREATE INDEX IF NOT EXISTS `+ident(table+"_cell")+` ON `+t+` (grid_id)`); err != nil {
-		return b, fmt.Errorf("index the rows of %s: %w", b.ID, err)
 	}
 	attached, err := isAttached(ctx, tx, table)
 	if err != nil {
@@ -79,24 +103,32 @@ func publish(ctx context.Context, tx pgx.Tx, b Batch) (Batch, error) {
 	return scanBatch(tx.QueryRow(ctx, `UPDATE batch_runs SET published_at = clock_timestamp() WHERE id = $1 RETURNING `+batchColumns, b.ID))
 }
 
-// ErrRunning is returned (wrapped) by Publish for a batch still running.
-var ErrRunning = errors.New("batch is running")
+// indexRows indexes the own rows of batch id (its table) by cell, once.
+func indexRows(ctx context.Context, tx pgx.Tx, id, table string) error {
+	// The index's sort fits in memory: a 480,000-cell batch's takes about
+	// 20 MB.
+	if _, err := tx.Exec(ctx, `SET LOCAL maintenance_work_mem = '256MB'`); err != nil {
+		return err
+	}
+	if _, err := tx.Exec(ctx, `CREATE INDEX IF NOT EXISTS `+ident(table+"_cell")+` ON `+ident(table)+` (grid_id)`); err != nil {
+		return fmt.Errorf("index the rows of %s: %w", id, err)
+	}
+	return nil
+}
 
-// Publish publishes what an ended batch computed (see publish): cells it
-// did not compute keep their earlier values. Publishing a published batch
-// again makes its values the latest once more. A running batch is refused
-// with an error wrapping ErrRunning: it is published when it succeeds.
-func (s *Store) Publish(ctx context.Context, id string) (Batch, error) {
+// Publish runs decide on batch id, as it stands, in a transaction that
+// holds its row lock: an operator's 'enqueuer publish'. It returns the
+// batch as decide left it.
+func (s *Store) Publish(ctx context.Context, id string, decide Decide) (Batch, error) {
 	var b Batch
 	err := pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
 		cur, err := scanBatch(tx.QueryRow(ctx, `SELECT `+batchColumns+` FROM batch_runs WHERE id = $1 FOR UPDATE`, id))
 		if err != nil {
 			return err
 		}
-		if !cur.Ended() {
-			return fmt.Errorf("%w: %s is published when it succeeds; wait for it to end (or cancel it), then publish what it computed", ErrRunning, id)
-		}
-		b, err = publish(ctx, tx, cur)
+		e := &Ending{tx: tx, Batch: cur}
+		err = decide(ctx, e)
+		b = e.Batch
 		return err
 	})
 	return b, err
@@ -257,6 +289,9 @@ func (b Batch) Publication() string {
 	switch {
 	case b.PublishedAt != nil:
 		s := "yes, at " + b.PublishedAt.UTC().Format(time.RFC3339)
+		if b.PublishReason != nil {
+			s += ", despite its failed checks"
+		}
 		if b.RowsDroppedAt != nil {
 			s += "; since superseded, its own rows dropped at " + b.RowsDroppedAt.UTC().Format(time.RFC3339)
 		}
@@ -265,6 +300,8 @@ func (b Batch) Publication() string {
 		return "not yet: published when it succeeds"
 	case b.RowsDroppedAt != nil:
 		return "no; its own rows were dropped by retention at " + b.RowsDroppedAt.UTC().Format(time.RFC3339)
+	case b.Status == StatusHeld:
+		return fmt.Sprintf("no: held, its declared checks failed; 'enqueuer publish %s --despite-checks --reason TEXT' publishes it", b.ID)
 	}
 	return fmt.Sprintf("no (it ended %s); 'enqueuer publish %s' publishes what it computed", b.Status, b.ID)
 }

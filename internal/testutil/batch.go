@@ -9,6 +9,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/gridbatch/gridbatch/internal/model"
 	"github.com/gridbatch/gridbatch/internal/store"
 )
 
@@ -69,4 +70,19 @@ func (bs Batches) poll(t testing.TB, timeout time.Duration, msg, id string, cond
 		return err == nil && cond(b)
 	})
 	return b
+}
+
+// NoChecks returns the built-in models without their declared checks, for
+// tests of what publication does with values the checks would hold (ph
+// values outside [0, 1]).
+func NoChecks() *model.Set {
+	set := model.Builtins()
+	for _, spec := range set.Specs() {
+		c, _ := set.Go(spec.Kind)
+		spec.Checks = nil
+		if err := set.Add(spec, c); err != nil {
+			panic(err)
+		}
+	}
+	return set
 }

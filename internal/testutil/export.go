@@ -7,6 +7,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/gridbatch/gridbatch/internal/batch"
 	"github.com/gridbatch/gridbatch/internal/grid"
 	"github.com/gridbatch/gridbatch/internal/model"
 	"github.com/gridbatch/gridbatch/internal/store"
@@ -40,7 +41,7 @@ func StoreBatch(t testing.TB, st *store.Store, id, kind string, m grid.Model, r 
 		_, err = st.WriteChunk(ctx, kind, r.Lattice.Step, grid.FirstYear, series, store.ChunkOutcome{BatchID: id, Chunk: chunk, Attempts: 1}, false)
 		require.NoError(t, err, "chunk %d", chunk)
 	}
-	b, _, _, err = st.FinishBatch(ctx, id, store.Final{Status: status, Rest: store.ChunkCancelled})
+	b, _, _, err = st.FinishBatch(ctx, id, store.Final{Status: status, Rest: store.ChunkCancelled}, batch.Gate{}.Decide(batch.AtEnd))
 	require.NoError(t, err)
 	return b
 }

@@ -217,6 +217,7 @@ func (pl *pool) compute(ctx context.Context, chunk string, c model.Cells) ([]flo
 		}
 	}
 	pl.track(p, true)
+	model.NoteProcess(ctx, int(p.pid.Load()))
 	v, err := p.compute(ctx, chunk, c)
 	pl.track(p, false)
 	var ce *ComputeError
