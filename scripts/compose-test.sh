@@ -59,15 +59,16 @@ fi
 
 # ---------------------------------------------------------------- packages
 need=()
-for c in podman:podman runc:runc catatonit:catatonit mmdebstrap:mmdebstrap newuidmap:uidmap \
-	/usr/lib/cni/bridge:containernetworking-plugins jq:jq curl:curl /usr/lib/python3/dist-packages/yaml:python3-yaml; do
+for c in podman:podman runc:runc catatonit:catatonit mmdebstrap:mmdebstrap \
+	/usr/lib/podman/netavark:netavark /usr/lib/podman/aardvark-dns:aardvark-dns \
+	jq:jq curl:curl /usr/lib/python3/dist-packages/yaml:python3-yaml; do
 	command -v "${c%%:*}" >/dev/null 2>&1 || [ -e "${c%%:*}" ] || need+=("${c#*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then
 	log "apt-get install ${need[*]}"
 	apt-get update -q
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-		"${need[@]}" netavark aardvark-dns conmon fuse-overlayfs slirp4netns </dev/null
+		"${need[@]}" </dev/null
 fi
 command -v go >/dev/null || fail "go is needed (the golang stand-in image and docker compose are built with it)"
 
