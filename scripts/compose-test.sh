@@ -127,9 +127,9 @@ if [ ! -x "$compose_bin" ]; then
 	cp -r "$dir" "$gowork/src"
 	chmod -R u+w "$gowork/src"
 	(cd "$gowork/src" && GOFLAGS=-modcacherw GOMODCACHE=$gowork/mod GOCACHE=$gowork/build GOTOOLCHAIN=local \
-		CGO_ENABLED=0 timeout 1500 go build -trimpath \
+		CGO_ENABLED=0 timeout 2700 go build -trimpath \
 		-ldflags "-s -w -X github.com/docker/compose/v2/internal.Version=$compose_version" \
-		-o "$compose_bin.tmp" ./cmd) || fail "building docker compose failed (timeout 1500 s or error above)"
+		-o "$compose_bin.tmp" ./cmd) || fail "building docker compose failed (timeout 2700 s or error above)"
 	mv "$compose_bin.tmp" "$compose_bin"
 	rm -rf "$gowork" # 1.5 GB of module and build cache, needed only for this binary
 fi
@@ -354,8 +354,8 @@ compose_phase() {
 	compose_up=1
 
 	log "docker compose up -d --build"
-	timeout 1500 "$compose_bin" --project-directory "$work/src" -f "$work/src/docker-compose.yml" \
-		up -d --build --quiet-pull </dev/null || fail "docker compose up -d --build (timeout 1500 s)"
+	timeout 2700 "$compose_bin" --project-directory "$work/src" -f "$work/src/docker-compose.yml" \
+		up -d --build --quiet-pull </dev/null || fail "docker compose up -d --build (timeout 2700 s)"
 	local s
 	for s in worker:2 scheduler:2 monitor:1 redis:1 postgres:1; do
 		wait_for "${s#*:} running ${s%:*} container(s)" 60 test "$(count_of "${s%:*}")" = "${s#*:}"
