@@ -199,7 +199,8 @@ wait_for() {
 # The Docker API socket: podman's, served by podman itself.
 stop_pidfile "$run/pump.pid"
 stop_pidfile "$run/service.pid"
-pm system service --time=0 "$DOCKER_HOST" >"$cache/tmp/service.log" 2>&1 </dev/null &
+# podman itself, not through a function: $! must be its pid, for the cleanup.
+podman system service --time=0 "$DOCKER_HOST" >"$cache/tmp/service.log" 2>&1 </dev/null &
 svc_pid=$!
 echo $svc_pid >"$run/service.pid"
 wait_for "podman's API socket $DOCKER_HOST" 30 test -S "$run/podman.sock"
