@@ -67,6 +67,10 @@ test: test-services-up test-deps lint ## the whole suite: lint, the Python SDK's
 test-deps: ## install what only the tests need (Debian's chromium for the monitor's browser test)
 	@scripts/services.sh browser
 
+.PHONY: compose-test
+compose-test: ## docker-compose.yml and deploy/k8s/base really run (root; podman, no Docker needed): README's compose steps, faults, kube play
+	scripts/compose-test.sh
+
 .PHONY: chaos
 chaos: test-services-up ## only the chaos scenarios (real binaries, kill -9, DB and Redis restarts)
 	$(GO) test -count=1 -timeout 40m -tags integration -v -run 'Chaos' ./tests/... 2>&1 | scripts/testlines.sh
