@@ -28,12 +28,12 @@ func TestChaos1SigkillOneOfTwoWorkers(t *testing.T) {
 	e := newEnv(t)
 	w1 := e.start("worker", "GRIDBATCH_CONCURRENCY=2")
 	e.start("worker", "GRIDBATCH_CONCURRENCY=2")
-	id := e.runBatch("--kind", "ph", "--chunk-size", "20")
+	id := e.runBatch("--kind", "ph", "--chunk-size", "10")
 	e.waitDone(id, 80)
+	insp := asynq.NewInspectorFromRedisClient(e.r.Client)
+	orphans := freezeHolding(t, w1, insp, id)
 	w1.Signal(syscall.SIGKILL)
 	w1.Wait(t, 10*time.Second)
-	insp := asynq.NewInspectorFromRedisClient(e.r.Client)
-	orphans := testutil.OrphanedTasks(t, insp, tasks.QueueGrid, 2*time.Second)
 	b := e.waitEnded(id, 4*time.Minute)
 	exp, found := e.rows(b, all)
 	ok := b.Status == store.StatusSucceeded && exp == found && b.CompletedChunks == b.TotalChunks
@@ -203,4 +203,29 @@ func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() boo
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+}
+
+// freezeHolding stops w (SIGSTOP) at a moment it holds chunk tasks of
+// batch id, and returns them. A chunk takes milliseconds, so a worker is
+// often between two: frozen, the tasks that stay active for a second are
+// its own (the other workers' finish), and when there are none it is let
+// go on (SIGCONT) and frozen again a moment later.
+func freezeHolding(t *testing.T, w *testutil.Proc, insp *asynq.Inspector, id string) []string {
+	t.Helper()
+	for range 20 {
+		w.Signal(syscall.SIGSTOP)
+		var held []string
+		for _, tid := range testutil.OrphanedTasks(t, insp, tasks.QueueGrid, time.Second) {
+			if strings.HasPrefix(tid, id+":") {
+				held = append(held, tid)
+			}
+		}
+		if len(held) > 0 {
+			return held
+		}
+		w.Signal(syscall.SIGCONT)
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("worker %s held no chunk task of batch %s in 20 tries", testutil.WorkerName(w), id)
+	return nil
 }
