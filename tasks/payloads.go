@@ -79,8 +79,8 @@ func DecodeChunk(data []byte) (ChunkPayload, error) {
 		return p, badPayload(TypeChunk, "kind is empty")
 	case p.Chunk < 0:
 		return p, badPayload(TypeChunk, "chunk %d is negative", p.Chunk)
-	case p.ChunkSize < 1:
-		return p, badPayload(TypeChunk, "chunk_size %d must be at least 1", p.ChunkSize)
+	case p.ChunkSize < 1 || p.ChunkSize > grid.MaxChunkSize:
+		return p, badPayload(TypeChunk, "chunk_size %d must be between 1 and %d", p.ChunkSize, grid.MaxChunkSize)
 	case (p.Lo != 0 || p.Hi != 0) && (p.Lo < 0 || p.Hi <= p.Lo || p.Hi > p.ChunkSize):
 		return p, badPayload(TypeChunk, "cells %d-%d are not a part of a chunk of %d cells", p.Lo, p.Hi, p.ChunkSize)
 	case math.IsNaN(p.Step) || p.Step <= 0:

@@ -247,6 +247,10 @@ func (s *Service) Plan(ctx context.Context, batchID string) error {
 		// ends timed_out, as its lock task would, rather than run late.
 		return s.Deadline(ctx, batchID)
 	}
+	if _, err := s.cfg.Models.Spec(b.Kind); err != nil {
+		s.failUnknownModel(ctx, b.ID, "plan", err)
+		return nil
+	}
 	if err := s.recordProvenance(ctx, b); err != nil {
 		return fmt.Errorf("record the provenance of %s: %w", batchID, err)
 	}
@@ -303,6 +307,9 @@ func (c Chunk) Cells() ([]int64, grid.Lattice, error) {
 	if err != nil {
 		return nil, lat, fmt.Errorf("%w: %w", ErrBadChunk, err)
 	}
+	if c.ChunkSize > grid.MaxChunkSize { // before anything is allocated from it
+		return nil, lat, fmt.Errorf("%w: chunk size %d is over the %d cells a chunk may hold", ErrBadChunk, c.ChunkSize, grid.MaxChunkSize)
+	}
 	region, err := grid.NewRegion(lat, c.BBox, 0)
 	if err != nil {
 		return nil, lat, fmt.Errorf("%w: %w", ErrBadChunk, err)
@@ -339,8 +346,7 @@ func (s *Service) RunChunk(ctx context.Context, c Chunk) error {
 	}
 	spec, err := s.cfg.Models.Spec(c.Kind)
 	if err != nil {
-		s.fail(ctx, c.BatchID, fmt.Sprintf("chunk %d: %v in worker %s: is GRIDBATCH_MODELS_FILE the same for every binary? "+
-			"A worker reads it at start: after adding a model, reload the workers (kill -HUP PID: they reload a changed models file) or restart them", c.Chunk, err, s.cfg.Worker))
+		s.failUnknownModel(ctx, c.BatchID, fmt.Sprintf("chunk %d", c.Chunk), err)
 		return nil
 	}
 	ids, _, err := c.Cells()
@@ -440,6 +446,14 @@ func checkChunk(g store.BatchGrid, c Chunk) error {
 		return fmt.Errorf("chunk %d is not one of the batch's %d chunks", c.Chunk, g.TotalChunks)
 	}
 	return nil
+}
+
+// failUnknownModel ends a batch failed whose kind this worker does not know
+// (err from Models.Spec), at what ("plan", "chunk 3"), saying how to make
+// the workers load a changed models file.
+func (s *Service) failUnknownModel(ctx context.Context, batchID, what string, err error) {
+	s.fail(ctx, batchID, fmt.Sprintf("%s: %v in worker %s: is GRIDBATCH_MODELS_FILE the same for every binary? "+
+		"A worker reads it at start: after adding a model, reload the workers (kill -HUP PID: they reload a changed models file) or restart them", what, err, s.cfg.Worker))
 }
 
 // checkModelTables refuses a batch of a model whose results table or

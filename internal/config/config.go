@@ -15,6 +15,8 @@ import (
 	"strings"
 	"time"
 	"unicode"
+
+	"github.com/gridbatch/gridbatch/internal/grid"
 )
 
 // Defaults shared by the binaries. They are the values DESIGN.md promises.
@@ -87,8 +89,8 @@ func (b Batch) EffectiveLockTTL() time.Duration {
 // Validate reports the first setting out of range, naming its variable.
 func (b Batch) Validate() error {
 	switch {
-	case b.ChunkSize < 1 || b.ChunkSize > 100_000:
-		return badValue("GRIDBATCH_CHUNK_SIZE", b.ChunkSize, "must be between 1 and 100000")
+	case b.ChunkSize < 1 || b.ChunkSize > grid.MaxChunkSize:
+		return badValue("GRIDBATCH_CHUNK_SIZE", b.ChunkSize, fmt.Sprintf("must be between 1 and %d", grid.MaxChunkSize))
 	case b.Deadline <= 0:
 		return badValue("GRIDBATCH_BATCH_DEADLINE", b.Deadline, "must be positive, e.g. 2h")
 	case b.LockTTL < 0:

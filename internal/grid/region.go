@@ -134,6 +134,11 @@ func (r Region) ChunkCells(i, size int) []Cell {
 	return cells
 }
 
+// MaxChunkSize bounds what a chunk may hold: a chunk task naming more cells
+// is refused before anything is allocated from it (GRIDBATCH_CHUNK_SIZE has
+// the same bound).
+const MaxChunkSize = 100_000
+
 // ChunkIDs returns the grid ids of the cells of chunk i in row-major order,
 // which is increasing order (see ChunkRange). It returns an empty slice for
 // i >= NumChunks(size) and panics when size is not positive or i is

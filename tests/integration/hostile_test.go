@@ -37,13 +37,19 @@ func TestHostileChunkTasksAreDeadLettered(t *testing.T) {
 	}{
 		"hostile-unknown-batch": {`{"batch_id": "ph-19700101-000000-000000", "kind": "ph", "chunk": 0,
 			"chunk_size": 1099511627776, "step": 1e-7, "bbox": [-180, -90, 180, 90]}`,
+			"chunk_size 1099511627776 must be between 1 and 100000"},
+		"hostile-unknown-batch-sane-size": {`{"batch_id": "ph-19700101-000000-000000", "kind": "ph", "chunk": 0,
+			"chunk_size": 100000, "step": 1e-7, "bbox": [-180, -90, 180, 90]}`,
 			`read its batch: batch "ph-19700101-000000-000000": batch not found`},
 		"hostile-out-of-bounds": {`{"batch_id": "` + id + `", "kind": "ph", "chunk": 1000000,
 			"chunk_size": 2000, "step": 0.05, "bbox": [124, 33, 132, 39]}`,
 			"bad chunk: chunk 1000000 is not one of the batch's 10 chunks"},
 		"hostile-chunk-size": {`{"batch_id": "` + id + `", "kind": "ph", "chunk": 0,
 			"chunk_size": 1099511627776, "step": 0.05, "bbox": [124, 33, 132, 39]}`,
-			"bad chunk: chunk task of chunk size 1099511627776 for a batch of chunk size 2000"},
+			"chunk_size 1099511627776 must be between 1 and 100000"},
+		"hostile-other-chunk-size": {`{"batch_id": "` + id + `", "kind": "ph", "chunk": 0,
+			"chunk_size": 100000, "step": 0.05, "bbox": [124, 33, 132, 39]}`,
+			"bad chunk: chunk task of chunk size 100000 for a batch of chunk size 2000"},
 	}
 	for taskID, h := range hostile {
 		require.True(t, json.Valid([]byte(h.payload)), taskID)

@@ -241,7 +241,7 @@ func TestImportCapsTheNewInputsOfOneFile(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "wide.csv")
 	require.NoError(t, os.WriteFile(path, []byte("grid_id,"+strings.Join(names, ",")+"\n1"+strings.Repeat(",1.5", len(names))+"\n"), 0o644))
 
-	stderr, code, _ := runImportRSS(t, env, "--step", "0.05", "--file", path)
+	stderr, code, _ := runImportRSS(t, env, "--step", "0.05", "--file", path, "--allow-new-cells")
 	require.Equal(t, 1, code, stderr)
 	require.True(t, strings.HasPrefix(stderr, "enqueuer: "+path+": line 1: 33 inputs new to cell_params (new_0, "), stderr)
 	require.Contains(t, stderr, "over the limit of 32 new inputs an import may add")
@@ -249,7 +249,7 @@ func TestImportCapsTheNewInputsOfOneFile(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, []string{"mu0", "sigma", "xi"}, cols, "no column added")
 
-	stderr, code, _ = runImportRSS(t, env, "--step", "0.05", "--file", path, "--max-new-inputs", "33")
+	stderr, code, _ = runImportRSS(t, env, "--step", "0.05", "--file", path, "--max-new-inputs", "33", "--allow-new-cells")
 	require.Equal(t, 0, code, stderr)
 	cols, err = db.Store.InputColumns(context.Background())
 	require.NoError(t, err)

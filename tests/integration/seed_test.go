@@ -174,16 +174,17 @@ func TestResultsCommand(t *testing.T) {
 		require.Equal(t, 0, code, errOut)
 		require.Equal(t, 1, strings.Count(out, "\n"), "one document")
 		var got struct {
-			Kind       string    `json:"kind"`
-			Scenario   string    `json:"scenario"`
-			Step       float64   `json:"step"`
-			GridID     int64     `json:"grid_id"`
-			Lat        float64   `json:"lat"`
-			Lon        float64   `json:"lon"`
-			BatchID    string    `json:"batch_id"`
-			ComputedAt time.Time `json:"computed_at"`
-			Years      []int     `json:"years"`
-			Values     []float64 `json:"values"`
+			Kind        string    `json:"kind"`
+			Scenario    string    `json:"scenario"`
+			Step        float64   `json:"step"`
+			GridID      int64     `json:"grid_id"`
+			Lat         float64   `json:"lat"`
+			Lon         float64   `json:"lon"`
+			BatchID     string    `json:"batch_id"`
+			ComputedAt  time.Time `json:"computed_at"`
+			ModelDigest string    `json:"model_digest"`
+			Years       []int     `json:"years"`
+			Values      []float64 `json:"values"`
 		}
 		dec := json.NewDecoder(strings.NewReader(out))
 		dec.DisallowUnknownFields()

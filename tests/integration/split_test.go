@@ -38,7 +38,7 @@ type poisonModel struct {
 // `enqueuer migrate` and seeds the Korea grid.
 func (c *cluster) poisonModel(kind string, env map[string]string, fields ...string) *poisonModel {
 	c.t.Helper()
-	m := &poisonModel{kind: kind, dir: c.t.TempDir()}
+	m := &poisonModel{kind: kind, dir: testutil.ModelDir(c.t)}
 	vars := []string{`"OMP_NUM_THREADS": "1"`, `"PYTHONDONTWRITEBYTECODE": "1"`}
 	for k, v := range env {
 		vars = append(vars, strconv.Quote(k)+": "+strconv.Quote(v))
@@ -264,7 +264,7 @@ func TestSplitTransientFailureIsRetriedNotSplit(t *testing.T) {
 // cell alone and heals the batch to succeeded (and publishes it).
 func TestSplitRequeueOfACellHealsTheBatch(t *testing.T) {
 	c := newCluster(t)
-	heal := filepath.Join(t.TempDir(), "healed")
+	heal := filepath.Join(testutil.ModelDir(t), "healed")
 	poison := []int64{koreaChunk(t, 12, 500)[321]}
 	m := c.poisonModel("heal_py", map[string]string{"POISON_IDS": idList(poison), "POISON_MODE": "permanent", "POISON_HEAL_FILE": heal})
 	b, _, _ := runSplit(t, c, m)

@@ -36,7 +36,7 @@ gridbatch_model.serve(compute)
 // --despite-checks; diff's figures equal those computed from two exports.
 func TestResultsYouCanTrust(t *testing.T) {
 	t.Parallel()
-	dir := t.TempDir()
+	dir := testutil.ModelDir(t) // the model runs as nobody under a root worker
 	repo, err := filepath.Abs("../..")
 	require.NoError(t, err)
 	script := filepath.Join(dir, "model.py")
