@@ -90,6 +90,7 @@ func decodeMap(t *testing.T, resp *http.Response, body string, l gridmap.Layout)
 	img, err := png.Decode(strings.NewReader(body))
 	require.NoError(t, err)
 	require.Equal(t, image.Rect(0, 0, l.Width, l.Height), img.Bounds())
+	require.Equal(t, 800, img.Bounds().Dx(), "a map is 800 pixels wide, as the README says")
 	return img
 }
 
