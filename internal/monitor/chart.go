@@ -87,7 +87,7 @@ func buildChart(buckets []store.ThroughputBucket, bucket, elapsed time.Duration,
 		x := chartLeft + float64(b.Index)*bw
 		from := started.Add(time.Duration(b.Index) * bucket).UTC()
 		to := from.Add(bucket)
-		when := fmt.Sprintf("%s–%s UTC", from.Format("15:04:05"), to.Format("15:04:05"))
+		when := fmt.Sprintf("%s–%s UTC", from.Format(timeLayout), to.Format(time.TimeOnly))
 		if b.Cells > 0 {
 			r := rate(b)
 			h := r / yMax * chartPlotH

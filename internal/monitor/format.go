@@ -34,8 +34,11 @@ func fmtRate(v float64) string {
 	return strconv.FormatFloat(v, 'f', 2, 64)
 }
 
-// fmtTime prints a time in UTC to the second.
-func fmtTime(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05") + " UTC" }
+// timeLayout is the one format of times on the monitor's pages, in UTC.
+const timeLayout = "2006-01-02 15:04:05"
+
+// fmtTime prints a time in UTC to the second: "2026-11-22 04:00:30 UTC".
+func fmtTime(t time.Time) string { return t.UTC().Format(timeLayout) + " UTC" }
 
 // ago prints how long before now t was: "3m05s ago".
 func ago(t, now time.Time) string { return numfmt.Duration(now.Sub(t)) + " ago" }

@@ -221,6 +221,8 @@ func TestBatchPageWithoutMap(t *testing.T) {
 		resp, body := get(t, e.url+"/batches/"+m.ID+"/map", user, password)
 		require.Equal(t, http.StatusGone, resp.StatusCode)
 		require.Contains(t, body, "own rows were dropped by retention")
+		require.Regexp(t, `dropped by retention at `+shownTime, body)
+		requireOneTimeFormat(t, page)
 	})
 }
 
@@ -244,6 +246,8 @@ func TestKindMap(t *testing.T) {
 	require.NoError(t, err)
 	_, page := get(t, e.url+"/batches/"+m.ID, user, password)
 	require.Contains(t, page, `href="/kinds/ph/map?bbox=124%2C33%2C132%2C39&amp;scenario=ssp126&amp;step=0.5&amp;year=2060"`)
+	require.Regexp(t, `yes, at `+shownTime, page, "the publication time in the pages' one format")
+	requireOneTimeFormat(t, page)
 
 	t.Run("defaults: the grid of the latest publication", func(t *testing.T) {
 		resp, body := get(t, e.url+"/kinds/ph/map", user, password)

@@ -487,7 +487,7 @@ func figures(b store.Batch, c store.ChunkStats, dbErrors int64, now time.Time) (
 	other = []figure{start, endF, dur, rate, avg, peak,
 		{"DB connection errors", numfmt.Int(dbErrors), "met by chunk tasks"},
 		{"Deadline", fmtTime(b.DeadlineAt), ""},
-		{"Published", b.Publication(), "the values readers of " + b.Kind + "_timeseries see"},
+		{"Published", b.PublicationWith(fmtTime), "the values readers of " + b.Kind + "_timeseries see"},
 	}
 	return chunks, cells, other
 }
