@@ -18,17 +18,18 @@ import (
 	"github.com/gridbatch/gridbatch/internal/grid"
 )
 
-// The image's geometry, in pixels. The plot (the cells) is at most
-// maxPlotW × maxPlotH; the title is above it, the lat labels left of it, the
-// lon labels and the legend below it.
+// The image's geometry, in pixels. Every image is ImageWidth wide; the plot
+// (the cells) is at most maxPlotW × maxPlotH; the title and the subtitle
+// (up to two lines) are above it, the lat labels left of it, the lon labels
+// and the legend below it.
 const (
-	maxPlotW     = 720
-	maxPlotH     = 540
+	ImageWidth   = 800
 	marginLeft   = 76
 	marginRight  = 24
-	marginTop    = 52
+	marginTop    = 66
 	marginBottom = 116
-	minWidth     = 620
+	maxPlotW     = ImageWidth - marginLeft - marginRight
+	maxPlotH     = 540
 )
 
 // Layout places a region's cells on the image: each cell is a square block
@@ -47,9 +48,9 @@ type Layout struct {
 }
 
 // NewLayout returns the layout of region r: the largest whole number of
-// pixels per cell that fits the plot in 720 × 540 pixels (or a fraction
-// of a pixel per cell when the region is larger), and an image about
-// 820 pixels wide at most (620 at least, for the legend).
+// pixels per cell that fits the plot in 700 × 540 pixels (or a fraction
+// of a pixel per cell when the region is larger), in an image ImageWidth
+// pixels wide.
 func NewLayout(r grid.Region) Layout {
 	nc, nr := max(r.NumCols(), 1), max(r.NumRows(), 1)
 	s := math.Min(float64(maxPlotW)/float64(nc), float64(maxPlotH)/float64(nr))
@@ -60,7 +61,7 @@ func NewLayout(r grid.Region) Layout {
 	ph := max(int(math.Round(float64(nr)*s)), 1)
 	plot := image.Rect(marginLeft, marginTop, marginLeft+pw, marginTop+ph)
 	return Layout{Region: r, Plot: plot, Scale: s,
-		Width: max(plot.Max.X+marginRight, minWidth), Height: plot.Max.Y + marginBottom}
+		Width: ImageWidth, Height: plot.Max.Y + marginBottom}
 }
 
 // span returns the plot's pixels [a,b) of the i-th column (or row) of

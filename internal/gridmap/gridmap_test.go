@@ -6,6 +6,7 @@ import (
 	"image/color"
 	"image/png"
 	"math"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -127,7 +128,7 @@ func TestLayout(t *testing.T) {
 		l := NewLayout(region(t, 0.05, grid.BBox{LonMin: 124, LatMin: 33, LonMax: 132, LatMax: 39}))
 		require.Equal(t, 4.0, l.Scale)
 		require.Equal(t, image.Rect(marginLeft, marginTop, marginLeft+640, marginTop+480), l.Plot)
-		require.LessOrEqual(t, l.Width, 820)
+		require.Equal(t, 800, l.Width, "every map is 800 pixels wide")
 		nw, ok := l.Pixel(38.99, 124.01)
 		require.True(t, ok)
 		require.Equal(t, l.Plot.Min.Add(image.Pt(1, 1)), nw, "middle of the north-west block")
@@ -139,9 +140,9 @@ func TestLayout(t *testing.T) {
 	})
 	t.Run("a global grid is sampled to fit", func(t *testing.T) {
 		l := NewLayout(region(t, 0.05, grid.BBox{LonMin: -180, LatMin: -90, LonMax: 180, LatMax: 90}))
-		require.Equal(t, 720, l.Plot.Dx())
-		require.Equal(t, 360, l.Plot.Dy())
-		require.LessOrEqual(t, l.Width, 820)
+		require.Equal(t, 700, l.Plot.Dx())
+		require.Equal(t, 350, l.Plot.Dy())
+		require.Equal(t, 800, l.Width)
 		v := l.NewValues()
 		for id := range int64(10 * 7200) { // the ten southernmost rows, a pixel's worth
 			v.Set(id, float64(id))
@@ -156,7 +157,25 @@ func TestLayout(t *testing.T) {
 		l := NewLayout(region(t, 1, grid.BBox{LonMin: 10, LatMin: 10, LonMax: 11, LatMax: 11}))
 		require.Equal(t, 540, l.Plot.Dx())
 		require.Equal(t, 540, l.Plot.Dy())
+		require.Equal(t, 800, l.Width)
 	})
+}
+
+func TestWrapSubtitle(t *testing.T) {
+	t.Parallel()
+	width := 40 * charW
+	require.Equal(t, []string{"short · fits"}, wrap("short · fits", width, 2))
+	long := "batch hazard-20261203-071056-19749a (partial) · step 0.01° · bbox 124.5,33,131.875,38.625"
+	got := wrap(long, width, 2)
+	require.Equal(t, []string{"batch hazard-20261203-071056-19749a", "(partial) · step 0.01° · bbox 124.5,3..."}, got,
+		"broken at a part or a word, the rest clipped")
+	for _, l := range got {
+		require.LessOrEqual(t, textWidth(l), width)
+	}
+	// The subtitles the monitor draws fit the 800-pixel image on two lines, uncut.
+	sub := "the published values of hazard (hazard_timeseries) · step 0.0025° · bbox -179.5,-89.5,179.5,89.5"
+	lines := wrap(sub, ImageWidth-24, 2)
+	require.Equal(t, sub, strings.Join(lines, " · "))
 }
 
 // TestRenderSmallGrid draws a known 4 x 3 grid: a hot cell in the

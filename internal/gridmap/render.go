@@ -76,7 +76,9 @@ func Render(v *Values, lb Labels) *image.RGBA {
 	title := clip(lb.Title, textW)
 	drawText(img, 12, 20, title, ink)
 	drawText(img, 13, 20, title, ink) // bold: the font has no bold face
-	drawText(img, 12, 38, clip(lb.Subtitle, textW), muted)
+	for i, line := range wrap(lb.Subtitle, textW, 2) {
+		drawText(img, 12, 38+i*subtitleLeading, line, muted)
+	}
 
 	scale, ok := v.Scale()
 	w := l.Plot.Dx()
@@ -255,6 +257,32 @@ func (s span) clear(taken []span, gap int) bool {
 var face = basicfont.Face7x13
 
 func textWidth(s string) int { return utf8.RuneCountInString(s) * charW }
+
+// subtitleLeading is the distance between the subtitle's lines.
+const subtitleLeading = 14
+
+// wrap breaks s into at most maxLines lines that fit width pixels, between
+// its " · " parts (or its words, for a part too long); the last line is
+// clipped when the rest does not fit.
+func wrap(s string, width, maxLines int) []string {
+	n := max(width/charW, 3)
+	var lines []string
+	for len(lines) < maxLines-1 && utf8.RuneCountInString(s) > n {
+		r := []rune(s)
+		head := string(r[:n+1])
+		cut := strings.LastIndex(head, " · ")
+		sep := len(" · ")
+		if cut <= 0 {
+			cut, sep = strings.LastIndex(head, " "), 1
+		}
+		if cut <= 0 {
+			break
+		}
+		lines = append(lines, s[:cut])
+		s = s[cut+sep:]
+	}
+	return append(lines, clip(s, width))
+}
 
 // clip cuts s to fit width pixels, ending it with "..." when cut.
 func clip(s string, width int) string {

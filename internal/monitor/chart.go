@@ -70,14 +70,13 @@ func buildChart(buckets []store.ThroughputBucket, bucket, elapsed time.Duration,
 		Bucket: numfmt.Duration(bucket)}
 	// A bucket's rate divides by the time it covers: the last one may be
 	// cut short by the batch's end, or by now while it runs.
-	span := func(i int) float64 {
-		covered := elapsed - time.Duration(i)*bucket
-		return max(min(covered, bucket), time.Second).Seconds()
+	rate := func(b store.ThroughputBucket) float64 {
+		return cellsPerSecond(b.Cells, min(elapsed-time.Duration(b.Index)*bucket, bucket))
 	}
 	var peak float64
 	var cells int64
 	for _, b := range buckets {
-		peak = max(peak, float64(b.Cells)/span(b.Index))
+		peak = max(peak, rate(b))
 		cells += b.Cells
 	}
 	v.Empty = len(buckets) == 0
@@ -88,12 +87,12 @@ func buildChart(buckets []store.ThroughputBucket, bucket, elapsed time.Duration,
 		x := chartLeft + float64(b.Index)*bw
 		from := started.Add(time.Duration(b.Index) * bucket).UTC()
 		to := from.Add(bucket)
-		when := fmt.Sprintf("%s–%s UTC", from.Format("15:04:05"), to.Format("15:04:05"))
+		when := fmt.Sprintf("%s–%s UTC", from.Format(timeLayout), to.Format(time.TimeOnly))
 		if b.Cells > 0 {
-			rate := float64(b.Cells) / span(b.Index)
-			h := rate / yMax * chartPlotH
+			r := rate(b)
+			h := r / yMax * chartPlotH
 			v.Bars = append(v.Bars, chartBar{X: x + gap/2, Y: chartTop + chartPlotH - h, W: bw - gap, H: h,
-				Title: fmt.Sprintf("%s: %s cells, %s cells/s", when, numfmt.Int(b.Cells), fmtRate(rate))})
+				Title: fmt.Sprintf("%s: %s cells, %s cells/s", when, numfmt.Int(b.Cells), fmtRate(r))})
 		}
 		if b.Failed > 0 {
 			v.Failed = append(v.Failed, chartBar{X: x + gap/2, Y: chartTop + chartPlotH + 2, W: bw - gap, H: chartFailedBandHeight,
@@ -110,7 +109,7 @@ func buildChart(buckets []store.ThroughputBucket, bucket, elapsed time.Duration,
 			Text: numfmt.Duration(total * time.Duration(i) / 4)})
 	}
 	if elapsed > 0 && cells > 0 {
-		avg := float64(cells) / max(elapsed, time.Second).Seconds()
+		avg := cellsPerSecond(cells, elapsed)
 		v.AvgY = chartTop + chartPlotH - avg/yMax*chartPlotH
 		v.AvgLabel = "average " + fmtRate(avg) + " cells/s"
 		v.Average = fmtRate(avg)

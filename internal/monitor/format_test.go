@@ -39,6 +39,46 @@ func TestChartScale(t *testing.T) {
 	require.True(t, buildChart(nil, time.Second, 0, started).Empty)
 }
 
+// TestRateAgreesWithTheChart: a batch's cells/s figure and its chart's
+// average are one definition (cellsPerSecond), so they agree, also for a
+// batch shorter than a second (once shown as 665 cells/s beside a chart
+// peaking at 100).
+func TestRateAgreesWithTheChart(t *testing.T) {
+	t.Parallel()
+	started := time.Date(2026, 11, 22, 4, 0, 0, 0, time.UTC)
+	for _, c := range []struct {
+		name    string
+		took    time.Duration
+		buckets []store.ThroughputBucket
+		want    string
+	}{
+		{"100 cells in 0.15 s", 150 * time.Millisecond, []store.ThroughputBucket{{Index: 0, Cells: 100}}, "100"},
+		{"4,000 cells in 40 s", 40 * time.Second, []store.ThroughputBucket{{Index: 3, Cells: 1000}, {Index: 20, Cells: 2500}, {Index: 39, Cells: 500}}, "100"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var cells int64
+			for _, b := range c.buckets {
+				cells += b.Cells
+			}
+			ended := started.Add(c.took)
+			took := c.took.Seconds()
+			b := store.Batch{Status: store.StatusSucceeded, StartedAt: started, EndedAt: &ended, DurationSeconds: &took,
+				TotalChunks: 1, DoneChunks: 1, CompletedChunks: 1, TotalCells: cells, CompletedCells: cells}
+			row := newRow(store.BatchOverview{Batch: b}, ended.Add(time.Minute))
+			chart := buildChart(c.buckets, chartBucket(c.took), c.took, started)
+			require.Equal(t, c.want, row.Rate)
+			require.Equal(t, row.Rate, chart.Average, "the figure is the chart's average")
+			if len(c.buckets) == 1 {
+				require.Equal(t, row.Rate, chart.Peak, "one bucket: its bar is the figure")
+			}
+		})
+	}
+	// A running batch's figure over its rate window follows the same rule.
+	b := store.Batch{Status: store.StatusRunning, StartedAt: started, DeadlineAt: started.Add(time.Hour), TotalChunks: 2, TotalCells: 200}
+	row := newRow(store.BatchOverview{Batch: b, RecentCells: 100, RecentSeconds: 0.15}, started.Add(150*time.Millisecond))
+	require.Equal(t, "100", row.Rate)
+}
+
 func TestBarKeepsFailuresVisible(t *testing.T) {
 	t.Parallel()
 	b := newBar(store.Batch{TotalChunks: 4000, DoneChunks: 4000, CompletedChunks: 3997, FailedChunks: 3})

@@ -107,7 +107,7 @@ func (s *Server) batchMap(w http.ResponseWriter, r *http.Request) {
 	}
 	if b.RowsDroppedAt != nil {
 		s.mapError(w, r, fmt.Errorf("batch %s's own rows were dropped by retention at %s (GRIDBATCH_KEEP_BATCHES): %w",
-			b.ID, b.RowsDroppedAt.UTC().Format(time.RFC3339), store.ErrNoSeries))
+			b.ID, fmtTime(*b.RowsDroppedAt), store.ErrNoSeries))
 		return
 	}
 	key := strings.Join([]string{"batch", b.ID, scenario, strconv.Itoa(year)}, "\x00")

@@ -90,6 +90,7 @@ func decodeMap(t *testing.T, resp *http.Response, body string, l gridmap.Layout)
 	img, err := png.Decode(strings.NewReader(body))
 	require.NoError(t, err)
 	require.Equal(t, image.Rect(0, 0, l.Width, l.Height), img.Bounds())
+	require.Equal(t, 800, img.Bounds().Dx(), "a map is 800 pixels wide, as the README says")
 	return img
 }
 
@@ -220,6 +221,8 @@ func TestBatchPageWithoutMap(t *testing.T) {
 		resp, body := get(t, e.url+"/batches/"+m.ID+"/map", user, password)
 		require.Equal(t, http.StatusGone, resp.StatusCode)
 		require.Contains(t, body, "own rows were dropped by retention")
+		require.Regexp(t, `dropped by retention at `+shownTime, body)
+		requireOneTimeFormat(t, page)
 	})
 }
 
@@ -243,6 +246,8 @@ func TestKindMap(t *testing.T) {
 	require.NoError(t, err)
 	_, page := get(t, e.url+"/batches/"+m.ID, user, password)
 	require.Contains(t, page, `href="/kinds/ph/map?bbox=124%2C33%2C132%2C39&amp;scenario=ssp126&amp;step=0.5&amp;year=2060"`)
+	require.Regexp(t, `yes, at `+shownTime, page, "the publication time in the pages' one format")
+	requireOneTimeFormat(t, page)
 
 	t.Run("defaults: the grid of the latest publication", func(t *testing.T) {
 		resp, body := get(t, e.url+"/kinds/ph/map", user, password)

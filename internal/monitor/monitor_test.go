@@ -71,6 +71,17 @@ func insertBatch(t *testing.T, db *testutil.DB, id string) store.Batch {
 	return b
 }
 
+// shownTime is the one format of times the monitor's pages show.
+const shownTime = `\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC`
+
+// requireOneTimeFormat checks that a page shows every time as shownTime:
+// RFC 3339 only in the datetime attributes, for machines.
+func requireOneTimeFormat(t *testing.T, page string) {
+	t.Helper()
+	require.NotRegexp(t, `[^"]\d{4}-\d\d-\d\dT\d\d:\d\d`, page, "a time shown in another format")
+	require.Regexp(t, shownTime, page)
+}
+
 func get(t *testing.T, rawURL, u, p string, header ...string) (*http.Response, string) {
 	t.Helper()
 	return do(t, http.MethodGet, rawURL, u, p, nil, header...)
@@ -308,6 +319,8 @@ func TestPagesAndMetricsOfARealBatch(t *testing.T) {
 		require.Contains(t, page, want)
 	}
 	require.NotContains(t, page, "Lock expires", "an ended batch holds no lock")
+	require.Regexp(t, `<title>`+shownTime[:len(shownTime)-len(` UTC`)]+`–\d\d:\d\d:\d\d UTC: `, page, "the chart's bars give their time span")
+	requireOneTimeFormat(t, page)
 	resp, _ = get(t, e.url+"/batches/no-such-batch", user, password)
 	require.Equal(t, http.StatusNotFound, resp.StatusCode)
 

@@ -190,9 +190,9 @@ func newRow(o store.BatchOverview, now time.Time) batchRow {
 		r.Elapsed = numfmt.Duration(now.Sub(b.StartedAt))
 		r.DeadlineIn = numfmt.Duration(b.DeadlineAt.Sub(now))
 		if o.RecentSeconds > 0 {
-			rate := float64(o.RecentCells) / o.RecentSeconds
+			rate := cellsPerSecond(o.RecentCells, seconds(o.RecentSeconds))
 			r.Rate = fmtRate(rate)
-			r.RateNote = "over the last " + numfmt.Duration(time.Duration(o.RecentSeconds*float64(time.Second)))
+			r.RateNote = "over the last " + numfmt.Duration(seconds(o.RecentSeconds))
 			left := b.TotalCells - r.CellsDone
 			switch {
 			case left <= 0 || b.DoneChunks >= b.TotalChunks:
@@ -204,10 +204,10 @@ func newRow(o store.BatchOverview, now time.Time) batchRow {
 			}
 		}
 	case b.DurationSeconds != nil:
-		d := time.Duration(*b.DurationSeconds * float64(time.Second))
+		d := seconds(*b.DurationSeconds)
 		r.Elapsed = numfmt.Duration(d)
 		if *b.DurationSeconds > 0 {
-			r.Rate = fmtRate(float64(b.CompletedCells) / *b.DurationSeconds)
+			r.Rate = fmtRate(cellsPerSecond(b.CompletedCells, d))
 			r.RateNote = "average over the batch"
 		}
 	}
@@ -456,7 +456,7 @@ func figures(b store.Batch, c store.ChunkStats, dbErrors int64, now time.Time) (
 		endF = figure{"Ended", fmtTime(*b.EndedAt), ago(*b.EndedAt, now)}
 		dur.Note = ""
 		if b.DurationSeconds != nil {
-			dur.Value = numfmt.Duration(time.Duration(*b.DurationSeconds * float64(time.Second)))
+			dur.Value = numfmt.Duration(seconds(*b.DurationSeconds))
 		}
 	}
 	rate := figure{"Success rate", "—", "succeeded cells of all cells"}
@@ -487,7 +487,7 @@ func figures(b store.Batch, c store.ChunkStats, dbErrors int64, now time.Time) (
 	other = []figure{start, endF, dur, rate, avg, peak,
 		{"DB connection errors", numfmt.Int(dbErrors), "met by chunk tasks"},
 		{"Deadline", fmtTime(b.DeadlineAt), ""},
-		{"Published", b.Publication(), "the values readers of " + b.Kind + "_timeseries see"},
+		{"Published", b.PublicationWith(fmtTime), "the values readers of " + b.Kind + "_timeseries see"},
 	}
 	return chunks, cells, other
 }

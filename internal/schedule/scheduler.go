@@ -72,6 +72,9 @@ type Scheduler struct {
 	lease *lease.Lease
 	log   *slog.Logger
 	kinds []*kindState
+	// startedAt is when this scheduler started (to the microsecond, as
+	// stored): its kinds' first start when no scheduler ever ran for them.
+	startedAt time.Time
 	// loopAt is when the tick loop last began an iteration (unix ns).
 	loopAt atomic.Int64
 }
@@ -81,6 +84,9 @@ type kindState struct {
 	sched Schedule
 	// last is the newest tick handled: fired, skipped or missed.
 	last time.Time
+	// since is when a scheduler first started for the kind: ticks up to
+	// then are never caught up.
+	since time.Time
 	// retryAt is when a tick whose trigger failed is tried again.
 	retryAt  time.Time
 	failures int
@@ -99,7 +105,7 @@ func New(st *store.Store, rdb redis.UniversalClient, trig Triggerer, log *slog.L
 	cfg.TriggerTimeout = cmp.Or(cfg.TriggerTimeout, 30*time.Second)
 	cfg.RetryBackoff = cmp.Or(cfg.RetryBackoff, 2*time.Second)
 	cfg.AlertPoll = cmp.Or(cfg.AlertPoll, 2*time.Second)
-	s := &Scheduler{cfg: cfg, st: st, trig: trig, log: log,
+	s := &Scheduler{cfg: cfg, st: st, trig: trig, log: log, startedAt: time.Now().Truncate(time.Microsecond),
 		lease: lease.New(rdb, cfg.LeaderKey, cfg.Instance, cfg.LeaderTTL, log, lease.Messages{
 			Leading:    "leading: this scheduler fires the ticks",
 			StandingBy: "standing by: another scheduler leads",
@@ -209,16 +215,26 @@ func (s *Scheduler) tickLoop(ctx context.Context) {
 }
 
 // loadCursors reads each kind's last handled tick: a new leader takes up
-// where the database says the previous one stopped.
+// where the database says the previous one stopped. It also reads when a
+// scheduler first started for the kind, recording this one's start when
+// none did: a first start catches up no earlier tick.
 func (s *Scheduler) loadCursors(ctx context.Context) error {
 	for _, k := range s.kinds {
 		qctx, cancel := context.WithTimeout(ctx, s.cfg.TriggerTimeout)
-		last, err := s.st.LastTick(qctx, k.sched.Kind)
+		since, err := s.st.SchedulerFirstStart(qctx, k.sched.Kind, s.startedAt)
+		var last time.Time
+		if err == nil {
+			last, err = s.st.LastTick(qctx, k.sched.Kind)
+		}
 		cancel()
 		if err != nil {
 			return fmt.Errorf("last tick of %s: %w", k.sched.Kind, err)
 		}
-		k.last, k.retryAt, k.failures = last, time.Time{}, 0
+		if since.Equal(s.startedAt) {
+			s.log.Info("first start for this kind: no earlier tick is caught up, no batch that ended before is alerted",
+				"kind", k.sched.Kind, "first_started_at", since)
+		}
+		k.last, k.since, k.retryAt, k.failures = last, since, time.Time{}, 0
 	}
 	return nil
 }
@@ -228,7 +244,7 @@ func (s *Scheduler) evaluate(ctx context.Context, k *kindState, now time.Time) t
 	if now.Before(k.retryAt) {
 		return k.retryAt
 	}
-	d := CatchUp(k.sched, k.last, now, s.cfg.MisfireGrace)
+	d := CatchUp(k.sched, maxTime(k.last, k.since), now, s.cfg.MisfireGrace)
 	if len(d.Missed) > 0 {
 		if err := s.recordMissed(ctx, k, d, now); err != nil {
 			return s.failed(k, now, time.Time{}, fmt.Errorf("record missed ticks: %w", err))

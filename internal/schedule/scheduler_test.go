@@ -3,6 +3,7 @@ package schedule
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"sync"
@@ -55,6 +56,15 @@ func (e *env) scheduler(t *testing.T, instance string, log *slog.Logger, sender 
 	})
 	require.NoError(t, err)
 	return s
+}
+
+// ranBefore records that a scheduler first started for ph at at: the
+// schedulers of the test are restarts, not a first start.
+func (e *env) ranBefore(t *testing.T, at time.Time) {
+	t.Helper()
+	first, err := e.db.Store.SchedulerFirstStart(context.Background(), "ph", at)
+	require.NoError(t, err)
+	require.True(t, first.Equal(at.Truncate(time.Microsecond)), "first start %s, want %s", first, at)
 }
 
 func (e *env) batchesForTick(t *testing.T, tick time.Time) int {
@@ -139,12 +149,14 @@ func TestCatchUpOnLeadershipRecordsMissedTicks(t *testing.T) {
 	e := newEnv(t, log)
 	s := e.scheduler(t, "a", log, nil)
 	s.cfg.MisfireGrace = 0
+	// A restart: a scheduler first ran before the last fired tick.
+	last := time.Date(2026, 3, 10, 0, 0, 0, 0, time.UTC)
+	e.ranBefore(t, last.Add(-time.Hour))
 	s.lease.Step(ctx)
 	require.NoError(t, s.loadCursors(ctx))
 	// Every minute; the last fired tick was 10½ minutes ago: the 10 ticks
 	// since are missed, the latest too (30 s late, zero grace), recorded as one row.
 	s.kinds[0].sched = mustSchedule(t, "0 * * * * *", time.UTC)
-	last := time.Date(2026, 3, 10, 0, 0, 0, 0, time.UTC)
 	s.kinds[0].last = last
 	s.evaluate(ctx, s.kinds[0], last.Add(10*time.Minute+30*time.Second))
 	ticks, err := e.db.Store.ListTicks(ctx, "ph")
@@ -168,6 +180,8 @@ func TestAlertsAreSentOnceAndGivenBackOnShutdown(t *testing.T) {
 	ctx := testContext(t)
 	log, _ := testLogger()
 	e := newEnv(t, log)
+	// A scheduler ran before these batches ended.
+	e.ranBefore(t, time.Now().Add(-time.Hour))
 
 	// A partial batch of a tick, a succeeded one, and a skipped tick.
 	tick := time.Date(2026, 3, 10, 0, 0, 5, 0, time.UTC)
@@ -222,6 +236,67 @@ func TestAlertsAreSentOnceAndGivenBackOnShutdown(t *testing.T) {
 	require.Equal(t, "x", sk.BatchID)
 	require.True(t, skippedAt.Equal(*sk.ScheduledFor))
 	require.Contains(t, sk.Text, "tick skipped")
+}
+
+// TestFirstStartCatchesUpNothingFromBefore starts a scheduler on a database
+// where none ran: a tick just before its start, within the grace, does not
+// fire and is not recorded missed, and a batch that ended before its start
+// is not alerted. A restart still catches up a tick missed after the first
+// start, and alerts a batch that ended after it.
+func TestFirstStartCatchesUpNothingFromBefore(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t)
+	log, logs := testLogger()
+	e := newEnv(t, log)
+	req := e.req
+	req.Kind = "hazard"
+	// A cancelled batch is alerted like a partial one; cancelling releases the kind's lock.
+	endCancelled := func() store.Batch {
+		b, err := e.svc.Trigger(ctx, req)
+		require.NoError(t, err)
+		_, err = e.svc.Cancel(ctx, b.ID)
+		require.NoError(t, err)
+		return b
+	}
+	before := endCancelled()
+	time.Sleep(10 * time.Millisecond) // the database's clock and the scheduler's are the same host's
+
+	s := e.scheduler(t, "a", log, nil)
+	// Once a minute, 10 s before the start: 11 s late at the first look, well within the grace of 1m.
+	tick := s.startedAt.Add(-10 * time.Second).Truncate(time.Second)
+	s.kinds[0].sched = mustSchedule(t, fmt.Sprintf("%d * * * * *", tick.Second()), time.UTC)
+	s.lease.Step(ctx)
+	require.NoError(t, s.loadCursors(ctx))
+	require.True(t, s.kinds[0].since.Equal(s.startedAt), "the first start is recorded")
+	require.Contains(t, logs.String(), "first start for this kind")
+	s.evaluate(ctx, s.kinds[0], s.startedAt.Add(time.Second))
+	require.Zero(t, e.batchesForTick(t, tick), "a tick before the first start does not fire")
+	ticks, err := e.db.Store.ListTicks(ctx, "ph")
+	require.NoError(t, err)
+	require.Empty(t, ticks, "nor is it recorded missed")
+
+	after := endCancelled()
+	hook := alerttest.NewRecorder(t)
+	sender, err := alert.New(alert.Config{URL: hook.URL})
+	require.NoError(t, err)
+	s.cfg.Alerts = sender
+	s.dispatch(ctx)
+	got := hook.Received()
+	require.Len(t, got, 1, "only the batch that ended after the first start is alerted: %+v", got)
+	require.Equal(t, after.ID, got[0].BatchID)
+	require.NotEqual(t, before.ID, got[0].BatchID)
+
+	// A restart keeps the first start, and catches up the next tick, missed while down, within the grace.
+	r := e.scheduler(t, "b", log, nil)
+	r.kinds[0].sched = s.kinds[0].sched
+	require.NoError(t, s.lease.Release(ctx))
+	r.lease.Step(ctx)
+	require.NoError(t, r.loadCursors(ctx))
+	require.True(t, r.kinds[0].since.Equal(s.startedAt), "the restart keeps the first start")
+	next := tick.Add(time.Minute)
+	r.evaluate(ctx, r.kinds[0], next.Add(30*time.Second))
+	require.Equal(t, 1, e.batchesForTick(t, next), "the restart catches up the tick it missed")
+	require.Zero(t, e.batchesForTick(t, tick))
 }
 
 func TestNewRefusesAnEmptyConfig(t *testing.T) {

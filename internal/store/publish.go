@@ -284,22 +284,27 @@ func isAttached(ctx context.Context, q querier, table string) (bool, error) {
 }
 
 // Publication says, for people, whether the batch's values are the
-// published ones of its kind.
+// published ones of its kind, with times in RFC 3339.
 func (b Batch) Publication() string {
+	return b.PublicationWith(func(t time.Time) string { return t.UTC().Format(time.RFC3339) })
+}
+
+// PublicationWith is Publication with times printed by at.
+func (b Batch) PublicationWith(at func(time.Time) string) string {
 	switch {
 	case b.PublishedAt != nil:
-		s := "yes, at " + b.PublishedAt.UTC().Format(time.RFC3339)
+		s := "yes, at " + at(*b.PublishedAt)
 		if b.PublishReason != nil {
 			s += ", despite its failed checks"
 		}
 		if b.RowsDroppedAt != nil {
-			s += "; since superseded, its own rows dropped at " + b.RowsDroppedAt.UTC().Format(time.RFC3339)
+			s += "; since superseded, its own rows dropped at " + at(*b.RowsDroppedAt)
 		}
 		return s
 	case !b.Ended():
 		return "not yet: published when it succeeds"
 	case b.RowsDroppedAt != nil:
-		return "no; its own rows were dropped by retention at " + b.RowsDroppedAt.UTC().Format(time.RFC3339)
+		return "no; its own rows were dropped by retention at " + at(*b.RowsDroppedAt)
 	case b.Status == StatusHeld:
 		return fmt.Sprintf("no: held, its declared checks failed; 'enqueuer publish %s --despite-checks --reason TEXT' publishes it", b.ID)
 	}

@@ -51,7 +51,22 @@ func (s *Store) CheckSchedulerSchema(ctx context.Context) error {
 	if err == nil {
 		_, err = s.Pool.Exec(ctx, `SELECT 1 FROM schedule_ticks LIMIT 0`)
 	}
+	if err == nil {
+		_, err = s.Pool.Exec(ctx, `SELECT 1 FROM scheduler_starts LIMIT 0`)
+	}
 	return SchemaHint(err)
+}
+
+// SchedulerFirstStart returns when a scheduler first started for kind,
+// recording at as that time when none did before.
+func (s *Store) SchedulerFirstStart(ctx context.Context, kind string, at time.Time) (time.Time, error) {
+	if _, err := s.Pool.Exec(ctx, `INSERT INTO scheduler_starts (kind, first_started_at) VALUES ($1, $2)
+		ON CONFLICT (kind) DO NOTHING`, kind, at); err != nil {
+		return time.Time{}, err
+	}
+	var first time.Time
+	err := s.Pool.QueryRow(ctx, `SELECT first_started_at FROM scheduler_starts WHERE kind = $1`, kind).Scan(&first)
+	return first, err
 }
 
 // LastTick returns the newest tick of kind the scheduler handled: fired (a
@@ -106,7 +121,8 @@ func (s *Store) ListTicks(ctx context.Context, kind string) ([]Tick, error) {
 }
 
 // ClaimBatchAlerts claims up to limit ended batches whose status is not
-// succeeded and whose alert is not sent, oldest first. A claim older than
+// succeeded and whose alert is not sent, oldest first; only batches that
+// ended since a scheduler first started (SchedulerFirstStart), none before. A claim older than
 // reclaimAfter (its claimer died) is claimed again. Mark each sent alert
 // with MarkBatchAlerted, or give an unsent one back with UnclaimBatchAlert.
 func (s *Store) ClaimBatchAlerts(ctx context.Context, limit int, reclaimAfter time.Duration) ([]Batch, error) {
@@ -115,6 +131,7 @@ func (s *Store) ClaimBatchAlerts(ctx context.Context, limit int, reclaimAfter ti
 		WHERE id IN (
 			SELECT id FROM batch_runs
 			WHERE alerted_at IS NULL AND status NOT IN ('running', 'succeeded')
+				AND coalesce(ended_at, started_at) >= (SELECT min(first_started_at) FROM scheduler_starts)
 				AND (alert_claimed_at IS NULL OR alert_claimed_at < now() - make_interval(secs => $2))
 			ORDER BY ended_at, id LIMIT $1
 			FOR UPDATE SKIP LOCKED)

@@ -98,6 +98,14 @@ func (c *cluster) waitScheduled(n int, timeout time.Duration) []store.Batch {
 	return got
 }
 
+// ranBefore records that a scheduler first ran for ph at at: the schedulers
+// the test starts are restarts, which catch up a tick missed since.
+func (c *cluster) ranBefore(at time.Time) {
+	c.t.Helper()
+	_, err := c.db.Store.SchedulerFirstStart(context.Background(), "ph", at)
+	require.NoError(c.t, err)
+}
+
 func (c *cluster) ticks() []store.Tick {
 	c.t.Helper()
 	ticks, err := c.db.Store.ListTicks(context.Background(), "")
@@ -145,8 +153,9 @@ func TestSchedulerTwoReplicasFireEachTickOnce(t *testing.T) {
 	t.Parallel()
 	c := schedCluster(t)
 	c.worker()
-	// A short misfire grace: a catch-up of the tick before start cannot still
-	// be running at the next tick (which would then be skipped, correctly).
+	// A short misfire grace: a tick caught up late (a first start catches up
+	// none from before it) cannot still be running at the next tick (which
+	// would then be skipped, correctly).
 	a := c.scheduler(every5s, shortGrace)
 	b := c.scheduler(every5s, shortGrace)
 	c.waitScheduled(5, 5*schedTicks+20*time.Second)
@@ -225,8 +234,10 @@ func TestSchedulerMissedTickOnStart(t *testing.T) {
 			t.Parallel()
 			c := schedCluster(t)
 			hook := alerttest.NewRecorder(t)
-			// A spec that ticked once a minute, last 30 s ago: the scheduler was "down" at it.
+			// A spec that ticked once a minute, last 30 s ago: the scheduler, which
+			// first ran a second before that tick, was "down" at it.
 			tick := time.Now().Add(-30 * time.Second).Truncate(time.Second)
+			c.ranBefore(tick.Add(-time.Second))
 			spec := fmt.Sprintf("%d * * * * *", tick.Second())
 			env := []string{"GRIDBATCH_MISFIRE_GRACE=" + tc.grace, "GRIDBATCH_ALERT_WEBHOOK_URL=" + hook.URL}
 			a := c.scheduler(spec, env...)
@@ -267,6 +278,34 @@ func TestSchedulerMissedTickOnStart(t *testing.T) {
 			require.Empty(t, c.scheduled(), "a tick beyond the grace does not fire")
 		})
 	}
+}
+
+// TestSchedulerFirstStartCatchesUpNothing starts the very first scheduler of
+// a database: a tick 5 s before it, well within the grace, neither fires nor
+// is recorded missed, and a partial batch that ended before it is not alerted.
+func TestSchedulerFirstStartCatchesUpNothing(t *testing.T) {
+	t.Parallel()
+	c := schedCluster(t)
+	breakChunkZero(t, c)
+	hook := alerttest.NewRecorder(t)
+	w := c.worker("GRIDBATCH_MAX_RETRY=0")
+	out, errOut, _ := c.enqueuer("run", "--kind", "ph", "--bbox", schedBBox, "--step", "0.05", "--chunk-size", "100", "--wait")
+	w.Signal(syscall.SIGTERM)
+	w.Wait(t, 30*time.Second)
+	all, err := c.db.Store.ListBatches(context.Background(), "", "", 10)
+	require.NoError(t, err)
+	require.Len(t, all, 1, "%s %s", out, errOut)
+	require.Equal(t, store.StatusPartial, all[0].Status)
+
+	tick := time.Now().Add(-5 * time.Second).Truncate(time.Second)
+	spec := fmt.Sprintf("%d * * * * *", tick.Second())
+	a := c.scheduler(spec, "GRIDBATCH_MISFIRE_GRACE=1m", "GRIDBATCH_ALERT_WEBHOOK_URL="+hook.URL)
+	waitLog(t, a, "first start for this kind", 10*time.Second)
+	time.Sleep(5 * time.Second) // two alert polls of the leader
+	require.Empty(t, c.scheduled(), "a tick before the first start does not fire")
+	require.Empty(t, c.ticks(), "nor is it recorded missed")
+	require.Empty(t, hook.Received(), "a batch that ended before the first start is not alerted")
+	require.NotContains(t, logOf(t, a), "tick missed")
 }
 
 func TestSchedulerSkipsATickWhileABatchRuns(t *testing.T) {
@@ -325,8 +364,10 @@ func TestSchedulerAlertsOnceForAPartialBatch(t *testing.T) {
 	breakChunkZero(t, c)
 	hook := alerttest.NewRecorder(t)
 	c.worker("GRIDBATCH_MAX_RETRY=0")
-	// Ticks once a minute, last 2 s ago: one batch, caught up at start.
+	// Ticks once a minute, last 2 s ago: one batch, caught up at the restart
+	// of a scheduler that first ran a second before that tick.
 	tick := time.Now().Add(-2 * time.Second).Truncate(time.Second)
+	c.ranBefore(tick.Add(-time.Second))
 	spec := fmt.Sprintf("%d * * * * *", tick.Second())
 	env := []string{"GRIDBATCH_ALERT_WEBHOOK_URL=" + hook.URL}
 	a := c.scheduler(spec, env...)
@@ -385,7 +426,7 @@ func TestSchedulerTicksOnTimeWhileTheWebhookHangs(t *testing.T) {
 		return n+tn >= 3
 	})
 	batches, ticks := c.scheduled(), c.ticks()
-	for _, b := range batches[1:] { // the first is the catch-up of the tick before the start
+	for _, b := range batches { // a first start catches up no tick from before it: every batch is on time
 		late := b.StartedAt.Sub(*b.ScheduledFor)
 		require.Less(t, late, 1500*time.Millisecond, "batch %s started %s after its tick", b.ID, late)
 	}
