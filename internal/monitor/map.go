@@ -436,6 +436,10 @@ func (s *Server) batchMapView(ctx context.Context, b store.Batch, q url.Values) 
 		return v
 	}
 	if v.Diff != "" {
+		if n := region.NumCells(); n > mapMaxCells {
+			v.Note = "No difference map: this batch has " + numfmt.Int(n) + " cells; the difference map draws at most " + numfmt.Int(mapMaxCells) + "."
+			return v
+		}
 		if _, err := s.cfg.Store.LatestPublication(ctx, b.Kind, b.Step); errors.Is(err, store.ErrNoPublication) {
 			v.Note = "No difference: nothing of kind " + b.Kind + " is published at step " + fmtStep(b.Step) + "."
 			return v
