@@ -23,6 +23,24 @@ var viridis = [...]color.RGBA{
 	{0xfd, 0xe7, 0x25, 0xff},
 }
 
+// redBlue is ColorBrewer's diverging RdBu scale in eleven stops, reversed:
+// dark blue at 0, a near white in the middle stop (0.5), dark red at 1.
+// Diverging interpolates between them; it draws differences, negative
+// blue, positive red.
+var redBlue = [...]color.RGBA{
+	{0x05, 0x30, 0x61, 0xff},
+	{0x21, 0x66, 0xac, 0xff},
+	{0x43, 0x93, 0xc3, 0xff},
+	{0x92, 0xc5, 0xde, 0xff},
+	{0xd1, 0xe5, 0xf0, 0xff},
+	{0xf7, 0xf7, 0xf7, 0xff},
+	{0xfd, 0xdb, 0xc7, 0xff},
+	{0xf4, 0xa5, 0x82, 0xff},
+	{0xd6, 0x60, 0x4d, 0xff},
+	{0xb2, 0x18, 0x2b, 0xff},
+	{0x67, 0x00, 0x1f, 0xff},
+}
+
 // The colours of a cell without a value: a light grey hatched with
 // diagonal lines of a darker grey. Neither is a colour of the scale.
 var (
@@ -52,23 +70,45 @@ func IsNoValue(c color.Color) bool {
 
 // Viridis returns the colour of t on the viridis scale: dark purple at 0,
 // yellow at 1, linear between the stops. t is clamped to [0,1]; NaN is 0.
-func Viridis(t float64) color.RGBA {
+func Viridis(t float64) color.RGBA { return ramp(viridis[:], t) }
+
+// Diverging returns the colour of t on the blue–white–red scale: dark blue
+// at 0, near white at 0.5, dark red at 1, linear between the stops. t is
+// clamped to [0,1]; NaN is 0.
+func Diverging(t float64) color.RGBA { return ramp(redBlue[:], t) }
+
+// ramp returns the colour of t between evenly spaced stops, linear
+// between them; t is clamped to [0,1] and NaN is 0.
+func ramp(stops []color.RGBA, t float64) color.RGBA {
 	if !(t > 0) {
-		return viridis[0]
+		return stops[0]
 	}
 	if t >= 1 {
-		return viridis[len(viridis)-1]
+		return stops[len(stops)-1]
 	}
-	f := t * float64(len(viridis)-1)
+	f := t * float64(len(stops)-1)
 	i := int(f)
 	f -= float64(i)
-	a, b := viridis[i], viridis[i+1]
+	a, b := stops[i], stops[i+1]
 	mix := func(x, y uint8) uint8 { return uint8(math.Round(float64(x) + (float64(y)-float64(x))*f)) }
 	return color.RGBA{mix(a.R, b.R), mix(a.G, b.G), mix(a.B, b.B), 0xff}
 }
 
-// Scale maps values from Min to Max onto the viridis scale.
-type Scale struct{ Min, Max float64 }
+// Scale maps values from Min to Max onto the viridis scale, or onto the
+// Diverging scale when Diverging is set (a scale of differences, from
+// -m to m, so that zero is its middle).
+type Scale struct {
+	Min, Max  float64
+	Diverging bool
+}
+
+// ColorAt returns the colour at t of the scale's palette (t as At returns).
+func (s Scale) ColorAt(t float64) color.RGBA {
+	if s.Diverging {
+		return Diverging(t)
+	}
+	return Viridis(t)
+}
 
 // Flat reports whether every value is the same: the scale has no extent
 // and every value gets the middle colour.
@@ -83,13 +123,13 @@ func (s Scale) At(v float64) float64 {
 	return math.Min(math.Max((v-s.Min)/(s.Max-s.Min), 0), 1)
 }
 
-// Color returns the colour of v: Viridis(s.At(v)), or NoValueFill when v is
-// NaN or infinite.
+// Color returns the colour of v: s.ColorAt(s.At(v)), or NoValueFill when v
+// is NaN or infinite.
 func (s Scale) Color(v float64) color.RGBA {
 	if math.IsNaN(v) || math.IsInf(v, 0) {
 		return NoValueFill
 	}
-	return Viridis(s.At(v))
+	return s.ColorAt(s.At(v))
 }
 
 // Ticks returns round values inside [Min, Max] for the colour bar, about

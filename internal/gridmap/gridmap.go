@@ -2,8 +2,9 @@
 // per cell of a region, north up (plate carrée, so cells are square),
 // coloured on the viridis scale between the smallest and the largest value,
 // with lat/lon ticks on the axes and a legend (colour bar with its range,
-// ticks and units). Cells without a value are hatched in grey and counted in
-// the legend. It is pure: no SQL, no HTTP; the monitor feeds it the values
+// ticks and units). Differences (Layout.NewDifferences) are drawn on a
+// diverging blue–white–red scale symmetric around zero instead. Cells
+// without a value are hatched in grey and counted in the legend. It is pure: no SQL, no HTTP; the monitor feeds it the values
 // it reads.
 //
 // Use it in three steps: NewLayout places a region on the image, Values
@@ -129,6 +130,8 @@ type Values struct {
 	failed   []bool    // plot pixels of a failed cell (Fail); nil when none
 	min, max float64
 	n, nf    int
+	// diverging: the values are differences (NewDifferences).
+	diverging bool
 }
 
 // NewValues returns the values of l's region, every cell without a value.
@@ -138,6 +141,16 @@ func (l Layout) NewValues() *Values {
 		px[i] = math.NaN()
 	}
 	return &Values{layout: l, px: px, min: math.Inf(1), max: math.Inf(-1)}
+}
+
+// NewDifferences returns the values of l's region, every cell without a
+// value, for values that are differences (for example a batch's values
+// minus the published ones): their scale is the diverging one, symmetric
+// around zero (see Values.Scale).
+func (l Layout) NewDifferences() *Values {
+	v := l.NewValues()
+	v.diverging = true
+	return v
 }
 
 // Set records the value of the cell gridID. NaN and ±Inf mean no value,
@@ -198,13 +211,22 @@ func (v *Values) Len() int { return v.n }
 func (v *Values) Missing() int { return v.layout.Region.NumCells() - v.n }
 
 // Scale returns the colour scale of the values: from the smallest to the
-// largest. ok is false when no cell has a value.
+// largest; for differences (NewDifferences) the diverging scale from -m
+// to m, m the largest absolute difference, so that zero is its middle
+// colour. ok is false when no cell has a value.
 func (v *Values) Scale() (s Scale, ok bool) {
 	if v.n == 0 {
 		return Scale{}, false
 	}
+	if v.diverging {
+		m := math.Max(math.Abs(v.min), math.Abs(v.max))
+		return Scale{Min: -m, Max: m, Diverging: true}, true
+	}
 	return Scale{Min: v.min, Max: v.max}, true
 }
+
+// Differences reports whether the values are differences (NewDifferences).
+func (v *Values) Differences() bool { return v.diverging }
 
 // Layout returns the layout the values were collected for.
 func (v *Values) Layout() Layout { return v.layout }

@@ -298,3 +298,60 @@ func TestRenderFailedCells(t *testing.T) {
 	}
 	require.Positive(t, legend, "the legend keys the failed cells")
 }
+
+// TestDivergingScale: the scale of differences is symmetric around zero,
+// whichever side is larger: zero is the palette's middle colour (near
+// white), -m and +m, m the largest absolute difference, its ends (blue and
+// red), and the map draws the cells in those colours.
+func TestDivergingScale(t *testing.T) {
+	t.Parallel()
+	require.Equal(t, redBlue[0], Diverging(0), "dark blue at 0")
+	require.Equal(t, redBlue[5], Diverging(0.5), "the middle stop at 0.5")
+	require.Equal(t, color.RGBA{0xf7, 0xf7, 0xf7, 0xff}, Diverging(0.5))
+	require.Equal(t, redBlue[10], Diverging(1), "dark red at 1")
+	require.Equal(t, Diverging(0), Diverging(math.NaN()))
+	require.Greater(t, Diverging(0).B, Diverging(0).R, "negative is blue")
+	require.Greater(t, Diverging(1).R, Diverging(1).B, "positive is red")
+	for i := 0; i <= 1000; i++ {
+		require.False(t, IsNoValue(Diverging(float64(i)/1000)), "no colour of the scale is a no-value colour")
+	}
+
+	r := region(t, 1, grid.BBox{LonMin: 10, LatMin: 20, LonMax: 14, LatMax: 23})
+	l := NewLayout(r)
+	v := l.NewDifferences()
+	neg, zero, pos, small, none := cellAt(t, r, 20.5, 10.5), cellAt(t, r, 21.5, 11.5),
+		cellAt(t, r, 22.5, 13.5), cellAt(t, r, 22.5, 10.5), cellAt(t, r, 21.5, 13.5)
+	v.Set(neg.GridID, -1.5)
+	v.Set(zero.GridID, 0)
+	v.Set(pos.GridID, 4)
+	v.Set(small.GridID, 2)
+	s, ok := v.Scale()
+	require.True(t, ok)
+	require.Equal(t, Scale{Min: -4, Max: 4, Diverging: true}, s, "±max|difference|")
+	require.Equal(t, Diverging(0.5), s.Color(0))
+	require.Equal(t, Diverging(0), s.Color(-4))
+	require.Equal(t, Diverging(1), s.Color(4))
+	require.Equal(t, Diverging(0.75), s.Color(2))
+	require.Equal(t, r.NumCells()-4, v.Missing())
+
+	img := Render(v, Labels{Quantity: "difference against published", Units: "K"})
+	at := func(c grid.Cell) color.RGBA {
+		p, ok := l.Pixel(c.Lat, c.Lon)
+		require.True(t, ok)
+		return img.RGBAAt(p.X, p.Y)
+	}
+	require.Equal(t, Diverging(0.5), at(zero))
+	require.Equal(t, Diverging(1), at(pos))
+	require.Equal(t, Diverging(0.75), at(small))
+	require.Equal(t, Diverging(0.5-1.5/8), at(neg))
+	require.True(t, IsNoValue(at(none)))
+
+	t.Run("every difference zero", func(t *testing.T) {
+		v := l.NewDifferences()
+		v.Set(zero.GridID, 0)
+		s, ok := v.Scale()
+		require.True(t, ok)
+		require.True(t, s.Flat())
+		require.Equal(t, Diverging(0.5), s.Color(0))
+	})
+}

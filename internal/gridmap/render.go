@@ -119,7 +119,7 @@ func Render(v *Values, lb Labels) *image.RGBA {
 		drawText(img, x0, base+barLabelBase, "no cell has a value", muted)
 	case scale.Flat():
 		bar := image.Rect(x0, barY, x0+barW, barY+barH)
-		fill(img, bar, Viridis(0.5))
+		fill(img, bar, scale.ColorAt(0.5))
 		border(img, bar.Inset(-1), frame)
 		drawText(img, x0, base+barLabelBase, "every cell: "+fmtValue(scale.Min), ink)
 	default:
@@ -133,7 +133,11 @@ func Render(v *Values, lb Labels) *image.RGBA {
 		}
 	}
 	border(img, key.Inset(-1), frame)
-	noValue := "no value: " + numfmt.Int(v.Missing()) + " of " + numfmt.Int(l.Region.NumCells()) + " cells"
+	what := "no value: "
+	if v.diverging {
+		what = "not on both sides: "
+	}
+	noValue := what + numfmt.Int(v.Missing()) + " of " + numfmt.Int(l.Region.NumCells()) + " cells"
 	drawText(img, key.Max.X+8, key.Min.Y+ascent+1, noValue, ink)
 	if v.nf > 0 {
 		fk := key.Add(image.Pt(barH+8+textWidth(noValue)+24, 0))
@@ -145,15 +149,18 @@ func Render(v *Values, lb Labels) *image.RGBA {
 }
 
 // drawBar draws the colour bar of scale from x, y: the smallest value, the
-// bar, the largest value on one line, and round ticks under the bar where
-// their labels fit.
+// bar, the largest value on one line (for a diverging scale its ends, -m
+// and +m), and round ticks under the bar where their labels fit.
 func drawBar(img *image.RGBA, x, y int, scale Scale) {
 	lo, hi := "min "+fmtValue(scale.Min), "max "+fmtValue(scale.Max)
+	if scale.Diverging {
+		lo, hi = fmtValue(scale.Min), "+"+fmtValue(scale.Max)
+	}
 	drawText(img, x, y+ascent+1, lo, ink)
 	r := image.Rect(x+textWidth(lo)+8, y, x+textWidth(lo)+8+barW, y+barH)
 	n := r.Dx()
 	for i := range n {
-		c := Viridis(float64(i) / float64(n-1))
+		c := scale.ColorAt(float64(i) / float64(n-1))
 		for y := r.Min.Y; y < r.Max.Y; y++ {
 			img.SetRGBA(r.Min.X+i, y, c)
 		}

@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"net/url"
 	"slices"
@@ -110,13 +111,33 @@ func (s *Server) batchMap(w http.ResponseWriter, r *http.Request) {
 			b.ID, fmtTime(*b.RowsDroppedAt), store.ErrNoSeries))
 		return
 	}
-	key := strings.Join([]string{"batch", b.ID, scenario, strconv.Itoa(year)}, "\x00")
+	diff, err := mapDiff(r.URL.Query())
+	if err != nil {
+		s.mapError(w, r, badRequest{err})
+		return
+	}
+	key := strings.Join([]string{"batch", b.ID, scenario, strconv.Itoa(year), diff}, "\x00")
 	// Its rows change only when a chunk succeeds.
 	version := fmt.Sprintf("%s %d %d", b.Status, b.CompletedCells, b.FailedCells)
+	if diff != "" {
+		// The published values change only when a batch is published.
+		pub, err := s.cfg.Store.LatestPublication(ctx, b.Kind, b.Step)
+		if errors.Is(err, store.ErrNoPublication) {
+			err = fmt.Errorf("nothing of kind %s is published at step %s, so there is no difference to draw: %w", b.Kind, fmtStep(b.Step), err)
+		}
+		if err != nil {
+			s.mapError(w, r, err)
+			return
+		}
+		version += " " + pub.PublishedAt.UTC().Format(time.RFC3339Nano)
+	}
 	s.serveMap(w, r, key, version, !b.Ended(), func() ([]byte, error) {
 		region, err := b.Region()
 		if err != nil {
 			return nil, err
+		}
+		if diff != "" {
+			return s.drawDifference(ctx, b, spec, region, scenario, year)
 		}
 		v := gridmap.NewLayout(region).NewValues()
 		if err := s.cfg.Store.BatchMapValues(ctx, b.ID, scenario, year, v.Set); err != nil {
@@ -140,6 +161,62 @@ func (s *Server) batchMap(w http.ResponseWriter, r *http.Request) {
 			Subtitle: fmt.Sprintf("batch %s (%s) · step %s° · bbox %s", b.ID, b.Status, fmtStep(b.Step), b.BBox),
 			Quantity: spec.LongName, Units: spec.Units,
 		})
+	})
+}
+
+// mapDiff returns the query's diff: empty (the values themselves) or
+// "published" (the batch's values minus the published ones).
+func mapDiff(q url.Values) (string, error) {
+	switch d := q.Get("diff"); d {
+	case "", "published":
+		return d, nil
+	default:
+		return "", fmt.Errorf("diff %q: the map draws a batch's values, or with diff=published their difference against the published values", d)
+	}
+}
+
+// drawDifference draws the map of batch b's values minus the published
+// values of its kind, cell by cell, on a diverging scale centred on zero.
+// A cell without a value on either side (no row, NaN, dead-lettered) has
+// no difference. It reads the published values of the region first, one
+// float64 per cell of the region (regions of more than mapMaxCells cells
+// are refused), then the batch's rows in one pass.
+func (s *Server) drawDifference(ctx context.Context, b store.Batch, spec model.Spec, region grid.Region, scenario string, year int) ([]byte, error) {
+	n := region.NumCells()
+	if n > mapMaxCells {
+		return nil, badRequest{fmt.Errorf("batch %s has %s cells; the difference map draws at most %s", b.ID, numfmt.Int(n), numfmt.Int(mapMaxCells))}
+	}
+	cols := int64(region.Lattice.Cols)
+	index := func(gridID int64) int {
+		row, col := int(gridID/cols), int(gridID%cols)
+		if gridID < 0 || row < region.Row0 || row >= region.Row1 || col < region.Col0 || col >= region.Col1 {
+			return -1
+		}
+		return (row-region.Row0)*region.NumCols() + col - region.Col0
+	}
+	published := make([]float64, n)
+	for i := range published {
+		published[i] = math.NaN()
+	}
+	if err := s.cfg.Store.PublishedMapValues(ctx, b.Kind, region, scenario, year, func(id int64, v float64) {
+		if k := index(id); k >= 0 {
+			published[k] = v
+		}
+	}); err != nil {
+		return nil, err
+	}
+	d := gridmap.NewLayout(region).NewDifferences()
+	if err := s.cfg.Store.BatchMapValues(ctx, b.ID, scenario, year, func(id int64, v float64) {
+		if k := index(id); k >= 0 {
+			d.Set(id, v-published[k]) // NaN on either side: no value
+		}
+	}); err != nil {
+		return nil, err
+	}
+	return encodeMap(d, gridmap.Labels{
+		Title:    b.Kind + " · " + scenario + " · " + strconv.Itoa(year) + " · batch - published",
+		Subtitle: fmt.Sprintf("batch %s (%s) minus the published values · step %s° · bbox %s", b.ID, b.Status, fmtStep(b.Step), b.BBox),
+		Quantity: "difference against published", Units: spec.Units,
 	})
 }
 
@@ -310,10 +387,13 @@ type mapView struct {
 	// Published links to the published values over the batch's grid,
 	// when the batch is published.
 	Published string
+	// Diff is "published" when the map draws the batch's values minus
+	// the published ones, empty when it draws the values.
+	Diff string
 }
 
 // batchMapView lays out the map panel of batch b for the page's query.
-func (s *Server) batchMapView(b store.Batch, q url.Values) mapView {
+func (s *Server) batchMapView(ctx context.Context, b store.Batch, q url.Values) mapView {
 	spec, err := s.cfg.Models.Spec(b.Kind)
 	if err != nil {
 		return mapView{Note: "No map: " + err.Error() + "; the monitor reads the models file (GRIDBATCH_MODELS_FILE) that declares it."}
@@ -327,6 +407,13 @@ func (s *Server) batchMapView(b store.Batch, q url.Values) mapView {
 		return v
 	}
 	params := url.Values{"scenario": {v.Scenario}, "year": {strconv.Itoa(v.Year)}}
+	if v.Diff, err = mapDiff(q); err != nil {
+		v.Error = "Map: " + err.Error()
+		return v
+	}
+	if v.Diff != "" {
+		params.Set("diff", v.Diff)
+	}
 	if b.PublishedAt != nil {
 		pq := url.Values{"step": {fmtStep(b.Step)}, "bbox": {b.BBox.String()}, "scenario": {v.Scenario}, "year": {strconv.Itoa(v.Year)}}
 		v.Published = "/kinds/" + url.PathEscape(b.Kind) + "/map?" + pq.Encode()
@@ -348,9 +435,25 @@ func (s *Server) batchMapView(b store.Batch, q url.Values) mapView {
 		v.Note = "No map: " + err.Error()
 		return v
 	}
+	if v.Diff != "" {
+		if n := region.NumCells(); n > mapMaxCells {
+			v.Note = "No difference map: this batch has " + numfmt.Int(n) + " cells; the difference map draws at most " + numfmt.Int(mapMaxCells) + "."
+			return v
+		}
+		if _, err := s.cfg.Store.LatestPublication(ctx, b.Kind, b.Step); errors.Is(err, store.ErrNoPublication) {
+			v.Note = "No difference: nothing of kind " + b.Kind + " is published at step " + fmtStep(b.Step) + "."
+			return v
+		} else if err != nil {
+			v.Note = "No map: PostgreSQL: " + err.Error()
+			return v
+		}
+	}
 	l := gridmap.NewLayout(region)
 	v.Src = "/batches/" + url.PathEscape(b.ID) + "/map?" + params.Encode()
 	v.W, v.H = l.Width, l.Height
 	v.Alt = fmt.Sprintf("Map of %s for %s in %d over %s cells of batch %s", b.Kind, v.Scenario, v.Year, numfmt.Int(region.NumCells()), b.ID)
+	if v.Diff != "" {
+		v.Alt = fmt.Sprintf("Map of the difference of batch %s's %s against the published values for %s in %d over %s cells", b.ID, b.Kind, v.Scenario, v.Year, numfmt.Int(region.NumCells()))
+	}
 	return v
 }

@@ -53,19 +53,15 @@ func newMapBatch(t *testing.T, db *testutil.DB, id string) mapBatch {
 		if c.GridID == m.missing.GridID {
 			continue
 		}
-		for _, sc := range []struct {
-			name string
-			sign float64
-		}{{"ssp126", 1}, {"ssp245", -1}, {"ssp585", 0}} {
-			values := make([]float64, 80)
-			for i := range values {
-				values[i] = sc.sign*(c.Lat-36) + float64(i)*0.01
-				if c.GridID == m.nan.GridID {
-					values[i] = math.NaN()
+		cs := mapSeries(c, 0)
+		if c.GridID == m.nan.GridID {
+			for _, s := range cs {
+				for i := range s.Values {
+					s.Values[i] = math.NaN()
 				}
 			}
-			series = append(series, grid.Series{GridID: c.GridID, Scenario: sc.name, Values: values})
 		}
+		series = append(series, cs...)
 	}
 	ids, cells, err := b.Layout.EncodeCells(series)
 	require.NoError(t, err)
@@ -80,6 +76,24 @@ func newMapBatch(t *testing.T, db *testutil.DB, id string) mapBatch {
 	require.NoError(t, err)
 	m.Batch = testutil.Batches{Store: db.Store}.Get(t, id)
 	return m
+}
+
+// mapSeries returns the series of cell c of a mapBatch, plus delta: its
+// value grows northwards in ssp126, southwards in ssp245, and by 0.01 a
+// year.
+func mapSeries(c grid.Cell, delta float64) []grid.Series {
+	var series []grid.Series
+	for _, sc := range []struct {
+		name string
+		sign float64
+	}{{"ssp126", 1}, {"ssp245", -1}, {"ssp585", 0}} {
+		values := make([]float64, 80)
+		for i := range values {
+			values[i] = sc.sign*(c.Lat-36) + float64(i)*0.01 + delta
+		}
+		series = append(series, grid.Series{GridID: c.GridID, Scenario: sc.name, Values: values})
+	}
+	return series
 }
 
 // decodeMap checks a map response and decodes its image.
@@ -322,4 +336,74 @@ func TestBatchMapUsesTheBatchSeries(t *testing.T) {
 	_, page := get(t, e.url+"/batches/"+m.ID, user, password)
 	require.Contains(t, page, `<option value="ssp126" selected>ssp126</option><option value="ssp245">ssp245</option>`)
 	require.Contains(t, page, `name="year" value="2060" min="2021" max="2100"`)
+}
+
+// TestBatchMapDifference: with diff=published the map draws a batch's
+// values minus the published ones on the diverging scale centred on zero:
+// cells that differ by known amounts get the colours of those amounts
+// (+4, the largest, the red end; -1 a blue; equal ones the middle), and a
+// cell without a published value, or without a row of the batch, none.
+func TestBatchMapDifference(t *testing.T) {
+	t.Parallel()
+	e := start(t, nil)
+	ctx := context.Background()
+	published := newMapBatch(t, e.db, "ph-20261122-000000-map006")
+	m := newMapBatch(t, e.db, "ph-20261122-000000-map007")
+	base := e.url + "/batches/" + m.ID + "/map?scenario=ssp245&year=2060&diff=published"
+	table := func(id string) string {
+		var table string
+		require.NoError(t, e.db.Pool.QueryRow(ctx, `SELECT results_table FROM batch_runs WHERE id = $1`, id).Scan(&table))
+		return pgx.Identifier{table}.Sanitize()
+	}
+
+	resp, body := get(t, base, user, password)
+	require.Equal(t, http.StatusNotFound, resp.StatusCode)
+	require.Equal(t, "404 Not Found: nothing of kind ph is published at step 0.5, so there is no difference to draw: nothing published\n", body)
+	_, page := get(t, e.url+"/batches/"+m.ID+"?diff=published", user, password)
+	require.Contains(t, page, "No difference: nothing of kind ph is published at step 0.5.")
+	require.NotContains(t, page, `<img class="map"`)
+
+	// The published batch has no row for one cell; the batch differs from
+	// it by +4 at its north cell and -1 at its south cell.
+	unpublished, err := m.region.Lattice.CellAt(37.25, 129.25)
+	require.NoError(t, err)
+	_, err = e.db.Pool.Exec(ctx, `DELETE FROM `+table(published.ID)+` WHERE grid_id = $1`, unpublished.GridID)
+	require.NoError(t, err)
+	_, err = batch.Publish(ctx, e.db.Store, testutil.NoChecks(), published.ID, batch.PublishRequest{})
+	require.NoError(t, err)
+	for _, d := range []struct {
+		c     grid.Cell
+		delta float64
+	}{{m.north, 4}, {m.south, -1}} {
+		_, cells, err := m.Layout.EncodeCells(mapSeries(d.c, d.delta))
+		require.NoError(t, err)
+		_, err = e.db.Pool.Exec(ctx, `UPDATE `+table(m.ID)+` SET series = $1 WHERE grid_id = $2`, cells[0], d.c.GridID)
+		require.NoError(t, err)
+	}
+
+	near := func(want, got color.RGBA, what string) {
+		t.Helper()
+		for _, c := range [][2]uint8{{want.R, got.R}, {want.G, got.G}, {want.B, got.B}} {
+			require.InDelta(t, float64(c[0]), float64(c[1]), 1, "%s: want %v, got %v", what, want, got)
+		}
+	}
+	resp, body = get(t, base, user, password)
+	img := decodeMap(t, resp, body, m.layout)
+	near(gridmap.Diverging(1), pixel(t, img, m.layout, m.north), "+4: the red end")
+	near(gridmap.Diverging(0.5-1.0/8), pixel(t, img, m.layout, m.south), "-1 of ±4")
+	near(gridmap.Diverging(0.5), pixel(t, img, m.layout, m.middle), "equal: the middle colour")
+	require.True(t, gridmap.IsNoValue(pixel(t, img, m.layout, unpublished)), "a cell without a published value")
+	require.True(t, gridmap.IsNoValue(pixel(t, img, m.layout, m.missing)), "a cell without a row on either side")
+	require.True(t, gridmap.IsNoValue(pixel(t, img, m.layout, m.nan)), "a cell whose values are NaN")
+
+	_, values := get(t, e.url+"/batches/"+m.ID+"/map?scenario=ssp245&year=2060", user, password)
+	require.NotEqual(t, body, values, "the values and their difference are two maps")
+
+	_, page = get(t, e.url+"/batches/"+m.ID+"?scenario=ssp245&year=2060&diff=published", user, password)
+	require.Contains(t, page, `<img class="map" src="/batches/`+m.ID+`/map?diff=published&amp;scenario=ssp245&amp;year=2060"`)
+	require.Contains(t, page, `<option value="published" selected>the difference against published</option>`)
+
+	resp, body = get(t, e.url+"/batches/"+m.ID+"/map?diff=yesterday", user, password)
+	require.Equal(t, http.StatusBadRequest, resp.StatusCode)
+	require.Contains(t, body, `diff "yesterday"`)
 }

@@ -390,7 +390,7 @@ func (s *Server) batchPage(w http.ResponseWriter, r *http.Request) {
 		p.Problems = append(p.Problems, "PostgreSQL: throughput: "+err.Error())
 	}
 	p.Chart = buildChart(tp, bucket, elapsed, b.StartedAt)
-	p.Map = s.batchMapView(b, r.URL.Query())
+	p.Map = s.batchMapView(ctx, b, r.URL.Query())
 
 	dls, total, err := s.cfg.Store.BatchDeadLetters(ctx, id, deadLetterRows)
 	if err != nil {
