@@ -159,22 +159,31 @@ func TestReusesOneProcessAcrossChunks(t *testing.T) {
 }
 
 func TestTimeoutKillsTheWholeGroup(t *testing.T) {
-	e := newEnv(t, "hang", func(s *model.Spec) { s.Timeout = 2 * time.Second })
 	c := cells(t, 0, 10)
-	start := time.Now()
+	e := newEnv(t, "hang", func(s *model.Spec) { s.Timeout = 2 * time.Second }, itoa(c.GridID[0]))
+	warm := cells(t, 100, 10)
+	_, err := e.compute(context.Background(), warm) // the process is up before the clock starts
+	require.NoError(t, err)
+	done := make(chan struct{})
 	seen := make(chan []int, 1)
 	go func() { // the fault must hit: supervisor, model and its child alive before the kill
 		var before []int
-		for time.Since(start) < 1900*time.Millisecond {
+		for {
+			select {
+			case <-done:
+				seen <- before
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
 			if pids := e.alive(); len(pids) > len(before) {
 				before = pids
 			}
-			time.Sleep(50 * time.Millisecond)
 		}
-		seen <- before
 	}()
-	_, err := e.compute(context.Background(), c)
+	start := time.Now()
+	_, err = e.compute(context.Background(), c)
 	took := time.Since(start)
+	close(done)
 	require.Len(t, <-seen, 3, "supervisor, model and its sleep child before the timeout")
 	require.ErrorContains(t, err, "killed: chunk timeout")
 	require.ErrorIs(t, err, context.DeadlineExceeded)

@@ -194,12 +194,12 @@ type pool struct {
 // start. It is retried like any failure.
 var ErrCannotStart = errors.New("model process cannot start")
 
+// compute computes a chunk in one of the kind's processes. The kind's
+// timeout bounds the chunk's computation: waiting for a free
+// process and starting one are bounded by the task's own deadline and by
+// StartTimeout, so a process that starts slowly on a loaded machine does not
+// eat the chunk's time.
 func (pl *pool) compute(ctx context.Context, chunk string, c model.Cells) ([]float64, error) {
-	if pl.spec.Timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, pl.spec.Timeout)
-		defer cancel()
-	}
 	var p *proc
 	select {
 	case p = <-pl.slots:
@@ -215,6 +215,11 @@ func (pl *pool) compute(ctx context.Context, chunk string, c model.Cells) ([]flo
 		if p, err = pl.start(ctx); err != nil {
 			return nil, err
 		}
+	}
+	if pl.spec.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, pl.spec.Timeout)
+		defer cancel()
 	}
 	pl.track(p, true)
 	model.NoteProcess(ctx, int(p.pid.Load()))
