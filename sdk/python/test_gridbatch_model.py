@@ -16,6 +16,7 @@ import json
 import math
 import os
 import select
+import shutil
 import struct
 import subprocess
 import sys
@@ -772,6 +773,42 @@ class CheckTest(unittest.TestCase):
         self.assertFalse(takes(anything))  # only a parameter named context, as Dask's block_info
         self.assertFalse(takes(lambda cells: None))
         self.assertFalse(takes(print))  # no signature to read (Python 3.11): compute(cells)
+
+
+class PackageTest(unittest.TestCase):
+    """pip install ./sdk/python: this very module as a typed package (PEP 561), needing only numpy."""
+
+    def test_pip_install(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            # A copy, so that the in-tree build leaves nothing in the checkout.
+            src = os.path.join(tmp, "sdk")
+            shutil.copytree(HERE, src, symlinks=True,
+                            ignore=shutil.ignore_patterns("__pycache__", ".mypy_cache", "build", "*.egg-info"))
+            site = os.path.join(tmp, "site")
+            p = subprocess.run([PYTHON, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index",
+                                "--no-cache-dir", "--disable-pip-version-check", "--target", site, src],
+                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               timeout=300)
+            self.assertEqual(p.returncode, 0, p.stdout.decode("utf-8", "replace"))
+            pkg = os.path.join(site, "gridbatch_model")
+            self.assertEqual(sorted(f for f in os.listdir(pkg) if f != "__pycache__"), ["__init__.py", "py.typed"])
+            self.assertFalse(os.path.islink(os.path.join(pkg, "__init__.py")))
+            with open(os.path.join(pkg, "__init__.py"), "rb") as a, open(os.path.join(HERE, "gridbatch_model.py"),
+                                                                         "rb") as b:
+                self.assertEqual(a.read(), b.read(), "the package is not gridbatch_model.py")
+            [info] = [d for d in os.listdir(site) if d.endswith(".dist-info")]
+            with open(os.path.join(site, info, "METADATA")) as f:
+                requires = [line.split(":", 1)[1].strip() for line in f if line.startswith("Requires-Dist:")]
+            self.assertEqual(requires, ["numpy"])
+            # Imported from the install (not the checkout), it checks a model.
+            code = ("import numpy as np, gridbatch_model as g; print(g.__file__); "
+                    "g.check(lambda cells, context: np.zeros(context.shape), n=2)")
+            p = subprocess.run([PYTHON, "-I", "-c", "import sys; sys.path.insert(0, %r); %s" % (site, code)],
+                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp,
+                               timeout=TIMEOUT)
+            self.assertEqual(p.returncode, 0, p.stderr.decode("utf-8", "replace"))
+            self.assertEqual(p.stdout.decode().strip(), os.path.join(pkg, "__init__.py"))
+            self.assertIn("check: ok", p.stderr.decode())
 
 
 class ReplyMetaTest(unittest.TestCase):
