@@ -286,6 +286,17 @@ LAYOUT_MODEL = textwrap.dedent(r"""
     gridbatch_model.serve(compute, setup=setup)
 """)
 
+# A model written before the handshake gave the layout: it states it to
+# serve(), as tests/chaos/models and tests/integration/testdata still do.
+STATING_MODEL = textwrap.dedent(r"""
+    import sys
+    sys.path.insert(0, %r)
+    import gridbatch_model, reference_model
+
+    gridbatch_model.serve(reference_model.ph, inputs=reference_model.INPUTS, series=reference_model.SERIES,
+                          years=reference_model.YEARS, first_year=reference_model.FIRST_YEAR)
+""" % os.path.dirname(REFERENCE))
+
 # A model written before the context: it reads the module global hello.
 HELLO_MODEL = textwrap.dedent(r"""
     import numpy as np
@@ -325,6 +336,15 @@ class ModelTest(unittest.TestCase):
         self.assertReady(m.handshake(kind="faulty"), m)
         return m
 
+    def stating(self):
+        return self.script("stating_model.py", STATING_MODEL)
+
+    def result_of(self, m, cells, columns):
+        m.send(chunk_frame("b1:c000001", cells, columns))
+        reply = m.recv()
+        self.assertIsNotNone(reply, "no reply to CHUNK; stderr:\n%s" % m.stderr())
+        return reply
+
     def script(self, name, text):
         path = os.path.join(self.tmp.name, name)
         with open(path, "w") as f:
@@ -344,22 +364,22 @@ class ModelTest(unittest.TestCase):
         self.assertIsNotNone(reply, "no reply to CHUNK; stderr:\n%s" % m.stderr())
         return reply
 
-    def values(self, reply, n):
+    def values(self, reply, n, series=3, years=YEARS):
         ftype, meta, data = reply
         self.assertEqual(ftype, RESULT, "reply %d %r" % (ftype, meta))
-        self.assertEqual(meta, {"shape": [n, 3, 80], "dtype": "float64"})
-        self.assertEqual(len(data), n * 3 * 80 * 8)
-        return struct.unpack("<%dd" % (n * 3 * 80), data)
+        self.assertEqual(meta, {"shape": [n, series, years], "dtype": "float64"})
+        self.assertEqual(len(data), n * series * years * 8)
+        return struct.unpack("<%dd" % (n * series * years), data)
 
-    def check_values(self, kind, cells, vals):
+    def check_values(self, kind, cells, vals, series=SERIES, first_year=FIRST_YEAR, years=YEARS):
         bad = []
         for i, c in enumerate(cells):
-            for j, s in enumerate(SERIES):
-                for k in range(YEARS):
-                    want = VALUE[kind](c[3], c[4], c[5], RATES[s], FIRST_YEAR + k)
-                    got = vals[(i * 3 + j) * YEARS + k]
+            for j, s in enumerate(series):
+                for k in range(years):
+                    want = VALUE[kind](c[3], c[4], c[5], RATES[s], first_year + k)
+                    got = vals[(i * len(series) + j) * years + k]
                     if not close(got, want):
-                        bad.append((c[0], s, FIRST_YEAR + k, got, want))
+                        bad.append((c[0], s, first_year + k, got, want))
         self.assertEqual(bad, [], "%s: %d values differ (grid_id, series, year, got, want)" % (kind, len(bad)))
 
     # -- the reference model ------------------------------------------------
@@ -427,11 +447,37 @@ class ModelTest(unittest.TestCase):
         cells = test_cells()[:2]
         self.check_values("hazard", cells, self.values(self.result(m, cells), 2))
 
+    def test_reference_computes_the_layout_the_worker_sends(self):
+        cells = test_cells()[:4]
+        series = ["ssp585", "ssp126"]
+        for kind in ("ph", "hazard"):
+            with self.subTest(kind=kind):
+                m = self.reference(kind)
+                self.assertReady(m.handshake(kind=kind + "_py", inputs=["xi", "mu0", "extra", "sigma"], series=series,
+                                             first_year=2051, years=7), m)
+                # The columns in the declared order, as the worker sends them.
+                rows = [(g, lat, lon, xi, mu0, 99.0, sigma) for g, lat, lon, mu0, sigma, xi in cells]
+                columns = ["grid_id", "lat", "lon", "xi", "mu0", "extra", "sigma"]
+                vals = self.values(self.result_of(m, rows, columns), len(cells), series=2, years=7)
+                self.check_values(kind, cells, vals, series=series, first_year=2051, years=7)
+
+    def test_reference_refuses_a_layout_it_cannot_compute(self):
+        for field, value in [("inputs", ["mu0", "sigma"]), ("series", ["ssp126", "ssp370"])]:
+            with self.subTest(field=field):
+                m = self.reference("ph")
+                ftype, meta, data = m.handshake(**{field: value})
+                self.assertEqual((ftype, meta["type"], data), (ERROR, "HandshakeError", b""))
+                self.assertIn("setup refused kind ph_py's layout: ValueError: the reference model reads inputs "
+                              "mu0, sigma, xi and knows scenarios ssp126, ssp245, ssp585", meta["message"])
+                self.assertIn(", ".join(value), meta["message"])
+                self.assertEqual(m.wait(), 2)
+
     def test_handshake_mismatch(self):
+        # An older model that states the layout to serve(): checked against the HELLO.
         for field, value in [("inputs", ["mu0", "sigma"]), ("series", ["ssp126", "ssp585"]), ("years", 79),
                              ("first_year", 2020)]:
             with self.subTest(field=field):
-                m = self.reference("ph")
+                m = self.stating()
                 reply = m.handshake(**{field: value})
                 self.assertIsNotNone(reply, m.stderr())
                 ftype, meta, data = reply
@@ -446,7 +492,7 @@ class ModelTest(unittest.TestCase):
                 self.assertIn(field + ":", m.stderr())
 
     def test_handshake_missing_field_and_other_protocol(self):
-        m = self.reference("ph")
+        m = self.stating()
         meta = hello_meta()
         del meta["series"]
         m.send(frame(HELLO, meta))
