@@ -51,6 +51,8 @@ ensure_packages() {
 	# its tests read the files back with Debian's xarray.
 	/usr/bin/python3 -c 'import netCDF4' >/dev/null 2>&1 || want+=(python3-netcdf4)
 	/usr/bin/python3 -c 'import xarray' >/dev/null 2>&1 || want+=(python3-xarray)
+	# The SDK's tests install sdk/python as a package with Debian's pip (setuptools, wheel).
+	/usr/bin/python3 -c 'import pip, setuptools, wheel' >/dev/null 2>&1 || want+=(python3-pip)
 	if [ ${#want[@]} -gt 0 ]; then apt_install "${want[@]}"; fi
 	# The Debian package starts its own Redis on 6379; ours is separate and that one is left alone.
 }

@@ -33,6 +33,19 @@ type command struct {
 // commands is filled by the init functions of the subcommand files.
 var commands []command
 
+// helpGroups is how --help lists the commands: by task, each group in the
+// order an operator meets its commands (the files register them in file
+// name order). A command in no group is listed last, under Other.
+var helpGroups = []struct {
+	title string
+	names []string
+}{
+	{"Set-up", []string{"migrate", "models", "seed", "import"}},
+	{"Batches", []string{"run", "status", "list", "cancel", "publish", "prune"}},
+	{"Results", []string{"results", "export", "diff", "verify"}},
+	{"Dead letters", []string{"dlq"}},
+}
+
 func register(c command) { commands = append(commands, c) }
 
 // env is what a subcommand runs with.
@@ -73,10 +86,31 @@ override them. Every command answers --help.
 
 Usage: enqueuer COMMAND [flags] [args]
 
-Commands:
+Commands, by task:
 `)
+	listed := map[string]bool{}
+	group := func(title string, names []string) {
+		fmt.Fprintf(w, "  %s\n", title)
+		for _, name := range names {
+			for _, c := range commands {
+				if c.name == name {
+					fmt.Fprintf(w, "    %-10s %s\n", c.name, c.summary)
+					listed[name] = true
+				}
+			}
+		}
+	}
+	for _, g := range helpGroups {
+		group(g.title, g.names)
+	}
+	var other []string
 	for _, c := range commands {
-		fmt.Fprintf(w, "  %-10s %s\n", c.name, c.summary)
+		if !listed[c.name] {
+			other = append(other, c.name)
+		}
+	}
+	if len(other) > 0 {
+		group("Other", other)
 	}
 	fmt.Fprint(w, `
 Exit codes: 0 ok/succeeded, 1 usage or runtime error, 3 partial, 4 timed out or

@@ -1,7 +1,9 @@
 """gridbatch_model: run your own Python model under the gridbatch worker.
 
-One file, standard library + numpy, Python >= 3.9. Copy it next to your model
-or put its folder on PYTHONPATH.
+Standard library + numpy, Python >= 3.9, typed (PEP 561). Install it with
+``pip install ./sdk/python`` from a checkout (its only dependency is numpy),
+or, as before, copy this one file next to your model or put its folder
+(``sdk/python``) on PYTHONPATH: the module is the same either way.
 
 Write a compute function, hand it to serve()
 --------------------------------------------
@@ -10,19 +12,21 @@ Write a compute function, hand it to serve()
     import numpy as np
     import gridbatch_model
 
-    def compute(cells):
-        mu0, sigma = cells["mu0"], cells["sigma"]     # float64, shape (n,)
-        out = np.empty((len(mu0), 3, 80))            # (cells, series, years)
+    def compute(cells, context):
+        mu0, sigma = cells["mu0"], cells["sigma"]        # float64, shape (n,)
+        out = np.empty(context.shape)                    # (n, len(series), years)
+        years = context.first_year + np.arange(context.years)
         ...
         return out
 
     if __name__ == "__main__":
-        gridbatch_model.serve(compute, inputs=["mu0", "sigma", "xi"],
-                              series=["ssp126", "ssp245", "ssp585"],
-                              first_year=2021, years=80)
+        gridbatch_model.serve(compute)
 
-``compute(cells)`` is called once per chunk (up to a few hundred cells).
-``cells`` is a dict of numpy arrays of shape (n,), one per column:
+The layout (``inputs``, ``series``, ``first_year``, ``years``) is declared
+once, in the models file: the worker sends it in the handshake and ``serve()``
+hands it to compute. ``compute(cells)`` is called once per chunk (up to a few
+hundred cells). ``cells`` is a dict of numpy arrays of shape (n,), one per
+column:
 
 - ``"grid_id"``: int64, the cell's id on the lattice;
 - ``"lat"``, ``"lon"``: float64, the cell centre in degrees;
@@ -30,6 +34,14 @@ Write a compute function, hand it to serve()
 
 The arrays are views of the chunk as it arrived (no copy); they are yours
 until compute returns.
+
+When compute has a parameter named ``context`` (as Dask's ``map_blocks``
+passes ``block_info=`` to a function that names it), it also gets the
+chunk's ``Context``: ``kind``, ``inputs``, ``series`` (tuples of names, as the
+models file lists them), ``first_year``, ``years``, ``chunk`` (the chunk's
+id, as in the worker's log) and ``n`` (its number of cells), and ``shape``,
+``(n, len(series), years)``. A compute without that parameter is called as
+``compute(cells)``, as before.
 
 It returns a float64 array of shape ``(n, len(series), years)``: for each cell
 (in the order of ``cells``), one row of ``years`` values per series, index 0
@@ -39,13 +51,16 @@ expected and the received shape or dtype: nothing is converted for you, so a
 bug shows instead of being stored.
 
 ``serve()`` returns when the worker is done with the process (normal exit 0).
-Its keyword arguments are optional: those you give are checked against the
-models file at start, and a mismatch (for example your model reads an input
-the file does not list) stops the process before its first chunk, with an
-error naming the field, what the model expects and what the file declares.
-After the start, ``gridbatch_model.hello`` holds the worker's declaration
-(``kind``, ``inputs``, ``series``, ``first_year``, ``years``) for a compute
-function that adapts to it.
+A model that cannot compute every layout gives ``serve(compute,
+setup=setup)``: ``setup(layout)`` is called once with the models file's
+``Layout`` before the first chunk, and an exception from it stops the process
+at start (exit status 2) with its message, before any chunk is taken; load
+what depends on the layout there too. The keyword arguments ``inputs``,
+``series``, ``first_year`` and ``years`` of older models still work: each one
+given must equal the models file's declaration, else the process stops at
+start with an error naming the field, what the model expects and what the
+file declares. (``gridbatch_model.hello``, the handshake as a dict, is still
+set for older models that read it; ``context`` replaces it.)
 
 Declare the model in the models file
 ------------------------------------
@@ -67,7 +82,8 @@ binary (see ``examples/models.yaml``)::
         processes: 0              # model processes per worker; 0 = the worker's concurrency
 
 The worker starts each process once and hands it one chunk after another, so
-import numpy/scipy, load tables or weights at module level, not in compute.
+import numpy/scipy, load tables or weights at module level (or in setup), not
+in compute.
 
 Printing, exceptions, timeouts, threads
 ---------------------------------------
@@ -99,9 +115,12 @@ Test locally
 ------------
 ``serve()`` only runs under the worker; started by hand it stops with exit
 status 2 and says so. Test compute with ``check()``, which calls it on
-made-up cells and checks the reply as the worker would::
+made-up cells and checks the reply as the worker would, in the layout the
+models file declares for it (``$GRIDBATCH_MODELS_FILE``'s entry whose command
+runs compute's module, or ``check(compute, kind=KIND)``), with the setup and
+the context serve() would give::
 
-    /usr/bin/python3 -c 'import mymodel, gridbatch_model; gridbatch_model.check(mymodel.compute, n=4)'
+    GRIDBATCH_MODELS_FILE=models.yaml /usr/bin/python3 -c 'import mymodel, gridbatch_model; gridbatch_model.check(mymodel.compute, n=4, setup=mymodel.setup)'
 
 (``mymodel.py`` calls serve() under ``if __name__ == "__main__":`` so that
 importing it does not start serving.) Then run a small batch with the model
@@ -110,24 +129,33 @@ declared in a models file.
 The protocol itself (for other languages) is docs/model-protocol.md.
 """
 
+from __future__ import annotations
+
 import fcntl
+import inspect
 import io
 import json
 import os
 import struct
 import sys
 import traceback
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-__all__ = ["serve", "check", "hello", "PROTOCOL"]
+__all__ = ["serve", "check", "Layout", "Context", "Cells", "Permanent", "hello", "PROTOCOL"]
 
 #: The protocol version this module speaks.
 PROTOCOL = 1
 
-#: The worker's HELLO meta (kind, inputs, series, first_year, years) once
-#: serve() has started; None before.
-hello = None
+#: A chunk's cells: column name -> (n,) array ("grid_id" int64, the others float64).
+Cells = Dict[str, "NDArray[Any]"]
+
+#: The worker's HELLO meta (kind, inputs, series, first_year, years) as a
+#: dict once serve() has started; None before. Kept for models written
+#: before the context: read compute's ``context`` instead.
+hello: Optional[Dict[str, Any]] = None
 
 # Frame types.
 HELLO, READY, CHUNK, RESULT, ERROR = 1, 2, 3, 4, 5
@@ -137,9 +165,55 @@ _HEADER = struct.Struct("<IIQ")  # type, meta_len, data_len
 _MAX_META = 64 << 20  # a larger meta means the stream is out of step
 _MAX_REPLY_META = 16 << 10  # the worker kills a model whose reply meta is larger
 
-# The values check() uses when the caller does not say.
+# The values check() uses when neither the caller nor a models file says.
 _DEFAULT_INPUTS = ("mu0", "sigma", "xi")
 _DEFAULT_SERIES = ("ssp126", "ssp245", "ssp585")
+_DEFAULT_FIRST_YEAR, _DEFAULT_YEARS = 2021, 80
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What the models file declares of a kind, as the worker sends it in the handshake.
+
+    compute returns, for n cells, a float64 array of shape
+    ``(n, len(series), years)``, year index 0 being ``first_year``.
+    """
+
+    kind: str
+    inputs: Tuple[str, ...]  #: the per-cell inputs, in the cells dict after grid_id, lat, lon
+    series: Tuple[str, ...]  #: the rows of each cell's result, in this order
+    first_year: int
+    years: int  #: values per series
+
+
+@dataclass(frozen=True)
+class Context(Layout):
+    """One chunk's context, given to a compute that has a ``context`` parameter."""
+
+    chunk: str  #: the chunk's id, as in the worker's log ("<batch id>:c000017")
+    n: int  #: the chunk's number of cells
+
+    @property
+    def shape(self) -> Tuple[int, int, int]:
+        """The shape of the result compute returns: (n, len(series), years)."""
+        return (self.n, len(self.series), self.years)
+
+
+if TYPE_CHECKING:
+    from typing import Protocol
+
+    from numpy.typing import ArrayLike, NDArray
+
+    class ComputeWithContext(Protocol):
+        """A compute function that takes the chunk's context."""
+
+        def __call__(self, cells: Cells, /, *, context: Context) -> ArrayLike: ...
+
+    #: What serve() and check() accept: compute(cells) or compute(cells, context).
+    Compute = Union[Callable[[Cells], ArrayLike], ComputeWithContext]
+else:
+    ArrayLike = Any
+    Compute = Callable[..., Any]
 
 
 class Permanent(Exception):
@@ -160,12 +234,12 @@ class _ProtocolError(Exception):
 class _Stop(Exception):
     """Stop serving: status None returns from serve(), else exit with it."""
 
-    def __init__(self, status=None):
+    def __init__(self, status: Optional[int] = None) -> None:
         super().__init__(status)
         self.status = status
 
 
-def _log(msg):
+def _log(msg: str) -> None:
     """Write one diagnostic line to stderr (never to stdout: that is the user's)."""
     try:
         sys.stderr.write("gridbatch_model[%d]: %s\n" % (os.getpid(), msg))
@@ -174,15 +248,30 @@ def _log(msg):
         pass
 
 
-def _program():
+def _program() -> str:
     return os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "python3"
+
+
+def _takes_context(compute: Callable[..., Any]) -> bool:
+    """Whether compute has a parameter named context (then it gets the chunk's
+    Context as context=), as Dask passes block_info= to a function naming it."""
+    try:
+        params = inspect.signature(compute).parameters
+    except (TypeError, ValueError):  # no signature to read (some builtins): compute(cells)
+        return False
+    p = params.get("context")
+    return p is not None and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+
+
+def _context(layout: Layout, chunk: str, n: int) -> Context:
+    return Context(layout.kind, layout.inputs, layout.series, layout.first_year, layout.years, chunk=chunk, n=n)
 
 
 # ---------------------------------------------------------------------------
 # File descriptors and frames
 
 
-def _fds():
+def _fds() -> Tuple[int, int]:
     """Return (request fd, reply fd) or exit 2 explaining why not."""
     spec = os.environ.get("GRIDBATCH_MODEL_FDS")
     if spec is None:
@@ -227,17 +316,17 @@ def _fds():
 class _Channel:
     """Frames over a request fd (read) and a reply fd (write)."""
 
-    def __init__(self, rfd, wfd):
+    def __init__(self, rfd: int, wfd: int) -> None:
         self._r = io.FileIO(rfd, "rb", closefd=False)
         self._wfd = wfd
 
-    def _fill(self, buf, at_boundary):
+    def _fill(self, buf: memoryview, at_boundary: bool) -> bool:
         """Fill buf (a writable buffer) from the request fd.
 
         Returns False on end of file before the first byte when at_boundary;
         end of file anywhere else is a truncated frame.
         """
-        mv = memoryview(buf).cast("B")
+        mv = buf.cast("B")
         got, want = 0, len(mv)
         while got < want:
             k = self._r.readinto(mv[got:])
@@ -250,21 +339,21 @@ class _Channel:
             got += k
         return True
 
-    def read(self):
+    def read(self) -> Optional[Tuple[int, Dict[str, Any], NDArray[np.uint8]]]:
         """Return (type, meta dict, data as a uint8 array) or None at end of file."""
         head = bytearray(_HEADER.size)
-        if not self._fill(head, True):
+        if not self._fill(memoryview(head), True):
             return None
         ftype, meta_len, data_len = _HEADER.unpack(head)
         if meta_len > _MAX_META:
             raise _ProtocolError("frame type %d with a meta of %d bytes" % (ftype, meta_len))
         raw = bytearray(meta_len)
-        self._fill(raw, False)
+        self._fill(memoryview(raw), False)
         try:
             data = np.empty(data_len, dtype=np.uint8)  # aligned, so the columns are views
         except (MemoryError, ValueError):
             raise _ProtocolError("frame type %d with %d bytes of data: cannot hold them" % (ftype, data_len))
-        self._fill(data, False)
+        self._fill(data.data, False)
         try:
             meta = json.loads(raw.decode("utf-8")) if meta_len else {}
         except ValueError as e:
@@ -273,12 +362,12 @@ class _Channel:
             raise _ProtocolError("frame type %d: meta is not a JSON object" % ftype)
         return ftype, meta, data
 
-    def write(self, ftype, meta, data=None):
+    def write(self, ftype: int, meta: Dict[str, Any], data: Optional[NDArray[np.float64]] = None) -> None:
         """Send one frame; data is a C-contiguous little-endian array or None."""
         raw = _encode(meta)
         if len(raw) > _MAX_REPLY_META:
             raw = _encode(_shrunk(meta))
-        body = b"" if data is None else memoryview(data.reshape(-1).view(np.uint8))
+        body = b"" if data is None else data.reshape(-1).view(np.uint8).data
         try:
             _write_all(self._wfd, _HEADER.pack(ftype, len(raw), len(body)) + raw)
             if len(body):
@@ -288,11 +377,11 @@ class _Channel:
             raise _Stop(None)
 
 
-def _encode(meta):
+def _encode(meta: Dict[str, Any]) -> bytes:
     return json.dumps(meta, ensure_ascii=True, allow_nan=False).encode("ascii")
 
 
-def _shrunk(meta):
+def _shrunk(meta: Dict[str, Any]) -> Dict[str, Any]:
     """meta cut to fit _MAX_REPLY_META: the traceback keeps its end, the
     message and type their start (the whole traceback went to stderr)."""
     meta = dict(meta)
@@ -304,7 +393,7 @@ def _shrunk(meta):
     return meta
 
 
-def _write_all(fd, buf):
+def _write_all(fd: int, buf: Union[bytes, memoryview]) -> None:
     mv = memoryview(buf)
     while len(mv):
         mv = mv[os.write(fd, mv):]
@@ -314,7 +403,7 @@ def _write_all(fd, buf):
 # Chunks and results
 
 
-def _cells(n, columns, data):
+def _cells(n: Any, columns: Any, data: NDArray[np.uint8]) -> Cells:
     """Build the cells dict from a chunk's columns: views of data, no copy."""
     if isinstance(n, bool) or not isinstance(n, int) or n < 0:
         raise _ProtocolError("chunk meta: n=%r is not a count" % (n,))
@@ -332,18 +421,18 @@ def _cells(n, columns, data):
     return cells
 
 
-def _error_meta(exc, tb_text):
+def _error_meta(exc: BaseException, tb_text: str) -> Dict[str, Any]:
     try:
         message = str(exc)
     except Exception:
         message = repr(exc)
-    meta = {"type": type(exc).__name__, "message": message, "traceback": tb_text}
+    meta: Dict[str, Any] = {"type": type(exc).__name__, "message": message, "traceback": tb_text}
     if isinstance(exc, Permanent):
         meta["permanent"] = True
     return meta
 
 
-def _result(result):
+def _result(result: Any) -> Tuple[Dict[str, Any], Optional[NDArray[np.float64]]]:
     """Return (meta, data) of the RESULT frame for what compute returned."""
     r = np.asarray(result)
     shape = [int(d) for d in r.shape]
@@ -353,7 +442,8 @@ def _result(result):
     return {"shape": shape, "dtype": str(r.dtype)}, None
 
 
-def _run(compute, meta, data):
+def _run(compute: Compute, meta: Dict[str, Any], data: NDArray[np.uint8], layout: Layout,
+         with_context: bool) -> Tuple[int, Dict[str, Any], Optional[NDArray[np.float64]]]:
     """Compute one chunk; return the reply (type, meta, data)."""
     chunk = meta.get("chunk", "?")
     try:
@@ -362,9 +452,12 @@ def _run(compute, meta, data):
         _log("chunk %s: %s" % (chunk, e))
         return ERROR, {"type": "ProtocolError", "message": str(e), "traceback": ""}, None
     try:
-        result = compute(cells)
+        if with_context:
+            result = compute(cells, context=_context(layout, str(chunk), int(meta["n"])))  # type: ignore[call-arg]
+        else:
+            result = compute(cells)  # type: ignore[call-arg]
     except Exception as e:
-        tb = traceback.format_exception(type(e), e, e.__traceback__.tb_next or e.__traceback__)
+        tb = traceback.format_exception(type(e), e, e.__traceback__.tb_next or e.__traceback__)  # type: ignore[union-attr]
         tb_text = "".join(tb)
         _log("chunk %s: compute raised %s\n%s" % (chunk, type(e).__name__, tb_text.rstrip("\n")))
         return (ERROR, _error_meta(e, tb_text), None)
@@ -382,37 +475,79 @@ def _run(compute, meta, data):
 # serve
 
 
-def _handshake(ch, declared):
-    """Read HELLO, compare it with what serve() was told; send READY or ERROR."""
+def _names(v: Any) -> Optional[Tuple[str, ...]]:
+    """v as a tuple of names when it is a JSON list of strings, else None."""
+    if isinstance(v, list) and all(isinstance(x, str) for x in v):
+        return tuple(v)
+    return None
+
+
+def _count(v: Any) -> Optional[int]:
+    return v if isinstance(v, int) and not isinstance(v, bool) else None
+
+
+def _hello_layout(meta: Dict[str, Any], reported: Sequence[str]) -> Tuple[Optional[Layout], List[str]]:
+    """The Layout a HELLO meta carries, or the problems that make it none
+    (fields in reported have been named already)."""
+    kind = meta["kind"] if isinstance(meta.get("kind"), str) else None
+    inputs, series = _names(meta.get("inputs")), _names(meta.get("series"))
+    first_year, years = _count(meta.get("first_year")), _count(meta.get("years"))
+    got = {"kind": kind, "inputs": inputs, "series": series, "first_year": first_year, "years": years}
+    want = {"kind": "a name", "inputs": "a list of names", "series": "a list of names",
+            "first_year": "an integer", "years": "an integer"}
+    problems = ["%s: the worker's HELLO has %s, want %s"
+                % (f, json.dumps(meta[f]) if f in meta else "nothing", want[f])
+                for f, v in got.items() if v is None and f not in reported]
+    if kind is None or inputs is None or series is None or first_year is None or years is None:
+        return None, problems
+    return Layout(kind, inputs, series, first_year, years), problems
+
+
+def _handshake(ch: _Channel, declared: List[Tuple[str, Any]],
+               setup: Optional[Callable[[Layout], None]]) -> Layout:
+    """Read HELLO, compare it with what serve() was told, run setup; send
+    READY and return the layout, or send ERROR and stop (exit status 2)."""
     global hello
     frame = ch.read()
     if frame is None:
         raise _Stop(None)  # closed before the handshake: the worker is done with us
     ftype, meta, _ = frame
     problems = []
+    layout = None
     if ftype != HELLO:
         problems.append("expected HELLO first, received frame type %d (%s)"
                         % (ftype, _TYPE_NAMES.get(ftype, "unknown")))
     elif meta.get("protocol") != PROTOCOL:
         problems.append("protocol: the model speaks %d, the worker %s" % (PROTOCOL, json.dumps(meta.get("protocol"))))
     else:
+        reported = []
         for field, want in declared:
             if want is None:
                 continue
             got = meta.get(field)
             if got != want:
+                reported.append(field)
                 problems.append("%s: the model expects %s but the models file declares %s"
                                 % (field, json.dumps(want), json.dumps(got) if field in meta else "nothing"))
-    if problems:
+        layout, more = _hello_layout(meta, reported)
+        problems += more
+    if layout is not None and not problems and setup is not None:
+        try:
+            setup(layout)
+        except Exception as e:
+            _log("setup raised %s\n%s" % (type(e).__name__, traceback.format_exc().rstrip("\n")))
+            problems.append("setup refused kind %s's layout: %s: %s" % (layout.kind, type(e).__name__, e))
+    if problems or layout is None:
         msg = "; ".join(problems)
         _log("handshake failed (kind %s): %s" % (meta.get("kind", "?"), msg))
         ch.write(ERROR, {"type": "HandshakeError", "message": msg, "traceback": ""})
         raise _Stop(2)
     hello = meta
     ch.write(READY, {"protocol": PROTOCOL, "pid": os.getpid()})
+    return layout
 
 
-def _as_list(name, v):
+def _as_list(name: str, v: Optional[Sequence[str]]) -> Optional[List[str]]:
     if v is None:
         return None
     if isinstance(v, str):
@@ -420,7 +555,7 @@ def _as_list(name, v):
     return [str(x) for x in v]
 
 
-def _as_int(name, v):
+def _as_int(name: str, v: Optional[int]) -> Optional[int]:
     if v is None:
         return None
     if isinstance(v, bool) or int(v) != v:
@@ -428,14 +563,23 @@ def _as_int(name, v):
     return int(v)
 
 
-def serve(compute, *, inputs=None, series=None, years=None, first_year=None):
+def serve(compute: Compute, *, setup: Optional[Callable[[Layout], None]] = None,
+          inputs: Optional[Sequence[str]] = None, series: Optional[Sequence[str]] = None,
+          years: Optional[int] = None, first_year: Optional[int] = None) -> None:
     """Serve chunks to the gridbatch worker until it is done with this process.
 
     compute(cells) gets a dict of (n,) arrays ("grid_id" int64; "lat", "lon"
     and each declared input float64) and returns a float64 array of shape
-    (n, len(series), years). inputs, series, years and first_year, when
-    given, must equal the models file's declaration, else the process stops
-    at start (exit status 2) with a HandshakeError naming the field.
+    (n, len(series), years), in the layout the models file declares and the
+    worker sends at the start. When compute has a parameter named context it
+    is called as compute(cells, context=Context(...)), the chunk's context.
+
+    setup(layout), when given, is called once with that Layout before the
+    first chunk; an exception from it stops the process at start (exit
+    status 2) with a HandshakeError carrying its message. inputs, series,
+    years and first_year (older models), when given, must equal the models
+    file's declaration, else the process stops at start the same way, the
+    error naming the field.
 
     Returns when the worker closes the request pipe. Exits with status 2 when
     not started by the worker (see check() to test locally) or when the
@@ -443,11 +587,14 @@ def serve(compute, *, inputs=None, series=None, years=None, first_year=None):
     """
     if not callable(compute):
         raise TypeError("serve(compute): compute must be callable, got %r" % (compute,))
+    if setup is not None and not callable(setup):
+        raise TypeError("serve(setup=...): setup must be callable, got %r" % (setup,))
     declared = [("inputs", _as_list("inputs", inputs)), ("series", _as_list("series", series)),
                 ("first_year", _as_int("first_year", first_year)), ("years", _as_int("years", years))]
+    with_context = _takes_context(compute)
     ch = _Channel(*_fds())
     try:
-        _handshake(ch, declared)
+        layout = _handshake(ch, declared, setup)
         while True:
             frame = ch.read()
             if frame is None:
@@ -456,7 +603,7 @@ def serve(compute, *, inputs=None, series=None, years=None, first_year=None):
             if ftype != CHUNK:
                 raise _ProtocolError("expected CHUNK, received frame type %d (%s)"
                                      % (ftype, _TYPE_NAMES.get(ftype, "unknown")))
-            rtype, rmeta, rdata = _run(compute, meta, data)
+            rtype, rmeta, rdata = _run(compute, meta, data, layout, with_context)
             del frame, meta, data
             ch.write(rtype, rmeta, rdata)
             del rdata
@@ -473,7 +620,7 @@ def serve(compute, *, inputs=None, series=None, years=None, first_year=None):
 # check
 
 
-def _made_up_cells(n, inputs):
+def _made_up_cells(n: int, inputs: Sequence[str]) -> Tuple[List[str], NDArray[np.uint8]]:
     """n cells of a 0.05-degree lattice with plausible inputs, as a chunk's bytes."""
     step = 0.05
     rng = np.random.default_rng(20210101)
@@ -498,7 +645,7 @@ def _made_up_cells(n, inputs):
     return columns, data
 
 
-def _scalar(text):
+def _scalar(text: str) -> str:
     """A YAML scalar of the models file: quotes and a trailing comment removed."""
     text = text.strip()
     if text[:1] in "\"'":
@@ -507,7 +654,7 @@ def _scalar(text):
     return text.split(" #", 1)[0].strip()
 
 
-def _flow_list(text):
+def _flow_list(text: str) -> Optional[List[str]]:
     """A YAML flow list such as [ssp126, "ssp245"], or None when text is not one."""
     text = text.split(" #", 1)[0].strip() if not text.strip().startswith("[") else text.strip()
     if not text.startswith("[") or "]" not in text:
@@ -515,14 +662,17 @@ def _flow_list(text):
     return [_scalar(x) for x in text[1:text.rindex("]")].split(",") if x.strip()]
 
 
-def _model_entries(path):
+def _model_entries(path: str) -> List[Dict[str, Any]]:
     """The entries of a models file as dicts of their top-level fields.
 
     A reader of the subset the models file uses (a list of mappings under
     ``models:``, scalars, flow lists ``[a, b]`` and block lists ``- a``), so
     that the SDK needs no YAML package; gridbatch itself validates the file.
     """
-    entries, entry, key, indent = [], None, None, None
+    entries: List[Dict[str, Any]] = []
+    entry: Optional[Dict[str, Any]] = None
+    key: Optional[str] = None
+    indent: Optional[int] = None
     with open(path, encoding="utf-8") as f:
         for raw in f:
             line = raw.rstrip("\n")
@@ -549,7 +699,7 @@ def _model_entries(path):
     return entries
 
 
-def _declared_layout(compute, kind, models):
+def _declared_layout(compute: Compute, kind: Optional[str], models: Optional[str]) -> Dict[str, Any]:
     """The layout (inputs, series, first_year, years) the models file declares
     for kind, or for the entry whose command runs compute's module; {} when
     there is no such file or entry (and kind is None)."""
@@ -572,7 +722,7 @@ def _declared_layout(compute, kind, models):
         if len(found) != 1:
             return {}
     e = found[0]
-    layout = {}
+    layout: Dict[str, Any] = {}
     for field in ("inputs", "series"):
         if isinstance(e.get(field), list):
             layout[field] = e[field]
@@ -583,41 +733,54 @@ def _declared_layout(compute, kind, models):
     return layout
 
 
-def check(compute, n=4, inputs=None, series=None, years=None, first_year=None, *, kind=None, models=None):
+def check(compute: Compute, n: int = 4, inputs: Optional[Sequence[str]] = None,
+          series: Optional[Sequence[str]] = None, years: Optional[int] = None, first_year: Optional[int] = None,
+          *, kind: Optional[str] = None, models: Optional[str] = None,
+          setup: Optional[Callable[[Layout], None]] = None) -> NDArray[np.float64]:
     """Call compute on n made-up cells and check its reply as the worker would.
 
     The layout checked (inputs, series, years, first_year) is the one the
-    model declares: each argument given, else the models file's entry (the
-    file models, default $GRIDBATCH_MODELS_FILE) of kind, or without kind
-    the entry whose command runs compute's module file, else the defaults
-    (mu0, sigma, xi; ssp126, ssp245, ssp585; 2021 and 80 years).
+    models file declares, as the worker would send it: the entry of kind in
+    the file models (default $GRIDBATCH_MODELS_FILE), or without kind the
+    entry whose command runs compute's module file; each argument given
+    overrides it; without a file or an entry, the defaults (mu0, sigma, xi;
+    ssp126, ssp245, ssp585; 2021 and 80 years). setup, when given, is called
+    with that Layout first, as serve() does; compute gets the chunk's Context
+    when it has a context parameter, as under serve().
 
     The cells come from a 0.05-degree lattice between 60 S and 70 N; mu0, sigma
     and xi follow the reference model's formulas, any other input is uniform
     in [0, 1). Returns the result array; raises AssertionError naming the
     expected and the received shape or dtype when the worker would refuse it.
-    Exceptions from compute propagate, with their traceback.
+    Exceptions from setup and compute propagate, with their traceback.
     """
     declared = _declared_layout(compute, kind, models)
-    inputs = inputs if inputs is not None else declared.get("inputs", _DEFAULT_INPUTS)
-    series = series if series is not None else declared.get("series", _DEFAULT_SERIES)
-    years = years if years is not None else declared.get("years", 80)
-    first_year = first_year if first_year is not None else declared.get("first_year", 2021)
+    layout = Layout(
+        kind=declared.get("kind") or "check",
+        inputs=tuple(inputs if inputs is not None else declared.get("inputs", _DEFAULT_INPUTS)),
+        series=tuple(series if series is not None else declared.get("series", _DEFAULT_SERIES)),
+        first_year=int(first_year if first_year is not None else declared.get("first_year", _DEFAULT_FIRST_YEAR)),
+        years=int(years if years is not None else declared.get("years", _DEFAULT_YEARS)))
     source = ("the models file's %s" % declared["kind"]) if declared else "the defaults"
     global hello
-    inputs, series = list(inputs), list(series)
-    columns, data = _made_up_cells(int(n), inputs)
-    cells = _cells(int(n), columns, data)
+    n = int(n)
+    if setup is not None:
+        setup(layout)
+    columns, data = _made_up_cells(n, layout.inputs)
+    cells = _cells(n, columns, data)
     saved = hello
-    hello = {"protocol": PROTOCOL, "kind": "check", "inputs": inputs, "series": series,
-             "first_year": int(first_year), "years": int(years)}
+    hello = {"protocol": PROTOCOL, "kind": layout.kind, "inputs": list(layout.inputs),
+             "series": list(layout.series), "first_year": layout.first_year, "years": layout.years}
     try:
-        result = compute(cells)
+        if _takes_context(compute):
+            result = compute(cells, context=_context(layout, "check:c000000", n))  # type: ignore[call-arg]
+        else:
+            result = compute(cells)  # type: ignore[call-arg]
     finally:
         hello = saved
     meta, out = _result(result)
-    want = [int(n), len(series), int(years)]
-    if meta["dtype"] != "float64":
+    want = [n, len(layout.series), layout.years]
+    if meta["dtype"] != "float64" or out is None:
         raise AssertionError("compute returned dtype %s, want float64 (shape %s): the worker would fail the chunk"
                              % (meta["dtype"], meta["shape"]))
     if meta["shape"] != want:
@@ -626,5 +789,5 @@ def check(compute, n=4, inputs=None, series=None, years=None, first_year=None, *
                              % (meta["shape"], want, source))
     nan = int(np.count_nonzero(np.isnan(out)))
     _log("check: ok: compute returned float64 %s for %d made-up cells (%d NaN of %d values)"
-         % (tuple(want), int(n), nan, out.size))
+         % (tuple(want), n, nan, out.size))
     return out

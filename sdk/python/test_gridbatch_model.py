@@ -16,6 +16,7 @@ import json
 import math
 import os
 import select
+import shutil
 import struct
 import subprocess
 import sys
@@ -262,6 +263,53 @@ FAULTY = textwrap.dedent(r'''
 ''')
 
 
+# A model written the new way: the layout comes from the handshake (setup)
+# and each chunk's context (compute), never from the model's own code. It
+# prints what it was given, and refuses a layout without the input "rain".
+LAYOUT_MODEL = textwrap.dedent(r"""
+    import json
+    import numpy as np
+    import gridbatch_model
+
+    def setup(layout):
+        print("setup", json.dumps([layout.kind, layout.inputs, layout.series, layout.first_year, layout.years]),
+              flush=True)
+        if "rain" not in layout.inputs:
+            raise ValueError("this model reads rain; the models file declares %s" % (layout.inputs,))
+
+    def compute(cells, *, context):
+        print("compute", json.dumps([context.kind, context.inputs, context.series, context.first_year,
+                                     context.years, context.chunk, context.n, context.shape]), flush=True)
+        years = context.first_year + np.arange(context.years, dtype=float)
+        return cells["rain"][:, None, None] + np.zeros(context.shape) + years
+
+    gridbatch_model.serve(compute, setup=setup)
+""")
+
+# A model written before the handshake gave the layout: it states it to
+# serve(), as tests/chaos/models and tests/integration/testdata still do.
+STATING_MODEL = textwrap.dedent(r"""
+    import sys
+    sys.path.insert(0, %r)
+    import gridbatch_model, reference_model
+
+    gridbatch_model.serve(reference_model.ph, inputs=reference_model.INPUTS, series=reference_model.SERIES,
+                          years=reference_model.YEARS, first_year=reference_model.FIRST_YEAR)
+""" % os.path.dirname(REFERENCE))
+
+# A model written before the context: it reads the module global hello.
+HELLO_MODEL = textwrap.dedent(r"""
+    import numpy as np
+    import gridbatch_model
+
+    def compute(cells, scale=2.0):          # a parameter of its own, not context
+        h = gridbatch_model.hello
+        return scale * np.ones((len(cells["grid_id"]), len(h["series"]), h["years"]))
+
+    gridbatch_model.serve(compute)
+""")
+
+
 class ModelTest(unittest.TestCase):
     def setUp(self):
         self.tmp = tempfile.TemporaryDirectory()
@@ -288,6 +336,21 @@ class ModelTest(unittest.TestCase):
         self.assertReady(m.handshake(kind="faulty"), m)
         return m
 
+    def stating(self):
+        return self.script("stating_model.py", STATING_MODEL)
+
+    def result_of(self, m, cells, columns):
+        m.send(chunk_frame("b1:c000001", cells, columns))
+        reply = m.recv()
+        self.assertIsNotNone(reply, "no reply to CHUNK; stderr:\n%s" % m.stderr())
+        return reply
+
+    def script(self, name, text):
+        path = os.path.join(self.tmp.name, name)
+        with open(path, "w") as f:
+            f.write(text)
+        return self.start([PYTHON, path])
+
     def assertReady(self, reply, m):
         self.assertIsNotNone(reply, "no reply to HELLO; stderr:\n%s" % m.stderr())
         ftype, meta, data = reply
@@ -301,22 +364,22 @@ class ModelTest(unittest.TestCase):
         self.assertIsNotNone(reply, "no reply to CHUNK; stderr:\n%s" % m.stderr())
         return reply
 
-    def values(self, reply, n):
+    def values(self, reply, n, series=3, years=YEARS):
         ftype, meta, data = reply
         self.assertEqual(ftype, RESULT, "reply %d %r" % (ftype, meta))
-        self.assertEqual(meta, {"shape": [n, 3, 80], "dtype": "float64"})
-        self.assertEqual(len(data), n * 3 * 80 * 8)
-        return struct.unpack("<%dd" % (n * 3 * 80), data)
+        self.assertEqual(meta, {"shape": [n, series, years], "dtype": "float64"})
+        self.assertEqual(len(data), n * series * years * 8)
+        return struct.unpack("<%dd" % (n * series * years), data)
 
-    def check_values(self, kind, cells, vals):
+    def check_values(self, kind, cells, vals, series=SERIES, first_year=FIRST_YEAR, years=YEARS):
         bad = []
         for i, c in enumerate(cells):
-            for j, s in enumerate(SERIES):
-                for k in range(YEARS):
-                    want = VALUE[kind](c[3], c[4], c[5], RATES[s], FIRST_YEAR + k)
-                    got = vals[(i * 3 + j) * YEARS + k]
+            for j, s in enumerate(series):
+                for k in range(years):
+                    want = VALUE[kind](c[3], c[4], c[5], RATES[s], first_year + k)
+                    got = vals[(i * len(series) + j) * years + k]
                     if not close(got, want):
-                        bad.append((c[0], s, FIRST_YEAR + k, got, want))
+                        bad.append((c[0], s, first_year + k, got, want))
         self.assertEqual(bad, [], "%s: %d values differ (grid_id, series, year, got, want)" % (kind, len(bad)))
 
     # -- the reference model ------------------------------------------------
@@ -384,11 +447,37 @@ class ModelTest(unittest.TestCase):
         cells = test_cells()[:2]
         self.check_values("hazard", cells, self.values(self.result(m, cells), 2))
 
+    def test_reference_computes_the_layout_the_worker_sends(self):
+        cells = test_cells()[:4]
+        series = ["ssp585", "ssp126"]
+        for kind in ("ph", "hazard"):
+            with self.subTest(kind=kind):
+                m = self.reference(kind)
+                self.assertReady(m.handshake(kind=kind + "_py", inputs=["xi", "mu0", "extra", "sigma"], series=series,
+                                             first_year=2051, years=7), m)
+                # The columns in the declared order, as the worker sends them.
+                rows = [(g, lat, lon, xi, mu0, 99.0, sigma) for g, lat, lon, mu0, sigma, xi in cells]
+                columns = ["grid_id", "lat", "lon", "xi", "mu0", "extra", "sigma"]
+                vals = self.values(self.result_of(m, rows, columns), len(cells), series=2, years=7)
+                self.check_values(kind, cells, vals, series=series, first_year=2051, years=7)
+
+    def test_reference_refuses_a_layout_it_cannot_compute(self):
+        for field, value in [("inputs", ["mu0", "sigma"]), ("series", ["ssp126", "ssp370"])]:
+            with self.subTest(field=field):
+                m = self.reference("ph")
+                ftype, meta, data = m.handshake(**{field: value})
+                self.assertEqual((ftype, meta["type"], data), (ERROR, "HandshakeError", b""))
+                self.assertIn("setup refused kind ph_py's layout: ValueError: the reference model reads inputs "
+                              "mu0, sigma, xi and knows scenarios ssp126, ssp245, ssp585", meta["message"])
+                self.assertIn(", ".join(value), meta["message"])
+                self.assertEqual(m.wait(), 2)
+
     def test_handshake_mismatch(self):
+        # An older model that states the layout to serve(): checked against the HELLO.
         for field, value in [("inputs", ["mu0", "sigma"]), ("series", ["ssp126", "ssp585"]), ("years", 79),
                              ("first_year", 2020)]:
             with self.subTest(field=field):
-                m = self.reference("ph")
+                m = self.stating()
                 reply = m.handshake(**{field: value})
                 self.assertIsNotNone(reply, m.stderr())
                 ftype, meta, data = reply
@@ -403,7 +492,7 @@ class ModelTest(unittest.TestCase):
                 self.assertIn(field + ":", m.stderr())
 
     def test_handshake_missing_field_and_other_protocol(self):
-        m = self.reference("ph")
+        m = self.stating()
         meta = hello_meta()
         del meta["series"]
         m.send(frame(HELLO, meta))
@@ -423,6 +512,60 @@ class ModelTest(unittest.TestCase):
         m = self.faulty()
         m.close_requests()
         self.assertEqual(m.wait(), 0)
+
+    def test_context_and_setup_carry_the_handshake_layout(self):
+        m = self.script("layout_model.py", LAYOUT_MODEL)
+        self.assertReady(m.handshake(kind="rainy", inputs=["rain", "wind"], series=["dry", "wet"], first_year=1990,
+                                     years=5), m)
+        m.send(frame(CHUNK, {"chunk": "b7:c000003", "n": 2, "columns": ["grid_id", "lat", "lon", "rain", "wind"]},
+                     struct.pack("<2q8d", 1, 2, 0.5, 0.5, 1.5, 1.5, 10.0, 20.0, 0.0, 0.0)))
+        ftype, meta, data = m.recv()
+        self.assertEqual((ftype, meta), (RESULT, {"shape": [2, 2, 5], "dtype": "float64"}), m.stderr())
+        vals = struct.unpack("<20d", data)
+        self.assertEqual(vals[:5], (2000.0, 2001.0, 2002.0, 2003.0, 2004.0))   # cell 1, "dry"
+        self.assertEqual(vals[15:], (2010.0, 2011.0, 2012.0, 2013.0, 2014.0))  # cell 2, "wet"
+        m.close_requests()
+        self.assertEqual(m.wait(), 0, m.stderr())
+        lines = m.stdout().splitlines()
+        self.assertEqual(lines[0], 'setup ["rainy", ["rain", "wind"], ["dry", "wet"], 1990, 5]')
+        self.assertEqual(lines[1], 'compute ["rainy", ["rain", "wind"], ["dry", "wet"], 1990, 5, "b7:c000003", 2, '
+                                   '[2, 2, 5]]')
+
+    def test_setup_refuses_a_layout_at_start(self):
+        m = self.script("layout_model.py", LAYOUT_MODEL)
+        ftype, meta, data = m.handshake(kind="dry_py")
+        self.assertEqual((ftype, meta["type"], data), (ERROR, "HandshakeError", b""))
+        self.assertEqual(meta["message"], "setup refused kind dry_py's layout: ValueError: this model reads rain; "
+                                          "the models file declares ('mu0', 'sigma', 'xi')")
+        self.assertEqual(m.wait(), 2)
+        self.assertIn("Traceback", m.stderr())
+        self.assertNotIn("compute", m.stdout())
+
+    def test_a_hello_without_the_layout_is_refused(self):
+        # The model declares nothing: the HELLO's own fields are checked.
+        for field, value in [("series", None), ("years", "80"), ("inputs", ["mu0", 3]), ("kind", None)]:
+            with self.subTest(field=field):
+                m = self.script("layout_model.py", LAYOUT_MODEL)
+                meta = hello_meta()
+                if value is None:
+                    del meta[field]
+                else:
+                    meta[field] = value
+                m.send(frame(HELLO, meta))
+                ftype, meta, _ = m.recv()
+                self.assertEqual((ftype, meta["type"]), (ERROR, "HandshakeError"))
+                self.assertTrue(meta["message"].startswith(field + ": the worker's HELLO has "
+                                                           + ("nothing" if value is None else json.dumps(value))),
+                                meta["message"])
+                self.assertEqual(m.wait(), 2)
+                self.assertNotIn("setup", m.stdout())
+
+    def test_a_model_without_context_reads_hello(self):
+        m = self.script("hello_model.py", HELLO_MODEL)
+        self.assertReady(m.handshake(series=["only"], years=3), m)
+        ftype, meta, data = self.result(m, [(1, 0.0, 0.0, 30.0, 1.0, -0.1)])
+        self.assertEqual((ftype, meta), (RESULT, {"shape": [1, 1, 3], "dtype": "float64"}), m.stderr())
+        self.assertEqual(struct.unpack("<3d", data), (2.0, 2.0, 2.0))
 
     def test_eof_exits_zero(self):
         m = self.reference("ph")  # before the handshake
@@ -619,6 +762,99 @@ class CheckTest(unittest.TestCase):
         os.environ["GRIDBATCH_MODELS_FILE"] = path
         self.addCleanup(os.environ.pop, "GRIDBATCH_MODELS_FILE")
         self.assertEqual(self.g.check(short_model.compute, n=2).shape, (2, 2, 30))
+
+
+    def test_check_gives_the_models_file_layout_to_setup_and_context(self):
+        import numpy as np
+        d = tempfile.mkdtemp()
+        path = os.path.join(d, "models.yaml")
+        with open(path, "w") as f:
+            f.write("models:\n  - kind: wet\n    command: [/usr/bin/python3, wet.py]\n    inputs: [rain]\n"
+                    "    series: [low, high]\n    first_year: 1990\n    years: 4\n")
+        seen = []
+
+        def setup(layout):
+            seen.append(layout)
+
+        def compute(cells, context):
+            seen.append(context)
+            return np.zeros(context.shape)
+
+        out = self.g.check(compute, n=3, kind="wet", models=path, setup=setup)
+        self.assertEqual(out.shape, (3, 2, 4))
+        self.assertEqual(seen, [self.g.Layout("wet", ("rain",), ("low", "high"), 1990, 4),
+                                self.g.Context("wet", ("rain",), ("low", "high"), 1990, 4, chunk="check:c000000", n=3)])
+        def refuse(layout):
+            raise ValueError("no rain in %s" % (layout.inputs,))
+
+        with self.assertRaisesRegex(ValueError, r"no rain in \('mu0', 'sigma', 'xi'\)"):
+            self.g.check(compute, setup=refuse)
+        self.assertEqual(len(seen), 2)  # compute was not called
+
+    def test_compute_gets_the_context_when_it_names_it(self):
+        import functools
+        takes = self.g._takes_context
+
+        def positional(cells, context):
+            pass
+
+        def keyword(cells, *, context=None):
+            pass
+
+        def other(cells, scale=1.0):
+            pass
+
+        def anything(cells, *args, **kwargs):
+            pass
+
+        class Model:
+            def __call__(self, cells, context):
+                pass
+
+        self.assertTrue(takes(positional))
+        self.assertTrue(takes(keyword))
+        self.assertTrue(takes(Model()))
+        self.assertTrue(takes(functools.partial(keyword, context=None)))
+        self.assertFalse(takes(other))
+        self.assertFalse(takes(anything))  # only a parameter named context, as Dask's block_info
+        self.assertFalse(takes(lambda cells: None))
+        self.assertFalse(takes(print))  # no signature to read (Python 3.11): compute(cells)
+
+
+class PackageTest(unittest.TestCase):
+    """pip install ./sdk/python: this very module as a typed package (PEP 561), needing only numpy."""
+
+    def test_pip_install(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            # A copy, so that the in-tree build leaves nothing in the checkout.
+            src = os.path.join(tmp, "sdk")
+            shutil.copytree(HERE, src, symlinks=True,
+                            ignore=shutil.ignore_patterns("__pycache__", ".mypy_cache", "build", "*.egg-info"))
+            site = os.path.join(tmp, "site")
+            p = subprocess.run([PYTHON, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index",
+                                "--no-cache-dir", "--disable-pip-version-check", "--target", site, src],
+                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               timeout=300)
+            self.assertEqual(p.returncode, 0, p.stdout.decode("utf-8", "replace"))
+            pkg = os.path.join(site, "gridbatch_model")
+            self.assertEqual(sorted(f for f in os.listdir(pkg) if f != "__pycache__"), ["__init__.py", "py.typed"])
+            self.assertFalse(os.path.islink(os.path.join(pkg, "__init__.py")))
+            with open(os.path.join(pkg, "__init__.py"), "rb") as a, open(os.path.join(HERE, "gridbatch_model.py"),
+                                                                         "rb") as b:
+                self.assertEqual(a.read(), b.read(), "the package is not gridbatch_model.py")
+            [info] = [d for d in os.listdir(site) if d.endswith(".dist-info")]
+            with open(os.path.join(site, info, "METADATA")) as f:
+                requires = [line.split(":", 1)[1].strip() for line in f if line.startswith("Requires-Dist:")]
+            self.assertEqual(requires, ["numpy"])
+            # Imported from the install (not the checkout), it checks a model.
+            code = ("import numpy as np, gridbatch_model as g; print(g.__file__); "
+                    "g.check(lambda cells, context: np.zeros(context.shape), n=2)")
+            p = subprocess.run([PYTHON, "-I", "-c", "import sys; sys.path.insert(0, %r); %s" % (site, code)],
+                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp,
+                               timeout=TIMEOUT)
+            self.assertEqual(p.returncode, 0, p.stderr.decode("utf-8", "replace"))
+            self.assertEqual(p.stdout.decode().strip(), os.path.join(pkg, "__init__.py"))
+            self.assertIn("check: ok", p.stderr.decode())
 
 
 class ReplyMetaTest(unittest.TestCase):

@@ -97,15 +97,23 @@ func cells(t *testing.T, k, n int) model.Cells {
 	return c
 }
 
-// check compares values with the Go kernel's for c, within 1e-12 relative.
-func check(t *testing.T, c model.Cells, got []float64) {
+// kernelPH returns the Go kernel's values for c: per cell, ssp126, ssp245
+// and ssp585, each 2021..2100.
+func kernelPH(t *testing.T, c model.Cells) []float64 {
 	t.Helper()
 	in := make([]grid.Input, c.Len())
 	for i, id := range c.GridID {
 		in[i] = grid.Input{GridID: id, Params: grid.Params{Mu0: c.Inputs[0][i], Sigma: c.Inputs[1][i], Xi: c.Inputs[2][i]}}
 	}
-	want, err := grid.PH.Values(context.Background(), in)
+	v, err := grid.PH.Values(context.Background(), in)
 	require.NoError(t, err)
+	return v
+}
+
+// check compares values with the Go kernel's for c, within 1e-12 relative.
+func check(t *testing.T, c model.Cells, got []float64) {
+	t.Helper()
+	want := kernelPH(t, c)
 	require.Len(t, got, len(want))
 	for i, w := range want {
 		if math.Abs(got[i]-w) > 1e-12*math.Abs(w) {
@@ -310,6 +318,37 @@ func TestACommandThatCannotStartBacksOff(t *testing.T) {
 	_, err = e.compute(context.Background(), cells(t, 0, 10))
 	require.ErrorContains(t, err, "next attempt in")
 	require.Equal(t, 1, strings.Count(e.log.String(), "model process cannot start"))
+}
+
+// TestTheModelComputesTheLayoutTheHandshakeSends: the worker's HELLO carries
+// the models file's layout, which a model stating none (the reference ph
+// with setup and context, as in examples/) computes; one it cannot compute
+// is refused at start, with the model's message.
+func TestTheModelComputesTheLayoutTheHandshakeSends(t *testing.T) {
+	e := newEnv(t, "layout", func(s *model.Spec) {
+		s.Series, s.FirstYear, s.Years = []string{"ssp585", "ssp126"}, 2051, 7
+	})
+	c := cells(t, 0, 5)
+	got, err := e.compute(context.Background(), c)
+	require.NoError(t, err, e.log.String())
+	// The Go kernel's values at those series and years.
+	all := kernelPH(t, c)
+	require.Len(t, got, 5*2*7)
+	for i := range c.GridID {
+		for j, series := range []int{2, 0} {
+			for k := 0; k < 7; k++ {
+				w, g := all[(i*3+series)*80+30+k], got[(i*2+j)*7+k]
+				require.InDelta(t, w, g, 1e-12*math.Abs(w), "cell %d, series %d, year %d", i, j, 2051+k)
+			}
+		}
+	}
+
+	e = newEnv(t, "layout", func(s *model.Spec) { s.Series = []string{"ssp126", "ssp370"} })
+	_, err = e.compute(context.Background(), cells(t, 0, 10))
+	require.ErrorIs(t, err, process.ErrCannotStart)
+	require.ErrorContains(t, err, "handshake refused: HandshakeError: setup refused kind ph_test's layout: ValueError: "+
+		"the reference model reads inputs mu0, sigma, xi and knows scenarios ssp126, ssp245, ssp585; the models file "+
+		"declares inputs mu0, sigma, xi and series ssp126, ssp370")
 }
 
 func TestHandshakeRefusal(t *testing.T) {

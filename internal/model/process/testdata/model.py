@@ -1,5 +1,5 @@
 """A test model for internal/model/process: the reference ph, misbehaving on
-demand. argv[1] picks the behaviour; with a second argument, only on the
+demand ("layout": the reference ph computing the layout the worker sends). argv[1] picks the behaviour; with a second argument, only on the
 chunks whose first grid_id is in it (comma-separated)."""
 import os
 import subprocess
@@ -104,5 +104,7 @@ def signal_ignored():
 if __name__ == "__main__":
     if behaviour == "refuse":
         gridbatch_model.serve(compute, inputs=["rain"])
+    elif behaviour == "layout":  # the reference ph as examples/ serves it: the layout the worker sends
+        gridbatch_model.serve(reference_model.ph, setup=reference_model.setup)
     else:
         gridbatch_model.serve(compute)

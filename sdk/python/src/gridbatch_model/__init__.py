@@ -1,0 +1,1 @@
+../../gridbatch_model.py
