@@ -58,7 +58,9 @@ func TestLeaseExpiresWhenTheLeaderStopsRenewing(t *testing.T) {
 	ctx := testContext(t)
 	r := testutil.NewRedis(t)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	const ttl = time.Second
+	// a's view ends at 90% of the TTL: a 4 s TTL leaves a 400 ms window
+	// between the two, wide enough to observe on a loaded machine.
+	const ttl = 4 * time.Second
 	a := New(r.Client, "lease", "a", ttl, log, Messages{})
 	b := New(r.Client, "lease", "b", ttl, log, Messages{})
 	a.Step(ctx)
@@ -66,7 +68,12 @@ func TestLeaseExpiresWhenTheLeaderStopsRenewing(t *testing.T) {
 
 	// a stops renewing (as if SIGKILLed): it stops counting itself leader
 	// before Redis lets b take over, so the two never overlap.
-	testutil.Eventually(t, 2*ttl, "a to stop counting itself leader", func() bool { return !a.Held() })
+	for deadline := time.Now().Add(2 * ttl); a.Held(); time.Sleep(5 * time.Millisecond) {
+		require.True(t, time.Now().Before(deadline), "a still counts itself leader %s after its last renewal", 2*ttl)
+	}
+	pttl, err := r.Client.PTTL(ctx, "lease").Result()
+	require.NoError(t, err)
+	require.Greater(t, pttl, time.Duration(0), "the key outlives a's own view of its lease")
 	b.Step(ctx)
 	require.False(t, b.Held(), "the key outlives a's own view of its lease")
 	testutil.Eventually(t, 2*ttl, "b to take the expired lease", func() bool {
