@@ -58,9 +58,12 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 # ---------------------------------------------------------------- packages
+# netavark (podman's network stack) runs iptables: without it a build's RUN fails with
+# "netavark: No such file or directory (os error 2)" (seen on a fresh machine).
 need=()
 for c in podman:podman runc:runc catatonit:catatonit mmdebstrap:mmdebstrap \
 	/usr/lib/podman/netavark:netavark /usr/lib/podman/aardvark-dns:aardvark-dns \
+	iptables:iptables \
 	jq:jq curl:curl /usr/lib/python3/dist-packages/yaml:python3-yaml; do
 	command -v "${c%%:*}" >/dev/null 2>&1 || [ -e "${c%%:*}" ] || need+=("${c#*:}")
 done
