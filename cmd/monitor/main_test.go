@@ -16,6 +16,8 @@ import (
 	"github.com/gridbatch/gridbatch/internal/testutil"
 )
 
+func TestMain(m *testing.M) { testutil.VerifyTestMain(m) }
+
 // noCredentials unsets the monitor's variables for one test (restored
 // after it, which is why the tests of this file do not run in parallel).
 func noCredentials(t *testing.T) {

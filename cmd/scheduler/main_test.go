@@ -18,6 +18,8 @@ import (
 	"github.com/gridbatch/gridbatch/internal/testutil"
 )
 
+func TestMain(m *testing.M) { testutil.VerifyTestMain(m) }
+
 func TestPrintConfigShowsTheNextFireTimes(t *testing.T) {
 	t.Setenv("GRIDBATCH_ALERT_WEBHOOK_URL", "https://hooks.example/T0/SECRET")
 	var out, errOut bytes.Buffer

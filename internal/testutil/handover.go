@@ -96,6 +96,10 @@ type Handover struct {
 	// OrphanedTasks after a SIGKILL, RequeuedTasks after a SIGTERM.
 	Queue string
 	Tasks []string
+	// Computing are the chunks of Tasks the stopped worker had not
+	// committed and could not commit any more when it was stopped (the
+	// test held their rows' locks): each must be finished by another worker.
+	Computing []int
 	// Retried says whether the handover counts a retry: after a SIGKILL
 	// asynq's recoverer retries a task whose lease expired, so its chunk
 	// finishes on attempt 2 or later (and no other chunk may have been
@@ -109,7 +113,9 @@ type Handover struct {
 // deletes it then; the stopped worker is gone, so another one ran it), and
 // each chunk has succeeded, finished by another worker on the attempt
 // h.Retried gives, unless the stopped worker committed it just before it
-// stopped (it keeps its name, and the re-run changes nothing). It returns a
+// stopped (it keeps its name, and the re-run changes nothing). At least one
+// chunk, and each of h.Computing, must have been finished by another
+// worker: a stop that handed nothing over proves nothing. It returns a
 // summary for the scenario's report.
 func (bs Batches) RequireHandedOver(t testing.TB, insp *asynq.Inspector, h Handover) string {
 	t.Helper()
@@ -121,6 +127,9 @@ func (bs Batches) RequireHandedOver(t testing.TB, insp *asynq.Inspector, h Hando
 	}
 	require.NotEmpty(t, inFlight, "worker %s had no chunk task of batch %s in flight when it was stopped (its tasks: %v)",
 		h.Worker, h.Batch, h.Tasks)
+	for _, c := range h.Computing {
+		require.Contains(t, inFlight, c, "chunk %d, computing on %s when it was stopped, is one of its tasks in flight", c, h.Worker)
+	}
 	Eventually(t, 3*time.Minute, fmt.Sprintf("the chunk tasks %v in flight on %s to be run to success elsewhere", inFlight, h.Worker), func() bool {
 		for _, c := range inFlight {
 			if _, err := insp.GetTaskInfo(h.Queue, batch.ChunkTaskID(h.Batch, c)); !errors.Is(err, asynq.ErrTaskNotFound) {
@@ -135,6 +144,7 @@ func (bs Batches) RequireHandedOver(t testing.TB, insp *asynq.Inspector, h Hando
 		r := runs[c]
 		require.Equal(t, store.ChunkSucceeded, r.Status, "chunk %d, in flight on %s", c, h.Worker)
 		if r.Worker == h.Worker {
+			require.NotContains(t, h.Computing, c, "chunk %d, computing on %s when it was stopped, was finished by it", c, h.Worker)
 			continue
 		}
 		elsewhere++
@@ -144,6 +154,8 @@ func (bs Batches) RequireHandedOver(t testing.TB, insp *asynq.Inspector, h Hando
 			require.Equal(t, 1, r.Attempts, "chunk %d was requeued by %s without counting a retry", c, h.Worker)
 		}
 	}
+	require.Positive(t, elsewhere, "no chunk in flight on %s (%v) was finished by another worker: each was committed before the stop, so nothing was handed over",
+		h.Worker, inFlight)
 	if h.Retried {
 		for c, r := range runs {
 			require.True(t, r.Attempts < 2 || slices.Contains(inFlight, c),
@@ -151,6 +163,6 @@ func (bs Batches) RequireHandedOver(t testing.TB, insp *asynq.Inspector, h Hando
 		}
 	}
 	slices.Sort(inFlight)
-	return fmt.Sprintf("in_flight_on_stopped=%d finished_elsewhere=%d committed_before_stop=%d chunks=%s",
-		len(inFlight), elsewhere, len(inFlight)-elsewhere, strings.ReplaceAll(strings.Trim(fmt.Sprint(inFlight), "[]"), " ", ","))
+	return fmt.Sprintf("in_flight_on_stopped=%d computing_at_stop=%d finished_elsewhere=%d committed_before_stop=%d chunks=%s",
+		len(inFlight), len(h.Computing), elsewhere, len(inFlight)-elsewhere, strings.ReplaceAll(strings.Trim(fmt.Sprint(inFlight), "[]"), " ", ","))
 }

@@ -133,6 +133,13 @@ func admin(ctx context.Context) (*pgxpool.Pool, error) {
 	return adminPool, adminErr
 }
 
+// closeAdmin closes the admin pool if a test opened it.
+func closeAdmin() {
+	if adminPool != nil {
+		adminPool.Close()
+	}
+}
+
 // NewDB creates a fresh schema, migrates it, and drops it when the test ends.
 func NewDB(t testing.TB) *DB {
 	t.Helper()

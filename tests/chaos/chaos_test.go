@@ -7,13 +7,16 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
+	"github.com/gridbatch/gridbatch/internal/batch"
 	"github.com/gridbatch/gridbatch/internal/grid"
 	"github.com/gridbatch/gridbatch/internal/store"
 	"github.com/gridbatch/gridbatch/internal/testutil"
@@ -31,14 +34,15 @@ func TestChaos1SigkillOneOfTwoWorkers(t *testing.T) {
 	id := e.runBatch("--kind", "ph", "--chunk-size", "10")
 	e.waitDone(id, 80)
 	insp := asynq.NewInspectorFromRedisClient(e.r.Client)
-	orphans := freezeHolding(t, w1, insp, id)
+	st := freezeComputing(t, w1, insp, e.db, id)
 	w1.Signal(syscall.SIGKILL)
 	w1.Wait(t, 10*time.Second)
+	st.release()
 	b := e.waitEnded(id, 4*time.Minute)
 	exp, found := e.rows(b, all)
 	ok := b.Status == store.StatusSucceeded && exp == found && b.CompletedChunks == b.TotalChunks
 	handover := e.batches.RequireHandedOver(t, insp, testutil.Handover{Batch: id, Worker: testutil.WorkerName(w1),
-		Queue: tasks.QueueGrid, Tasks: orphans, Retried: true})
+		Queue: tasks.QueueGrid, Tasks: st.tasks, Computing: st.computing, Retried: true})
 	report("sigkill-one-of-two-workers", pass(ok), b, exp, found, handover)
 	require.True(t, ok, "status %s, rows %d/%d, chunks %d/%d", b.Status, found, exp, b.CompletedChunks, b.TotalChunks)
 }
@@ -50,12 +54,18 @@ func TestChaos2SigtermWorker(t *testing.T) {
 	e.start("worker", "GRIDBATCH_CONCURRENCY=2")
 	id := e.runBatch("--kind", "ph", "--chunk-size", "10")
 	e.waitDone(id, 100)
+	insp := asynq.NewInspectorFromRedisClient(e.r.Client)
+	// SIGTERM while frozen mid-chunk: the shutdown finds that chunk's
+	// task in flight (its write waits for the test's lock).
+	st := freezeComputing(t, w1, insp, e.db, id)
 	w1.Signal(syscall.SIGTERM)
+	w1.Signal(syscall.SIGCONT)
 	select {
 	case <-w1.Done():
 	case <-time.After(30 * time.Second):
 		t.Fatal("worker did not exit within 30 s of SIGTERM")
 	}
+	st.release()
 	require.NoError(t, w1.Err(), "SIGTERM exits 0")
 	b := e.waitEnded(id, 3*time.Minute)
 	exp, found := e.rows(b, all)
@@ -63,8 +73,8 @@ func TestChaos2SigtermWorker(t *testing.T) {
 	require.NoError(t, e.db.Pool.QueryRow(context.Background(),
 		`SELECT count(*) FROM chunk_runs WHERE batch_id = $1 AND attempts > 1`, id).Scan(&retried))
 	ok := b.Status == store.StatusSucceeded && exp == found && retried == 0 && b.FailedChunks == 0
-	handover := e.batches.RequireHandedOver(t, asynq.NewInspectorFromRedisClient(e.r.Client), testutil.Handover{Batch: id,
-		Worker: testutil.WorkerName(w1), Queue: tasks.QueueGrid, Tasks: testutil.RequeuedTasks(w1.LogText())})
+	handover := e.batches.RequireHandedOver(t, insp, testutil.Handover{Batch: id, Worker: testutil.WorkerName(w1),
+		Queue: tasks.QueueGrid, Tasks: testutil.RequeuedTasks(w1.LogText()), Computing: st.computing})
 	report("sigterm-worker", pass(ok), b, exp, found, fmt.Sprintf("chunks_retried=%d %s", retried, handover))
 	require.True(t, ok, "status %s, rows %d/%d, retried chunks %d", b.Status, found, exp, retried)
 }
@@ -205,27 +215,60 @@ func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() boo
 	}
 }
 
-// freezeHolding stops w (SIGSTOP) at a moment it holds chunk tasks of
-// batch id, and returns them. A chunk takes milliseconds, so a worker is
-// often between two: frozen, the tasks that stay active for a second are
-// its own (the other workers' finish), and when there are none it is let
-// go on (SIGCONT) and frozen again a moment later.
-func freezeHolding(t *testing.T, w *testutil.Proc, insp *asynq.Inspector, id string) []string {
+// stopped is a worker frozen while computing chunks, by freezeComputing.
+type stopped struct {
+	// tasks are the chunk tasks of the batch the worker holds.
+	tasks []string
+	// computing are the chunks of tasks it has not committed, whose rows
+	// the test holds locked: it cannot commit them any more.
+	computing []int
+	// release ends the test's locks; call it once the worker has exited.
+	release func()
+}
+
+// freezeComputing stops w (SIGSTOP) at a moment it is computing chunks of
+// batch id, so that whatever w is sent next, they must be handed over. A
+// chunk takes milliseconds, so a worker is often between two, or committing
+// one: frozen, the tasks that stay active for a second are its own (the
+// other workers' finish), and of their chunks the ones still pending are
+// not committed. The test locks those rows (FOR UPDATE SKIP LOCKED: a row
+// w's own write has locked is skipped, as its COMMIT may be on its way),
+// so w cannot commit them even once it runs again: its write waits for the
+// lock until w's shutdown cancels it, or w is killed. When w holds no such
+// chunk, it is let go on (SIGCONT) and frozen again a moment later. The
+// locks end with release, or with the test.
+func freezeComputing(t *testing.T, w *testutil.Proc, insp *asynq.Inspector, db *testutil.DB, id string) stopped {
 	t.Helper()
-	for range 20 {
+	ctx := context.Background()
+	for try := 1; try <= 50; try++ {
 		w.Signal(syscall.SIGSTOP)
 		var held []string
+		var chunks []int
 		for _, tid := range testutil.OrphanedTasks(t, insp, tasks.QueueGrid, time.Second) {
-			if strings.HasPrefix(tid, id+":") {
+			if b, c, ok := batch.ParseChunkTaskID(tid); ok && b == id {
 				held = append(held, tid)
+				chunks = append(chunks, c)
 			}
 		}
 		if len(held) > 0 {
-			return held
+			tx, err := db.Pool.Begin(ctx)
+			require.NoError(t, err)
+			rows, err := tx.Query(ctx, `SELECT chunk FROM chunk_runs WHERE batch_id = $1 AND chunk = ANY($2)
+				AND lo = 0 AND hi = 0 AND status = 'pending' FOR UPDATE SKIP LOCKED`, id, chunks)
+			require.NoError(t, err)
+			computing, err := pgx.CollectRows(rows, pgx.RowTo[int])
+			require.NoError(t, err)
+			if len(computing) > 0 {
+				t.Logf("froze %s on try %d holding %v, computing %v", testutil.WorkerName(w), try, held, computing)
+				release := sync.OnceFunc(func() { _ = tx.Rollback(ctx) })
+				t.Cleanup(release)
+				return stopped{tasks: held, computing: computing, release: release}
+			}
+			require.NoError(t, tx.Rollback(ctx))
 		}
 		w.Signal(syscall.SIGCONT)
 		time.Sleep(20 * time.Millisecond)
 	}
-	t.Fatalf("worker %s held no chunk task of batch %s in 20 tries", testutil.WorkerName(w), id)
-	return nil
+	t.Fatalf("worker %s was computing no chunk of batch %s in 50 tries", testutil.WorkerName(w), id)
+	return stopped{}
 }

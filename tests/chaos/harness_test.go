@@ -3,10 +3,14 @@
 // Package chaos runs the failure scenarios of DESIGN.md against the real
 // binaries and private Redis and PostgreSQL instances of its own (ports 6391
 // and 5441, data in .services/chaos), which it stops, kills and restarts.
+// GRIDBATCH_CHAOS_REDIS_PORT and GRIDBATCH_CHAOS_PG_PORT move them to other
+// ports (data in .services/chaos-<redis port>-<pg port>), so that two runs
+// on one machine do not stop each other's services.
 // Each scenario prints one line: SCENARIO name outcome duration rows.
 package chaos
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -33,9 +37,11 @@ import (
 	"github.com/gridbatch/gridbatch/tests/chaos/chaosmodel"
 )
 
-const (
-	redisPort = "6391"
-	pgPort    = "5441"
+// The chaos services' ports: 6391 and 5441 unless the environment says
+// otherwise.
+var (
+	redisPort = cmp.Or(os.Getenv("GRIDBATCH_CHAOS_REDIS_PORT"), "6391")
+	pgPort    = cmp.Or(os.Getenv("GRIDBATCH_CHAOS_PG_PORT"), "5441")
 )
 
 var (
@@ -45,8 +51,12 @@ var (
 
 func TestMain(m *testing.M) {
 	root := testutil.RepoRoot()
+	dir := "chaos"
+	if redisPort != "6391" || pgPort != "5441" {
+		dir = "chaos-" + redisPort + "-" + pgPort
+	}
 	servicesEnv = append(os.Environ(),
-		"GRIDBATCH_SERVICES_DIR="+filepath.Join(root, ".services", "chaos"),
+		"GRIDBATCH_SERVICES_DIR="+filepath.Join(root, ".services", dir),
 		"GRIDBATCH_REDIS_PORT="+redisPort, "GRIDBATCH_PG_PORT="+pgPort)
 	if out, err := services("up"); err != nil {
 		fmt.Fprintf(os.Stderr, "chaos: cannot start the private services (%v):\n%s\nrun: make services-up (it installs what is missing), then retry\n", err, out)
