@@ -19,7 +19,7 @@ type Worker struct {
 	// Concurrency is the number of chunk tasks run at once. Defaults to
 	// twice GOMAXPROCS (DefaultConcurrency), which since Go 1.25 follows a
 	// container's CPU limit where the number of CPUs would count the whole
-	// node. A chunk waits on about eight round trips to Redis and PostgreSQL
+	// node. A chunk waits on about seven round trips to Redis and PostgreSQL
 	// (its task, its inputs, its write, its ack); two chunks per CPU keep
 	// the CPUs busy across a network hop. It is also the number of model
 	// processes per kind a worker starts (a models file's processes: 0), so
@@ -102,9 +102,10 @@ func (c *Worker) Bind(s *Set) {
 
 // DefaultConcurrency is the worker's default GRIDBATCH_CONCURRENCY: two
 // chunk tasks per CPU the process may use (GOMAXPROCS), so that one chunk
-// computes while another waits on Redis or PostgreSQL. One per CPU ran a
-// batch at 0.76 × its loopback rate with 1 ms added each way to both
-// services (make bench, figure 11).
+// computes while another waits on Redis or PostgreSQL. With 1 ms added each
+// way to both, two per CPU ran a batch at 0.92 × its rate through the same
+// proxies with no delay, one per CPU at 0.83 × (make bench, figure 11;
+// medians of 10 rounds on a 2-core machine).
 func DefaultConcurrency() int { return 2 * runtime.GOMAXPROCS(0) }
 
 // defaultModelUser is nobody when the worker runs as root, else empty.
