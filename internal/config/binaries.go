@@ -104,8 +104,8 @@ func (c *Worker) Bind(s *Set) {
 // chunk tasks per CPU the process may use (GOMAXPROCS), so that one chunk
 // computes while another waits on Redis or PostgreSQL. With 1 ms added each
 // way to both, two per CPU ran a batch at 0.92 × its rate through the same
-// proxies with no delay, one per CPU at 0.83 × (make bench, figure 11;
-// medians of 10 rounds on a 2-core machine).
+// proxies with no delay, one per CPU at 0.79 × (make bench, figure 11;
+// medians of 14 rounds on a 2-core machine).
 func DefaultConcurrency() int { return 2 * runtime.GOMAXPROCS(0) }
 
 // defaultModelUser is nobody when the worker runs as root, else empty.
