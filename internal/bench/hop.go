@@ -7,7 +7,8 @@ import (
 )
 
 // hop is a TCP proxy that delays every byte by a fixed time each way, as a
-// network hop would, at a small fraction of toxiproxy's CPU: per direction
+// network hop would, with less CPU than toxiproxy's chain of goroutines and
+// channels (see Config.DelayProxy): per direction
 // one goroutine reads and one writes, and the writer sends everything due in
 // one writev, so a stream costs about a read per segment and a write per
 // delay period.
