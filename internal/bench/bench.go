@@ -143,7 +143,7 @@ type Config struct {
 	DelayOnly bool
 	// DelayProxy is the proxy figure 11 delays through: "toxiproxy"
 	// (default) or "hop", this package's own, which copies with less CPU
-	// (a median 5.8 core-s a batch against toxiproxy's 7.7, on a loaded
+	// (a median 5.6 core-s a batch against toxiproxy's 7.7, on a loaded
 	// 2-core machine; both run in this process, on the pipeline's cores).
 	DelayProxy string
 	// ResultsQueries is how many random cells figure 10 reads with
