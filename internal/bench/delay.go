@@ -19,16 +19,24 @@ import (
 // DelayFigure is figure 11: the pipeline at Step with every binary (the
 // workers and the enqueuer) reaching Redis and PostgreSQL through an
 // in-process toxiproxy that adds Delay each way, against the same batch on
-// loopback, the workers at their own default settings. The two alternate,
-// loopback first, Repeat pairs.
+// loopback, the workers at their own default settings. Between the two, the
+// same batch runs through the same proxies with no delay (their latency
+// toxics at 0 ms): the proxies copy every byte (a batch's rows, about 1 GB at
+// 0.01°) on the machine's own cores, and that run tells their cost from the
+// delay's. The three alternate, loopback first, Repeat times.
 type DelayFigure struct {
-	Delay             time.Duration
-	Loopback, Delayed []PipelineFigure
-	// Ratios are delayed / loopback cells/s of each pair; Ratio their
+	Delay                      time.Duration
+	Loopback, Proxied, Delayed []PipelineFigure
+	// Ratios are delayed / loopback cells/s of each round; Ratio their
 	// median, the target's figure.
 	Ratios []float64
 	Ratio  float64
-	Proxy  string
+	// ProxiedRatios are delayed / proxied (no delay) cells/s of each round,
+	// ProxiedRatio their median: the delay's own cost, the proxies' CPU
+	// paid on both sides.
+	ProxiedRatios []float64
+	ProxiedRatio  float64
+	Proxy         string
 	// RedisRTT and PostgresRTT are the median round trips (PING, SELECT 1)
 	// measured through the proxies before the runs: at least 2 × Delay, or
 	// the figure is refused.
@@ -37,16 +45,26 @@ type DelayFigure struct {
 	PeakRSSBytes int64
 }
 
-// toxiproxyVersion names the proxy in the table (go.mod's version).
-const toxiproxyVersion = "toxiproxy v2.5.0 (in-process, latency toxic upstream and downstream)"
+// The proxies of Config.DelayProxy.
+const (
+	proxyToxiproxy = "toxiproxy"
+	proxyHop       = "hop"
+)
 
-// delayProxy is one service behind a toxiproxy proxy with a latency toxic
-// each way.
+// toxiproxyVersion and hopName name the proxy in the table (go.mod's version).
+const (
+	toxiproxyVersion = "toxiproxy v2.5.0 (in-process, latency toxic upstream and downstream)"
+	hopName          = "the bench's own hop proxy (in-process: a reader and a writer goroutine each way, writev of what is due)"
+)
+
+// delayProxy is one service behind a proxy that delays each way.
 type delayProxy struct {
-	p   *toxiproxy.Proxy
-	url string // the service's URL with the proxy's address
+	url  string // the service's URL with the proxy's address
+	stop func()
 }
 
+// startDelayProxy puts the service at rawURL behind a toxiproxy proxy with
+// a latency toxic each way.
 func startDelayProxy(srv *toxiproxy.ApiServer, name, rawURL string, delay time.Duration) (*delayProxy, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
@@ -65,7 +83,30 @@ func startDelayProxy(srv *toxiproxy.ApiServer, name, rawURL string, delay time.D
 		}
 	}
 	u.Host = p.Listen
-	return &delayProxy{p: p, url: u.String()}, nil
+	return &delayProxy{url: u.String(), stop: p.Stop}, nil
+}
+
+// startProxy puts the service at rawURL behind a proxy of kind (toxiproxy,
+// on srv, or hop) that adds delay each way.
+func startProxy(kind string, srv *toxiproxy.ApiServer, name, rawURL string, delay time.Duration) (*delayProxy, error) {
+	if kind == proxyHop {
+		return startHopProxy(name, rawURL, delay)
+	}
+	return startDelayProxy(srv, name, rawURL, delay)
+}
+
+// startHopProxy puts the service at rawURL behind a hop.
+func startHopProxy(name, rawURL string, delay time.Duration) (*delayProxy, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("bench: %s URL: %w", name, err)
+	}
+	h, err := startHop(u.Host, delay)
+	if err != nil {
+		return nil, fmt.Errorf("bench: start the %s proxy: %w", name, err)
+	}
+	u.Host = h.Addr()
+	return &delayProxy{url: u.String(), stop: h.Close}, nil
 }
 
 // delay measures figure 11 at cfg.Step (seeded already) with the workers at
@@ -75,19 +116,23 @@ func (h *harness) delay(ctx context.Context, d time.Duration) (*DelayFigure, err
 		return nil, errors.New("bench: the injected delay must be at least 1ms (toxiproxy's unit)")
 	}
 	f := &DelayFigure{Delay: d, Proxy: toxiproxyVersion}
+	if h.cfg.DelayProxy == proxyHop {
+		f.Proxy = hopName
+	}
 	srv := toxiproxy.NewServer(toxiproxy.NewMetricsContainer(prometheus.NewRegistry()), zerolog.Nop())
-	rp, err := startDelayProxy(srv, "redis", h.cfg.RedisURL, d)
-	if err != nil {
-		return nil, err
+	var proxies [2][2]*delayProxy // [no delay, delayed][Redis, PostgreSQL]
+	for i, delay := range []time.Duration{0, d} {
+		for j, svc := range []struct{ name, url string }{{"redis", h.cfg.RedisURL}, {"postgres", h.cfg.DatabaseURL}} {
+			p, err := startProxy(h.cfg.DelayProxy, srv, fmt.Sprintf("%s-%s", svc.name, delay), svc.url, delay)
+			if err != nil {
+				return nil, err
+			}
+			defer p.stop()
+			proxies[i][j] = p
+		}
 	}
-	defer rp.p.Stop()
-	pp, err := startDelayProxy(srv, "postgres", h.cfg.DatabaseURL, d)
-	if err != nil {
-		return nil, err
-	}
-	defer pp.p.Stop()
-
-	if f.RedisRTT, f.PostgresRTT, err = probeRTT(ctx, rp.url, pp.url); err != nil {
+	var err error
+	if f.RedisRTT, f.PostgresRTT, err = probeRTT(ctx, proxies[1][0].url, proxies[1][1].url); err != nil {
 		return nil, err
 	}
 	if f.RedisRTT < 2*d || f.PostgresRTT < 2*d {
@@ -101,10 +146,11 @@ func (h *harness) delay(ctx context.Context, d time.Duration) (*DelayFigure, err
 	if h.workerSettings, err = h.output(ctx, filepath.Join(h.cfg.BinDir, "worker"), h.workerEnv(false), "--print-config"); err != nil {
 		return nil, fmt.Errorf("worker --print-config: %w", err)
 	}
-	run := func(delayed bool) (PipelineFigure, error) {
+	// run measures one batch on loopback (via nil) or through proxies.
+	run := func(via *[2]*delayProxy) (PipelineFigure, error) {
 		h.cfg.RedisURL, h.cfg.DatabaseURL = redisURL, dbURL
-		if delayed {
-			h.cfg.RedisURL, h.cfg.DatabaseURL = rp.url, pp.url
+		if via != nil {
+			h.cfg.RedisURL, h.cfg.DatabaseURL = via[0].url, via[1].url
 		}
 		if err := h.startWorkers(ctx, false); err != nil {
 			return PipelineFigure{}, err
@@ -125,20 +171,30 @@ func (h *harness) delay(ctx context.Context, d time.Duration) (*DelayFigure, err
 		return pr, h.stopWorkers()
 	}
 	for i := range h.cfg.Repeat {
-		lo, err := run(false)
+		lo, err := run(nil)
 		if err != nil {
 			return nil, err
 		}
-		de, err := run(true)
+		px, err := run(&proxies[0])
+		if err != nil {
+			return nil, fmt.Errorf("through the proxies with no delay: %w", err)
+		}
+		de, err := run(&proxies[1])
 		if err != nil {
 			return nil, fmt.Errorf("with %s injected: %w", d, err)
 		}
-		f.Loopback, f.Delayed = append(f.Loopback, lo), append(f.Delayed, de)
+		f.Loopback, f.Proxied, f.Delayed = append(f.Loopback, lo), append(f.Proxied, px), append(f.Delayed, de)
 		f.Ratios = append(f.Ratios, de.CellsPerSecond/lo.CellsPerSecond)
-		h.logf("delay pair #%d at step %g, %d chunks in flight: loopback %.0f cells/s, %s each way %.0f cells/s: %.3f (Redis commands per chunk %.1f; workers' peak RSS so far %.0f MiB)",
-			i+1, h.cfg.Step, lo.Concurrency, lo.CellsPerSecond, d, de.CellsPerSecond, f.Ratios[i], de.RedisCallsPerChunk, float64(f.PeakRSSBytes)/(1<<20))
+		f.ProxiedRatios = append(f.ProxiedRatios, de.CellsPerSecond/px.CellsPerSecond)
+		h.logf("delay round #%d at step %g, %d chunks in flight: loopback %.0f cells/s, through the proxies with no delay %.0f, with %s each way %.0f: %.3f × loopback, %.3f × no delay "+
+			"(finish %.1f, %.1f, %.1f s; CPU busy %s, %s, %s; the proxies (this process) %.1f, %.1f, %.1f core-s; the workers %.1f, %.1f, %.1f core-s; Redis commands per chunk %.1f; workers' peak RSS so far %.0f MiB)",
+			i+1, h.cfg.Step, lo.Concurrency, lo.CellsPerSecond, px.CellsPerSecond, d, de.CellsPerSecond, f.Ratios[i], f.ProxiedRatios[i],
+			lo.FinishSeconds, px.FinishSeconds, de.FinishSeconds,
+			pct(lo.CPUBusy), pct(px.CPUBusy), pct(de.CPUBusy), lo.CPU.Harness, px.CPU.Harness, de.CPU.Harness,
+			lo.CPU.Workers, px.CPU.Workers, de.CPU.Workers, de.RedisCallsPerChunk, float64(f.PeakRSSBytes)/(1<<20))
 	}
 	f.Ratio = median(f.Ratios)
+	f.ProxiedRatio = median(f.ProxiedRatios)
 	return f, nil
 }
 

@@ -170,8 +170,8 @@ func (t *Table) finish() {
 			Met: k.NsPerCell <= k.NumpyNsPerCell})
 	}
 	if d := t.Delay; d != nil {
-		t.Targets = append(t.Targets, Target{Name: fmt.Sprintf("pipeline cells/s with %s injected each way to Redis and PostgreSQL vs loopback, default settings (median of the paired runs' ratios)", d.Delay),
-			Want: "≥ 0.80", Got: fmt.Sprintf("%.3f (pairs: %s)", d.Ratio, ratios(d.Ratios)), Met: d.Ratio >= 0.80})
+		t.Targets = append(t.Targets, Target{Name: fmt.Sprintf("pipeline cells/s with %s injected each way to Redis and PostgreSQL vs loopback, default settings (median of the rounds' ratios)", d.Delay),
+			Want: "≥ 0.80", Got: fmt.Sprintf("%.3f (rounds: %s; against the same proxies with no delay: %.3f)", d.Ratio, ratios(d.Ratios), d.ProxiedRatio), Met: d.Ratio >= 0.80})
 	}
 	t.Targets = append(t.Targets, Target{Name: "fan-out", Want: "≥ 20,000 tasks/s",
 		Got: count(t.Fanout.TasksPerSecond) + " tasks/s", Met: t.Fanout.TasksPerSecond >= 20_000})
@@ -308,7 +308,7 @@ func (t Table) Figures() string {
 			len(t.Workers), p.Concurrency, secs(p.Seconds), secs(p.WallSeconds), secs(p.RecordedSeconds), finishSecs(p.FinishSeconds), pct(p.CPUBusy), p.RedisCallsPerChunk))
 	if o := t.OwnConcurrency; o != nil {
 		row("5", "pipeline, workers at their default concurrency", fmt.Sprintf("%s cells/s (%.3f × lower bound)", count(o.CellsPerSecond), o.CellsPerSecond/lb.CellsPerSecond),
-			fmt.Sprintf("as above but %d chunks in flight (GRIDBATCH_CONCURRENCY unset: GOMAXPROCS per worker): batch %s; CPU %s busy; one run, compared with the median lower bound",
+			fmt.Sprintf("as above but %d chunks in flight (GRIDBATCH_CONCURRENCY unset: 2 × GOMAXPROCS per worker): batch %s; CPU %s busy; one run, compared with the median lower bound",
 				o.Concurrency, secs(o.Seconds), pct(o.CPUBusy)))
 	}
 	var sc []string
@@ -348,10 +348,14 @@ func (t Table) Figures() string {
 		t.compareRows(row)
 	}
 	if d := t.Delay; d != nil && len(d.Delayed) > 0 {
-		lo, de := pipelineRates(d.Loopback), pipelineRates(d.Delayed)
-		row("11", fmt.Sprintf("pipeline with %s injected each way", d.Delay), fmt.Sprintf("%s vs %s cells/s on loopback (%.3f ×)", count(median(de)), count(median(lo)), d.Ratio),
-			fmt.Sprintf("step %s, %d pairs (loopback, then delayed): %s vs %s cells/s; every binary reaches Redis and PostgreSQL through %s (round trips through it: Redis %s, PostgreSQL %s); the workers at their default settings (%d chunks in flight); %.1f Redis commands per chunk",
-				stepStr(t.Config.Step), len(d.Ratios), nsRuns(de), nsRuns(lo), d.Proxy, ms(d.RedisRTT.Seconds()), ms(d.PostgresRTT.Seconds()), d.Delayed[0].Concurrency, d.Delayed[0].RedisCallsPerChunk))
+		lo, px, de := pipelineRates(d.Loopback), pipelineRates(d.Proxied), pipelineRates(d.Delayed)
+		var proxyCPU []float64
+		for _, r := range d.Delayed {
+			proxyCPU = append(proxyCPU, r.CPU.Harness)
+		}
+		row("11", fmt.Sprintf("pipeline with %s injected each way", d.Delay), fmt.Sprintf("%s vs %s cells/s on loopback (%.3f ×); %.3f × the same proxies with no delay", count(median(de)), count(median(lo)), d.Ratio, d.ProxiedRatio),
+			fmt.Sprintf("step %s, %d rounds (loopback, through the proxies with no delay, delayed): %s, %s and %s cells/s; every binary reaches Redis and PostgreSQL through %s (round trips through it: Redis %s, PostgreSQL %s), whose copying took %.1f core-s of a delayed batch (median); the workers at their default settings (%d chunks in flight); %.1f Redis commands per chunk",
+				stepStr(t.Config.Step), len(d.Ratios), nsRuns(lo), nsRuns(px), nsRuns(de), d.Proxy, ms(d.RedisRTT.Seconds()), ms(d.PostgresRTT.Seconds()), median(proxyCPU), d.Delayed[0].Concurrency, d.Delayed[0].RedisCallsPerChunk))
 	}
 	return b.String()
 }
@@ -655,9 +659,12 @@ which calls ` + "`internal/bench.Run`" + ` on a fresh Redis database and Postgre
 10. **Reading the results**: the schema of the last pair is kept and more batches of this tree run into
    it; then random cells are read with ` + "`store.ReadSeries`" + ` (the query of ` + "`enqueuer results`" + `) on a warm pool,
    and with the ` + "`enqueuer results`" + ` binary, a process each.
-11. **A network hop**: the pipeline at the step again, the workers at their own default settings, in pairs:
+11. **A network hop**: the pipeline at the step again, the workers at their own default settings, in rounds:
    on loopback, then with every binary (workers and enqueuer) reaching Redis and PostgreSQL through an
-   in-process toxiproxy (v2.5.0) that adds 1 ms each way; the figure is the median of the pairs' ratios.
+   in-process toxiproxy (v2.5.0) with no delay, then through one that adds 1 ms each way; the figure is
+   the median of the rounds' delayed / loopback ratios. The proxies copy every byte (a batch's rows are
+   about 1 GB) on the same cores as the pipeline: the run with no delay shows what that costs, and the
+   delayed / no-delay ratio is the delay's own cost.
 
 Before every measured run every batch's own rows are dropped (nothing published) and PostgreSQL
 checkpoints. CPU time

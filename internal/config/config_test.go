@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -28,6 +29,7 @@ func TestWorkerDefaultsEnvAndFlags(t *testing.T) {
 	require.Equal(t, 90*time.Second, c.TaskTimeout, "environment sets the value")
 	require.Equal(t, 7, c.MaxRetry, "a flag overrides the environment")
 	require.Equal(t, 10*time.Second, c.RetryBase, "default")
+	require.Equal(t, 2*runtime.GOMAXPROCS(0), c.Concurrency, "default: two chunks per CPU")
 	require.Equal(t, DefaultRedisURL, c.RedisURL)
 	require.Equal(t, DefaultDatabaseURL, c.DatabaseURL)
 	if os.Geteuid() == 0 {

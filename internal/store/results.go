@@ -26,10 +26,12 @@ import (
 // ErrLayout, and nothing is written. The Transition's counts are read
 // after the commit.
 //
-// Its round trips to PostgreSQL are four, whatever the network between them
-// (tests/bench measures a batch with 1 ms added each way): one pipeline
-// begins the transaction and takes both locks, the COPY takes two, and one
-// pipeline records the outcome, commits, and then reads the counts.
+// Its round trips to PostgreSQL are three, whatever the network between
+// them (tests/bench measures a batch with 1 ms added each way): one pipeline
+// begins the transaction and takes both locks, the COPY takes one, and one
+// pipeline records the outcome, commits, and then reads the counts. The
+// first chunk of a batch a connection writes takes one more: pgx describes
+// the table's columns once per connection and table, and caches them.
 func (s *Store) WriteChunk(ctx context.Context, kind string, step float64, firstYear int, series []grid.Series, o ChunkOutcome, allowEnded bool) (Transition, error) {
 	pc, err := s.Pool.Acquire(ctx)
 	if err != nil {

@@ -42,7 +42,9 @@ import (
 //	GRIDBATCH_BENCH_ONLY=compare figure 9 alone (quick A/B of the write path; prints its runs, writes no report)
 //	GRIDBATCH_BENCH_ONLY=kernel  figure 1 alone (the Go kernels beside numpy's; prints its runs, writes no report)
 //	GRIDBATCH_BENCH_ONLY=delay   figure 11 alone (the pipeline with 1 ms injected each way to Redis and
-//	                            PostgreSQL vs loopback; prints its runs, writes no report)
+//	                            PostgreSQL vs loopback and vs the same proxies with no delay; prints its runs,
+//	                            writes no report)
+//	GRIDBATCH_BENCH_PROXY       figure 11's proxy: toxiproxy (default) or hop (the bench's own, less CPU)
 //	GRIDBATCH_BENCH_BASELINE    git revision whose pipeline this tree's is compared with (figures 9
 //	                            and 10); default fae24c9 (the upsert per chunk), "-" for none
 func TestBench(t *testing.T) {
@@ -88,6 +90,7 @@ func TestBench(t *testing.T) {
 		CompareOnly: os.Getenv("GRIDBATCH_BENCH_ONLY") == "compare",
 		KernelOnly:  os.Getenv("GRIDBATCH_BENCH_ONLY") == "kernel",
 		DelayOnly:   os.Getenv("GRIDBATCH_BENCH_ONLY") == "delay",
+		DelayProxy:  os.Getenv("GRIDBATCH_BENCH_PROXY"),
 	}
 	envInt(t, "GRIDBATCH_BENCH_REPEAT", &cfg.Repeat)
 	envInt(t, "GRIDBATCH_BENCH_LB_GOROUTINES", &cfg.LowerBoundGoroutines)
