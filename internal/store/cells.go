@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -386,49 +387,90 @@ func idRuns(ids []int64) (lo, hi []int64) {
 // float8 arithmetic makes (payload 1).
 var missingInput = []byte{0x7f, 0xf8, 0, 0, 0, 0, 0, 1}
 
+// digestBuffer is how many bytes InputsDigest gathers before it hashes them.
+const digestBuffer = 64 << 10
+
 // InputsDigest returns the sha256 of the inputs of region r's cells, in
 // grid order: for every cell of r with a row in cell_params, its grid id
 // and each of inputs, 8 big-endian bytes each (a float8's own bytes; a
-// NULL as missingInput). It reads the rows with one index range scan and
-// hashes their binary values as they arrive.
+// NULL as missingInput). The definition is the one InputsDigest
+// documents, so that a batch's digest compares with one taken later.
+//
+// PostgreSQL sends the rows in binary COPY, read with one index range
+// scan per row of the region (the cells of a row of the lattice are one
+// range of grid ids; no sort, no parallel plan, no JIT, and no other
+// cell of cell_params is read), and their bytes are hashed as they
+// arrive, 64 KiB at a time: about 0.3 s for 480,000 cells here. The rows
+// must come in grid order: one that does not is an error, never another
+// digest.
 func (s *Store) InputsDigest(ctx context.Context, r grid.Region, inputs []string) (InputsDigest, error) {
 	start := time.Now()
 	d := InputsDigest{Columns: inputs}
 	l := r.Lattice
 	cols := ""
 	for _, in := range inputs {
-		cols += ", " + pgx.Identifier{in}.Sanitize()
+		cols += ", c." + pgx.Identifier{in}.Sanitize()
 	}
-	rows, err := s.Pool.Query(ctx, `SELECT grid_id`+cols+` FROM cell_params
-		WHERE step = $1 AND grid_id BETWEEN $2 AND $3 AND grid_id % $4 >= $5 AND grid_id % $4 < $6 ORDER BY grid_id`,
-		l.Step, l.GridID(r.Row0, r.Col0), l.GridID(r.Row1-1, r.Col1-1), int64(l.Cols), int64(r.Col0), int64(r.Col1))
-	if err != nil {
-		return d, fmt.Errorf("digest the inputs: %w", inputError(err, inputs))
-	}
-	defer rows.Close()
+	// COPY takes no parameters: the values are numbers, written as
+	// literals.
+	q := `COPY (SELECT c.grid_id` + cols + `
+		FROM generate_series(` + strconv.Itoa(r.Row0) + `::int8, ` + strconv.Itoa(r.Row1-1) + `::int8) AS lr(row_number)
+		CROSS JOIN LATERAL (SELECT * FROM cell_params c
+			WHERE c.step = ` + float8Literal(l.Step) + ` AND c.grid_id BETWEEN lr.row_number * ` + strconv.Itoa(l.Cols) + ` + ` + strconv.Itoa(r.Col0) + `
+				AND lr.row_number * ` + strconv.Itoa(l.Cols) + ` + ` + strconv.Itoa(r.Col1-1) + `
+			ORDER BY c.grid_id) c) TO STDOUT (FORMAT binary)`
 	h := sha256.New()
-	for rows.Next() {
-		raw := rows.RawValues()
-		if len(raw) != len(inputs)+1 || len(raw[0]) != 8 {
-			return d, fmt.Errorf("digest the inputs: a row of %d values", len(raw))
+	buf := make([]byte, 0, digestBuffer+8*(len(inputs)+1))
+	last := int64(math.MinInt64)
+	parse := newCopyTuples(func(f [][]byte) error {
+		if len(f) != len(inputs)+1 || len(f[0]) != 8 {
+			return fmt.Errorf("a row of %d values", len(f))
 		}
-		for i, v := range raw {
+		id := int64(binary.BigEndian.Uint64(f[0]))
+		if id <= last {
+			return fmt.Errorf("cell %d came after cell %d: the rows are not in grid order", id, last)
+		}
+		last = id
+		buf = append(buf, f[0]...)
+		for i, v := range f[1:] {
 			switch {
 			case v == nil:
-				h.Write(missingInput)
+				buf = append(buf, missingInput...)
 				d.Missing++
 			case len(v) != 8:
-				return d, fmt.Errorf("digest the inputs: column %d of cell %d is not 8 bytes", i, d.Cells)
+				return fmt.Errorf("input %s of cell %d is not 8 bytes", inputs[i], id)
 			default:
-				h.Write(v)
+				buf = append(buf, v...)
 			}
 		}
+		if len(buf) >= digestBuffer {
+			h.Write(buf)
+			buf = buf[:0]
+		}
 		d.Cells++
+		return nil
+	})
+	err := pgx.BeginTxFunc(ctx, s.Pool, pgx.TxOptions{AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+		// The nested loop's cost estimate would compile it (JIT, about 0.1 s);
+		// a parallel plan could merge the rows out of order.
+		if _, err := tx.Exec(ctx, `SET LOCAL jit = off; SET LOCAL max_parallel_workers_per_gather = 0`); err != nil {
+			return err
+		}
+		if _, err := tx.Conn().PgConn().CopyTo(ctx, parse, q); err != nil {
+			return inputError(err, inputs)
+		}
+		return parse.Done()
+	})
+	if err != nil {
+		return d, fmt.Errorf("digest the inputs: %w", err)
 	}
-	if err := rows.Err(); err != nil {
-		return d, fmt.Errorf("digest the inputs: %w", inputError(err, inputs))
-	}
+	h.Write(buf)
 	d.SHA256 = hex.EncodeToString(h.Sum(nil))
 	d.Seconds = time.Since(start).Seconds()
 	return d, nil
+}
+
+// float8Literal writes v as an SQL float8 literal that reads back as v.
+func float8Literal(v float64) string {
+	return "'" + strconv.FormatFloat(v, 'g', -1, 64) + "'::float8"
 }
