@@ -378,11 +378,14 @@ func (s *Service) RunChunk(ctx context.Context, c Chunk) error {
 			series = append(series, grid.Series{GridID: id, Scenario: name, Values: values[k : k+spec.Years : k+spec.Years]})
 		}
 	}
+	// The declared checks run on the values here, once, and are recorded
+	// with the rows: the gate adds them up (RunChecks).
+	checks := CheckChunk(spec.Checks, spec.FirstYear, series)
 	var t store.Transition
 	err = s.guard(func() (err error) {
 		t, err = s.store.WriteChunk(ctx, c.Kind, c.Step, spec.FirstYear, series, store.ChunkOutcome{
 			BatchID: c.BatchID, Chunk: c.Chunk, Lo: c.Lo, Hi: c.Hi, Attempts: c.Retried + 1, TaskSeconds: time.Since(start).Seconds(),
-			Worker: s.cfg.Worker, RSSBytes: PeakRSS(), ModelPID: proc.PID,
+			Worker: s.cfg.Worker, RSSBytes: PeakRSS(), ModelPID: proc.PID, Checks: checks,
 		}, c.Requeue > 0)
 		return err
 	})
