@@ -75,12 +75,13 @@ type cellSlab struct {
 	bytes  []byte
 }
 
-// cellSlabBytes is about how many bytes of series a slab holds (a few
-// thousand cells), and cellSlabs how many slabs a reader has: one being
-// filled while the others are read.
+// cellSlabs is how many slabs a reader has: one being filled while the
+// others are read.
 const cellSlabs = 3
 
-var cellSlabBytes = 4 << 20 // a variable for the tests
+// cellSlabBytes is about how many bytes of series a slab holds: 4 MiB,
+// some 2,000 cells of 3 × 80 years (a variable for the tests).
+var cellSlabBytes = 4 << 20
 
 // cellSource is a batch whose rows a CellReader reads: their layout and
 // the rank of its publication (0 the newest).
@@ -93,7 +94,7 @@ type cellSource struct {
 // ReadCells opens a reader of the rows q selects (its Scenario is not
 // applied: a cell's rows hold every series), cell by cell in grid order,
 // in one read-only REPEATABLE READ transaction: one snapshot, and memory
-// bounded by a few slabs of cells (about 12 MiB). A batch's rows are read
+// bounded by cellSlabs slabs of about cellSlabBytes. A batch's rows are read
 // on its index by cell (IndexBatchRows), the published ones on their
 // partitions' (publishing makes them), merged: nothing is sorted. A batch
 // that does not exist returns an error wrapping ErrBatchNotFound; one
@@ -130,7 +131,8 @@ func (r *CellReader) open(ctx context.Context, q ExportQuery) error {
 	// The region's condition hides from the planner that a range of the
 	// index holds the rows: it would sort them, a gigabyte for 480,000
 	// cells, rather than walk it. In parallel, the rows would cross
-	// processes once more.
+	// processes once more. The query lasts as long as the caller reads,
+	// bounded as an export's sort is.
 	if _, err := r.tx.Exec(ctx, `SET LOCAL enable_sort = off; SET LOCAL jit = off; SET LOCAL max_parallel_workers_per_gather = 0; SET LOCAL statement_timeout = '`+exportSortTimeout+`'`); err != nil {
 		return err
 	}
