@@ -90,6 +90,25 @@ func TestInputsDigestOfARegionWithinMore(t *testing.T) {
 	require.ErrorAs(t, err, &unknown)
 }
 
+// TestInputsDigestInParts: a region of several parts, read two at a time,
+// digests as one read in grid order does.
+func TestInputsDigestInParts(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := testutil.NewDB(t)
+	r, err := grid.ParseRegion(0.02, "124,33,132,39", 0) // 120,000 cells: 4 parts
+	require.NoError(t, err)
+	_, err = db.Store.SeedCells(ctx, r, nil)
+	require.NoError(t, err)
+	_, err = db.Pool.Exec(ctx, `UPDATE cell_params SET xi = NULL WHERE step = 0.02 AND grid_id % 997 = 0`)
+	require.NoError(t, err)
+	d, err := db.Store.InputsDigest(ctx, r, model.DefaultInputs)
+	require.NoError(t, err)
+	require.EqualValues(t, r.NumCells(), d.Cells)
+	require.Positive(t, d.Missing)
+	require.Equal(t, sqlInputsDigest(t, db, r), d.SHA256)
+}
+
 // sqlInputsDigest computes the digest of r's default inputs in SQL, apart
 // from store.InputsDigest: grid id and each input's float8 bytes, a NULL
 // as the NaN of payload 1, in grid order.
