@@ -407,7 +407,8 @@ const (
 // range of grid ids; no sort, no parallel plan, no JIT, and no other
 // cell of cell_params is read). The region is read in parts of whole
 // rows, two at a time on two connections that share one snapshot
-// (pg_export_snapshot): what is digested is one state of cell_params.
+// (pg_export_snapshot; the second one of its own, not the pool's): what
+// is digested is one state of cell_params.
 // Each part's bytes are hashed in order once read, so memory holds a few
 // parts (about 1 MiB each): about 0.2 s for 480,000 cells here. The rows
 // must come in grid order: one that does not is an error, never another
@@ -422,12 +423,8 @@ func (s *Store) InputsDigest(ctx context.Context, r grid.Region, inputs []string
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	txs, err := s.snapshotTxs(ctx, min(digestReaders, len(parts)))
-	defer func() {
-		for _, tx := range txs {
-			_ = tx.Rollback(context.WithoutCancel(ctx)) // read-only: nothing to keep
-		}
-	}()
+	txs, end, err := s.snapshotTxs(ctx, min(digestReaders, len(parts)))
+	defer end()
 	if err != nil {
 		return d, fmt.Errorf("digest the inputs: %w", err)
 	}
@@ -484,34 +481,62 @@ func (s *Store) InputsDigest(ctx context.Context, r grid.Region, inputs []string
 	return d, nil
 }
 
-// snapshotTxs begins n read-only REPEATABLE READ transactions that see one
-// snapshot: the first exports it, the others import it. Each has its own
-// connection; the caller rolls back those returned, error or not.
-func (s *Store) snapshotTxs(ctx context.Context, n int) ([]pgx.Tx, error) {
-	var txs []pgx.Tx
-	var snapshot string
-	for i := range n {
-		tx, err := s.Pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
-		if err != nil {
-			return txs, err
+// snapshotTxs begins up to n read-only REPEATABLE READ transactions that
+// see one snapshot: the first, on a connection of the pool, exports it;
+// the others, each on a connection of its own (so that digests running at
+// once never wait on each other for the pool's last connections), import
+// it. When such a connection cannot be had, fewer are returned. end
+// rolls them back and closes the connections of their own.
+func (s *Store) snapshotTxs(ctx context.Context, n int) (txs []pgx.Tx, end func(), err error) {
+	var conns []*pgx.Conn
+	end = func() {
+		ctx := context.WithoutCancel(ctx)
+		for _, tx := range txs {
+			_ = tx.Rollback(ctx) // read-only: nothing to keep
 		}
-		txs = append(txs, tx)
-		if i == 0 && n > 1 {
-			if err := tx.QueryRow(ctx, `SELECT pg_export_snapshot()`).Scan(&snapshot); err != nil {
-				return txs, err
-			}
-		} else if i > 0 {
-			if _, err := tx.Exec(ctx, `SET TRANSACTION SNAPSHOT `+quoteLiteral(snapshot)); err != nil {
-				return txs, err
-			}
-		}
-		// The nested loop's cost estimate would compile it (JIT, about
-		// 0.1 s); a parallel plan could merge the rows out of order.
-		if _, err := tx.Exec(ctx, `SET LOCAL jit = off; SET LOCAL max_parallel_workers_per_gather = 0`); err != nil {
-			return txs, err
+		for _, c := range conns {
+			_ = c.Close(ctx)
 		}
 	}
-	return txs, nil
+	begin := func(tx pgx.Tx, err error) (pgx.Tx, error) {
+		if err != nil {
+			return nil, err
+		}
+		txs = append(txs, tx)
+		// The nested loop's cost estimate would compile it (JIT, about
+		// 0.1 s); a parallel plan could merge the rows out of order.
+		_, err = tx.Exec(ctx, `SET LOCAL jit = off; SET LOCAL max_parallel_workers_per_gather = 0`)
+		return tx, err
+	}
+	opts := pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}
+	first, err := begin(s.Pool.BeginTx(ctx, opts))
+	if err != nil || n == 1 {
+		return txs, end, err
+	}
+	var snapshot string
+	if err := first.QueryRow(ctx, `SELECT pg_export_snapshot()`).Scan(&snapshot); err != nil {
+		return txs, end, err
+	}
+	for range n - 1 {
+		c, err := s.readingConn(ctx)
+		if err != nil {
+			break // one reader fewer
+		}
+		conns = append(conns, c)
+		tx, err := c.BeginTx(ctx, opts)
+		if err != nil {
+			return txs, end, err
+		}
+		// The first statement of the transaction: it sees the snapshot.
+		if _, err := tx.Exec(ctx, `SET TRANSACTION SNAPSHOT `+quoteLiteral(snapshot)); err != nil {
+			txs = append(txs, tx)
+			return txs, end, err
+		}
+		if _, err := begin(tx, nil); err != nil {
+			return txs, end, err
+		}
+	}
+	return txs, end, nil
 }
 
 // digestPart reads the inputs of the cells of r in its lattice rows
