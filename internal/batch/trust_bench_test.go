@@ -43,14 +43,15 @@ const benchChunkSize = 500
 //   - check_chunk: the built-in ph's checks on a chunk's values, as a worker
 //     runs them when it writes the chunk (batch.CheckChunk), a batch's
 //     chunks' worth per operation;
-//   - batch: a ph batch through batch.Service in this process, as a worker
-//     runs it (plan, its chunks in GOMAXPROCS goroutines as the lower bound
-//     of make bench does, the finish that publishes it), with its checks and
-//     provenance and without them (ph declaring no checks, planned without
-//     provenance), in pairs whose order alternates (with first, then
-//     without first, …), on a fresh slate each (want: with ≤ 1.05 ×
-//     without, the median of the pairs' ratios), and what they add part by
-//     part;
+//   - batch: a ph batch through batch.Service in this process, as workers
+//     run it (the plan; its chunks in GOMAXPROCS goroutines, as many as
+//     make bench's pipeline has chunks in flight, started when enqueued,
+//     one of them once the plan has ended; the finish that publishes it),
+//     with its checks and provenance and without them (ph declaring no
+//     checks, planned without provenance), in pairs whose order alternates
+//     (with first, then without first, …), on a fresh slate each (want:
+//     with ≤ 1.05 × without, the median of the pairs' ratios), and what
+//     they add part by part;
 //   - diff: enqueuer diff of two batches whose every value differs (ph and
 //     the hazard model's values), as a user runs it, under /usr/bin/time
 //     (wall time, peak RSS), their rows indexed by cell beforehand (want
@@ -197,6 +198,19 @@ type trustPairs struct {
 	with, without *model.Set
 }
 
+// enqueueSignal is a broker that says when the chunks are enqueued.
+type enqueueSignal struct {
+	*tasks.Broker
+	enqueued chan struct{}
+	once     sync.Once
+}
+
+func (e *enqueueSignal) EnqueueChunks(ctx context.Context, b store.Batch, chunks []int) error {
+	err := e.Broker.EnqueueChunks(ctx, b, chunks)
+	e.once.Do(func() { close(e.enqueued) })
+	return err
+}
+
 // trustRun is one batch: its time, the CPU time of this process (the
 // chunks' computing and checks, the digest's hashing, the gate), and,
 // with checks and provenance, the inputs digest's time and the gate's as
@@ -230,8 +244,9 @@ func newTrustPairs(b *testing.B, db *testutil.DB, r grid.Region) *trustPairs {
 // rows, chunk tasks) and the built-in ph's checks; without, the chunk
 // rows and tasks alone and ph without checks. Its chunks run here, in
 // GOMAXPROCS goroutines, with the worker's chunk code (RunChunk, which
-// finishes the batch after the last). Each run starts from no batch, no
-// task, a checkpoint.
+// finishes the batch after the last), from the moment they are enqueued,
+// one goroutine only once the plan has ended (see the comment within).
+// Each run starts from no batch, no task, a checkpoint.
 func (p *trustPairs) run(trust bool) trustRun {
 	b, ctx := p.b, context.Background()
 	require.NoError(b, p.db.Store.DropAllResults(ctx))
@@ -250,20 +265,37 @@ func (p *trustPairs) run(trust bool) trustRun {
 	if trust {
 		models = p.with
 	}
-	svc := batch.New(p.db.Store, p.broker, slog.New(slog.NewTextHandler(io.Discard, nil)), batch.Config{Models: models, Worker: "bench-trust"})
+	broker := &enqueueSignal{Broker: p.broker, enqueued: make(chan struct{})}
+	svc := batch.New(p.db.Store, broker, slog.New(slog.NewTextHandler(io.Discard, nil)), batch.Config{Models: models, Worker: "bench-trust"})
 	now := time.Now().UTC()
 	bt, err := p.db.Store.InsertBatch(ctx, store.NewBatch{ID: batch.NewID(grid.KindPH, now), Kind: grid.KindPH, Region: p.r,
 		ChunkSize: benchChunkSize, StartedAt: now, DeadlineAt: now.Add(time.Hour), LockExpiresAt: now.Add(2 * time.Hour),
 		Trigger: "bench", Layout: store.LayoutOf(model.BuiltinSpec(grid.KindPH))})
 	require.NoError(b, err)
 	start, cpu := time.Now(), processCPU(b)
-	if trust {
-		require.NoError(b, svc.Plan(ctx, bt.ID))
-	} else {
+	planned := make(chan error, 1)
+	go func() {
+		if trust {
+			planned <- svc.Plan(ctx, bt.ID)
+			return
+		}
 		pending, err := p.db.Store.PlanChunks(ctx, bt)
-		require.NoError(b, err)
-		require.NoError(b, p.broker.EnqueueChunks(ctx, bt, pending))
+		if err == nil {
+			err = broker.EnqueueChunks(ctx, bt, pending)
+		}
+		planned <- err
+	}()
+	var planErr error
+	select {
+	case <-broker.enqueued:
+	case planErr = <-planned:
+		require.NoError(b, planErr)
+		require.Fail(b, "planned without enqueuing its chunks")
 	}
+	// The chunks start once enqueued, as workers start their tasks; the
+	// first runner is the plan's, as the worker that runs the plan task
+	// has one slot fewer until it ends (make bench's 2 workers run one
+	// task at a time each).
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	errs := make([]error, runtime.GOMAXPROCS(0))
@@ -271,6 +303,11 @@ func (p *trustPairs) run(trust bool) trustRun {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			if g == 0 {
+				if planErr = <-planned; planErr != nil {
+					return
+				}
+			}
 			for c := int(next.Add(1) - 1); c < bt.TotalChunks; c = int(next.Add(1) - 1) {
 				if errs[g] = svc.RunChunk(ctx, batch.Chunk{BatchID: bt.ID, TaskID: batch.ChunkTaskID(bt.ID, c), Kind: bt.Kind,
 					Chunk: c, Step: bt.Step, BBox: bt.BBox, ChunkSize: bt.ChunkSize}); errs[g] != nil {
@@ -280,6 +317,7 @@ func (p *trustPairs) run(trust bool) trustRun {
 		}()
 	}
 	wg.Wait()
+	require.NoError(b, planErr)
 	el, cpu := time.Since(start).Seconds(), processCPU(b)-cpu
 	require.NoError(b, errors.Join(errs...))
 	done, err := p.db.Store.GetBatch(ctx, bt.ID)
