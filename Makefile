@@ -76,7 +76,7 @@ chaos: test-services-up ## only the chaos scenarios (real binaries, kill -9, DB 
 	$(GO) test -count=1 -timeout 40m -tags integration -v -run 'Chaos' ./tests/... 2>&1 | scripts/testlines.sh
 
 .PHONY: bench
-bench: test-services-up build ## the figures of BENCHMARKS.md (kernel, seeding, fan-out, lower bound vs pipeline, scaling, memory, latency, Python model processes vs Go, this tree vs fae24c9 built from git, results latency; then import and export rates, import's peak RSS on hostile files): prints the tables, rewrites BENCHMARKS.md
+bench: test-services-up build ## the figures of BENCHMARKS.md (kernel, seeding, fan-out, lower bound vs pipeline, scaling, memory, latency, Python model processes vs Go, this tree vs fae24c9 built from git, results latency; then import and export rates, import's peak RSS on hostile files, what checks, provenance and diff cost): prints the tables, rewrites BENCHMARKS.md
 	GRIDBATCH_BENCH_BIN_DIR=$(CURDIR)/$(BIN) $(GO) test -tags bench -run '^TestBench$$' -count=1 -timeout 45m -v ./tests/bench/
 	@echo "== import: rows/s of a 480,000-row CSV (new cells, new inputs on seeded cells, updates)"
 	$(GO) test -count=1 -run '^$$' -bench 'ImportInputs' -benchtime 3x ./internal/store/
@@ -84,6 +84,8 @@ bench: test-services-up build ## the figures of BENCHMARKS.md (kernel, seeding, 
 	$(GO) test -count=1 -tags integration -run '^$$' -bench 'BenchmarkExport' -benchtime 1x -timeout 30m ./tests/integration/
 	@echo "== import: peak RSS of enqueuer import on hostile files (refused) and on a 480,000-row file (target: 256 MiB on any input)"
 	$(GO) test -count=1 -tags integration -run '^$$' -bench 'BenchmarkImportPeakRSS' -benchtime 1x -timeout 15m ./tests/integration/
+	@echo "== results you can trust, 480,000 cells: the inputs digest (target: 1 s), the checks of a batch's chunks, a batch with checks and provenance vs without in 5 pairs of alternating order (target: 1.05 ×), enqueuer diff of two batches (targets: 10 s, 200 MiB)"
+	$(GO) test -count=1 -run '^$$' -bench 'BenchmarkTrust' -benchtime 5x -timeout 40m ./internal/batch/
 
 .PHONY: clean
 clean: ## remove bin/ (not the service data)

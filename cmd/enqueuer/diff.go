@@ -25,8 +25,8 @@ values published now for A's kind over A's cells. Per series and for the years
 with the series in both), the cells changed (a value differs, bit for bit; NaN
 equals NaN), the largest and the 99th percentile absolute change over the
 values compared (unchanged ones count as 0; p99 to within 0.1%), and the
-cells of the --top largest changes. It streams both in grid order, in bounded
-memory. --json prints one JSON document.`,
+cells of the --top largest changes. It reads both in grid order at once, a
+cell at a time, in bounded memory. --json prints one JSON document.`,
 		example: "  enqueuer diff ph-20261203-041503-3fa9c1\n  enqueuer diff ph-20261203-041503-3fa9c1 ph-20261122-041503-aa0c11 --from 2050 --to 2060 --json",
 		run:     runDiff,
 	})
@@ -101,11 +101,21 @@ func runDiff(ctx context.Context, e *env, args []string) error {
 			}
 		}
 	}
-	src := func(q store.ExportQuery) func(context.Context, func(store.ExportRow) error) error {
-		return func(ctx context.Context, fn func(store.ExportRow) error) error { return st.Export(ctx, q, fn) }
-	}
 	start := time.Now()
-	diffs, err := batch.Diff(ctx, src(qa), src(qb), o)
+	var readers []*store.CellReader
+	defer func() {
+		for _, r := range readers {
+			r.Close()
+		}
+	}()
+	for _, q := range []store.ExportQuery{qa, qb} {
+		r, err := st.ReadCells(ctx, q)
+		if err != nil {
+			return err
+		}
+		readers = append(readers, r)
+	}
+	diffs, err := batch.Diff(ctx, readers[0], readers[1], o)
 	if err != nil {
 		return fmt.Errorf("diff %s against %s: %w", a.ID, bName, err)
 	}

@@ -227,9 +227,9 @@ func (s *Service) Trigger(ctx context.Context, r Request) (store.Batch, error) {
 	return b, nil
 }
 
-// Plan records the batch's provenance (once; see recordProvenance), writes
-// the batch's chunk rows and enqueues a task for every chunk still
-// pending. It is idempotent: a re-run never doubles a chunk.
+// Plan records the batch's provenance (once; see recordProvenance) and,
+// meanwhile, writes the batch's chunk rows and enqueues a task for every
+// chunk still pending. It is idempotent: a re-run never doubles a chunk.
 func (s *Service) Plan(ctx context.Context, batchID string) error {
 	b, err := s.store.GetBatch(ctx, batchID)
 	if errors.Is(err, store.ErrBatchNotFound) {
@@ -251,20 +251,33 @@ func (s *Service) Plan(ctx context.Context, batchID string) error {
 		s.failUnknownModel(ctx, b.ID, "plan", err)
 		return nil
 	}
-	if err := s.recordProvenance(ctx, b); err != nil {
-		return fmt.Errorf("record the provenance of %s: %w", batchID, err)
+	// The provenance (its inputs digest takes a few tenths of a second for
+	// 480,000 cells) is recorded while the chunk rows are written and the
+	// tasks enqueued; the plan ends when both have. When it fails the plan
+	// is retried, which doubles no chunk, and records it then.
+	recorded := make(chan error, 1)
+	go func() { recorded <- s.recordProvenance(ctx, b) }()
+	err = s.planChunks(ctx, b)
+	if perr := <-recorded; err == nil && perr != nil {
+		err = fmt.Errorf("record the provenance of %s: %w", batchID, perr)
 	}
+	return err
+}
+
+// planChunks writes the batch's chunk rows and enqueues a task for every
+// chunk still pending.
+func (s *Service) planChunks(ctx context.Context, b store.Batch) error {
 	pending, err := s.store.PlanChunks(ctx, b)
 	if err != nil {
 		return err
 	}
 	start := time.Now()
 	if err := s.broker.EnqueueChunks(ctx, b, pending); err != nil {
-		return fmt.Errorf("enqueue chunks of %s: %w", batchID, err)
+		return fmt.Errorf("enqueue chunks of %s: %w", b.ID, err)
 	}
 	el := time.Since(start)
 	taskID, _ := asynq.GetTaskID(ctx)
-	s.log.Info("batch planned", "batch_id", batchID, "task_id", taskID, "chunks", b.TotalChunks, "enqueued", len(pending),
+	s.log.Info("batch planned", "batch_id", b.ID, "task_id", taskID, "chunks", b.TotalChunks, "enqueued", len(pending),
 		"enqueue_seconds", el.Seconds(), "tasks_per_second", float64(len(pending))/max(el.Seconds(), 1e-9))
 	return nil
 }
@@ -378,11 +391,14 @@ func (s *Service) RunChunk(ctx context.Context, c Chunk) error {
 			series = append(series, grid.Series{GridID: id, Scenario: name, Values: values[k : k+spec.Years : k+spec.Years]})
 		}
 	}
+	// The declared checks run on the values here, once, and are recorded
+	// with the rows: the gate adds them up (RunChecks).
+	checks := CheckChunk(spec.Checks, spec.FirstYear, series)
 	var t store.Transition
 	err = s.guard(func() (err error) {
 		t, err = s.store.WriteChunk(ctx, c.Kind, c.Step, spec.FirstYear, series, store.ChunkOutcome{
 			BatchID: c.BatchID, Chunk: c.Chunk, Lo: c.Lo, Hi: c.Hi, Attempts: c.Retried + 1, TaskSeconds: time.Since(start).Seconds(),
-			Worker: s.cfg.Worker, RSSBytes: PeakRSS(), ModelPID: proc.PID,
+			Worker: s.cfg.Worker, RSSBytes: PeakRSS(), ModelPID: proc.PID, Checks: checks,
 		}, c.Requeue > 0)
 		return err
 	})

@@ -1,11 +1,14 @@
 package batch
 
 import (
+	"bytes"
+	"cmp"
 	"context"
-	"errors"
+	"encoding/binary"
 	"math"
 	"slices"
 	"sort"
+	"strings"
 
 	"github.com/gridbatch/gridbatch/internal/store"
 )
@@ -51,163 +54,153 @@ type Change struct {
 	Abs    float64 `json:"abs_change"`
 }
 
-// Diff compares the series a and b stream (each in grid_id, then series
-// order, as store.Export gives them), holding one cell's series of each
-// in memory at a time: per series, the cells compared and changed, the
-// largest and the 99th percentile absolute change, and the cells of the
-// largest changes.
-func Diff(ctx context.Context, a, b func(ctx context.Context, fn func(store.ExportRow) error) error, o DiffOptions) ([]SeriesDiff, error) {
+// CellSource is what Diff reads: cells in grid order, as
+// store.CellReader gives them.
+type CellSource interface {
+	Next() bool
+	Cell() *store.StoredCell
+	Err() error
+}
+
+// Diff compares the cells a and b give (both in grid order), one cell of
+// each in memory at a time: per series the two have, the cells compared
+// and changed, the largest and the 99th percentile absolute change, and
+// the cells of the largest changes. A cell's series is taken from its
+// first row that has it (store.StoredCell.Series). The values are
+// compared as stored, without decoding a series that did not change.
+func Diff(ctx context.Context, a, b CellSource, o DiffOptions) ([]SeriesDiff, error) {
 	if o.Top <= 0 {
 		o.Top = 5
 	}
-	parent := ctx
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	ra, ea := stream(ctx, a)
-	rb, eb := stream(ctx, b)
 	acc := map[string]*seriesAcc{}
-	x, okx := <-ra
-	y, oky := <-rb
-	for okx && oky {
-		switch c := compareKey(x, y); {
-		case c < 0:
-			x, okx = <-ra
-		case c > 0:
-			y, oky = <-rb
-		default:
-			s := acc[x.Scenario]
-			if s == nil {
-				s = &seriesAcc{d: SeriesDiff{Series: x.Scenario}, hist: map[uint64]*bucket{}, top: o.Top}
-				acc[x.Scenario] = s
+	var names []string
+	okA, okB := a.Next(), b.Next()
+	for n := 0; okA && okB; n++ {
+		if n%4096 == 0 {
+			if err := ctx.Err(); err != nil {
+				return nil, err
 			}
-			s.add(x, y, o)
-			x, okx = <-ra
-			y, oky = <-rb
 		}
+		x, y := a.Cell(), b.Cell()
+		switch {
+		case x.GridID < y.GridID:
+			okA = a.Next()
+			continue
+		case x.GridID > y.GridID:
+			okB = b.Next()
+			continue
+		}
+		names = seriesNames(names[:0], x)
+		for _, name := range names {
+			ra, fa, _ := x.Series(name)
+			rb, fb, ok := y.Series(name)
+			if !ok {
+				continue
+			}
+			s := acc[name]
+			if s == nil {
+				s = &seriesAcc{d: SeriesDiff{Series: name}, top: o.Top}
+				acc[name] = s
+			}
+			s.add(x.GridID, ra, fa, rb, fb, o)
+		}
+		okA, okB = a.Next(), b.Next()
 	}
-	cancel()
-	for range ra {
-	}
-	for range rb {
-	}
-	if err := parent.Err(); err != nil {
-		return nil, err
-	}
-	if err := <-ea; err != nil && !isCancel(err) {
-		return nil, err
-	}
-	if err := <-eb; err != nil && !isCancel(err) {
+	if err := cmp.Or(a.Err(), b.Err()); err != nil {
 		return nil, err
 	}
 	out := make([]SeriesDiff, 0, len(acc))
 	for _, s := range acc {
 		out = append(out, s.result())
 	}
-	slices.SortFunc(out, func(p, q SeriesDiff) int {
-		if p.Series < q.Series {
-			return -1
-		}
-		if p.Series > q.Series {
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(out, func(p, q SeriesDiff) int { return strings.Compare(p.Series, q.Series) })
 	return out, nil
 }
 
-func isCancel(err error) bool { return errors.Is(err, context.Canceled) }
-
-// stream runs src in a goroutine, copying each row out to the channel.
-func stream(ctx context.Context, src func(ctx context.Context, fn func(store.ExportRow) error) error) (<-chan store.ExportRow, <-chan error) {
-	rows := make(chan store.ExportRow, 256)
-	errc := make(chan error, 1)
-	go func() {
-		defer close(rows)
-		errc <- src(ctx, func(r store.ExportRow) error {
-			r.Values = slices.Clone(r.Values)
-			select {
-			case rows <- r:
-				return nil
-			case <-ctx.Done():
-				return ctx.Err()
+// seriesNames appends the names of the series of cell c to dst, each once.
+func seriesNames(dst []string, c *store.StoredCell) []string {
+	for _, r := range c.Rows {
+		for _, name := range r.Layout.Names {
+			if !slices.Contains(dst, name) {
+				dst = append(dst, name)
 			}
-		})
-	}()
-	return rows, errc
-}
-
-func compareKey(x, y store.ExportRow) int {
-	switch {
-	case x.GridID != y.GridID:
-		if x.GridID < y.GridID {
-			return -1
 		}
-		return 1
-	case x.Scenario < y.Scenario:
-		return -1
-	case x.Scenario > y.Scenario:
-		return 1
 	}
-	return 0
+	return dst
 }
 
 // seriesAcc accumulates one series' diff. hist counts |change| by the
-// top 22 bits of its float64 (exponent and 10 bits of mantissa: buckets
-// 0.1% wide), keeping each bucket's largest value.
+// top 22 bits of its float64 (sign, exponent and 10 bits of mantissa:
+// buckets 0.1% wide), keeping each bucket's largest value: a table of
+// 1,024 buckets per exponent seen, at most 2,048 of them (32 MiB) however
+// many values are compared.
 type seriesAcc struct {
 	d     SeriesDiff
-	hist  map[uint64]*bucket
+	hist  [2048]*histBuckets
 	zeros int64
 	top   int
 }
 
-type bucket struct {
-	n   int64
-	max float64
+// histBuckets are the 1,024 buckets of one exponent.
+type histBuckets struct {
+	n   [1024]int64
+	max [1024]float64
 }
 
-func (s *seriesAcc) add(x, y store.ExportRow, o DiffOptions) {
+// add compares cell id's series, a from year fa and b from year fb, raw
+// (8 big-endian bytes a value), over the years both have within o's.
+func (s *seriesAcc) add(id int64, a []byte, fa int, b []byte, fb int, o DiffOptions) {
 	s.d.CellsCompared++
-	changed := false
-	first := max(x.FirstYear, y.FirstYear)
-	last := min(x.FirstYear+len(x.Values), y.FirstYear+len(y.Values)) - 1
+	first := max(fa, fb)
+	last := min(fa+len(a)/8, fb+len(b)/8) - 1
 	if o.FromYear != 0 {
 		first = max(first, o.FromYear)
 	}
 	if o.ToYear != 0 {
 		last = min(last, o.ToYear)
 	}
-	for year := first; year <= last; year++ {
-		a, b := x.Values[year-x.FirstYear], y.Values[year-y.FirstYear]
-		s.d.ValuesCompared++
-		if math.Float64bits(a) == math.Float64bits(b) || (a != a && b != b) {
+	if first > last {
+		return
+	}
+	n := int64(last - first + 1)
+	s.d.ValuesCompared += n
+	a, b = a[8*(first-fa):8*(last-fa+1)], b[8*(first-fb):8*(last-fb+1)]
+	if bytes.Equal(a, b) {
+		s.zeros += n
+		return
+	}
+	changed := false
+	for i := range int(n) {
+		ba, bb := binary.BigEndian.Uint64(a[8*i:]), binary.BigEndian.Uint64(b[8*i:])
+		x, y := math.Float64frombits(ba), math.Float64frombits(bb)
+		if ba == bb || (x != x && y != y) {
 			s.zeros++
 			continue
 		}
 		changed = true
 		s.d.ValuesChanged++
-		if a != a || b != b {
+		if x != x || y != y {
 			s.d.NaNChanges++
 			continue
 		}
-		d := math.Abs(b - a)
+		d := math.Abs(y - x)
 		if d == 0 { // -0 and +0
 			s.zeros++
 			continue
 		}
 		k := math.Float64bits(d) >> 42
-		bk := s.hist[k]
-		if bk == nil {
-			bk = &bucket{}
-			s.hist[k] = bk
+		h := s.hist[k>>10]
+		if h == nil {
+			h = &histBuckets{}
+			s.hist[k>>10] = h
 		}
-		bk.n++
-		bk.max = max(bk.max, d)
+		h.n[k&1023]++
+		h.max[k&1023] = max(h.max[k&1023], d)
 		s.d.MaxAbsChange = max(s.d.MaxAbsChange, d)
 		if len(s.d.Largest) < s.top || d > s.d.Largest[len(s.d.Largest)-1].Abs {
-			c := Change{GridID: x.GridID, Year: year, A: a, B: b, Abs: d}
-			i := sort.Search(len(s.d.Largest), func(i int) bool { return s.d.Largest[i].Abs < d })
-			s.d.Largest = slices.Insert(s.d.Largest, i, c)
+			c := Change{GridID: id, Year: first + i, A: x, B: y, Abs: d}
+			at := sort.Search(len(s.d.Largest), func(i int) bool { return s.d.Largest[i].Abs < d })
+			s.d.Largest = slices.Insert(s.d.Largest, at, c)
 			if len(s.d.Largest) > s.top {
 				s.d.Largest = s.d.Largest[:s.top]
 			}
@@ -227,10 +220,12 @@ func (s *seriesAcc) result() SeriesDiff {
 		d.Largest = []Change{}
 	}
 	n := s.zeros
-	keys := make([]uint64, 0, len(s.hist))
-	for k, b := range s.hist {
-		keys = append(keys, k)
-		n += b.n
+	for _, h := range s.hist {
+		if h != nil {
+			for _, c := range h.n {
+				n += c
+			}
+		}
 	}
 	if n == 0 {
 		return d
@@ -239,13 +234,16 @@ func (s *seriesAcc) result() SeriesDiff {
 	if rank <= s.zeros {
 		return d
 	}
-	slices.Sort(keys)
 	seen := s.zeros
-	for _, k := range keys {
-		seen += s.hist[k].n
-		if seen >= rank {
-			d.P99AbsChange = s.hist[k].max
-			break
+	for _, h := range s.hist { // by exponent, then mantissa: ascending
+		if h == nil {
+			continue
+		}
+		for k, c := range h.n {
+			if seen += c; c > 0 && seen >= rank {
+				d.P99AbsChange = h.max[k]
+				return d
+			}
 		}
 	}
 	return d

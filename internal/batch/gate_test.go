@@ -2,6 +2,7 @@ package batch_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"math"
 	"testing"
@@ -189,4 +190,99 @@ func TestGateMaxChange(t *testing.T) {
 			require.Equal(t, old, float64(*c.Examples[0].Published))
 		})
 	}
+}
+
+// TestGateAddsUpItsChunks: the checks run on each chunk's values when the
+// worker writes them, and the gate adds up what the chunks recorded,
+// once per chunk however often its task was delivered; its report is the
+// one reading the batch's rows gives. When the chunks were checked for
+// other checks than the gate's, the gate reads the rows.
+func TestGateAddsUpItsChunks(t *testing.T) {
+	t.Parallel()
+	ids := seeded(t).ChunkIDs(1, chunkSize)
+	checks := model.Checks{Range: &[2]float64{0, 1}, MaxNaN: share(0), MinCoverage: share(1)}
+	set := checkedPH(t, &checks, func(chunk []int64, v []float64) {
+		if chunk[0] != ids[0] {
+			return
+		}
+		v[at(3, 2, 2087)] = 1.7
+		v[at(3, 2, 2088)] = 1.7 // a tie: the first in grid order is named
+		v[at(2, 2, 2090)] = 1.7
+		v[at(9, 0, 2021)] = 1.2
+		v[at(4, 1, 2050)] = -0.25
+		v[at(5, 1, 2050)] = math.NaN()
+		v[at(6, 0, 2030)] = math.NaN()
+	})
+	f := newFixture(t, batch.Config{Models: set})
+	b := f.trigger(grid.KindPH)
+	for c := range chunks {
+		f.succeed(b, c)
+		if c == 1 {
+			// A second delivery of the chunk's task writes nothing and
+			// records nothing more.
+			require.NoError(t, f.svc.RunChunk(f.ctx, chunkOf(b, c)))
+		}
+	}
+	b = f.batch(b.ID)
+	require.Equal(t, store.StatusHeld, b.Status)
+	var recorded int
+	require.NoError(t, f.db.Pool.QueryRow(f.ctx, `SELECT count(*) FROM chunk_runs WHERE batch_id = $1 AND checks IS NOT NULL`, b.ID).Scan(&recorded))
+	require.Equal(t, chunks, recorded, "each chunk recorded what its checks found")
+	byCheck := func(r store.CheckReport) map[string]store.CheckOutcome {
+		m := map[string]store.CheckOutcome{}
+		for _, c := range r.Checks {
+			m[c.Check] = c
+		}
+		return m
+	}
+	got := byCheck(*b.Checks)
+	require.Equal(t, fmt.Sprintf("4 values above 1, largest 1.7 at cell %d ssp585 2090; 1 values below 0, smallest -0.25 at cell %d ssp245 2050", ids[2], ids[4]), got["range"].Text)
+	require.Equal(t, []store.CheckExample{
+		{GridID: ids[2], Series: "ssp585", Year: 2090, Value: 1.7},
+		{GridID: ids[3], Series: "ssp585", Year: 2087, Value: 1.7},
+		{GridID: ids[3], Series: "ssp585", Year: 2088, Value: 1.7},
+		{GridID: ids[9], Series: "ssp126", Year: 2021, Value: 1.2},
+		{GridID: ids[4], Series: "ssp245", Year: 2050, Value: -0.25},
+	}, got["range"].Examples)
+	require.Equal(t, fmt.Sprintf("2 of 46080 values NaN (share 4.340277777777778e-05, allowed 0), the first at cell %d ssp245 2050", ids[5]), got["max_nan"].Text)
+	require.Equal(t, "192 of 192 cells computed (share 1, required 1)", got["min_coverage"].Text)
+
+	t.Run("the same report as reading the rows", func(t *testing.T) {
+		f.exec(`UPDATE chunk_runs SET checks = NULL WHERE batch_id = $1 AND chunk = 3`, b.ID)
+		_, err := batch.Publish(f.ctx, f.db.Store, set, b.ID, batch.PublishRequest{})
+		var held *batch.HeldError
+		require.ErrorAs(t, err, &held)
+		want, err := json.Marshal(b.Checks.Checks) // NaN examples: compared as JSON, "NaN"
+		require.NoError(t, err)
+		got, err := json.Marshal(held.Report.Checks)
+		require.NoError(t, err)
+		require.JSONEq(t, string(want), string(got))
+	})
+	t.Run("the chunks' records are what the gate adds up", func(t *testing.T) {
+		f.exec(`UPDATE chunk_runs SET checks = jsonb_set(checks, '{below,n}', '1000') WHERE batch_id = $1 AND chunk = 1`, b.ID)
+		f.exec(`UPDATE chunk_runs c SET checks = o.checks FROM chunk_runs o WHERE c.batch_id = $1 AND o.batch_id = $1 AND c.chunk = 3 AND o.chunk = 2`, b.ID)
+		_, err := batch.Publish(f.ctx, f.db.Store, set, b.ID, batch.PublishRequest{})
+		var held *batch.HeldError
+		require.ErrorAs(t, err, &held)
+		require.Contains(t, byCheck(held.Report)["range"].Text, "1000 values below 0")
+	})
+	t.Run("other checks than the chunks': the rows are read", func(t *testing.T) {
+		other := checkedPH(t, &model.Checks{Range: &[2]float64{0, 0.5}}, nil)
+		_, err := batch.Publish(f.ctx, f.db.Store, other, b.ID, batch.PublishRequest{})
+		var held *batch.HeldError
+		require.ErrorAs(t, err, &held)
+		var above int64
+		require.NoError(t, f.db.Store.Export(f.ctx, store.ExportQuery{BatchID: b.ID, Kind: grid.KindPH, Step: 0.5}, func(r store.ExportRow) error {
+			for _, v := range r.Values {
+				if v > 0.5 {
+					above++
+				}
+			}
+			return nil
+		}))
+		rng := byCheck(held.Report)["range"]
+		require.Positive(t, above)
+		require.Equal(t, above+1, rng.Count, "the values above 0.5 and the one below 0")
+		require.Contains(t, rng.Text, fmt.Sprintf("%d values above 0.5", above))
+	})
 }

@@ -334,6 +334,10 @@ type ChunkOutcome struct {
 	// for a Go model); 0 when unknown.
 	ModelPID int
 	Error    string // for failed chunks
+	// Checks are what its kind's declared checks found in its values, for
+	// a succeeded chunk (WriteChunk records them with its rows); nil for
+	// none.
+	Checks *ChunkChecks
 }
 
 func (o ChunkOutcome) piece() Piece { return Piece{o.Chunk, o.Lo, o.Hi} }
@@ -376,12 +380,16 @@ func markChunk(ctx context.Context, tx pgx.Tx, o ChunkOutcome, status string, al
 // markChunkSet and markChunkWhere are markChunk's moveChunks arguments,
 // with markChunkArgs their parameters.
 const (
-	markChunkSet   = `status = $3, attempts = $4, task_seconds = $5, worker = $6, worker_rss_bytes = $7, error = nullif($8, ''), finished_at = now(), model_pid = nullif($11, 0)`
+	markChunkSet   = `status = $3, attempts = $4, task_seconds = $5, worker = $6, worker_rss_bytes = $7, error = nullif($8, ''), finished_at = now(), model_pid = nullif($11, 0), checks = $12`
 	markChunkWhere = `c.chunk = $2 AND c.lo = $9 AND c.hi = $10 AND (c.status = 'pending' OR (c.status = 'failed' AND $3 = 'succeeded'))`
 )
 
 func markChunkArgs(o ChunkOutcome, status string) []any {
-	return []any{o.BatchID, o.Chunk, status, o.Attempts, o.TaskSeconds, o.Worker, o.RSSBytes, o.Error, o.Lo, o.Hi, o.ModelPID}
+	var checks *ChunkChecks
+	if status == ChunkSucceeded {
+		checks = o.Checks
+	}
+	return []any{o.BatchID, o.Chunk, status, o.Attempts, o.TaskSeconds, o.Worker, o.RSSBytes, o.Error, o.Lo, o.Hi, o.ModelPID, checks}
 }
 
 // lockBatchForChunk takes the batch row's KEY SHARE lock for a chunk's

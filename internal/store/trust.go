@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"fmt"
 	"math"
 	"strconv"
@@ -65,6 +66,64 @@ type CheckExample struct {
 	Year      int    `json:"year"`
 	Value     Float  `json:"value"`
 	Published *Float `json:"published,omitempty"`
+}
+
+// ChunkChecks is what the declared checks of a kind found in one chunk's
+// values, as the worker computed them (batch.CheckChunk), kept with the
+// chunk's success in chunk_runs.checks: the gate adds up those of a
+// batch's chunks instead of reading its rows again.
+type ChunkChecks struct {
+	// Declared is the checks they were run for (model.Checks.String()):
+	// the gate uses them only for the same.
+	Declared string `json:"declared"`
+	// Cells and Values are the chunk's cells and values (NaN included).
+	Cells  int64 `json:"cells"`
+	Values int64 `json:"values"`
+	// NaN counts its NaN values; Above and Below its values outside the
+	// declared range, when one is.
+	NaN   CheckCount `json:"nan"`
+	Above CheckCount `json:"above"`
+	Below CheckCount `json:"below"`
+}
+
+// CheckCount is how many values a check found and the worst of them
+// (CheckOutcome's examples, at most five).
+type CheckCount struct {
+	N        int64          `json:"n"`
+	Examples []CheckExample `json:"examples,omitempty"`
+}
+
+// ChunkChecks returns what the checks declared (as model.Checks.String()
+// has them) found in each of the batch's succeeded chunks, as their
+// workers recorded it; ok is false when some chunk has no record for
+// those checks (written without them, by a worker with other checks, or
+// before they were recorded): the batch's rows must be read then.
+func (e *Ending) ChunkChecks(ctx context.Context, declared string) (chunks []ChunkChecks, ok bool, err error) {
+	rows, err := e.tx.Query(ctx, `SELECT checks FROM chunk_runs WHERE batch_id = $1 AND status = 'succeeded'`, e.Batch.ID)
+	if err != nil {
+		return nil, false, err
+	}
+	var raw []byte
+	ok = true
+	_, err = pgx.ForEachRow(rows, []any{&raw}, func() error {
+		var c ChunkChecks
+		if raw == nil {
+			ok = false
+			return nil
+		}
+		if err := json.Unmarshal(raw, &c); err != nil {
+			return err
+		}
+		if c.Declared != declared {
+			ok = false
+		}
+		chunks = append(chunks, c)
+		return nil
+	})
+	if err != nil {
+		return nil, false, fmt.Errorf("read the checks of the chunks of %s: %w", e.Batch.ID, err)
+	}
+	return chunks, ok, nil
 }
 
 // Float is a float64 whose JSON form is a number when finite and the
