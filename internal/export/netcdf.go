@@ -241,14 +241,13 @@ func (w *NetCDFWriter) failed(err error) error {
 // ends them), ends the input and waits for the writer process to complete
 // and close the file. After a failed WriteSlab it only reaps the process.
 func (w *NetCDFWriter) Close() error {
-	if w.chunks != nil {
-		// Always: it ends the encoding goroutine.
-		if err := w.chunks.close(); err != nil && !w.done {
-			return w.failed(err)
-		}
-	}
 	if w.done {
 		return w.err
+	}
+	if w.chunks != nil {
+		if err := w.chunks.close(); err != nil {
+			return w.failed(err)
+		}
 	}
 	_ = w.stdin.Close()
 	err := w.exitError(w.wait())

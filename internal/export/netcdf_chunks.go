@@ -2,7 +2,6 @@ package export
 
 import (
 	"bytes"
-	"cmp"
 	"encoding/binary"
 	"errors"
 	"io"
@@ -23,9 +22,10 @@ import (
 // most of its time on and cannot shrink: a plane that deflate does not
 // shrink to deflateLimit(level) of its size is kept in stored blocks. Each
 // chunk is one zlib stream that any zlib inflates, as HDF5's deflate filter
-// expects. It has two blocks of rows (each the chunks of ns·ny scenarios and
-// years): while one is filled, the other is encoded and written, on up to 4
-// goroutines, in no set order.
+// expects. It holds one block of rows (the chunks of ns·ny scenarios and
+// years) and, once it is full, encodes and writes its chunks on up to 4
+// goroutines, in no set order. (A second block, filled while the first is
+// encoded, was no faster on a loaded 2-core machine, for 16 MiB more.)
 type chunkEncoder struct {
 	w          io.Writer
 	level      int
@@ -33,21 +33,13 @@ type chunkEncoder struct {
 	rows, cols int // of a chunk
 	chunks     int // chunks a block: scenarios × years
 	plane      int // bytes of a plane: rows × cols
-	cur        *chunkBlock
-	r0         int // the next block's first row in the grid
-	free, full chan *chunkBlock
-	done       chan struct{} // closed when the encoding goroutine ends, err set
-	err        error
+	block      []byte
+	has        []bool // whether chunk k of the block has a value
+	n          int    // rows of the block filled
+	r0         int    // the block's first row in the grid
+	err        error  // of a write: the encoder is done
 	workers    []*planeDeflater
 	mu         sync.Mutex // w's
-}
-
-// chunkBlock is a block of rows: its chunks' planes, back to back.
-type chunkBlock struct {
-	data []byte
-	has  []bool // whether chunk k has a value
-	n    int    // rows filled
-	r0   int    // the first row in the grid
 }
 
 // The fill value the writer process declares (NaN), as the padding rows
@@ -69,52 +61,32 @@ const (
 // their time.
 func deflateLimit(level int) float64 { return 0.5 + 0.06*float64(level-1) }
 
-// newChunkEncoder starts the encoder of chunks of rows × cols, chunks a
-// block, deflated at level (1–9), writing to w. close ends it.
+// newChunkEncoder returns the encoder of chunks of rows × cols, chunks a
+// block, deflated at level (1–9), writing to w.
 func newChunkEncoder(w io.Writer, level, rows, cols, chunks int) *chunkEncoder {
-	e := &chunkEncoder{w: w, level: level, limit: deflateLimit(level), rows: rows, cols: cols, chunks: chunks, plane: rows * cols,
-		free: make(chan *chunkBlock, 1), full: make(chan *chunkBlock), done: make(chan struct{})}
+	e := &chunkEncoder{w: w, level: level, limit: deflateLimit(level), rows: rows, cols: cols, chunks: chunks, plane: rows * cols}
+	e.block = make([]byte, chunks*8*e.plane)
+	e.has = make([]bool, chunks)
 	for range min(4, runtime.GOMAXPROCS(0), chunks) {
 		e.workers = append(e.workers, newPlaneDeflater(level))
 	}
-	e.cur = e.newBlock()
-	e.free <- e.newBlock()
-	go e.run()
 	return e
-}
-
-func (e *chunkEncoder) newBlock() *chunkBlock {
-	return &chunkBlock{data: make([]byte, e.chunks*8*e.plane), has: make([]bool, e.chunks)}
-}
-
-// run encodes and writes the full blocks until full is closed or a write
-// fails.
-func (e *chunkEncoder) run() {
-	defer close(e.done)
-	for b := range e.full {
-		if e.err = e.encode(b); e.err != nil {
-			for range e.full { // until close
-			}
-			return
-		}
-		b.n = 0
-		clear(b.has)
-		e.free <- b
-	}
 }
 
 // add places the next latitude row, a slab as SlabWriter takes it (chunk
 // k's values at [k·cols, (k+1)·cols)), shuffled; a full block goes to be
 // encoded. It returns the error of a write that failed.
 func (e *chunkEncoder) add(values []float64) error {
-	b := e.cur
-	at := b.n * e.cols
+	if e.err != nil {
+		return e.err
+	}
+	at := e.n * e.cols
 	for k := range e.chunks {
 		v := values[k*e.cols : (k+1)*e.cols]
-		b.has[k] = b.has[k] || hasValue(v)
+		e.has[k] = e.has[k] || hasValue(v)
 		var p [8][]byte
 		for j := range p {
-			p[j] = b.data[(k*8+j)*e.plane+at:][:len(v)]
+			p[j] = e.block[(k*8+j)*e.plane+at:][:len(v)]
 		}
 		i := 0
 		for ; i+8 <= len(v); i += 8 {
@@ -151,48 +123,18 @@ func (e *chunkEncoder) add(values []float64) error {
 			}
 		}
 	}
-	if b.n++; b.n < e.rows {
+	if e.n++; e.n < e.rows {
 		return nil
 	}
-	return e.send()
+	return e.flush()
 }
 
-// send hands the block being filled to the encoding goroutine and takes
-// the other.
-func (e *chunkEncoder) send() error {
-	e.cur.r0 = e.r0
-	e.r0 += e.cur.n
-	select {
-	case e.full <- e.cur:
-	case <-e.done:
-		return e.err
-	}
-	select {
-	case e.cur = <-e.free:
-		return nil
-	case <-e.done:
-		return e.err
-	}
-}
-
-// close sends the last block (short, if the grid's rows are not a multiple
-// of a chunk's), waits for the blocks to be written, then writes the frame
-// that ends them: the rows added (the grid's) and the size chunkEnd. Once
-// closed, an encoder only returns its error.
+// close writes the last block (short, if the grid's rows are not a
+// multiple of a chunk's), then the frame that ends the chunks: the rows
+// added (the grid's) and the size chunkEnd.
 func (e *chunkEncoder) close() error {
-	select {
-	case <-e.done:
-		return e.err
-	default:
-	}
-	err := error(nil)
-	if e.cur.n > 0 {
-		err = e.send()
-	}
-	close(e.full)
-	<-e.done
-	if err != nil || e.err != nil {
-		return cmp.Or(err, e.err)
+	if err := e.flush(); err != nil {
+		return err
 	}
 	var f [frameHead]byte
 	binary.LittleEndian.PutUint32(f[4:], uint32(e.r0))
@@ -201,17 +143,21 @@ func (e *chunkEncoder) close() error {
 	return e.err
 }
 
-// encode encodes the chunks of b that have a value (the others read back
-// as the fill value, NaN, unwritten) and writes them as frames. A short
-// block (the grid's last) is padded with the fill value.
-func (e *chunkEncoder) encode(b *chunkBlock) error {
-	if b.n < e.rows {
+// flush encodes the block's chunks that have a value (the others read back
+// as the fill value, NaN, unwritten), writes them as frames, and starts
+// the next block after its rows. A short block (the grid's last) is padded
+// with the fill value.
+func (e *chunkEncoder) flush() error {
+	if e.err != nil || e.n == 0 {
+		return e.err
+	}
+	if e.n < e.rows {
 		var pad [8]byte
 		binary.LittleEndian.PutUint64(pad[:], fillBits)
 		for k := range e.chunks {
 			for j := range 8 {
-				p := b.data[(k*8+j)*e.plane:][:e.plane]
-				for i := b.n * e.cols; i < e.plane; i++ {
+				p := e.block[(k*8+j)*e.plane:][:e.plane]
+				for i := e.n * e.cols; i < e.plane; i++ {
 					p[i] = pad[j]
 				}
 			}
@@ -220,9 +166,9 @@ func (e *chunkEncoder) encode(b *chunkBlock) error {
 	// The block's first chunk with a value says which planes to deflate in
 	// all of them.
 	var deflate [8]bool
-	for k, has := range b.has {
+	for k, has := range e.has {
 		if has {
-			deflate = e.workers[0].choose(b.chunk(k, e.plane), e.plane, e.limit)
+			deflate = e.workers[0].choose(e.chunk(k), e.plane, e.limit)
 			break
 		}
 	}
@@ -233,14 +179,14 @@ func (e *chunkEncoder) encode(b *chunkBlock) error {
 		go func() {
 			defer wg.Done()
 			for k := i; k < e.chunks && errs[i] == nil; k += len(e.workers) {
-				if !b.has[k] {
+				if !e.has[k] {
 					continue
 				}
 				// The frame's head, then the chunk.
 				out := append(d.out[:0], make([]byte, frameHead)...)
-				out = d.encode(out, b.chunk(k, e.plane), e.plane, deflate, e.limit)
+				out = d.encode(out, e.chunk(k), e.plane, deflate, e.limit)
 				binary.LittleEndian.PutUint32(out, uint32(k))
-				binary.LittleEndian.PutUint32(out[4:], uint32(b.r0))
+				binary.LittleEndian.PutUint32(out[4:], uint32(e.r0))
 				binary.LittleEndian.PutUint32(out[8:], uint32(len(out)-frameHead))
 				d.out = out
 				e.mu.Lock()
@@ -250,11 +196,17 @@ func (e *chunkEncoder) encode(b *chunkBlock) error {
 		}()
 	}
 	wg.Wait()
-	return errors.Join(errs...)
+	if e.err = errors.Join(errs...); e.err != nil {
+		return e.err
+	}
+	e.r0 += e.n
+	e.n = 0
+	clear(e.has)
+	return nil
 }
 
-// chunk returns chunk k of the block, its 8 planes of size bytes.
-func (b *chunkBlock) chunk(k, size int) []byte { return b.data[k*8*size : (k+1)*8*size] }
+// chunk returns chunk k of the block, its 8 planes.
+func (e *chunkEncoder) chunk(k int) []byte { return e.block[k*8*e.plane : (k+1)*8*e.plane] }
 
 // swapBytes swaps the bytes of a that mask<<shift selects with those of b
 // that mask selects: a step of a transpose.

@@ -127,11 +127,10 @@ func TestShuffleTranspose(t *testing.T) {
 		v[i] = math.Float64frombits(0x0706050403020100 + uint64(i)*0x1010101010101010)
 	}
 	e := newChunkEncoder(io.Discard, 1, 2, 8, 1)
-	defer e.close()
 	require.NoError(t, e.add(v))
 	for j := range 8 {
 		for i := range 8 {
-			require.Equal(t, byte(j+16*i), e.cur.data[j*16+i], "byte %d of value %d", j, i)
+			require.Equal(t, byte(j+16*i), e.block[j*16+i], "byte %d of value %d", j, i)
 		}
 	}
 }

@@ -69,7 +69,7 @@ def main():
     lon = np.asarray(h["lon"], dtype="f8")
     nlat, nlon = len(lat), len(lon)
     # The variable is chunked (1, 1, rows, lon): a map (one scenario and
-    # year) is read back whole chunks.
+    # year) is read back in whole chunks.
     block = int(h["chunk_rows"])
     if not 1 <= block <= nlat:
         raise ValueError("chunk_rows %d: want 1 to %d" % (block, nlat))
