@@ -75,13 +75,17 @@ compose-test: ## docker-compose.yml and deploy/k8s/base really run (root; podman
 chaos: test-services-up ## only the chaos scenarios (real binaries, kill -9, DB and Redis restarts)
 	$(GO) test -count=1 -timeout 40m -tags integration -v -run 'Chaos' ./tests/... 2>&1 | scripts/testlines.sh
 
+# EXPORT_BASELINE is the revision (or an enqueuer binary) whose NetCDF export
+# make bench compares this tree's with: d0ce846 wrote it uncompressed.
+EXPORT_BASELINE ?= d0ce846
+
 .PHONY: bench
-bench: test-services-up build ## the figures of BENCHMARKS.md (kernel, seeding, fan-out, lower bound vs pipeline, scaling, memory, latency, Python model processes vs Go, this tree vs fae24c9 built from git, results latency; then import and export rates, import's peak RSS on hostile files, what checks, provenance and diff cost): prints the tables, rewrites BENCHMARKS.md
+bench: test-services-up build ## the figures of BENCHMARKS.md (kernel, seeding, fan-out, lower bound vs pipeline, scaling, memory, latency, Python model processes vs Go, this tree vs fae24c9 built from git, results latency; then import and export rates, NetCDF export vs d0ce846's, import's peak RSS on hostile files, what checks, provenance and diff cost): prints the tables, rewrites BENCHMARKS.md
 	GRIDBATCH_BENCH_BIN_DIR=$(CURDIR)/$(BIN) $(GO) test -tags bench -run '^TestBench$$' -count=1 -timeout 45m -v ./tests/bench/
 	@echo "== import: rows/s of a 480,000-row CSV (new cells, new inputs on seeded cells, updates)"
 	$(GO) test -count=1 -run '^$$' -bench 'ImportInputs' -benchtime 3x ./internal/store/
-	@echo "== export: values/s, peak RSS and file size per format of a 480,000-cell batch"
-	$(GO) test -count=1 -tags integration -run '^$$' -bench 'BenchmarkExport' -benchtime 1x -timeout 30m ./tests/integration/
+	@echo "== export: values/s, peak RSS and file size per format of a 480,000-cell ph batch; NetCDF beside $(EXPORT_BASELINE)'s (uncompressed), alternately"
+	GRIDBATCH_BENCH_EXPORT_BASELINE=$(EXPORT_BASELINE) $(GO) test -count=1 -tags integration -run '^$$' -bench 'BenchmarkExport' -benchtime 1x -timeout 30m ./tests/integration/
 	@echo "== import: peak RSS of enqueuer import on hostile files (refused) and on a 480,000-row file (target: 256 MiB on any input)"
 	$(GO) test -count=1 -tags integration -run '^$$' -bench 'BenchmarkImportPeakRSS' -benchtime 1x -timeout 15m ./tests/integration/
 	@echo "== results you can trust, 480,000 cells: the inputs digest (target: 1 s), the checks of a batch's chunks, a batch with checks and provenance vs without in 5 pairs of alternating order (target: 1.05 ×), enqueuer diff of two batches (targets: 10 s, 200 MiB)"

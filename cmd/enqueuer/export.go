@@ -89,7 +89,7 @@ func runExport(ctx context.Context, e *env, args []string) error {
 		s.String(&out, "out", "", "", "the `FILE` to write; - writes csv to standard output (required)")
 		s.String(&scenario, "scenario", "", "", "export only this `SCENARIO` (default: every scenario of the model)")
 		s.String(&python, "python", "GRIDBATCH_EXPORT_PYTHON", export.DefaultPython, "with netcdf: the `PYTHON3` (with Debian's python3-netcdf4) that writes the file")
-		s.Int(&level, "compression-level", "", export.DefaultCompression, "with netcdf: the zlib `LEVEL` (with shuffle, lossless) from 1 (fastest) to 9 (smallest); 0 writes uncompressed")
+		s.Int(&level, "compression-level", "", export.DefaultCompression, "with netcdf: the deflate `LEVEL` (zlib with shuffle, lossless) from 1 (fastest: the byte planes deflate halves) to 9 (smallest: every plane deflate shrinks, several times the time); 0 writes uncompressed")
 	})
 	if done {
 		return err

@@ -120,20 +120,25 @@ type Options struct {
 	// Python is the interpreter that runs the NetCDF writer, with Debian's
 	// python3-netcdf4. Defaults to /usr/bin/python3.
 	Python string
-	// Compression is the zlib level (1–9, with the shuffle filter) of the
-	// NetCDF variable: lossless, about half the size of the float64 values.
-	// Defaults to DefaultCompression (4); NoCompression writes it
-	// uncompressed.
+	// Compression is the deflate level (1–9) of the NetCDF variable,
+	// compressed losslessly with HDF5's shuffle and zlib filters: level 1
+	// deflates the byte planes that deflate halves (the exponents and the
+	// top of the mantissas) and stores the others, which are noise; higher
+	// levels deflate more planes, harder, for a few percent more and
+	// several times the time (NetCDFWriter). Defaults to
+	// DefaultCompression (1); NoCompression writes it uncompressed.
 	Compression int
 	// Progress, when set, is called as series are written with how many of
 	// the region's cells have been passed (in row-major order).
 	Progress func(cells int)
 }
 
-// DefaultCompression is the NetCDF zlib level unless Options say otherwise;
+// DefaultCompression is the NetCDF deflate level unless Options say
+// otherwise: the fastest, which makes the 480,000-cell ph batch 0.67× its
+// float64 values in less time than writing them uncompressed.
 // NoCompression is the Options.Compression that writes none.
 const (
-	DefaultCompression = 4
+	DefaultCompression = 1
 	NoCompression      = -1
 )
 

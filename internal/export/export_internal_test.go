@@ -7,3 +7,12 @@ func SetNetCDFBlockBytes(n int) int {
 	netcdfBlockBytes = n
 	return old
 }
+
+// SetNetCDFChunks sets whether a compressed NetCDF variable's chunks are
+// compressed by the writer (true) or by HDF5 in the writer process (false);
+// it returns the old value.
+func SetNetCDFChunks(on bool) bool {
+	old := netcdfChunks
+	netcdfChunks = on
+	return old
+}

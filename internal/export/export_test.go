@@ -207,19 +207,34 @@ func (f fixture) grid() []float64 {
 // read.
 func TestNetCDF(t *testing.T) {
 	const row = 8 * 2 * 4 * 7 // bytes of one latitude row's slab
-	for _, rows := range []int{0, 1, 2} {
-		name := fmt.Sprintf("blocks of %d latitude rows", rows)
-		if rows == 0 {
+	for _, c := range []struct {
+		rows  int
+		level int
+		hdf5  bool // HDF5 compresses the chunks, not the writer
+	}{{0, 0, false}, {1, 0, false}, {2, 0, false}, {2, 9, false}, {2, export.NoCompression, false}, {2, 0, true}} {
+		name := fmt.Sprintf("blocks of %d latitude rows", c.rows)
+		if c.rows == 0 {
 			name = "blocks of the default size: every row at once"
+		}
+		switch {
+		case c.hdf5:
+			name += ", compressed by HDF5"
+		case c.level == export.NoCompression:
+			name += ", uncompressed"
+		case c.level != 0:
+			name += fmt.Sprintf(", compression level %d", c.level)
 		}
 		t.Run(name, func(t *testing.T) {
 			f := newFixture(t)
-			if rows > 0 {
+			if c.rows > 0 {
 				// With one row a block, the row without values is not written.
-				defer export.SetNetCDFBlockBytes(export.SetNetCDFBlockBytes(rows * row))
+				defer export.SetNetCDFBlockBytes(export.SetNetCDFBlockBytes(c.rows * row))
+			}
+			if c.hdf5 {
+				defer export.SetNetCDFChunks(export.SetNetCDFChunks(false))
 			}
 			path := filepath.Join(t.TempDir(), "ph.nc")
-			st, err := export.File(context.Background(), path, f.source(), f.layout, export.Options{Format: export.NetCDF})
+			st, err := export.File(context.Background(), path, f.source(), f.layout, export.Options{Format: export.NetCDF, Compression: c.level})
 			require.NoError(t, err)
 			require.Positive(t, st.Bytes)
 			nc := testutil.ReadNetCDF(t, path, "ph", "ssp245", 2023)
@@ -252,6 +267,54 @@ func TestNetCDF(t *testing.T) {
 			year := 2023 - 2021
 			for i := range m {
 				require.True(t, same(want[year*m+i], nc.Map[i]), ".sel(scenario=ssp245, time=2023) value %d", i)
+			}
+		})
+	}
+}
+
+// TestNetCDFLargeChunks writes chunks of 70,000 values whose low bytes are
+// noise (so the writer stores those planes, in several stored blocks, and
+// deflates the others), with cells missing, at the fastest and the
+// smallest compression level, and as HDF5 compresses them itself; xarray
+// reads every value back bit for bit. Not parallel: it sets the writer's
+// mode, which the other tests read.
+func TestNetCDFLargeChunks(t *testing.T) {
+	r, err := grid.ParseRegion(0.01, "124,33,131,34", 0)
+	require.NoError(t, err)
+	require.Equal(t, 70_000, r.NumCells())
+	l := export.Layout{Kind: "ph", Units: "1", Region: r, Scenarios: []string{"ssp245"}, FirstYear: 2030, Years: 1}
+	value := func(k int) float64 {
+		if k%11 == 5 {
+			return math.NaN()
+		}
+		return 0.5 + 0.4*math.Sin(float64(k)/300) + float64(k%977)*1e-13
+	}
+	src := func(ctx context.Context, fn func(export.Series) error) error {
+		for k := range r.NumCells() {
+			if v := value(k); !math.IsNaN(v) {
+				if err := fn(export.Series{GridID: r.CellAt(k).GridID, Scenario: "ssp245", FirstYear: 2030, Values: []float64{v}}); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}
+	for _, c := range []struct {
+		level int
+		hdf5  bool
+	}{{1, false}, {9, false}, {1, true}} {
+		t.Run(fmt.Sprintf("level %d, compressed by HDF5 %t", c.level, c.hdf5), func(t *testing.T) {
+			if c.hdf5 {
+				defer export.SetNetCDFChunks(export.SetNetCDFChunks(false))
+			}
+			path := filepath.Join(t.TempDir(), "ph.nc")
+			st, err := export.File(context.Background(), path, src, l, export.Options{Format: export.NetCDF, Compression: c.level})
+			require.NoError(t, err)
+			require.Less(t, st.Bytes, int64(8*r.NumCells()), "compressed")
+			nc := testutil.ReadNetCDF(t, path, "ph", "ssp245", 2030)
+			require.Len(t, nc.Values, r.NumCells())
+			for k, got := range nc.Values {
+				require.True(t, same(value(k), got), "value %d: got %v, want %v", k, got, value(k))
 			}
 		})
 	}

@@ -41,18 +41,23 @@ const netcdfReadyTimeout = 60 * time.Second
 
 // NetCDFWriter writes the gridded form as a NetCDF-4 (HDF5) file following
 // CF-1.8, through a python3 process running netCDF4-python (libnetcdf):
-// gridbatch writes no NetCDF itself, and a statically built binary stays
-// static. The file has a variable <kind>(scenario, time, lat, lon) of
-// float64 with _FillValue NaN, compressed (zlib with shuffle, lossless),
-// and the coordinates scenario (strings), time (CF: days since the first
-// year's 1 January, proleptic_gregorian, the middle of each year, with
-// time_bnds covering it), year (int32, along time), lat and lon (the exact
-// decimal cell centres in degrees_north and degrees_east, with bounds), and
-// the grid mapping crs, so that xarray.open_dataset(f)[kind].sel(
-// scenario="ssp245", time="2050", lat=37.025, lon=126.525) finds a value.
-// NetCDF-4 files may be larger than 2 GiB. The slabs go to the process as
-// binary float64 over a pipe; it holds up to 16 MiB of them, written as
-// chunks of (1, 1, rows, lon) whose rows divide the grid's evenly.
+// gridbatch writes no NetCDF or HDF5 structure itself (only the bytes of
+// the variable's chunks, filtered as HDF5's filters would), and a
+// statically built binary stays static. The file has a variable
+// <kind>(scenario, time, lat, lon) of float64 with _FillValue NaN,
+// compressed (zlib with shuffle, lossless), and the coordinates scenario
+// (strings), time (CF: days since the first year's 1 January,
+// proleptic_gregorian, the middle of each year, with time_bnds covering
+// it), year (int32, along time), lat and lon (the exact decimal cell
+// centres in degrees_north and degrees_east, with bounds), and the grid
+// mapping crs, so that xarray.open_dataset(f)[kind].sel(scenario="ssp245",
+// time="2050", lat=37.025, lon=126.525) finds a value.
+// NetCDF-4 files may be larger than 2 GiB. The variable is chunked (1, 1,
+// rows, lon), the rows of up to 16 MiB of slabs, dividing the grid's evenly.
+// The writer compresses the chunks itself (chunkEncoder), on up to 4
+// goroutines, and sends them to the process, which places them with HDF5's
+// H5Dwrite_chunk; uncompressed, or with an HDF5 before 1.10.3, it sends the
+// slabs as binary float64 and netCDF4 writes them.
 type NetCDFWriter struct {
 	cmd    *exec.Cmd
 	stdin  io.WriteCloser
@@ -60,6 +65,7 @@ type NetCDFWriter struct {
 	python string
 	want   int
 	buf    []byte
+	chunks *chunkEncoder // nil: the slabs go as they are
 	done   bool
 	err    error
 }
@@ -78,18 +84,37 @@ type netcdfHeader struct {
 	LatBounds  [][2]float64      `json:"lat_bounds"`
 	LonBounds  [][2]float64      `json:"lon_bounds"`
 	Attributes map[string]string `json:"attributes"`
-	BlockBytes int               `json:"block_bytes"`
-	// Compression is the zlib level, 0 for none.
+	// ChunkRows is the latitude rows of a chunk.
+	ChunkRows int `json:"chunk_rows"`
+	// Compression is the deflate level, 0 for none.
 	Compression int `json:"compression"`
+	// Chunks asks the process to take compressed chunks, if its HDF5 can
+	// write them as they are.
+	Chunks bool `json:"chunks"`
 }
 
-// netcdfBlockBytes is how many bytes of slabs the writer process holds and
-// writes at once; the variable is chunked to match.
+// netcdfBlockBytes is how many bytes of slabs a block of chunks holds at
+// most: the variable's chunks are that many latitude rows (or fewer, to
+// divide the grid's rows evenly).
 var netcdfBlockBytes = 16 << 20
+
+// netcdfChunks is whether a compressed variable's chunks are compressed
+// here, when the process can write them; tests turn it off to have HDF5
+// compress them.
+var netcdfChunks = true
+
+// chunkRows returns the latitude rows of a chunk of a grid of rows rows of
+// rowBytes each: as many as netcdfBlockBytes holds (at least one), divided
+// as evenly as they can be, so that the last chunk is not mostly padding.
+func chunkRows(rows, rowBytes int) int {
+	most := max(1, min(rows, netcdfBlockBytes/rowBytes))
+	chunks := (rows + most - 1) / most
+	return (rows + chunks - 1) / chunks
+}
 
 // NewNetCDFWriter starts the writer process (python, default
 // DefaultPython) on path, which it creates or truncates, and waits until
-// the file is created. compression is the zlib level as in
+// the file is created. compression is the deflate level as in
 // Options.Compression (0: DefaultCompression, NoCompression: none). Once
 // ctx is done the process is killed. A python without netCDF4 is an error
 // naming the Debian package.
@@ -100,8 +125,10 @@ func NewNetCDFWriter(ctx context.Context, python, path string, l Layout, compres
 	python = cmp.Or(python, DefaultPython)
 	r := l.Region
 	h := netcdfHeader{Path: path, Kind: l.Kind, Units: l.Units, LongName: l.LongName, Scenarios: l.Scenarios,
-		FirstYear: l.FirstYear, Years: l.Years, Attributes: l.Attributes, BlockBytes: netcdfBlockBytes,
+		FirstYear: l.FirstYear, Years: l.Years, Attributes: l.Attributes,
+		ChunkRows:   chunkRows(r.NumRows(), 8*len(l.Scenarios)*l.Years*r.NumCols()),
 		Compression: max(0, cmp.Or(compression, DefaultCompression))}
+	h.Chunks = h.Compression > 0 && netcdfChunks
 	if h.Path, err = filepath.Abs(path); err != nil { // the process runs in /
 		return nil, err
 	}
@@ -162,7 +189,11 @@ func NewNetCDFWriter(ctx context.Context, python, path string, l Layout, compres
 	defer timer.Stop()
 	select {
 	case s := <-ready:
-		if strings.TrimSpace(s) == "ready" {
+		switch strings.TrimSpace(s) {
+		case "ready chunks":
+			w.chunks = newChunkEncoder(w.stdin, h.Compression, h.ChunkRows, r.NumCols(), len(l.Scenarios)*l.Years)
+			return w, nil
+		case "ready rows":
 			return w, nil
 		}
 	case <-timer.C:
@@ -180,27 +211,43 @@ func (w *NetCDFWriter) WriteSlab(values []float64) error {
 	if len(values) != w.want {
 		return fmt.Errorf("netcdf: a slab of %d values, want %d", len(values), w.want)
 	}
+	if w.chunks != nil {
+		return w.failed(w.chunks.add(values))
+	}
 	w.buf = w.buf[:0]
 	for _, v := range values {
 		w.buf = binary.LittleEndian.AppendUint64(w.buf, math.Float64bits(v))
 	}
-	if _, err := w.stdin.Write(w.buf); err != nil {
-		// The process is gone: its own message says why.
-		_ = w.cmd.Process.Kill()
-		w.err = w.exitError(w.wait())
-		if w.err == nil {
-			w.err = fmt.Errorf("netcdf writer: %w", err)
-		}
-		return w.err
-	}
-	return nil
+	_, err := w.stdin.Write(w.buf)
+	return w.failed(err)
 }
 
-// Close ends the input and waits for the writer process to complete and
-// close the file. After a failed WriteSlab it only reaps the process.
+// failed stops the process after err, an error writing to it, and returns
+// the error to report: the process's own message, if it has one.
+func (w *NetCDFWriter) failed(err error) error {
+	if err == nil {
+		return nil
+	}
+	// The process is gone, or goes: its own message says why.
+	_ = w.cmd.Process.Kill()
+	w.err = w.exitError(w.wait())
+	if w.err == nil {
+		w.err = fmt.Errorf("netcdf writer: %w", err)
+	}
+	return w.err
+}
+
+// Close sends what is left (the last block of chunks and the frame that
+// ends them), ends the input and waits for the writer process to complete
+// and close the file. After a failed WriteSlab it only reaps the process.
 func (w *NetCDFWriter) Close() error {
 	if w.done {
 		return w.err
+	}
+	if w.chunks != nil {
+		if err := w.chunks.close(); err != nil {
+			return w.failed(err)
+		}
 	}
 	_ = w.stdin.Close()
 	err := w.exitError(w.wait())
