@@ -123,7 +123,7 @@ func TestWorkerKilledMidBatch(t *testing.T) {
 	require.Zero(t, b.FailedChunks)
 	requireExactRows(t, c, "ph")
 	t.Log(c.batches.RequireHandedOver(t, insp, testutil.Handover{Batch: id, Worker: testutil.WorkerName(w1),
-		Queue: tasks.QueueGrid, Tasks: orphans, Retried: true}))
+		Queue: tasks.QueueGrid, Tasks: orphans, Retried: true, Untimed: true}))
 }
 
 func TestAllProcessesKilledThenWorkersRestarted(t *testing.T) {
