@@ -133,15 +133,8 @@ func TestChaosModelGrandchildSetsidPastMemoryLimit(t *testing.T) {
 	ownSession := sessionOf(child) == child
 	b := e.waitEnded(id, 2*time.Minute)
 	exp, found := e.rowsOf(b, grid.PH, modelRel, all)
-	var split int // the killed chunk runs again as two halves
-	require.NoError(t, e.db.Pool.QueryRow(context.Background(),
-		`SELECT count(*) FROM chunk_runs WHERE batch_id = $1 AND status = 'split' AND hi = 0`, id).Scan(&split))
-	var kills []logRecord
-	for _, r := range logRecords("model process killed", []*testutil.Proc{w}, "kind", m.kind) {
-		if strings.HasPrefix(r.str("reason"), "memory limit") {
-			kills = append(kills, r)
-		}
-	}
+	split := e.wholeChunksSplit(t, id) // the killed chunk runs again as two halves
+	kills := memoryKills(w, m.kind)
 	childGone := !alive(child)
 	left := m.left(t, w)
 	ok := b.Status == store.StatusSucceeded && exp == found && ownSession && len(kills) == 1 && childGone && split == 1 && left == 0

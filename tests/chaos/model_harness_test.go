@@ -262,3 +262,25 @@ func randomHex(n int) string {
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
 }
+
+// memoryKills returns w's records of its kind's model processes killed at
+// their memory limit.
+func memoryKills(w *testutil.Proc, kind string) []logRecord {
+	var kills []logRecord
+	for _, r := range logRecords("model process killed", []*testutil.Proc{w}, "kind", kind) {
+		if strings.HasPrefix(r.str("reason"), "memory limit") {
+			kills = append(kills, r)
+		}
+	}
+	return kills
+}
+
+// wholeChunksSplit counts the batch's whole chunks (not pieces of one) that
+// were split in halves.
+func (e *env) wholeChunksSplit(t *testing.T, id string) int {
+	t.Helper()
+	var n int
+	require.NoError(t, e.db.Pool.QueryRow(context.Background(),
+		`SELECT count(*) FROM chunk_runs WHERE batch_id = $1 AND status = 'split' AND hi = 0`, id).Scan(&n))
+	return n
+}

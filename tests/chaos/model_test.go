@@ -147,15 +147,8 @@ func TestChaosModelPastMemoryLimit(t *testing.T) {
 	id := e.runBatch("--kind", m.kind, "--chunk-size", "2000")
 	b := e.waitEnded(id, 2*time.Minute)
 	exp, found := e.rowsOf(b, grid.PH, modelRel, all)
-	var split int // the killed chunk is retried as two halves
-	require.NoError(t, e.db.Pool.QueryRow(context.Background(),
-		`SELECT count(*) FROM chunk_runs WHERE batch_id = $1 AND status = 'split' AND hi = 0`, id).Scan(&split))
-	var kills []logRecord
-	for _, r := range logRecords("model process killed", []*testutil.Proc{w}, "kind", m.kind) {
-		if strings.HasPrefix(r.str("reason"), "memory limit") {
-			kills = append(kills, r)
-		}
-	}
+	split := e.wholeChunksSplit(t, id) // the killed chunk is retried as two halves
+	kills := memoryKills(w, m.kind)
 	reason := ""
 	if len(kills) > 0 {
 		reason = kills[0].str("reason")
