@@ -29,17 +29,18 @@ import (
 
 func TestChaos1SigkillOneOfTwoWorkers(t *testing.T) {
 	e := newEnv(t)
+	kind := e.pausingModel()
 	w1 := e.start("worker", "GRIDBATCH_CONCURRENCY=2")
 	e.start("worker", "GRIDBATCH_CONCURRENCY=2")
-	id := e.runBatch("--kind", "ph", "--chunk-size", "10")
-	e.waitDone(id, 80)
+	id := e.runBatch("--kind", kind, "--chunk-size", "20")
+	e.waitDone(id, 40)
 	insp := asynq.NewInspectorFromRedisClient(e.r.Client)
 	st := freezeComputing(t, w1, insp, e.db, id)
 	w1.Signal(syscall.SIGKILL)
 	w1.Wait(t, 10*time.Second)
 	st.release()
 	b := e.waitEnded(id, 4*time.Minute)
-	exp, found := e.rows(b, all)
+	exp, found := e.rowsOf(b, grid.PH, modelRel, all)
 	ok := b.Status == store.StatusSucceeded && exp == found && b.CompletedChunks == b.TotalChunks
 	handover := e.batches.RequireHandedOver(t, insp, testutil.Handover{Batch: id, Worker: testutil.WorkerName(w1),
 		Queue: tasks.QueueGrid, Tasks: st.tasks, Computing: st.computing, Retried: true})
@@ -50,10 +51,11 @@ func TestChaos1SigkillOneOfTwoWorkers(t *testing.T) {
 func TestChaos2SigtermWorker(t *testing.T) {
 	e := newEnv(t)
 	// A very short shutdown timeout makes SIGTERM requeue whatever is in flight.
+	kind := e.pausingModel()
 	w1 := e.start("worker", "GRIDBATCH_CONCURRENCY=4", "GRIDBATCH_SHUTDOWN_TIMEOUT=1ms")
 	e.start("worker", "GRIDBATCH_CONCURRENCY=2")
-	id := e.runBatch("--kind", "ph", "--chunk-size", "10")
-	e.waitDone(id, 100)
+	id := e.runBatch("--kind", kind, "--chunk-size", "20")
+	e.waitDone(id, 40)
 	insp := asynq.NewInspectorFromRedisClient(e.r.Client)
 	// SIGTERM while frozen mid-chunk: the shutdown finds that chunk's
 	// task in flight (its write waits for the test's lock).
@@ -68,7 +70,7 @@ func TestChaos2SigtermWorker(t *testing.T) {
 	st.release()
 	require.NoError(t, w1.Err(), "SIGTERM exits 0")
 	b := e.waitEnded(id, 3*time.Minute)
-	exp, found := e.rows(b, all)
+	exp, found := e.rowsOf(b, grid.PH, modelRel, all)
 	var retried int
 	require.NoError(t, e.db.Pool.QueryRow(context.Background(),
 		`SELECT count(*) FROM chunk_runs WHERE batch_id = $1 AND attempts > 1`, id).Scan(&retried))
@@ -213,6 +215,17 @@ func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() boo
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+}
+
+// pausingModel declares a Python model that computes the ph kernel after a
+// pause of 50 ms per chunk, and returns its kind. The reference model
+// computes a chunk of 20 cells in well under a millisecond, so a worker
+// stopped at a random moment is nearly always writing a chunk or
+// acknowledging its task, and a fast batch can end before freezeComputing
+// catches one mid-computation (a CI run's did, in 50 tries); with a pause,
+// as users' models take seconds per chunk, most stops land in one.
+func (e *env) pausingModel() string {
+	return e.withModel("pause_py", pyModel("slow.py"), map[string]string{"CHAOS_SLEEP": "0.05"}, "timeout: 30s").kind
 }
 
 // stopped is a worker frozen while computing chunks, by freezeComputing.
