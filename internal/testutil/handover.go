@@ -105,11 +105,6 @@ type Handover struct {
 	// finishes on attempt 2 or later (and no other chunk may have been
 	// retried); a SIGTERM's shutdown requeues without counting one.
 	Retried bool
-	// Untimed says the stop was not timed to a chunk's computation (a
-	// plain SIGKILL mid-batch): every chunk in flight may have been
-	// committed before it, so a handover is checked but not required.
-	// The chaos scenarios time theirs and leave this false.
-	Untimed bool
 }
 
 // RequireHandedOver checks, once the batch has ended, that the stopped
@@ -159,7 +154,7 @@ func (bs Batches) RequireHandedOver(t testing.TB, insp *asynq.Inspector, h Hando
 			require.Equal(t, 1, r.Attempts, "chunk %d was requeued by %s without counting a retry", c, h.Worker)
 		}
 	}
-	require.True(t, h.Untimed || elsewhere > 0, "no chunk in flight on %s (%v) was finished by another worker: each was committed before the stop, so nothing was handed over",
+	require.True(t, elsewhere > 0, "no chunk in flight on %s (%v) was finished by another worker: each was committed before the stop, so nothing was handed over",
 		h.Worker, inFlight)
 	if h.Retried {
 		for c, r := range runs {

@@ -104,28 +104,6 @@ func TestLockExpiresByTTLWithNoProcessAlive(t *testing.T) {
 	require.Equal(t, store.StatusSucceeded, c.waitEnded(second, 2*time.Minute).Status)
 }
 
-func TestWorkerKilledMidBatch(t *testing.T) {
-	t.Parallel()
-	c := newCluster(t)
-	c.seed()
-	w1 := c.worker("GRIDBATCH_CONCURRENCY=2")
-	c.worker("GRIDBATCH_CONCURRENCY=2")
-	id := c.runID("--kind", "ph", "--chunk-size", "20")
-	c.waitDone(id, 60, time.Minute)
-	w1.Signal(syscall.SIGKILL)
-	w1.Wait(t, 10*time.Second)
-	insp := asynq.NewInspectorFromRedisClient(c.r.Client)
-	orphans := testutil.OrphanedTasks(t, insp, tasks.QueueGrid, 2*time.Second)
-	// asynq recovers the killed worker's tasks once their 30 s lease expires (recoverer every 60 s).
-	b := c.waitEnded(id, 4*time.Minute)
-	require.Equal(t, store.StatusSucceeded, b.Status, "error: %v", b.Error)
-	require.Equal(t, b.TotalChunks, b.CompletedChunks, "every chunk counted once")
-	require.Zero(t, b.FailedChunks)
-	requireExactRows(t, c, "ph")
-	t.Log(c.batches.RequireHandedOver(t, insp, testutil.Handover{Batch: id, Worker: testutil.WorkerName(w1),
-		Queue: tasks.QueueGrid, Tasks: orphans, Retried: true, Untimed: true}))
-}
-
 func TestAllProcessesKilledThenWorkersRestarted(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t)
