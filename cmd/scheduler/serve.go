@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -57,10 +56,9 @@ func serve(ctx context.Context, cfg config.Scheduler, schedules []schedule.Sched
 	insp := asynq.NewInspectorFromRedisClient(rdb)
 	svc := batch.New(st, tasks.NewBroker(client, insp, rdb, tasks.ChunkOptions{KindTimeouts: tasks.KindTimeouts(models)}), log, batch.Config{Models: models})
 
-	host, _ := os.Hostname()
 	suffix := make([]byte, 3)
 	_, _ = rand.Read(suffix)
-	instance := fmt.Sprintf("%s:%d:%s", host, os.Getpid(), hex.EncodeToString(suffix))
+	instance := batch.WorkerName(os.Getpid()) + ":" + hex.EncodeToString(suffix)
 	s, err := schedule.New(st, rdb, svc, log, schedule.Config{
 		Schedules:    schedules,
 		MisfireGrace: cfg.MisfireGrace,

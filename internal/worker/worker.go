@@ -117,8 +117,7 @@ func Run(ctx context.Context, cfg config.Worker, stderr io.Writer, opts ...Optio
 	insp := asynq.NewInspectorFromRedisClient(rdb)
 	broker := tasks.NewBroker(client, insp, rdb, tasks.ChunkOptions{Timeout: cfg.TaskTimeout, MaxRetry: tasks.Retries(cfg.MaxRetry),
 		KindTimeouts: tasks.KindTimeouts(models)})
-	host, _ := os.Hostname()
-	workerName := fmt.Sprintf("%s:%d", host, os.Getpid())
+	workerName := batch.WorkerName(os.Getpid())
 	m := metrics.NewWorker(tasks.TypeChunk, tasks.TypePlan, tasks.TypeLock)
 	db := breaker.New(breaker.Config{Failures: cfg.BreakerFailures, OpenFor: cfg.BreakerOpenFor,
 		IsConnError: store.IsConnError, Log: log, OnChange: func(_, to string) { m.SetBreakerState(to) }})
