@@ -426,7 +426,7 @@ func runDLQPurge(ctx context.Context, e *env, args []string) error {
 // options of requeued chunk tasks.
 func (c *conn) dlq(opts tasks.ChunkOptions) (*dlq.Service, error) {
 	b := tasks.NewBroker(c.client, c.insp, c.rdb, opts)
-	return dlq.New(c.st, c.rdb, c.client, c.svc, b, c.log, dlq.Config{Queues: []string{tasks.QueueGrid, tasks.QueueBatch}})
+	return dlq.New(c.st, c.rdb, c.client, c.svc, b, c.log, dlq.Config{Queues: tasks.QueueNames()})
 }
 
 // dlqError words the dead-letter queue's selection errors for the CLI.

@@ -114,7 +114,7 @@ func serve(ctx context.Context, cfg config.Monitor, rq requeueOptions, stderr io
 	var requeue monitor.RequeueFunc
 	if cfg.AllowWrites {
 		svc := batch.New(st, broker, log, batch.Config{Models: models})
-		dq, err := dlq.New(st, rdb, client, svc, broker, log, dlq.Config{Queues: []string{tasks.QueueGrid, tasks.QueueBatch}})
+		dq, err := dlq.New(st, rdb, client, svc, broker, log, dlq.Config{Queues: tasks.QueueNames()})
 		if err != nil {
 			return err
 		}

@@ -124,7 +124,7 @@ func Run(ctx context.Context, cfg config.Worker, stderr io.Writer, opts ...Optio
 	svc := batch.New(st, broker, log, batch.Config{Worker: workerName, DB: db, Models: models, Compute: procs})
 	h := tasks.NewHandlers(svc, log, tasks.WithObserver(m))
 	dq, err := dlq.New(st, rdb, client, svc, broker, log, dlq.Config{
-		Queues: []string{tasks.QueueGrid, tasks.QueueBatch}, SweepInterval: cfg.DLQSweepInterval})
+		Queues: tasks.QueueNames(), SweepInterval: cfg.DLQSweepInterval})
 	if err != nil {
 		return err
 	}
