@@ -9,8 +9,8 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/gridbatch/gridbatch/internal/batch"
-	"github.com/gridbatch/gridbatch/internal/cli"
 	"github.com/gridbatch/gridbatch/internal/config"
+	"github.com/gridbatch/gridbatch/internal/connect"
 	"github.com/gridbatch/gridbatch/internal/logging"
 	"github.com/gridbatch/gridbatch/internal/store"
 	"github.com/gridbatch/gridbatch/tasks"
@@ -26,12 +26,12 @@ type conn struct {
 	log    *slog.Logger
 }
 
-func connect(ctx context.Context, c config.Common, stderr io.Writer) (*conn, error) {
+func openConn(ctx context.Context, c config.Common, stderr io.Writer) (*conn, error) {
 	log := logging.New(io.Discard, c.LogFormat, c.LogLevel)
 	if c.LogLevel == "debug" {
 		log = logging.New(stderr, c.LogFormat, c.LogLevel)
 	}
-	rdb, err := cli.OpenRedis(ctx, c.RedisURL, log)
+	rdb, err := connect.OpenRedis(ctx, c.RedisURL, log)
 	if err != nil {
 		return nil, err
 	}
@@ -40,7 +40,7 @@ func connect(ctx context.Context, c config.Common, stderr io.Writer) (*conn, err
 		rdb.Close()
 		return nil, err
 	}
-	models, err := cli.Models(c)
+	models, err := connect.Models(c)
 	if err != nil {
 		rdb.Close()
 		st.Close()

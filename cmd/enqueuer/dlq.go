@@ -323,7 +323,7 @@ func runDLQRequeue(ctx context.Context, e *env, args []string) error {
 	if timeout <= 0 {
 		return fmt.Errorf("GRIDBATCH_TASK_TIMEOUT=%s must be positive, e.g. 5m", timeout)
 	}
-	c, err := connect(ctx, cfg.Common, e.stderr)
+	c, err := openConn(ctx, cfg.Common, e.stderr)
 	if err != nil {
 		return err
 	}
@@ -387,7 +387,7 @@ func runDLQPurge(ctx context.Context, e *env, args []string) error {
 	if n := btoi(len(sel.TaskIDs) > 0) + btoi(batchID != "") + btoi(older != ""); n != 1 {
 		return errors.New("dlq purge needs exactly one of: TASK_ID…, --batch ID, --older-than D; nothing was purged (see 'enqueuer dlq purge --help')")
 	}
-	c, err := connect(ctx, cfg.Common, e.stderr)
+	c, err := openConn(ctx, cfg.Common, e.stderr)
 	if err != nil {
 		return err
 	}

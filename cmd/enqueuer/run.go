@@ -72,7 +72,7 @@ func runRun(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	c, err := connect(ctx, cfg.Common, e.stderr)
+	c, err := openConn(ctx, cfg.Common, e.stderr)
 	if err != nil {
 		return err
 	}

@@ -219,7 +219,7 @@ func runCancel(ctx context.Context, e *env, args []string) error {
 	if len(rest) != 1 {
 		return errors.New("cancel takes exactly one batch ID (see 'enqueuer list')")
 	}
-	c, err := connect(ctx, cfg.Common, e.stderr)
+	c, err := openConn(ctx, cfg.Common, e.stderr)
 	if err != nil {
 		return err
 	}

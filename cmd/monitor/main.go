@@ -19,6 +19,7 @@ import (
 	"github.com/gridbatch/gridbatch/internal/batch"
 	"github.com/gridbatch/gridbatch/internal/cli"
 	"github.com/gridbatch/gridbatch/internal/config"
+	"github.com/gridbatch/gridbatch/internal/connect"
 	"github.com/gridbatch/gridbatch/internal/logging"
 	"github.com/gridbatch/gridbatch/internal/monitor"
 	"github.com/gridbatch/gridbatch/tasks"
@@ -88,7 +89,7 @@ func serve(ctx context.Context, cfg config.Monitor, rq requeueOptions, stderr io
 		return fmt.Errorf("refusing --insecure-no-auth: %s resolved to %s, which is not a loopback address", cfg.Addr, ln.Addr())
 	}
 
-	rdb, err := cli.OpenRedis(ctx, cfg.RedisURL, log)
+	rdb, err := connect.OpenRedis(ctx, cfg.RedisURL, log)
 	if err != nil {
 		return err
 	}
@@ -97,7 +98,7 @@ func serve(ctx context.Context, cfg config.Monitor, rq requeueOptions, stderr io
 	if err != nil {
 		return fmt.Errorf("GRIDBATCH_REDIS_URL: %w", err)
 	}
-	st, err := cli.OpenStore(ctx, cfg.Common, "gridbatch-monitor")
+	st, err := connect.OpenStore(ctx, cfg.Common, "gridbatch-monitor")
 	if err != nil {
 		return err
 	}
@@ -105,7 +106,7 @@ func serve(ctx context.Context, cfg config.Monitor, rq requeueOptions, stderr io
 	client := asynq.NewClientFromRedisClient(rdb)
 	defer client.Close()
 	insp := asynq.NewInspectorFromRedisClient(rdb)
-	models, err := cli.Models(cfg.Common)
+	models, err := connect.Models(cfg.Common)
 	if err != nil {
 		return err
 	}

@@ -13,8 +13,8 @@ import (
 
 	"github.com/gridbatch/gridbatch/internal/alert"
 	"github.com/gridbatch/gridbatch/internal/batch"
-	"github.com/gridbatch/gridbatch/internal/cli"
 	"github.com/gridbatch/gridbatch/internal/config"
+	"github.com/gridbatch/gridbatch/internal/connect"
 	"github.com/gridbatch/gridbatch/internal/grid"
 	"github.com/gridbatch/gridbatch/internal/health"
 	"github.com/gridbatch/gridbatch/internal/logging"
@@ -38,12 +38,12 @@ func serve(ctx context.Context, cfg config.Scheduler, schedules []schedule.Sched
 		}
 	}
 
-	rdb, err := cli.OpenRedis(ctx, cfg.RedisURL, log)
+	rdb, err := connect.OpenRedis(ctx, cfg.RedisURL, log)
 	if err != nil {
 		return err
 	}
 	defer rdb.Close()
-	st, err := cli.OpenStore(ctx, cfg.Common, "gridbatch-scheduler")
+	st, err := connect.OpenStore(ctx, cfg.Common, "gridbatch-scheduler")
 	if err != nil {
 		return err
 	}

@@ -34,8 +34,8 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/gridbatch/gridbatch/internal/cli"
 	"github.com/gridbatch/gridbatch/internal/config"
+	"github.com/gridbatch/gridbatch/internal/connect"
 	"github.com/gridbatch/gridbatch/internal/grid"
 	"github.com/gridbatch/gridbatch/internal/model"
 	"github.com/gridbatch/gridbatch/internal/store"
@@ -269,7 +269,7 @@ func Run(ctx context.Context, cfg Config) (Table, error) {
 		return t, err
 	}
 	defer h.st.Close()
-	if h.rdb, err = cli.OpenRedis(ctx, cfg.RedisURL, h.log); err != nil {
+	if h.rdb, err = connect.OpenRedis(ctx, cfg.RedisURL, h.log); err != nil {
 		return t, err
 	}
 	defer h.rdb.Close()

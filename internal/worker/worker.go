@@ -26,8 +26,8 @@ import (
 	"github.com/gridbatch/gridbatch/dlq"
 	"github.com/gridbatch/gridbatch/internal/batch"
 	"github.com/gridbatch/gridbatch/internal/breaker"
-	"github.com/gridbatch/gridbatch/internal/cli"
 	"github.com/gridbatch/gridbatch/internal/config"
+	"github.com/gridbatch/gridbatch/internal/connect"
 	"github.com/gridbatch/gridbatch/internal/health"
 	"github.com/gridbatch/gridbatch/internal/lease"
 	"github.com/gridbatch/gridbatch/internal/logging"
@@ -82,7 +82,7 @@ func Run(ctx context.Context, cfg config.Worker, stderr io.Writer, opts ...Optio
 	if cfg.GCPercent > 0 {
 		debug.SetGCPercent(cfg.GCPercent)
 	}
-	models, err := cli.Models(cfg.Common)
+	models, err := connect.Models(cfg.Common)
 	if err != nil {
 		return err
 	}
@@ -96,12 +96,12 @@ func Run(ctx context.Context, cfg config.Worker, stderr io.Writer, opts ...Optio
 	if err != nil {
 		return fmt.Errorf("GRIDBATCH_MODEL_USER: %w", err)
 	}
-	rdb, err := cli.OpenRedis(ctx, cfg.RedisURL, log)
+	rdb, err := connect.OpenRedis(ctx, cfg.RedisURL, log)
 	if err != nil {
 		return err
 	}
 	defer rdb.Close()
-	st, err := cli.OpenStore(ctx, cfg.Common, "gridbatch-worker")
+	st, err := connect.OpenStore(ctx, cfg.Common, "gridbatch-worker")
 	if err != nil {
 		return err
 	}
@@ -227,7 +227,7 @@ func watchModels(ctx context.Context, c config.Common, loaded []model.Spec, log 
 			return
 		case <-hup:
 		}
-		models, err := cli.Models(c)
+		models, err := connect.Models(c)
 		switch {
 		case err != nil:
 			log.Error("SIGHUP: the models file does not load; the worker keeps the models it has", "error", err)

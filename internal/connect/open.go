@@ -1,4 +1,7 @@
-package cli
+// Package connect opens what a gridbatch process connects to: Redis
+// (OpenRedis), PostgreSQL (OpenStore) and the model set of the models file
+// (Models), each failing with one line that names the variable to fix.
+package connect
 
 import (
 	"context"
