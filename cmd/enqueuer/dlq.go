@@ -328,7 +328,7 @@ func runDLQRequeue(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	defer c.Close()
-	dq, err := c.dlq(tasks.ChunkOptions{MaxRetry: tasks.Retries(maxRetry), Timeout: timeout})
+	dq, err := c.DLQ(c.NewBroker(tasks.ChunkOptions{MaxRetry: tasks.Retries(maxRetry), Timeout: timeout}), dlq.Config{})
 	if err != nil {
 		return err
 	}
@@ -392,7 +392,7 @@ func runDLQPurge(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	defer c.Close()
-	dq, err := c.dlq(tasks.ChunkOptions{})
+	dq, err := c.DLQ(c.NewBroker(tasks.ChunkOptions{}), dlq.Config{})
 	if err != nil {
 		return err
 	}
@@ -420,13 +420,6 @@ func runDLQPurge(ctx context.Context, e *env, args []string) error {
 	}
 	fmt.Fprintf(e.stderr, "purged %d dead letters (%d archived copies removed from asynq's archive)\n", len(deleted), removed)
 	return nil
-}
-
-// dlq returns the dead-letter queue on the connection; opts are the
-// options of requeued chunk tasks.
-func (c *conn) dlq(opts tasks.ChunkOptions) (*dlq.Service, error) {
-	b := tasks.NewBroker(c.client, c.insp, c.rdb, opts)
-	return dlq.New(c.st, c.rdb, c.client, c.svc, b, c.log, dlq.Config{Queues: tasks.QueueNames()})
 }
 
 // dlqError words the dead-letter queue's selection errors for the CLI.

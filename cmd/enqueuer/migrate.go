@@ -66,6 +66,9 @@ func commandNamed(name string) command {
 	panic("no command " + name)
 }
 
+// enqueuerApp names the enqueuer's PostgreSQL connections (application_name).
+const enqueuerApp = "gridbatch-enqueuer"
+
 func openStore(ctx context.Context, c config.Common) (*store.Store, error) {
-	return connect.OpenStore(ctx, c, "gridbatch-enqueuer")
+	return connect.OpenStore(ctx, c, enqueuerApp)
 }

@@ -224,7 +224,7 @@ func runCancel(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	defer c.Close()
-	b, err := c.svc.Cancel(ctx, rest[0])
+	b, err := c.Batch.Cancel(ctx, rest[0])
 	if errors.Is(err, store.ErrBatchNotFound) {
 		return fmt.Errorf("no batch %q; 'enqueuer list' shows the recent ones", rest[0])
 	}

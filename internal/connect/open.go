@@ -1,6 +1,10 @@
-// Package connect opens what a gridbatch process connects to: Redis
-// (OpenRedis), PostgreSQL (OpenStore) and the model set of the models file
-// (Models), each failing with one line that names the variable to fix.
+// Package connect turns the configuration into a connected process: Open
+// reaches Redis (OpenRedis) and PostgreSQL (OpenStore), loads the model set
+// (Models), and builds asynq's client and inspector, the task broker and the
+// batch service on them, with the process's worker name (WorkerName) and its
+// dead-letter queue (Conn.DLQ); Close closes them. Every binary connects
+// through it; tests build the same objects on their own connections with
+// New. Each error is one line that names the variable to fix.
 package connect
 
 import (
@@ -36,22 +40,28 @@ func Models(c config.Common) (*model.Set, error) {
 // (logging.Redis), so that an unreachable Redis is reported once, in
 // OpenRedis's error, not also by go-redis on standard error.
 func OpenRedis(ctx context.Context, url string, log *slog.Logger) (redis.UniversalClient, error) {
+	rdb, _, err := openRedis(ctx, url, log)
+	return rdb, err
+}
+
+// openRedis is OpenRedis that also returns the URL parsed.
+func openRedis(ctx context.Context, url string, log *slog.Logger) (redis.UniversalClient, asynq.RedisConnOpt, error) {
 	redis.SetLogger(logging.Redis(log))
 	opt, err := asynq.ParseRedisURI(url)
 	if err != nil {
-		return nil, fmt.Errorf("GRIDBATCH_REDIS_URL: %w", err)
+		return nil, nil, fmt.Errorf("GRIDBATCH_REDIS_URL: %w", err)
 	}
 	rdb, ok := opt.MakeRedisClient().(redis.UniversalClient)
 	if !ok {
-		return nil, errors.New("GRIDBATCH_REDIS_URL: unsupported Redis connection type")
+		return nil, nil, errors.New("GRIDBATCH_REDIS_URL: unsupported Redis connection type")
 	}
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	if err := rdb.Ping(pctx).Err(); err != nil {
 		rdb.Close()
-		return nil, fmt.Errorf("GRIDBATCH_REDIS_URL: cannot reach Redis at %s: %v (is it up and the URL right?)", config.Mask(url), err)
+		return nil, nil, fmt.Errorf("GRIDBATCH_REDIS_URL: cannot reach Redis at %s: %v (is it up and the URL right?)", config.Mask(url), err)
 	}
-	return rdb, nil
+	return rdb, opt, nil
 }
 
 // OpenStore opens the PostgreSQL pool with the common settings; app names
