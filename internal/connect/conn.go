@@ -36,6 +36,12 @@ type Options struct {
 	// Batch configures the batch service. Its Models is set to the model
 	// set and an empty Worker to WorkerName.
 	Batch batch.Config
+	// Compute, when set, gives the batch service's Compute
+	// (batch.Config.Compute) from the model set; Open calls it only once
+	// Redis and PostgreSQL are reached, so that what it starts (the
+	// worker's model processes) never starts in a process that cannot
+	// connect.
+	Compute func(*model.Set) batch.Computer
 }
 
 // Conn is a process's connections and what runs on them: the store, the
@@ -109,6 +115,9 @@ func New(st *store.Store, rdb redis.UniversalClient, opts Options) *Conn {
 	bc.Models = models
 	if bc.Worker == "" {
 		bc.Worker = WorkerName()
+	}
+	if opts.Compute != nil {
+		bc.Compute = opts.Compute(models)
 	}
 	return &Conn{Store: st, Redis: rdb, Client: client, Inspector: insp, Broker: broker,
 		Batch: batch.New(st, broker, log, bc), Models: models, Worker: bc.Worker, Log: log}

@@ -13,6 +13,7 @@ import (
 	"github.com/gridbatch/gridbatch/internal/batch"
 	"github.com/gridbatch/gridbatch/internal/config"
 	"github.com/gridbatch/gridbatch/internal/connect"
+	"github.com/gridbatch/gridbatch/internal/model"
 	"github.com/gridbatch/gridbatch/internal/testutil"
 )
 
@@ -29,8 +30,11 @@ func TestOpenBuildsOnWhatItOpenedAndCloseClosesIt(t *testing.T) {
 	ctx := context.Background()
 	r, db := testutil.NewRedis(t), testutil.NewDB(t)
 	app := "gridbatch-connect-test-" + strconv.Itoa(os.Getpid()) // under 64 bytes, PostgreSQL's limit
-	conn, err := connect.Open(ctx, config.Common{RedisURL: r.URL, DatabaseURL: db.URL}, connect.Options{App: app})
+	var computeGot *model.Set
+	conn, err := connect.Open(ctx, config.Common{RedisURL: r.URL, DatabaseURL: db.URL}, connect.Options{App: app,
+		Compute: func(set *model.Set) batch.Computer { computeGot = set; return nil }})
 	require.NoError(t, err)
+	require.Same(t, conn.Models, computeGot, "Compute is given the model set")
 	require.Equal(t, connect.WorkerName(), conn.Worker)
 	require.Equal(t, []string{"hazard", "ph"}, conn.Models.Kinds(), "no models file: the built-in models")
 	require.Same(t, conn.Models, conn.Batch.Models())
@@ -72,8 +76,11 @@ func TestOpenErrorsNameTheVariableAndCloseWhatWasOpened(t *testing.T) {
 			"GRIDBATCH_MODELS_FILE: models file /nonexistent/models.yaml: no such file or directory"},
 	} {
 		t.Run(name, func(t *testing.T) {
-			conn, err := connect.Open(ctx, tc.c, connect.Options{})
+			computed := false
+			conn, err := connect.Open(ctx, tc.c, connect.Options{
+				Compute: func(*model.Set) batch.Computer { computed = true; return nil }})
 			require.Nil(t, conn)
+			require.False(t, computed, "nothing is started in a process that cannot connect")
 			require.ErrorContains(t, err, tc.want)
 			require.NotContains(t, err.Error(), "hunter2")
 		})
