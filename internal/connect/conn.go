@@ -71,8 +71,9 @@ func WorkerName() string { return batch.WorkerName(os.Getpid()) }
 
 // Open connects to Redis (one PING within 5 s) and then PostgreSQL as c
 // says, loads the model set unless opts gives it, and builds the broker and
-// the batch service on them. Its errors are OpenRedis's, OpenStore's and
-// Models', in that order; what it opened before an error is closed.
+// the batch service on them. Its errors are Redis's (GRIDBATCH_REDIS_URL),
+// OpenStore's and Models', in that order; what it opened before an error
+// is closed.
 func Open(ctx context.Context, c config.Common, opts Options) (*Conn, error) {
 	opts.Log = logger(opts.Log)
 	rdb, redisOpt, err := openRedis(ctx, c.RedisURL, opts.Log)

@@ -1,5 +1,5 @@
 // Package connect turns the configuration into a connected process: Open
-// reaches Redis (OpenRedis) and PostgreSQL (OpenStore), loads the model set
+// reaches Redis (one PING) and PostgreSQL (OpenStore), loads the model set
 // (Models), and builds asynq's client and inspector, the task broker and the
 // batch service on them, with the process's worker name (WorkerName) and its
 // dead-letter queue (Conn.DLQ); Close closes them. Every binary connects
@@ -34,17 +34,12 @@ func Models(c config.Common) (*model.Set, error) {
 	return set, nil
 }
 
-// OpenRedis connects to GRIDBATCH_REDIS_URL (any form asynq.ParseRedisURI
+// openRedis connects to GRIDBATCH_REDIS_URL (any form asynq.ParseRedisURI
 // accepts) and checks it with one PING within 5 s. It first routes
 // go-redis's own log lines, process-wide, to log at debug level
 // (logging.Redis), so that an unreachable Redis is reported once, in
-// OpenRedis's error, not also by go-redis on standard error.
-func OpenRedis(ctx context.Context, url string, log *slog.Logger) (redis.UniversalClient, error) {
-	rdb, _, err := openRedis(ctx, url, log)
-	return rdb, err
-}
-
-// openRedis is OpenRedis that also returns the URL parsed.
+// openRedis's error, not also by go-redis on standard error. It returns
+// the URL parsed too.
 func openRedis(ctx context.Context, url string, log *slog.Logger) (redis.UniversalClient, asynq.RedisConnOpt, error) {
 	redis.SetLogger(logging.Redis(log))
 	opt, err := asynq.ParseRedisURI(url)
