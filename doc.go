@@ -1,6 +1,7 @@
 // Package gridbatch is a map of the project: for each rule a batch obeys, the
-// one file that holds it today. It has no code; the binaries are in cmd/, and
-// CONTRIBUTING.md says where a change goes.
+// one file that holds it today. It has no code; the binaries are in cmd/,
+// each connecting to Redis and PostgreSQL through internal/connect/conn.go
+// (Open), and CONTRIBUTING.md says where a change goes.
 //
 // A batch computes a model over every cell of a region as chunk tasks on
 // Redis (asynq), run by any number of workers, with its rows and its state in

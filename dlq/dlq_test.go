@@ -41,7 +41,7 @@ func newFixture(t *testing.T) *fixture {
 	broker := tasks.NewBroker(client, insp, r.Client, tasks.ChunkOptions{MaxRetry: 3, Timeout: time.Minute})
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	svc := batch.New(db.Store, broker, log, batch.Config{})
-	dq, err := dlq.New(db.Store, r.Client, client, svc, broker, log, dlq.Config{Queues: []string{tasks.QueueGrid, tasks.QueueBatch}})
+	dq, err := dlq.New(db.Store, r.Client, client, svc, broker, log, dlq.Config{Queues: tasks.QueueNames()})
 	require.NoError(t, err)
 	return &fixture{r: r, db: db, client: client, insp: insp, broker: broker, svc: svc, dq: dq}
 }

@@ -12,3 +12,7 @@ const (
 // Queues maps each queue to its asynq priority weight: control tasks are few
 // and must not wait behind thousands of chunks.
 var Queues = map[string]int{QueueBatch: 6, QueueGrid: 4}
+
+// QueueNames returns both queues, grid first: the queues whose archives the
+// dead-letter queue sweeps (dlq.Config.Queues).
+func QueueNames() []string { return []string{QueueGrid, QueueBatch} }

@@ -323,12 +323,12 @@ func runDLQRequeue(ctx context.Context, e *env, args []string) error {
 	if timeout <= 0 {
 		return fmt.Errorf("GRIDBATCH_TASK_TIMEOUT=%s must be positive, e.g. 5m", timeout)
 	}
-	c, err := connect(ctx, cfg.Common, e.stderr)
+	c, err := openConn(ctx, cfg.Common, e.stderr)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	dq, err := c.dlq(tasks.ChunkOptions{MaxRetry: tasks.Retries(maxRetry), Timeout: timeout})
+	dq, err := c.DLQ(c.NewBroker(tasks.ChunkOptions{MaxRetry: tasks.Retries(maxRetry), Timeout: timeout}), dlq.Config{})
 	if err != nil {
 		return err
 	}
@@ -387,12 +387,12 @@ func runDLQPurge(ctx context.Context, e *env, args []string) error {
 	if n := btoi(len(sel.TaskIDs) > 0) + btoi(batchID != "") + btoi(older != ""); n != 1 {
 		return errors.New("dlq purge needs exactly one of: TASK_ID…, --batch ID, --older-than D; nothing was purged (see 'enqueuer dlq purge --help')")
 	}
-	c, err := connect(ctx, cfg.Common, e.stderr)
+	c, err := openConn(ctx, cfg.Common, e.stderr)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	dq, err := c.dlq(tasks.ChunkOptions{})
+	dq, err := c.DLQ(c.NewBroker(tasks.ChunkOptions{}), dlq.Config{})
 	if err != nil {
 		return err
 	}
@@ -420,13 +420,6 @@ func runDLQPurge(ctx context.Context, e *env, args []string) error {
 	}
 	fmt.Fprintf(e.stderr, "purged %d dead letters (%d archived copies removed from asynq's archive)\n", len(deleted), removed)
 	return nil
-}
-
-// dlq returns the dead-letter queue on the connection; opts are the
-// options of requeued chunk tasks.
-func (c *conn) dlq(opts tasks.ChunkOptions) (*dlq.Service, error) {
-	b := tasks.NewBroker(c.client, c.insp, c.rdb, opts)
-	return dlq.New(c.st, c.rdb, c.client, c.svc, b, c.log, dlq.Config{Queues: []string{tasks.QueueGrid, tasks.QueueBatch}})
 }
 
 // dlqError words the dead-letter queue's selection errors for the CLI.

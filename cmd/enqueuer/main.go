@@ -10,6 +10,7 @@ import (
 
 	"github.com/gridbatch/gridbatch/internal/cli"
 	"github.com/gridbatch/gridbatch/internal/config"
+	"github.com/gridbatch/gridbatch/internal/connect"
 	"github.com/gridbatch/gridbatch/internal/model"
 	"github.com/gridbatch/gridbatch/internal/model/process"
 	"github.com/gridbatch/gridbatch/internal/store"
@@ -157,7 +158,7 @@ func parse(c command, e *env, args []string, batch bool, bind func(*config.Set))
 	if err = cfg.Common.Validate(); err != nil {
 		return cfg, set, true, err
 	}
-	if e.models, err = cli.Models(cfg.Common); err != nil {
+	if e.models, err = connect.Models(cfg.Common); err != nil {
 		return cfg, set, true, err
 	}
 	if batch {

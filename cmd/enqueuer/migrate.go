@@ -4,8 +4,8 @@ import (
 	"context"
 	"fmt"
 
-	"github.com/gridbatch/gridbatch/internal/cli"
 	"github.com/gridbatch/gridbatch/internal/config"
+	"github.com/gridbatch/gridbatch/internal/connect"
 	"github.com/gridbatch/gridbatch/internal/store"
 )
 
@@ -66,6 +66,9 @@ func commandNamed(name string) command {
 	panic("no command " + name)
 }
 
+// enqueuerApp names the enqueuer's PostgreSQL connections (application_name).
+const enqueuerApp = "gridbatch-enqueuer"
+
 func openStore(ctx context.Context, c config.Common) (*store.Store, error) {
-	return cli.OpenStore(ctx, c, "gridbatch-enqueuer")
+	return connect.OpenStore(ctx, c, enqueuerApp)
 }

@@ -72,12 +72,12 @@ func runRun(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	c, err := connect(ctx, cfg.Common, e.stderr)
+	c, err := openConn(ctx, cfg.Common, e.stderr)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	b, err := c.svc.Trigger(ctx, batch.Request{Kind: kind, Region: region, ChunkSize: cfg.ChunkSize,
+	b, err := c.Batch.Trigger(ctx, batch.Request{Kind: kind, Region: region, ChunkSize: cfg.ChunkSize,
 		Deadline: cfg.Deadline, LockTTL: cfg.EffectiveLockTTL(), Trigger: "cli"})
 	var refused *batch.RefusedError
 	if errors.As(err, &refused) {
@@ -96,15 +96,15 @@ func runRun(ctx context.Context, e *env, args []string) error {
 	}
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	watched := make(chan struct{})
-	go func() { defer close(watched); watchWorkers(watchCtx, c.insp, e.stderr, b.ID, noWorkerAfter) }()
-	final, err := follow(ctx, c.st, b, e.stderr, every, newFailureWatch(c.st, c.insp, b))
+	go func() { defer close(watched); watchWorkers(watchCtx, c.Inspector, e.stderr, b.ID, noWorkerAfter) }()
+	final, err := follow(ctx, c.Store, b, e.stderr, every, newFailureWatch(c.Store, c.Inspector, b))
 	stopWatch()
 	<-watched
 	if err != nil {
 		return err
 	}
 	printSummary(e.stderr, final)
-	printFailedCells(ctx, e.stderr, c.st, final)
+	printFailedCells(ctx, e.stderr, c.Store, final)
 	return statusExit(final)
 }
 

@@ -219,12 +219,12 @@ func runCancel(ctx context.Context, e *env, args []string) error {
 	if len(rest) != 1 {
 		return errors.New("cancel takes exactly one batch ID (see 'enqueuer list')")
 	}
-	c, err := connect(ctx, cfg.Common, e.stderr)
+	c, err := openConn(ctx, cfg.Common, e.stderr)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	b, err := c.svc.Cancel(ctx, rest[0])
+	b, err := c.Batch.Cancel(ctx, rest[0])
 	if errors.Is(err, store.ErrBatchNotFound) {
 		return fmt.Errorf("no batch %q; 'enqueuer list' shows the recent ones", rest[0])
 	}

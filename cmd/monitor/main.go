@@ -13,12 +13,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/hibiken/asynq"
-
 	"github.com/gridbatch/gridbatch/dlq"
-	"github.com/gridbatch/gridbatch/internal/batch"
 	"github.com/gridbatch/gridbatch/internal/cli"
 	"github.com/gridbatch/gridbatch/internal/config"
+	"github.com/gridbatch/gridbatch/internal/connect"
 	"github.com/gridbatch/gridbatch/internal/logging"
 	"github.com/gridbatch/gridbatch/internal/monitor"
 	"github.com/gridbatch/gridbatch/tasks"
@@ -88,33 +86,15 @@ func serve(ctx context.Context, cfg config.Monitor, rq requeueOptions, stderr io
 		return fmt.Errorf("refusing --insecure-no-auth: %s resolved to %s, which is not a loopback address", cfg.Addr, ln.Addr())
 	}
 
-	rdb, err := cli.OpenRedis(ctx, cfg.RedisURL, log)
+	conn, err := connect.Open(ctx, cfg.Common, connect.Options{App: "gridbatch-monitor", Log: log,
+		Chunk: tasks.ChunkOptions{MaxRetry: tasks.Retries(rq.MaxRetry), Timeout: rq.Timeout}})
 	if err != nil {
 		return err
 	}
-	defer rdb.Close()
-	connOpt, err := asynq.ParseRedisURI(cfg.RedisURL)
-	if err != nil {
-		return fmt.Errorf("GRIDBATCH_REDIS_URL: %w", err)
-	}
-	st, err := cli.OpenStore(ctx, cfg.Common, "gridbatch-monitor")
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-	client := asynq.NewClientFromRedisClient(rdb)
-	defer client.Close()
-	insp := asynq.NewInspectorFromRedisClient(rdb)
-	models, err := cli.Models(cfg.Common)
-	if err != nil {
-		return err
-	}
-	broker := tasks.NewBroker(client, insp, rdb, tasks.ChunkOptions{MaxRetry: tasks.Retries(rq.MaxRetry), Timeout: rq.Timeout,
-		KindTimeouts: tasks.KindTimeouts(models)})
+	defer conn.Close()
 	var requeue monitor.RequeueFunc
 	if cfg.AllowWrites {
-		svc := batch.New(st, broker, log, batch.Config{Models: models})
-		dq, err := dlq.New(st, rdb, client, svc, broker, log, dlq.Config{Queues: []string{tasks.QueueGrid, tasks.QueueBatch}})
+		dq, err := conn.DLQ(nil, dlq.Config{})
 		if err != nil {
 			return err
 		}
@@ -122,17 +102,17 @@ func serve(ctx context.Context, cfg config.Monitor, rq requeueOptions, stderr io
 	}
 
 	srv, err := monitor.New(monitor.Config{
-		Store:          st,
-		Kinds:          models.Kinds(),
-		Models:         models,
-		Redis:          rdb,
-		RedisConnOpt:   connOpt,
+		Store:          conn.Store,
+		Kinds:          conn.Models.Kinds(),
+		Models:         conn.Models,
+		Redis:          conn.Redis,
+		RedisConnOpt:   conn.RedisOpt,
 		User:           cfg.User,
 		Password:       cfg.Password,
 		InsecureNoAuth: noAuth,
 		AllowWrites:    cfg.AllowWrites,
 		Requeue:        requeue,
-		DBErrors:       broker.DBErrors,
+		DBErrors:       conn.Broker.DBErrors,
 		Log:            log,
 	})
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/gridbatch/gridbatch/internal/cli"
 	"github.com/gridbatch/gridbatch/internal/config"
+	"github.com/gridbatch/gridbatch/internal/connect"
 	"github.com/gridbatch/gridbatch/internal/schedule"
 )
 
@@ -53,7 +54,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	loc, _ := time.LoadLocation(cfg.TimeZone) // checked by Validate
-	models, err := cli.Models(cfg.Common)
+	models, err := connect.Models(cfg.Common)
 	if err != nil {
 		return err
 	}

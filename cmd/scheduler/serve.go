@@ -4,24 +4,19 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"time"
-
-	"github.com/hibiken/asynq"
 
 	"github.com/gridbatch/gridbatch/internal/alert"
 	"github.com/gridbatch/gridbatch/internal/batch"
-	"github.com/gridbatch/gridbatch/internal/cli"
 	"github.com/gridbatch/gridbatch/internal/config"
+	"github.com/gridbatch/gridbatch/internal/connect"
 	"github.com/gridbatch/gridbatch/internal/grid"
 	"github.com/gridbatch/gridbatch/internal/health"
 	"github.com/gridbatch/gridbatch/internal/logging"
 	"github.com/gridbatch/gridbatch/internal/model"
 	"github.com/gridbatch/gridbatch/internal/schedule"
-	"github.com/gridbatch/gridbatch/tasks"
 )
 
 // serve runs the scheduler until ctx is cancelled (SIGTERM/SIGINT), then
@@ -39,29 +34,20 @@ func serve(ctx context.Context, cfg config.Scheduler, schedules []schedule.Sched
 		}
 	}
 
-	rdb, err := cli.OpenRedis(ctx, cfg.RedisURL, log)
+	conn, err := connect.Open(ctx, cfg.Common, connect.Options{App: "gridbatch-scheduler", Log: log, Models: models})
 	if err != nil {
 		return err
 	}
-	defer rdb.Close()
-	st, err := cli.OpenStore(ctx, cfg.Common, "gridbatch-scheduler")
-	if err != nil {
-		return err
-	}
-	defer st.Close()
+	defer conn.Close()
+	st, rdb := conn.Store, conn.Redis
 	if err := st.CheckSchedulerSchema(ctx); err != nil {
 		return err
 	}
-	client := asynq.NewClientFromRedisClient(rdb)
-	defer client.Close()
-	insp := asynq.NewInspectorFromRedisClient(rdb)
-	svc := batch.New(st, tasks.NewBroker(client, insp, rdb, tasks.ChunkOptions{KindTimeouts: tasks.KindTimeouts(models)}), log, batch.Config{Models: models})
 
-	host, _ := os.Hostname()
 	suffix := make([]byte, 3)
 	_, _ = rand.Read(suffix)
-	instance := fmt.Sprintf("%s:%d:%s", host, os.Getpid(), hex.EncodeToString(suffix))
-	s, err := schedule.New(st, rdb, svc, log, schedule.Config{
+	instance := connect.WorkerName() + ":" + hex.EncodeToString(suffix)
+	s, err := schedule.New(st, rdb, conn.Batch, log, schedule.Config{
 		Schedules:    schedules,
 		MisfireGrace: cfg.MisfireGrace,
 		LeaderTTL:    cfg.LeaderTTL,

@@ -113,7 +113,7 @@ func registered(t *testing.T) map[string]bool {
 	r := testutil.NewRedis(t)
 	db := testutil.NewDB(t)
 	client := asynq.NewClientFromRedisClient(r.Client)
-	for _, q := range []string{tasks.QueueGrid, tasks.QueueBatch} {
+	for _, q := range tasks.QueueNames() {
 		_, err := client.Enqueue(asynq.NewTask("test:noop", nil), asynq.Queue(q))
 		require.NoError(t, err)
 	}

@@ -77,7 +77,8 @@ func (e *RefusedError) Error() string {
 
 // Config tunes the service. Zero fields take the documented defaults.
 type Config struct {
-	// Worker names this process in chunk outcomes. Defaults to host:pid.
+	// Worker names this process in chunk outcomes. Defaults to
+	// WorkerName(os.Getpid()).
 	Worker string
 	// FailFastAfter ends a batch failed when this many chunks have been
 	// dead-lettered, none has succeeded and all failed the same way.
@@ -125,11 +126,17 @@ type Service struct {
 	gate    Gate
 }
 
+// WorkerName is the name the process pid of this host records in
+// chunk_runs.worker and logs as its worker: host:pid.
+func WorkerName(pid int) string {
+	host, _ := os.Hostname()
+	return fmt.Sprintf("%s:%d", host, pid)
+}
+
 // New returns a Service.
 func New(st *store.Store, b Broker, log *slog.Logger, cfg Config) *Service {
 	if cfg.Worker == "" {
-		host, _ := os.Hostname()
-		cfg.Worker = fmt.Sprintf("%s:%d", host, os.Getpid())
+		cfg.Worker = WorkerName(os.Getpid())
 	}
 	if cfg.FailFastAfter <= 0 {
 		cfg.FailFastAfter = 5

@@ -34,8 +34,8 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/gridbatch/gridbatch/internal/cli"
 	"github.com/gridbatch/gridbatch/internal/config"
+	"github.com/gridbatch/gridbatch/internal/connect"
 	"github.com/gridbatch/gridbatch/internal/grid"
 	"github.com/gridbatch/gridbatch/internal/model"
 	"github.com/gridbatch/gridbatch/internal/store"
@@ -265,19 +265,15 @@ func Run(ctx context.Context, cfg Config) (Table, error) {
 	var t Table
 	h := &harness{cfg: cfg, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	var err error
-	if h.st, err = store.Open(ctx, store.Options{URL: cfg.DatabaseURL, AppName: "gridbatch-bench"}); err != nil {
+	// The worker's own broker settings: tasks.ChunkOptions' defaults. The
+	// pool has store.Open's defaults, not the binaries' GRIDBATCH_DB_*.
+	conn, err := connect.Open(ctx, config.Common{RedisURL: cfg.RedisURL, DatabaseURL: cfg.DatabaseURL},
+		connect.Options{App: "gridbatch-bench", Log: h.log})
+	if err != nil {
 		return t, err
 	}
-	defer h.st.Close()
-	if h.rdb, err = cli.OpenRedis(ctx, cfg.RedisURL, h.log); err != nil {
-		return t, err
-	}
-	defer h.rdb.Close()
-	h.client = asynq.NewClientFromRedisClient(h.rdb)
-	defer h.client.Close()
-	h.insp = asynq.NewInspectorFromRedisClient(h.rdb)
-	// The worker's own broker settings: tasks.ChunkOptions' defaults.
-	h.broker = tasks.NewBroker(h.client, h.insp, h.rdb, tasks.ChunkOptions{})
+	defer conn.Close()
+	h.st, h.rdb, h.client, h.insp, h.broker = conn.Store, conn.Redis, conn.Client, conn.Inspector, conn.Broker
 	h.logDir = cfg.LogDir
 	if h.logDir == "" {
 		if h.logDir, err = os.MkdirTemp("", "gridbatch-bench-"); err != nil {

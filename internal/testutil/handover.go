@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"regexp"
 	"slices"
 	"strings"
@@ -20,8 +19,7 @@ import (
 
 // WorkerName is the name a worker process records in chunk_runs.worker: host:pid.
 func WorkerName(p *Proc) string {
-	host, _ := os.Hostname()
-	return fmt.Sprintf("%s:%d", host, p.Pid())
+	return batch.WorkerName(p.Pid())
 }
 
 // OrphanedTasks returns the IDs of the tasks of queue that a worker killed a

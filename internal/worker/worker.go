@@ -26,8 +26,8 @@ import (
 	"github.com/gridbatch/gridbatch/dlq"
 	"github.com/gridbatch/gridbatch/internal/batch"
 	"github.com/gridbatch/gridbatch/internal/breaker"
-	"github.com/gridbatch/gridbatch/internal/cli"
 	"github.com/gridbatch/gridbatch/internal/config"
+	"github.com/gridbatch/gridbatch/internal/connect"
 	"github.com/gridbatch/gridbatch/internal/health"
 	"github.com/gridbatch/gridbatch/internal/lease"
 	"github.com/gridbatch/gridbatch/internal/logging"
@@ -82,7 +82,7 @@ func Run(ctx context.Context, cfg config.Worker, stderr io.Writer, opts ...Optio
 	if cfg.GCPercent > 0 {
 		debug.SetGCPercent(cfg.GCPercent)
 	}
-	models, err := cli.Models(cfg.Common)
+	models, err := connect.Models(cfg.Common)
 	if err != nil {
 		return err
 	}
@@ -96,36 +96,28 @@ func Run(ctx context.Context, cfg config.Worker, stderr io.Writer, opts ...Optio
 	if err != nil {
 		return fmt.Errorf("GRIDBATCH_MODEL_USER: %w", err)
 	}
-	rdb, err := cli.OpenRedis(ctx, cfg.RedisURL, log)
-	if err != nil {
-		return err
-	}
-	defer rdb.Close()
-	st, err := cli.OpenStore(ctx, cfg.Common, "gridbatch-worker")
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-
-	// The model processes: started on demand, killed at their chunk's end
-	// of life, and all ended when the worker stops (after the asynq server,
-	// so in-flight chunks are killed through their contexts first).
-	procs := process.New(models, log, process.Config{Concurrency: cfg.Concurrency, User: modelUser})
-	defer procs.Close()
-
-	client := asynq.NewClientFromRedisClient(rdb)
-	insp := asynq.NewInspectorFromRedisClient(rdb)
-	broker := tasks.NewBroker(client, insp, rdb, tasks.ChunkOptions{Timeout: cfg.TaskTimeout, MaxRetry: tasks.Retries(cfg.MaxRetry),
-		KindTimeouts: tasks.KindTimeouts(models)})
-	host, _ := os.Hostname()
-	workerName := fmt.Sprintf("%s:%d", host, os.Getpid())
 	m := metrics.NewWorker(tasks.TypeChunk, tasks.TypePlan, tasks.TypeLock)
 	db := breaker.New(breaker.Config{Failures: cfg.BreakerFailures, OpenFor: cfg.BreakerOpenFor,
 		IsConnError: store.IsConnError, Log: log, OnChange: func(_, to string) { m.SetBreakerState(to) }})
-	svc := batch.New(st, broker, log, batch.Config{Worker: workerName, DB: db, Models: models, Compute: procs})
+	// The model processes: started on demand, killed at their chunk's end
+	// of life, and all ended when the worker stops (after the asynq server,
+	// so in-flight chunks are killed through their contexts first).
+	var procs *process.Runtime
+	conn, err := connect.Open(ctx, cfg.Common, connect.Options{App: "gridbatch-worker", Log: log, Models: models,
+		Chunk: tasks.ChunkOptions{Timeout: cfg.TaskTimeout, MaxRetry: tasks.Retries(cfg.MaxRetry)},
+		Batch: batch.Config{DB: db},
+		Compute: func(set *model.Set) batch.Computer {
+			procs = process.New(set, log, process.Config{Concurrency: cfg.Concurrency, User: modelUser})
+			return procs
+		}})
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	defer procs.Close()
+	st, rdb, svc, workerName := conn.Store, conn.Redis, conn.Batch, conn.Worker
 	h := tasks.NewHandlers(svc, log, tasks.WithObserver(m))
-	dq, err := dlq.New(st, rdb, client, svc, broker, log, dlq.Config{
-		Queues: []string{tasks.QueueGrid, tasks.QueueBatch}, SweepInterval: cfg.DLQSweepInterval})
+	dq, err := conn.DLQ(nil, dlq.Config{SweepInterval: cfg.DLQSweepInterval})
 	if err != nil {
 		return err
 	}
@@ -162,7 +154,7 @@ func Run(ctx context.Context, cfg config.Worker, stderr io.Writer, opts ...Optio
 		mux.Handle(typ, extra)
 	}
 
-	httpSrv, err := health.Listen(cfg.HTTPAddr, endpoints(rdb, st, liveness(cfg, wd, insp), procs.NotReady, m.Handler(), cfg.Pprof), log)
+	httpSrv, err := health.Listen(cfg.HTTPAddr, endpoints(rdb, st, liveness(cfg, wd, conn.Inspector), procs.NotReady, m.Handler(), cfg.Pprof), log)
 	if err != nil {
 		return err
 	}
@@ -210,7 +202,6 @@ func Run(ctx context.Context, cfg config.Worker, stderr io.Writer, opts ...Optio
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	_ = httpSrv.Shutdown(sctx)
-	client.Close()
 	log.Info("worker stopped")
 	return stopped
 }
@@ -228,7 +219,7 @@ func watchModels(ctx context.Context, c config.Common, loaded []model.Spec, log 
 			return
 		case <-hup:
 		}
-		models, err := cli.Models(c)
+		models, err := connect.Models(c)
 		switch {
 		case err != nil:
 			log.Error("SIGHUP: the models file does not load; the worker keeps the models it has", "error", err)

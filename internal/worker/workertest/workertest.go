@@ -17,7 +17,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hibiken/asynq"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
@@ -25,12 +24,12 @@ import (
 
 	"github.com/gridbatch/gridbatch/internal/batch"
 	"github.com/gridbatch/gridbatch/internal/config"
+	"github.com/gridbatch/gridbatch/internal/connect"
 	"github.com/gridbatch/gridbatch/internal/grid"
 	"github.com/gridbatch/gridbatch/internal/logging"
 	"github.com/gridbatch/gridbatch/internal/store"
 	"github.com/gridbatch/gridbatch/internal/testutil"
 	"github.com/gridbatch/gridbatch/internal/worker"
-	"github.com/gridbatch/gridbatch/tasks"
 )
 
 // Worker is a worker running in the test process.
@@ -188,10 +187,8 @@ func Trigger(t testing.TB, r *testutil.Redis, db *testutil.DB, b Batch) store.Ba
 	b.defaults()
 	region, err := grid.ParseRegion(b.Step, b.BBox, 0)
 	require.NoError(t, err)
-	client := asynq.NewClientFromRedisClient(r.Client)
-	insp := asynq.NewInspectorFromRedisClient(r.Client)
-	svc := batch.New(db.Store, tasks.NewBroker(client, insp, r.Client, tasks.ChunkOptions{}), logging.New(io.Discard, "text", "error"), batch.Config{})
-	bt, err := svc.Trigger(context.Background(), batch.Request{Kind: b.Kind, Region: region, ChunkSize: b.ChunkSize,
+	conn := connect.New(db.Store, r.Client, connect.Options{Log: logging.New(io.Discard, "text", "error")})
+	bt, err := conn.Batch.Trigger(context.Background(), batch.Request{Kind: b.Kind, Region: region, ChunkSize: b.ChunkSize,
 		Deadline: 10 * time.Minute, LockTTL: 20 * time.Minute, Trigger: "test"})
 	require.NoError(t, err)
 	return bt

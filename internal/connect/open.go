@@ -1,4 +1,11 @@
-package cli
+// Package connect turns the configuration into a connected process: Open
+// reaches Redis (one PING) and PostgreSQL (OpenStore), loads the model set
+// (Models), and builds asynq's client and inspector, the task broker and the
+// batch service on them, with the process's worker name (WorkerName) and its
+// dead-letter queue (Conn.DLQ); Close closes them. Every binary connects
+// through it; tests build the same objects on their own connections with
+// New. Each error is one line that names the variable to fix.
+package connect
 
 import (
 	"context"
@@ -27,28 +34,29 @@ func Models(c config.Common) (*model.Set, error) {
 	return set, nil
 }
 
-// OpenRedis connects to GRIDBATCH_REDIS_URL (any form asynq.ParseRedisURI
+// openRedis connects to GRIDBATCH_REDIS_URL (any form asynq.ParseRedisURI
 // accepts) and checks it with one PING within 5 s. It first routes
 // go-redis's own log lines, process-wide, to log at debug level
 // (logging.Redis), so that an unreachable Redis is reported once, in
-// OpenRedis's error, not also by go-redis on standard error.
-func OpenRedis(ctx context.Context, url string, log *slog.Logger) (redis.UniversalClient, error) {
+// openRedis's error, not also by go-redis on standard error. It returns
+// the URL parsed too.
+func openRedis(ctx context.Context, url string, log *slog.Logger) (redis.UniversalClient, asynq.RedisConnOpt, error) {
 	redis.SetLogger(logging.Redis(log))
 	opt, err := asynq.ParseRedisURI(url)
 	if err != nil {
-		return nil, fmt.Errorf("GRIDBATCH_REDIS_URL: %w", err)
+		return nil, nil, fmt.Errorf("GRIDBATCH_REDIS_URL: %w", err)
 	}
 	rdb, ok := opt.MakeRedisClient().(redis.UniversalClient)
 	if !ok {
-		return nil, errors.New("GRIDBATCH_REDIS_URL: unsupported Redis connection type")
+		return nil, nil, errors.New("GRIDBATCH_REDIS_URL: unsupported Redis connection type")
 	}
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	if err := rdb.Ping(pctx).Err(); err != nil {
 		rdb.Close()
-		return nil, fmt.Errorf("GRIDBATCH_REDIS_URL: cannot reach Redis at %s: %v (is it up and the URL right?)", config.Mask(url), err)
+		return nil, nil, fmt.Errorf("GRIDBATCH_REDIS_URL: cannot reach Redis at %s: %v (is it up and the URL right?)", config.Mask(url), err)
 	}
-	return rdb, nil
+	return rdb, opt, nil
 }
 
 // OpenStore opens the PostgreSQL pool with the common settings; app names
