@@ -574,18 +574,18 @@ func (s *Service) failFast(ctx context.Context, batchID string, reason string) {
 // Finish ends a batch whose chunks all have an outcome with the status
 // store.FinalStatus gives its chunks' outcomes.
 func (s *Service) Finish(ctx context.Context, batchID string) {
-	s.end(ctx, batchID, store.Final{Rest: store.ChunkCancelled})
+	s.end(ctx, batchID, store.Final{PendingChunkStatus: store.ChunkCancelled})
 }
 
 func (s *Service) fail(ctx context.Context, batchID, reason string) {
 	s.log.Error("batch failed", "batch_id", batchID, "error", reason)
-	s.end(context.WithoutCancel(ctx), batchID, store.Final{Status: store.StatusFailed, Rest: store.ChunkCancelled, Error: reason})
+	s.end(context.WithoutCancel(ctx), batchID, store.Final{Status: store.StatusFailed, PendingChunkStatus: store.ChunkCancelled, Error: reason})
 }
 
 // Cancel ends a running batch cancelled. Cancelling an unknown batch that
 // still holds a lock releases the lock.
 func (s *Service) Cancel(ctx context.Context, batchID string) (store.Batch, error) {
-	b, ended, err := s.end(ctx, batchID, store.Final{Status: store.StatusCancelled, Rest: store.ChunkCancelled, Error: "cancelled by operator"})
+	b, ended, err := s.end(ctx, batchID, store.Final{Status: store.StatusCancelled, PendingChunkStatus: store.ChunkCancelled, Error: "cancelled by operator"})
 	if errors.Is(err, store.ErrBatchNotFound) {
 		if ok, _ := s.broker.LockExists(ctx, batchID); ok {
 			return b, s.broker.ReleaseLock(ctx, batchID)
@@ -611,7 +611,7 @@ func (s *Service) Deadline(ctx context.Context, batchID string) error {
 	if err != nil || b.Ended() {
 		return err
 	}
-	_, _, err = s.end(ctx, batchID, store.Final{Status: store.StatusTimedOut, Rest: store.ChunkTimedOut,
+	_, _, err = s.end(ctx, batchID, store.Final{Status: store.StatusTimedOut, PendingChunkStatus: store.ChunkTimedOut,
 		Error: fmt.Sprintf("deadline %s reached with %d of %d chunks done", b.DeadlineAt.Format(time.RFC3339), b.DoneChunks, b.TotalChunks)})
 	return err
 }

@@ -49,7 +49,7 @@ func (s *Service) Reconcile(ctx context.Context, interval time.Duration) error {
 func (s *Service) reconcileOne(ctx context.Context, b store.Batch, now time.Time, interval time.Duration) error {
 	switch {
 	case now.After(b.LockExpiresAt):
-		_, _, err := s.end(ctx, b.ID, store.Final{Status: store.StatusTimedOut, Rest: store.ChunkTimedOut,
+		_, _, err := s.end(ctx, b.ID, store.Final{Status: store.StatusTimedOut, PendingChunkStatus: store.ChunkTimedOut,
 			Error: fmt.Sprintf("the batch lock expired at %s before the batch ended", b.LockExpiresAt.Format(time.RFC3339))})
 		return err
 	case now.After(b.DeadlineAt.Add(3 * interval)):

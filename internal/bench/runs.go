@@ -170,7 +170,7 @@ func (h *harness) fanout(ctx context.Context) (FanoutFigure, error) {
 	if n.Pending != f.Chunks {
 		return f, fmt.Errorf("fan-out: %d tasks pending, want %d", n.Pending, f.Chunks)
 	}
-	if _, _, _, err := h.st.FinishBatch(ctx, b.ID, store.Final{Status: store.StatusCancelled, Rest: store.ChunkCancelled, Error: "bench fan-out"}, batch.Gate{}.Decide(batch.AtEnd)); err != nil {
+	if _, _, _, err := h.st.FinishBatch(ctx, b.ID, store.Final{Status: store.StatusCancelled, PendingChunkStatus: store.ChunkCancelled, Error: "bench fan-out"}, batch.Gate{}.Decide(batch.AtEnd)); err != nil {
 		return f, err
 	}
 	return f, h.reset(ctx, true)

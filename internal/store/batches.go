@@ -544,16 +544,16 @@ type Final struct {
 	// Status is the batch's end status; empty means FinalStatus of its
 	// chunks' outcomes, decided in the transaction that ends it.
 	Status string
-	// Rest is the status given to chunks still pending: timed_out or cancelled
-	// (or failed when the batch fails at once).
-	Rest         string
-	Error        string
-	DBConnErrors int64
+	// PendingChunkStatus is the status the batch's chunks still pending
+	// get: ChunkTimedOut, ChunkCancelled or ChunkFailed.
+	PendingChunkStatus string
+	Error              string
+	DBConnErrors       int64
 }
 
-// FinishBatch ends a running batch: remaining pending chunks get f.Rest, and
-// the row gets its status and figures; then decide, in the same
-// transaction, publishes it or not (see Ending). It returns the ended batch,
+// FinishBatch ends a running batch: remaining pending chunks get
+// f.PendingChunkStatus, and the row gets its status and figures; then
+// decide, in the same transaction, publishes it or not (see Ending). It returns the ended batch,
 // the chunks that were still pending (their tasks are to be removed from
 // the queue), and ended=false when the batch had already ended (someone
 // else finished it).
@@ -567,7 +567,7 @@ func (s *Store) FinishBatch(ctx context.Context, id string, f Final, decide Deci
 			return nil
 		}
 		ended = true
-		moved, err := moveChunks(ctx, tx, `status = $2, finished_at = now()`, `c.status = 'pending'`, id, f.Rest)
+		moved, err := moveChunks(ctx, tx, `status = $2, finished_at = now()`, `c.status = 'pending'`, id, f.PendingChunkStatus)
 		if err != nil {
 			return err
 		}

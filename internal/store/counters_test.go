@@ -132,7 +132,7 @@ func TestCountersFollowEveryChunkTransition(t *testing.T) {
 	require.True(t, tr.AllDone())
 	require.Equal(t, counters{Done: 4, Completed: 2, Failed: 2, CompletedCells: 6, FailedCells: 4}, requireCounted(t, db, b.ID))
 
-	ended, rest, ok, err := st.FinishBatch(ctx, b.ID, store.Final{Rest: store.ChunkCancelled}, batch.Gate{Models: testutil.NoChecks()}.Decide(batch.AtEnd))
+	ended, rest, ok, err := st.FinishBatch(ctx, b.ID, store.Final{PendingChunkStatus: store.ChunkCancelled}, batch.Gate{Models: testutil.NoChecks()}.Decide(batch.AtEnd))
 	require.NoError(t, err)
 	require.True(t, ok)
 	require.Empty(t, rest)
@@ -168,11 +168,11 @@ func TestFinishBatchCountsTheRest(t *testing.T) {
 		final store.Final
 		want  counters
 	}{
-		{store.Final{Status: store.StatusTimedOut, Rest: store.ChunkTimedOut},
+		{store.Final{Status: store.StatusTimedOut, PendingChunkStatus: store.ChunkTimedOut},
 			counters{Done: 4, Failed: 1, TimedOut: 3, FailedCells: 3, TimedOutCells: 7}},
-		{store.Final{Status: store.StatusCancelled, Rest: store.ChunkCancelled},
+		{store.Final{Status: store.StatusCancelled, PendingChunkStatus: store.ChunkCancelled},
 			counters{Done: 4, Failed: 1, Cancelled: 3, FailedCells: 3}},
-		{store.Final{Status: store.StatusFailed, Rest: store.ChunkFailed},
+		{store.Final{Status: store.StatusFailed, PendingChunkStatus: store.ChunkFailed},
 			counters{Done: 4, Failed: 4, FailedCells: 10}},
 	} {
 		t.Run(tc.final.Status, func(t *testing.T) {
