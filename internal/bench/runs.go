@@ -251,7 +251,7 @@ func (h *harness) lowerBound(ctx context.Context, step float64, profile bool) (R
 				}
 				c := pending[i]
 				err := svc.RunChunk(ctx, batch.Chunk{BatchID: b.ID, TaskID: batch.ChunkTaskID(b.ID, c), Kind: b.Kind,
-					Chunk: c, Step: b.Step, BBox: b.BBox, ChunkSize: b.ChunkSize})
+					Index: c, Step: b.Step, BBox: b.BBox, ChunkSize: b.ChunkSize})
 				if err != nil {
 					mu.Lock()
 					firstErr = cmpErr(firstErr, fmt.Errorf("lower bound chunk %d: %w", c, err))
