@@ -123,7 +123,7 @@ func (h *Handlers) ProcessLock(ctx context.Context, t *asynq.Task) error {
 		return err
 	}
 	id, _, _ := taskMeta(ctx)
-	return h.svc.Deadline(ctx, id)
+	return h.svc.EndTimedOut(ctx, id)
 }
 
 // HandleError is the server's asynq.ErrorHandler. It logs every failure

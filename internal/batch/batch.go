@@ -245,7 +245,7 @@ func (s *Service) Plan(ctx context.Context, batchID string) error {
 	if time.Now().After(b.DeadlineAt) {
 		// Planned only after its deadline (no worker ran until then): it
 		// ends timed_out, as its lock task would, rather than run late.
-		return s.Deadline(ctx, batchID)
+		return s.EndTimedOut(ctx, batchID)
 	}
 	if _, err := s.cfg.Models.Spec(b.Kind); err != nil {
 		s.failUnknownModel(ctx, b.ID, "plan", err)
@@ -602,9 +602,9 @@ func (s *Service) Cancel(ctx context.Context, batchID string) (store.Batch, erro
 	return b, err
 }
 
-// Deadline ends a batch that reached its deadline timed_out; the lock task
+// EndTimedOut ends a batch that reached its deadline timed_out; the lock task
 // calls it.
-func (s *Service) Deadline(ctx context.Context, batchID string) error {
+func (s *Service) EndTimedOut(ctx context.Context, batchID string) error {
 	b, err := s.store.GetBatch(ctx, batchID)
 	if errors.Is(err, store.ErrBatchNotFound) {
 		s.log.Warn("lock task of an unrecorded batch released", "batch_id", batchID)

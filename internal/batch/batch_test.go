@@ -364,13 +364,13 @@ func TestCancel(t *testing.T) {
 	})
 }
 
-func TestDeadline(t *testing.T) {
+func TestEndTimedOut(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, batch.Config{})
 	b := f.trigger(grid.KindPH)
 	f.succeed(b, 0)
 	f.deadLetter(b, 1)
-	require.NoError(t, f.svc.Deadline(f.ctx, b.ID))
+	require.NoError(t, f.svc.EndTimedOut(f.ctx, b.ID))
 	got := f.batch(b.ID)
 	require.Equal(t, store.StatusTimedOut, got.Status)
 	require.Contains(t, *got.Error, "reached with 2 of 4 chunks done")
@@ -383,12 +383,12 @@ func TestDeadline(t *testing.T) {
 
 	t.Run("an ended batch keeps its status", func(t *testing.T) {
 		ok := f.succeeded(grid.KindHazard)
-		require.NoError(t, f.svc.Deadline(f.ctx, ok.ID))
+		require.NoError(t, f.svc.EndTimedOut(f.ctx, ok.ID))
 		require.Equal(t, store.StatusSucceeded, f.batch(ok.ID).Status)
 		f.finishedOnce(ok.ID)
 	})
 	t.Run("an unrecorded batch is nothing to end", func(t *testing.T) {
-		require.NoError(t, f.svc.Deadline(f.ctx, "ph-unknown"))
+		require.NoError(t, f.svc.EndTimedOut(f.ctx, "ph-unknown"))
 	})
 }
 
@@ -407,7 +407,7 @@ func TestEndedBatchRefusesTransitions(t *testing.T) {
 	f.deadLetter(b, 2)
 	require.NoError(t, f.svc.Plan(f.ctx, b.ID))
 	f.svc.Finish(f.ctx, b.ID)
-	require.NoError(t, f.svc.Deadline(f.ctx, b.ID))
+	require.NoError(t, f.svc.EndTimedOut(f.ctx, b.ID))
 
 	after := f.batch(b.ID)
 	require.Equal(t, before, after)

@@ -54,7 +54,7 @@ func (s *Service) reconcileOne(ctx context.Context, b store.Batch, now time.Time
 		return err
 	case now.After(b.DeadlineAt.Add(3 * interval)):
 		if ok, err := s.broker.LockExists(ctx, b.ID); err == nil && !ok {
-			return s.Deadline(ctx, b.ID)
+			return s.EndTimedOut(ctx, b.ID)
 		}
 	}
 	if b.PlannedChunks < b.TotalChunks && now.Sub(b.StartedAt) > interval {
