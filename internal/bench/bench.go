@@ -32,6 +32,7 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/gridbatch/gridbatch/internal/cli"
@@ -231,8 +232,13 @@ func (c *Config) fill() error {
 
 // harness is one Run's open connections.
 type harness struct {
-	cfg    Config
-	st     *store.Store
+	cfg Config
+	st  *store.Store
+	// db is the bench's own pool on Config.DatabaseURL, for its own raw
+	// SQL: the server's statistics and settings, CHECKPOINT and VACUUM, the
+	// comparison's schemas (the baseline's are an older build's). This
+	// build's tables it reads through st.
+	db     *pgxpool.Pool
 	rdb    redis.UniversalClient
 	client *asynq.Client
 	insp   *asynq.Inspector
@@ -292,6 +298,11 @@ func Run(ctx context.Context, cfg Config) (Table, error) {
 			return t, err
 		}
 	}
+
+	if h.db, err = openPool(ctx, cfg.DatabaseURL); err != nil {
+		return t, err
+	}
+	defer h.db.Close()
 
 	started := time.Now()
 	if t.Machine, err = h.machine(ctx); err != nil {
@@ -487,6 +498,29 @@ func Run(ctx context.Context, cfg Config) (Table, error) {
 	}
 	t.Elapsed = time.Since(started)
 	return t, nil
+}
+
+// openPool opens the bench's own pool on url, under the bench's
+// application_name (which the CPU figures count as the run's own sessions).
+func openPool(ctx context.Context, url string) (*pgxpool.Pool, error) {
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, fmt.Errorf("bench: database URL: %w", err)
+	}
+	cfg.ConnConfig.RuntimeParams["application_name"] = "gridbatch-bench"
+	// The bounds store.Open sets, which this SQL ran under when it went
+	// through the store's pool.
+	cfg.ConnConfig.RuntimeParams["statement_timeout"] = "60000"
+	cfg.ConnConfig.RuntimeParams["lock_timeout"] = "60000"
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("bench: open PostgreSQL pool: %w", err)
+	}
+	if err := pool.Ping(ctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("bench: PostgreSQL: %w", err)
+	}
+	return pool, nil
 }
 
 func containsStep(steps []float64, s float64) bool {

@@ -114,8 +114,15 @@ func TestCountersFollowEveryChunkTransition(t *testing.T) {
 		return rq
 	}
 
+	last, err := st.LastChunkFinishedAt(ctx, b.ID)
+	require.NoError(t, err)
+	require.Nil(t, last, "no chunk finished yet")
 	require.True(t, succeed(0, false).Changed)
 	require.Equal(t, counters{Done: 1, Completed: 1, CompletedCells: 3}, requireCounted(t, db, b.ID))
+	last, err = st.LastChunkFinishedAt(ctx, b.ID)
+	require.NoError(t, err)
+	require.NotNil(t, last, "chunk 0 finished")
+	require.WithinDuration(t, time.Now(), *last, time.Minute)
 
 	require.True(t, fail(1).Changed)
 	require.True(t, fail(2).Changed)
@@ -155,6 +162,15 @@ func TestCountersFollowEveryChunkTransition(t *testing.T) {
 	require.Nil(t, healed.Error)
 	require.InDelta(t, 1.0, *healed.SuccessRate, 1e-12)
 	require.Equal(t, counters{Done: 4, Completed: 4, CompletedCells: 10}, requireCounted(t, db, b.ID))
+
+	retained, most, err := st.RetainedBatches(ctx, grid.KindPH)
+	require.NoError(t, err)
+	require.Equal(t, 1, retained, "the batch holds its rows")
+	require.Equal(t, b.TotalCells, most)
+	retained, most, err = st.RetainedBatches(ctx, grid.KindHazard)
+	require.NoError(t, err)
+	require.Zero(t, retained)
+	require.Zero(t, most)
 }
 
 // TestFinishBatchCountsTheRest ends batches early and checks that the chunks

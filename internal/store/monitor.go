@@ -218,3 +218,24 @@ func (s *Store) HeldBatches(ctx context.Context) (map[string]int64, error) {
 	})
 	return out, err
 }
+
+// LastChunkFinishedAt returns when the last of a batch's chunks to finish
+// finished (the latest finished_at in chunk_runs), or nil when none has.
+func (s *Store) LastChunkFinishedAt(ctx context.Context, batchID string) (*time.Time, error) {
+	var last *time.Time
+	err := s.Pool.QueryRow(ctx, `SELECT max(finished_at) FROM chunk_runs WHERE batch_id = $1`, batchID).Scan(&last)
+	return last, err
+}
+
+// RetainedBatches returns how many batches of kind still hold their rows
+// (a results table whose rows are not dropped), and the most cells any
+// batch of kind covered (0 when there is none).
+func (s *Store) RetainedBatches(ctx context.Context, kind string) (batches int, maxCells int64, err error) {
+	var most *int64
+	err = s.Pool.QueryRow(ctx, `SELECT count(*) FILTER (WHERE rows_dropped_at IS NULL AND results_table IS NOT NULL), max(total_cells)
+		FROM batch_runs WHERE kind = $1`, kind).Scan(&batches, &most)
+	if most != nil {
+		maxCells = *most
+	}
+	return batches, maxCells, err
+}
