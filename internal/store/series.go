@@ -42,7 +42,7 @@ func ResultsTable(kind string) (string, error) {
 // TableExists reports whether the current schema has the table.
 func (s *Store) TableExists(ctx context.Context, table string) (bool, error) {
 	var exists bool
-	err := s.Pool.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, table).Scan(&exists)
+	err := s.pool.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, table).Scan(&exists)
 	return exists, err
 }
 
@@ -57,7 +57,7 @@ func (s *Store) EnsureResultsTables(ctx context.Context, kinds []string) (create
 		if err != nil {
 			return created, err
 		}
-		err = pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
+		err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 			if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtext('gridbatch_results_layout'))`); err != nil {
 				return err
 			}
@@ -103,7 +103,7 @@ func (s *Store) readSeries(ctx context.Context, what, query string, step float64
 	ss := StoredSeries{Step: step, GridID: gridID, Scenario: scenario}
 	var row []byte
 	var l SeriesLayout
-	err := s.Pool.QueryRow(ctx, query, step, gridID, scenario).
+	err := s.pool.QueryRow(ctx, query, step, gridID, scenario).
 		Scan(append([]any{&row, &ss.BatchID, &ss.ComputedAt}, l.scan()...)...)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return StoredSeries{}, fmt.Errorf("%s: %w", cell, ErrNoSeries)
@@ -139,7 +139,7 @@ func (s *Store) ReadViewSeries(ctx context.Context, kind string, step float64, g
 	if _, err := ResultsTable(kind); err != nil {
 		return nil, "", err
 	}
-	err = s.Pool.QueryRow(ctx, viewSeriesQuery(kind), step, gridID, scenario).Scan(&series, &batchID)
+	err = s.pool.QueryRow(ctx, viewSeriesQuery(kind), step, gridID, scenario).Scan(&series, &batchID)
 	if errors.Is(err, pgx.ErrNoRows) {
 		err = ErrNoSeries
 	}
@@ -158,7 +158,7 @@ func (s *Store) ExplainViewSeries(ctx context.Context, kind string, step float64
 	if _, err := ResultsTable(kind); err != nil {
 		return nil, err
 	}
-	rows, err := s.Pool.Query(ctx, `EXPLAIN (ANALYZE, COSTS OFF) SELECT first_year, series, batch_id, computed_at FROM `+
+	rows, err := s.pool.Query(ctx, `EXPLAIN (ANALYZE, COSTS OFF) SELECT first_year, series, batch_id, computed_at FROM `+
 		ident(kind+"_timeseries")+` WHERE step = $1 AND grid_id = $2 AND scenario = $3`, step, gridID, scenario)
 	if err != nil {
 		return nil, err
