@@ -4,7 +4,14 @@
 // the in-process lower bound of a batch's work, the same batch through the
 // real binaries (enqueuer run and worker processes), how that scales with the
 // grid, and the workers' peak memory and task start latency. Table renders
-// them with the machine they were taken on. tests/bench drives it.
+// them with the machine they were taken on. TestBench (bench_test.go, build
+// tag bench), which `make bench` runs, drives it and writes BENCHMARKS.md.
+//
+// It is a tool beside the product, not part of it (as river keeps its bench
+// under cmd/river/riverbench): nothing in the product imports it. It reads
+// this build's tables through store methods; its own raw SQL is the
+// server's statistics and maintenance and the comparison's schemas, one of
+// them an older build's.
 //
 // With a models file it also measures figure 8: a model run as processes
 // (ph_py, the reference ph in numpy) against the Go kind, paired with the
