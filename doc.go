@@ -14,7 +14,7 @@
 // LockHolder, ReleaseLock). The lock is an asynq task unique per kind,
 // processed at the batch's deadline and held for the lock TTL; the same task
 // is the deadline timer (tasks/handlers.go ProcessLock calls
-// batch.Service.Deadline). batch.Service.Trigger (internal/batch/batch.go)
+// batch.Service.EndTimedOut). batch.Service.Trigger (internal/batch/batch.go)
 // takes it and refuses a second batch with a *batch.RefusedError; ending a
 // batch releases it (Service.end).
 //
@@ -42,7 +42,7 @@
 // internal/store/counters.go, store.FinalStatus, for the end
 // (store.FinishBatch) and for the healing after a requeue
 // (store.HealEndedBatch) alike. Also: the other ends are given in
-// internal/batch/batch.go: timed_out at the deadline (Service.Deadline),
+// internal/batch/batch.go: timed_out at the deadline (Service.EndTimedOut),
 // cancelled by an operator (Service.Cancel), failed at once by fail and
 // failFast (an unknown model kind, a database without the schema, the first
 // FailFastAfter chunks all failing the same way); held is the quality gate's

@@ -314,7 +314,7 @@ func TestRequeuedChunkHealsEndedBatch(t *testing.T) {
 	_, err = f.dq.Sweep(ctx)
 	require.NoError(t, err)
 	chunk := func(i, requeue int) batch.Chunk {
-		return batch.Chunk{BatchID: b.ID, TaskID: batch.ChunkTaskID(b.ID, i), Kind: b.Kind, Chunk: i, Step: b.Step,
+		return batch.Chunk{BatchID: b.ID, TaskID: batch.ChunkTaskID(b.ID, i), Kind: b.Kind, Index: i, Step: b.Step,
 			BBox: b.BBox, ChunkSize: b.ChunkSize, Requeue: requeue}
 	}
 	for _, i := range []int{0, 2, 3} {

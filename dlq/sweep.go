@@ -151,7 +151,7 @@ func (s *Service) recordPage(ctx context.Context, q string, tasks []archivedTask
 		if !sub.IsChunk || !open[sub.ref()] {
 			continue
 		}
-		c := batch.Chunk{BatchID: sub.BatchID, TaskID: t.msg.ID, Chunk: sub.Chunk, Lo: sub.Lo, Hi: sub.Hi,
+		c := batch.Chunk{BatchID: sub.BatchID, TaskID: t.msg.ID, Index: sub.Chunk, Lo: sub.Lo, Hi: sub.Hi,
 			Retried: t.msg.Retried, Requeue: sub.Generation}
 		if err := s.svc.ChunkDeadLettered(ctx, c, letters[i].LastError); err != nil && !errors.Is(err, store.ErrBatchNotFound) {
 			return fmt.Errorf("record chunk %d of %s dead-lettered: %w", sub.Chunk, sub.BatchID, err)

@@ -123,7 +123,7 @@ func (h *Handlers) ProcessLock(ctx context.Context, t *asynq.Task) error {
 		return err
 	}
 	id, _, _ := taskMeta(ctx)
-	return h.svc.Deadline(ctx, id)
+	return h.svc.EndTimedOut(ctx, id)
 }
 
 // HandleError is the server's asynq.ErrorHandler. It logs every failure
@@ -183,7 +183,7 @@ func (h *Handlers) HandleError(ctx context.Context, t *asynq.Task, err error) {
 		h.log.Error("record dead letter failed; the archive sweep will record it", append(attrs, "record_error", rerr.Error())...)
 	}
 	if t.Type() == TypeChunk && batchID != "" {
-		c := batch.Chunk{BatchID: batchID, TaskID: id, Chunk: chunk, Retried: retried}
+		c := batch.Chunk{BatchID: batchID, TaskID: id, Index: chunk, Retried: retried}
 		if perr == nil {
 			c = p.chunk(id, retried)
 		}

@@ -98,7 +98,7 @@ func (p ChunkPayload) bbox() grid.BBox {
 
 // Chunk converts the payload to the orchestration's chunk.
 func (p ChunkPayload) chunk(taskID string, retried int) batch.Chunk {
-	return batch.Chunk{BatchID: p.BatchID, TaskID: taskID, Kind: p.Kind, Chunk: p.Chunk, Step: p.Step,
+	return batch.Chunk{BatchID: p.BatchID, TaskID: taskID, Kind: p.Kind, Index: p.Chunk, Step: p.Step,
 		BBox: p.bbox(), ChunkSize: p.ChunkSize, Lo: p.Lo, Hi: p.Hi, Retried: retried, Requeue: p.Requeue}
 }
 

@@ -126,7 +126,7 @@ func registered(t *testing.T) map[string]bool {
 	_, err = db.Store.InsertBatch(ctx, store.NewBatch{ID: "ph-test", Kind: "ph", Region: region, ChunkSize: 20, StartedAt: now,
 		DeadlineAt: now.Add(time.Hour), LockExpiresAt: now.Add(2 * time.Hour), Trigger: "test", Layout: store.LayoutOf(model.BuiltinSpec(grid.KindPH))})
 	require.NoError(t, err)
-	_, _, _, err = db.Store.FinishBatch(ctx, "ph-test", store.Final{Status: store.StatusCancelled, Rest: store.ChunkCancelled}, batch.Gate{}.Decide(batch.AtEnd))
+	_, _, _, err = db.Store.FinishBatch(ctx, "ph-test", store.Final{Status: store.StatusCancelled, PendingChunkStatus: store.ChunkCancelled}, batch.Gate{}.Decide(batch.AtEnd))
 	require.NoError(t, err)
 	m, err := monitor.New(monitor.Config{Store: db.Store, Redis: r.Client, RedisConnOpt: r.ClientOpt(), InsecureNoAuth: true})
 	require.NoError(t, err)

@@ -252,7 +252,7 @@ func (s *Service) Plan(ctx context.Context, batchID string) error {
 	if time.Now().After(b.DeadlineAt) {
 		// Planned only after its deadline (no worker ran until then): it
 		// ends timed_out, as its lock task would, rather than run late.
-		return s.Deadline(ctx, batchID)
+		return s.EndTimedOut(ctx, batchID)
 	}
 	if _, err := s.cfg.Models.Spec(b.Kind); err != nil {
 		s.failUnknownModel(ctx, b.ID, "plan", err)
@@ -291,10 +291,12 @@ func (s *Service) planChunks(ctx context.Context, b store.Batch) error {
 
 // Chunk is one chunk task's work.
 type Chunk struct {
-	BatchID   string
-	TaskID    string
-	Kind      string
-	Chunk     int
+	BatchID string
+	TaskID  string
+	Kind    string
+	// Index is the chunk's number in its batch, 0 to TotalChunks-1
+	// (store.Piece.Chunk, the payload's "chunk").
+	Index     int
 	Step      float64
 	BBox      grid.BBox
 	ChunkSize int
@@ -317,7 +319,7 @@ var ErrBadChunk = errors.New("bad chunk")
 var ErrPermanent = errors.New("permanent failure")
 
 // Piece is the part of its chunk the task runs.
-func (c Chunk) Piece() store.Piece { return store.Piece{Chunk: c.Chunk, Lo: c.Lo, Hi: c.Hi} }
+func (c Chunk) Piece() store.Piece { return store.Piece{Chunk: c.Index, Lo: c.Lo, Hi: c.Hi} }
 
 // Cells returns the grid IDs of the cells the task runs, in order, and the
 // lattice they are on; an error wrapping ErrBadChunk when the chunk or its
@@ -334,16 +336,16 @@ func (c Chunk) Cells() ([]int64, grid.Lattice, error) {
 	if err != nil {
 		return nil, lat, fmt.Errorf("%w: %w", ErrBadChunk, err)
 	}
-	if c.ChunkSize < 1 || c.Chunk < 0 || c.Chunk >= region.NumChunks(c.ChunkSize) {
+	if c.ChunkSize < 1 || c.Index < 0 || c.Index >= region.NumChunks(c.ChunkSize) {
 		return nil, lat, fmt.Errorf("%w: chunk %d of size %d is outside the %d cells of the region",
-			ErrBadChunk, c.Chunk, c.ChunkSize, region.NumCells())
+			ErrBadChunk, c.Index, c.ChunkSize, region.NumCells())
 	}
-	ids := region.ChunkIDs(c.Chunk, c.ChunkSize)
+	ids := region.ChunkIDs(c.Index, c.ChunkSize)
 	if c.Hi == 0 && c.Lo == 0 {
 		return ids, lat, nil
 	}
 	if c.Lo < 0 || c.Hi <= c.Lo || c.Hi > len(ids) {
-		return nil, lat, fmt.Errorf("%w: cells %d-%d are outside the %d cells of chunk %d", ErrBadChunk, c.Lo, c.Hi, len(ids), c.Chunk)
+		return nil, lat, fmt.Errorf("%w: cells %d-%d are outside the %d cells of chunk %d", ErrBadChunk, c.Lo, c.Hi, len(ids), c.Index)
 	}
 	return ids[c.Lo:c.Hi], lat, nil
 }
@@ -366,7 +368,7 @@ func (s *Service) RunChunk(ctx context.Context, c Chunk) error {
 	}
 	spec, err := s.cfg.Models.Spec(c.Kind)
 	if err != nil {
-		s.failUnknownModel(ctx, c.BatchID, fmt.Sprintf("chunk %d", c.Chunk), err)
+		s.failUnknownModel(ctx, c.BatchID, fmt.Sprintf("chunk %d", c.Index), err)
 		return nil
 	}
 	ids, _, err := c.Cells()
@@ -404,7 +406,7 @@ func (s *Service) RunChunk(ctx context.Context, c Chunk) error {
 	var t store.Transition
 	err = s.guard(func() (err error) {
 		t, err = s.store.WriteChunk(ctx, c.Kind, c.Step, spec.FirstYear, series, store.ChunkOutcome{
-			BatchID: c.BatchID, Chunk: c.Chunk, Lo: c.Lo, Hi: c.Hi, Attempts: c.Retried + 1, TaskSeconds: time.Since(start).Seconds(),
+			BatchID: c.BatchID, Chunk: c.Index, Lo: c.Lo, Hi: c.Hi, Attempts: c.Retried + 1, TaskSeconds: time.Since(start).Seconds(),
 			Worker: s.cfg.Worker, RSSBytes: PeakRSS(), ModelPID: proc.PID, Checks: checks,
 		}, c.Requeue > 0)
 		return err
@@ -417,7 +419,7 @@ func (s *Service) RunChunk(ctx context.Context, c Chunk) error {
 		return s.healEnded(context.WithoutCancel(ctx), c)
 	}
 	if !t.BatchRunning {
-		s.log.Info("batch already ended; chunk result discarded", "batch_id", c.BatchID, "chunk", c.Chunk, "task_id", c.TaskID)
+		s.log.Info("batch already ended; chunk result discarded", "batch_id", c.BatchID, "chunk", c.Index, "task_id", c.TaskID)
 		metrics.Skipped(ctx)
 		return nil
 	}
@@ -465,8 +467,8 @@ func checkChunk(g store.BatchGrid, c Chunk) error {
 		return fmt.Errorf("chunk task of bbox %s for a batch of bbox %s", c.BBox, g.BBox)
 	case c.ChunkSize != g.ChunkSize:
 		return fmt.Errorf("chunk task of chunk size %d for a batch of chunk size %d", c.ChunkSize, g.ChunkSize)
-	case c.Chunk < 0 || c.Chunk >= g.TotalChunks:
-		return fmt.Errorf("chunk %d is not one of the batch's %d chunks", c.Chunk, g.TotalChunks)
+	case c.Index < 0 || c.Index >= g.TotalChunks:
+		return fmt.Errorf("chunk %d is not one of the batch's %d chunks", c.Index, g.TotalChunks)
 	}
 	return nil
 }
@@ -528,7 +530,7 @@ func (s *Service) dbError(ctx context.Context, c Chunk, what string, err error) 
 	switch {
 	case errors.Is(err, breaker.ErrOpen):
 	case store.IsSchemaError(err) && !isInputError(err):
-		s.fail(ctx, c.BatchID, fmt.Sprintf("chunk %d: %s: %v (run 'enqueuer migrate')", c.Chunk, what, err))
+		s.fail(ctx, c.BatchID, fmt.Sprintf("chunk %d: %s: %v (run 'enqueuer migrate')", c.Index, what, err))
 		return nil
 	case store.IsConnError(err):
 		metrics.DBError(ctx)
@@ -548,7 +550,7 @@ func isInputError(err error) bool {
 // early when every chunk so far has failed the same way.
 func (s *Service) ChunkDeadLettered(ctx context.Context, c Chunk, reason string) error {
 	t, err := s.store.MarkChunkFailed(ctx, store.ChunkOutcome{
-		BatchID: c.BatchID, Chunk: c.Chunk, Lo: c.Lo, Hi: c.Hi, Attempts: c.Retried + 1, Worker: s.cfg.Worker, Error: reason,
+		BatchID: c.BatchID, Chunk: c.Index, Lo: c.Lo, Hi: c.Hi, Attempts: c.Retried + 1, Worker: s.cfg.Worker, Error: reason,
 	})
 	if err != nil {
 		return err
@@ -581,18 +583,18 @@ func (s *Service) failFast(ctx context.Context, batchID string, reason string) {
 // Finish ends a batch whose chunks all have an outcome with the status
 // store.FinalStatus gives its chunks' outcomes.
 func (s *Service) Finish(ctx context.Context, batchID string) {
-	s.end(ctx, batchID, store.Final{Rest: store.ChunkCancelled})
+	s.end(ctx, batchID, store.Final{PendingChunkStatus: store.ChunkCancelled})
 }
 
 func (s *Service) fail(ctx context.Context, batchID, reason string) {
 	s.log.Error("batch failed", "batch_id", batchID, "error", reason)
-	s.end(context.WithoutCancel(ctx), batchID, store.Final{Status: store.StatusFailed, Rest: store.ChunkCancelled, Error: reason})
+	s.end(context.WithoutCancel(ctx), batchID, store.Final{Status: store.StatusFailed, PendingChunkStatus: store.ChunkCancelled, Error: reason})
 }
 
 // Cancel ends a running batch cancelled. Cancelling an unknown batch that
 // still holds a lock releases the lock.
 func (s *Service) Cancel(ctx context.Context, batchID string) (store.Batch, error) {
-	b, ended, err := s.end(ctx, batchID, store.Final{Status: store.StatusCancelled, Rest: store.ChunkCancelled, Error: "cancelled by operator"})
+	b, ended, err := s.end(ctx, batchID, store.Final{Status: store.StatusCancelled, PendingChunkStatus: store.ChunkCancelled, Error: "cancelled by operator"})
 	if errors.Is(err, store.ErrBatchNotFound) {
 		if ok, _ := s.broker.LockExists(ctx, batchID); ok {
 			return b, s.broker.ReleaseLock(ctx, batchID)
@@ -607,9 +609,9 @@ func (s *Service) Cancel(ctx context.Context, batchID string) (store.Batch, erro
 	return b, err
 }
 
-// Deadline ends a batch that reached its deadline timed_out; the lock task
+// EndTimedOut ends a batch that reached its deadline timed_out; the lock task
 // calls it.
-func (s *Service) Deadline(ctx context.Context, batchID string) error {
+func (s *Service) EndTimedOut(ctx context.Context, batchID string) error {
 	b, err := s.store.GetBatch(ctx, batchID)
 	if errors.Is(err, store.ErrBatchNotFound) {
 		s.log.Warn("lock task of an unrecorded batch released", "batch_id", batchID)
@@ -618,7 +620,7 @@ func (s *Service) Deadline(ctx context.Context, batchID string) error {
 	if err != nil || b.Ended() {
 		return err
 	}
-	_, _, err = s.end(ctx, batchID, store.Final{Status: store.StatusTimedOut, Rest: store.ChunkTimedOut,
+	_, _, err = s.end(ctx, batchID, store.Final{Status: store.StatusTimedOut, PendingChunkStatus: store.ChunkTimedOut,
 		Error: fmt.Sprintf("deadline %s reached with %d of %d chunks done", b.DeadlineAt.Format(time.RFC3339), b.DoneChunks, b.TotalChunks)})
 	return err
 }

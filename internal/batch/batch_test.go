@@ -95,7 +95,7 @@ func (f *fixture) batch(id string) store.Batch {
 }
 
 func chunkOf(b store.Batch, i int) batch.Chunk {
-	return batch.Chunk{BatchID: b.ID, TaskID: batch.ChunkTaskID(b.ID, i), Kind: b.Kind, Chunk: i, Step: b.Step,
+	return batch.Chunk{BatchID: b.ID, TaskID: batch.ChunkTaskID(b.ID, i), Kind: b.Kind, Index: i, Step: b.Step,
 		BBox: b.BBox, ChunkSize: b.ChunkSize}
 }
 
@@ -364,13 +364,13 @@ func TestCancel(t *testing.T) {
 	})
 }
 
-func TestDeadline(t *testing.T) {
+func TestEndTimedOut(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, batch.Config{})
 	b := f.trigger(grid.KindPH)
 	f.succeed(b, 0)
 	f.deadLetter(b, 1)
-	require.NoError(t, f.svc.Deadline(f.ctx, b.ID))
+	require.NoError(t, f.svc.EndTimedOut(f.ctx, b.ID))
 	got := f.batch(b.ID)
 	require.Equal(t, store.StatusTimedOut, got.Status)
 	require.Contains(t, *got.Error, "reached with 2 of 4 chunks done")
@@ -383,12 +383,12 @@ func TestDeadline(t *testing.T) {
 
 	t.Run("an ended batch keeps its status", func(t *testing.T) {
 		ok := f.succeeded(grid.KindHazard)
-		require.NoError(t, f.svc.Deadline(f.ctx, ok.ID))
+		require.NoError(t, f.svc.EndTimedOut(f.ctx, ok.ID))
 		require.Equal(t, store.StatusSucceeded, f.batch(ok.ID).Status)
 		f.finishedOnce(ok.ID)
 	})
 	t.Run("an unrecorded batch is nothing to end", func(t *testing.T) {
-		require.NoError(t, f.svc.Deadline(f.ctx, "ph-unknown"))
+		require.NoError(t, f.svc.EndTimedOut(f.ctx, "ph-unknown"))
 	})
 }
 
@@ -407,7 +407,7 @@ func TestEndedBatchRefusesTransitions(t *testing.T) {
 	f.deadLetter(b, 2)
 	require.NoError(t, f.svc.Plan(f.ctx, b.ID))
 	f.svc.Finish(f.ctx, b.ID)
-	require.NoError(t, f.svc.Deadline(f.ctx, b.ID))
+	require.NoError(t, f.svc.EndTimedOut(f.ctx, b.ID))
 
 	after := f.batch(b.ID)
 	require.Equal(t, before, after)
@@ -673,8 +673,8 @@ func TestChunkNotOfItsBatchIsDeadLettered(t *testing.T) {
 		edit func(*batch.Chunk)
 		want string
 	}{
-		{"chunk past the end", func(c *batch.Chunk) { c.Chunk = chunks }, "chunk 4 is not one of the batch's 4 chunks"},
-		{"negative chunk", func(c *batch.Chunk) { c.Chunk = -1 }, "chunk -1 is not one of the batch's 4 chunks"},
+		{"chunk past the end", func(c *batch.Chunk) { c.Index = chunks }, "chunk 4 is not one of the batch's 4 chunks"},
+		{"negative chunk", func(c *batch.Chunk) { c.Index = -1 }, "chunk -1 is not one of the batch's 4 chunks"},
 		{"huge chunk size", func(c *batch.Chunk) { c.ChunkSize = 1 << 40 }, "chunk task of chunk size 1099511627776 for a batch of chunk size 50"},
 		{"finer step", func(c *batch.Chunk) { c.Step = 1e-7 }, "chunk task of step 1e-07 for a batch of step 0.5"},
 		{"other bbox", func(c *batch.Chunk) { c.BBox = world }, "chunk task of bbox -180,-90,180,90 for a batch of bbox 124,33,132,39"},

@@ -21,7 +21,7 @@ func (s *Service) healEnded(ctx context.Context, c Chunk) error {
 		// The chunk's rows and outcome are committed; a retry re-runs it and heals.
 		return s.dbError(ctx, c, "heal the ended batch", err)
 	}
-	attrs := append(Attrs(b), "chunk", c.Chunk, "task_id", c.TaskID, "requeue", c.Requeue, "status_before", before)
+	attrs := append(Attrs(b), "chunk", c.Index, "task_id", c.TaskID, "requeue", c.Requeue, "status_before", before)
 	if b.Status != before {
 		s.log.Info("requeued chunk succeeded; batch healed", attrs...)
 	} else {

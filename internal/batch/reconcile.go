@@ -49,12 +49,12 @@ func (s *Service) Reconcile(ctx context.Context, interval time.Duration) error {
 func (s *Service) reconcileOne(ctx context.Context, b store.Batch, now time.Time, interval time.Duration) error {
 	switch {
 	case now.After(b.LockExpiresAt):
-		_, _, err := s.end(ctx, b.ID, store.Final{Status: store.StatusTimedOut, Rest: store.ChunkTimedOut,
+		_, _, err := s.end(ctx, b.ID, store.Final{Status: store.StatusTimedOut, PendingChunkStatus: store.ChunkTimedOut,
 			Error: fmt.Sprintf("the batch lock expired at %s before the batch ended", b.LockExpiresAt.Format(time.RFC3339))})
 		return err
 	case now.After(b.DeadlineAt.Add(3 * interval)):
 		if ok, err := s.broker.LockExists(ctx, b.ID); err == nil && !ok {
-			return s.Deadline(ctx, b.ID)
+			return s.EndTimedOut(ctx, b.ID)
 		}
 	}
 	if b.PlannedChunks < b.TotalChunks && now.Sub(b.StartedAt) > interval {

@@ -86,13 +86,13 @@ func (s *Service) split(ctx context.Context, c Chunk, cells int, cause error) (e
 	defer cancel()
 	halves := c.Piece().Halves(cells)
 	t, parts, err := s.store.SplitChunk(ctx, store.ChunkOutcome{
-		BatchID: c.BatchID, Chunk: c.Chunk, Lo: c.Lo, Hi: c.Hi, Attempts: c.Retried + 1, Worker: s.cfg.Worker, Error: cause.Error(),
+		BatchID: c.BatchID, Chunk: c.Index, Lo: c.Lo, Hi: c.Hi, Attempts: c.Retried + 1, Worker: s.cfg.Worker, Error: cause.Error(),
 	}, halves)
 	if err != nil {
 		return false, err
 	}
 	if !t.BatchRunning {
-		s.log.Info("batch already ended; failed chunk not split", "batch_id", c.BatchID, "chunk", c.Chunk, "task_id", c.TaskID)
+		s.log.Info("batch already ended; failed chunk not split", "batch_id", c.BatchID, "chunk", c.Index, "task_id", c.TaskID)
 		return true, nil
 	}
 	if len(parts) > 0 {
@@ -104,7 +104,7 @@ func (s *Service) split(ctx context.Context, c Chunk, cells int, cause error) (e
 			return false, fmt.Errorf("enqueue the halves: %w", err)
 		}
 	}
-	s.log.Warn("chunk failed; split in halves", "batch_id", c.BatchID, "chunk", c.Chunk, "task_id", c.TaskID,
+	s.log.Warn("chunk failed; split in halves", "batch_id", c.BatchID, "chunk", c.Index, "task_id", c.TaskID,
 		"cells", cells, "halves", fmt.Sprintf("%d-%d, %d-%d", halves[0].Lo, halves[0].Hi, halves[1].Lo, halves[1].Hi),
 		"retried", c.Retried, "error", cause.Error())
 	if t.Changed && c.Piece().Whole() {

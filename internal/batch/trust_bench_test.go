@@ -310,7 +310,7 @@ func (p *trustPairs) run(trust bool) trustRun {
 			}
 			for c := int(next.Add(1) - 1); c < bt.TotalChunks; c = int(next.Add(1) - 1) {
 				if errs[g] = svc.RunChunk(ctx, batch.Chunk{BatchID: bt.ID, TaskID: batch.ChunkTaskID(bt.ID, c), Kind: bt.Kind,
-					Chunk: c, Step: bt.Step, BBox: bt.BBox, ChunkSize: bt.ChunkSize}); errs[g] != nil {
+					Index: c, Step: bt.Step, BBox: bt.BBox, ChunkSize: bt.ChunkSize}); errs[g] != nil {
 					return
 				}
 			}

@@ -161,11 +161,13 @@ var ErrMemoryLimit = errors.New("memory limit")
 // New and Add; it is read-only once shared.
 type Set struct {
 	specs map[string]Spec
-	goes  map[string]Computer
+	// goComputers holds the Computer of each Go model by kind; a process
+	// model has none.
+	goComputers map[string]Computer
 }
 
 // New returns an empty set.
-func New() *Set { return &Set{specs: map[string]Spec{}, goes: map[string]Computer{}} }
+func New() *Set { return &Set{specs: map[string]Spec{}, goComputers: map[string]Computer{}} }
 
 // Add declares spec, filling its defaults. A Go model passes its Computer;
 // a process model passes nil. A kind already in the set is replaced.
@@ -179,9 +181,9 @@ func (s *Set) Add(spec Spec, c Computer) error {
 	}
 	s.specs[spec.Kind] = spec
 	if c != nil {
-		s.goes[spec.Kind] = c
+		s.goComputers[spec.Kind] = c
 	} else {
-		delete(s.goes, spec.Kind)
+		delete(s.goComputers, spec.Kind)
 	}
 	return nil
 }
@@ -219,7 +221,7 @@ func (s *Set) Spec(kind string) (Spec, error) {
 // Go returns the Computer of a Go model; ok is false for a process model or
 // an unknown kind.
 func (s *Set) Go(kind string) (c Computer, ok bool) {
-	c, ok = s.goes[kind]
+	c, ok = s.goComputers[kind]
 	return c, ok
 }
 

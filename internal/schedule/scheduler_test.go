@@ -189,12 +189,12 @@ func TestAlertsAreSentOnceAndGivenBackOnShutdown(t *testing.T) {
 	req.Kind, req.Trigger, req.ScheduledFor = "ph", TriggerName, &tick
 	partial, err := e.svc.Trigger(ctx, req)
 	require.NoError(t, err)
-	_, _, _, err = e.db.Store.FinishBatch(ctx, partial.ID, store.Final{Status: store.StatusPartial, Rest: store.ChunkCancelled, Error: "2 chunks dead-lettered"}, batch.Gate{}.Decide(batch.AtEnd))
+	_, _, _, err = e.db.Store.FinishBatch(ctx, partial.ID, store.Final{Status: store.StatusPartial, PendingChunkStatus: store.ChunkCancelled, Error: "2 chunks dead-lettered"}, batch.Gate{}.Decide(batch.AtEnd))
 	require.NoError(t, err)
 	req.Kind, req.ScheduledFor = "hazard", nil
 	ok, err := e.svc.Trigger(ctx, req)
 	require.NoError(t, err)
-	_, _, _, err = e.db.Store.FinishBatch(ctx, ok.ID, store.Final{Status: store.StatusSucceeded, Rest: store.ChunkCancelled}, batch.Gate{}.Decide(batch.AtEnd))
+	_, _, _, err = e.db.Store.FinishBatch(ctx, ok.ID, store.Final{Status: store.StatusSucceeded, PendingChunkStatus: store.ChunkCancelled}, batch.Gate{}.Decide(batch.AtEnd))
 	require.NoError(t, err)
 	skippedAt := tick.Add(5 * time.Second)
 	_, err = e.db.Store.RecordTick(ctx, store.Tick{Kind: "ph", ScheduledFor: skippedAt, Outcome: store.TickSkipped,

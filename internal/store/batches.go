@@ -179,7 +179,7 @@ func (s *Store) InsertBatch(ctx context.Context, n NewBatch) (Batch, error) {
 		return Batch{}, fmt.Errorf("batch %s: no series layout (series %v of %d years)", n.ID, n.Layout.Names, n.Layout.Years)
 	}
 	var out Batch
-	err := pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		b := n.Region.BBox
 		var err error
 		out, err = scanBatch(tx.QueryRow(ctx, `
@@ -201,7 +201,7 @@ func (s *Store) InsertBatch(ctx context.Context, n NewBatch) (Batch, error) {
 
 // GetBatch returns one batch, ErrBatchNotFound when unknown.
 func (s *Store) GetBatch(ctx context.Context, id string) (Batch, error) {
-	return scanBatch(s.Pool.QueryRow(ctx, `SELECT `+liveBatchColumns+` FROM `+liveBatchFrom+` WHERE b.id = $1`, id))
+	return scanBatch(s.pool.QueryRow(ctx, `SELECT `+liveBatchColumns+` FROM `+liveBatchFrom+` WHERE b.id = $1`, id))
 }
 
 // BatchGrid is what a batch's chunks are cut from, as batch_runs recorded
@@ -218,7 +218,7 @@ type BatchGrid struct {
 // one primary-key read, for checking a chunk task against its batch.
 func (s *Store) GetBatchGrid(ctx context.Context, id string) (BatchGrid, error) {
 	var g BatchGrid
-	err := s.Pool.QueryRow(ctx, `SELECT kind, step, lon_min, lat_min, lon_max, lat_max, chunk_size, total_chunks
+	err := s.pool.QueryRow(ctx, `SELECT kind, step, lon_min, lat_min, lon_max, lat_max, chunk_size, total_chunks
 		FROM batch_runs WHERE id = $1`, id).Scan(&g.Kind, &g.Step, &g.BBox.LonMin, &g.BBox.LatMin, &g.BBox.LonMax, &g.BBox.LatMax,
 		&g.ChunkSize, &g.TotalChunks)
 	if errors.Is(err, pgx.ErrNoRows) {
@@ -229,14 +229,14 @@ func (s *Store) GetBatchGrid(ctx context.Context, id string) (BatchGrid, error) 
 
 // LatestBatch returns the most recently started batch, of kind when kind is not empty.
 func (s *Store) LatestBatch(ctx context.Context, kind string) (Batch, error) {
-	return scanBatch(s.Pool.QueryRow(ctx, `SELECT `+liveBatchColumns+` FROM `+liveBatchFrom+`
+	return scanBatch(s.pool.QueryRow(ctx, `SELECT `+liveBatchColumns+` FROM `+liveBatchFrom+`
 		WHERE $1 = '' OR b.kind = $1 ORDER BY b.started_at DESC, b.id DESC LIMIT 1`, kind))
 }
 
 // ListBatches returns up to limit batches, newest first, filtered by kind and
 // status when those are not empty.
 func (s *Store) ListBatches(ctx context.Context, kind, status string, limit int) ([]Batch, error) {
-	rows, err := s.Pool.Query(ctx, `SELECT `+liveBatchColumns+` FROM `+liveBatchFrom+`
+	rows, err := s.pool.Query(ctx, `SELECT `+liveBatchColumns+` FROM `+liveBatchFrom+`
 		WHERE ($1 = '' OR b.kind = $1) AND ($2 = '' OR b.status = $2)
 		ORDER BY b.started_at DESC, b.id DESC LIMIT $3`, kind, status, limit)
 	if err != nil {
@@ -263,7 +263,7 @@ func (s *Store) RunningBatches(ctx context.Context) ([]Batch, error) {
 // (idempotent) and returns the whole chunks still pending, in order (the
 // parts of a split chunk are enqueued by the split, see SplitChunk).
 func (s *Store) PlanChunks(ctx context.Context, b Batch) ([]int, error) {
-	tx, err := s.Pool.Begin(ctx)
+	tx, err := s.pool.Begin(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -437,9 +437,9 @@ func scanBatchForChunk(row pgx.Row, batchID string) (Transition, string, SeriesL
 // than of the whole batch.
 func (s *Store) countChunks(ctx context.Context, id string, t *Transition, full bool) error {
 	if !full {
-		return s.Pool.QueryRow(ctx, countOpenChunksSQL, id).Scan(&t.Done, &t.Total)
+		return s.pool.QueryRow(ctx, countOpenChunksSQL, id).Scan(&t.Done, &t.Total)
 	}
-	return s.Pool.QueryRow(ctx, `SELECT `+pendingCellsDone+`, b.total_cells, c.completed_cells, c.failed_cells
+	return s.pool.QueryRow(ctx, `SELECT `+pendingCellsDone+`, b.total_cells, c.completed_cells, c.failed_cells
 		FROM batch_runs b, gridbatch_chunk_counts(b.id) c WHERE b.id = $1`, id).
 		Scan(&t.Done, &t.Total, &t.Completed, &t.Failed)
 }
@@ -456,7 +456,7 @@ const pendingCellsDone = `b.total_cells - (SELECT coalesce(sum(c.cells), 0) FROM
 // MarkChunkFailed records a dead-lettered chunk.
 func (s *Store) MarkChunkFailed(ctx context.Context, o ChunkOutcome) (Transition, error) {
 	var t Transition
-	err := pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		var err error
 		t, err = markChunk(ctx, tx, o, ChunkFailed, false)
 		return err
@@ -472,7 +472,7 @@ func (s *Store) MarkChunkFailed(ctx context.Context, o ChunkOutcome) (Transition
 // splitExcept), how many distinct errors (digits ignored) they failed
 // with, and how many of the batch's cells succeeded.
 func (s *Store) FailedChunks(ctx context.Context, batchID string, splitExcept []string) (failed, classes int, completedCells int64, err error) {
-	err = s.Pool.QueryRow(ctx, `SELECT count(*), count(DISTINCT regexp_replace(coalesce(error, ''), '[0-9]+', 'N', 'g')),
+	err = s.pool.QueryRow(ctx, `SELECT count(*), count(DISTINCT regexp_replace(coalesce(error, ''), '[0-9]+', 'N', 'g')),
 			(SELECT completed_cells FROM gridbatch_chunk_counts($1))
 		FROM chunk_runs WHERE batch_id = $1 AND hi = 0 AND (status = 'failed'
 			OR (status = 'split' AND NOT coalesce(error, '') LIKE ANY (SELECT p || '%' FROM unnest($2::text[]) p)))`,
@@ -489,7 +489,7 @@ func (s *Store) FailedChunks(ctx context.Context, batchID string, splitExcept []
 func (s *Store) SplitChunk(ctx context.Context, o ChunkOutcome, halves [2]Piece) (Transition, []Piece, error) {
 	var t Transition
 	var pending []Piece
-	err := pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		var err error
 		t, _, _, err = lockBatchForChunk(ctx, tx, o.BatchID)
 		if err != nil || !t.BatchRunning {
@@ -544,21 +544,21 @@ type Final struct {
 	// Status is the batch's end status; empty means FinalStatus of its
 	// chunks' outcomes, decided in the transaction that ends it.
 	Status string
-	// Rest is the status given to chunks still pending: timed_out or cancelled
-	// (or failed when the batch fails at once).
-	Rest         string
-	Error        string
-	DBConnErrors int64
+	// PendingChunkStatus is the status the batch's chunks still pending
+	// get: ChunkTimedOut, ChunkCancelled or ChunkFailed.
+	PendingChunkStatus string
+	Error              string
+	DBConnErrors       int64
 }
 
-// FinishBatch ends a running batch: remaining pending chunks get f.Rest, and
-// the row gets its status and figures; then decide, in the same
-// transaction, publishes it or not (see Ending). It returns the ended batch,
+// FinishBatch ends a running batch: remaining pending chunks get
+// f.PendingChunkStatus, and the row gets its status and figures; then
+// decide, in the same transaction, publishes it or not (see Ending). It returns the ended batch,
 // the chunks that were still pending (their tasks are to be removed from
 // the queue), and ended=false when the batch had already ended (someone
 // else finished it).
 func (s *Store) FinishBatch(ctx context.Context, id string, f Final, decide Decide) (b Batch, rest []Piece, ended bool, err error) {
-	err = pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		cur, err := scanBatch(tx.QueryRow(ctx, `SELECT `+batchColumns+` FROM batch_runs WHERE id = $1 FOR UPDATE`, id))
 		if err != nil {
 			return err
@@ -567,7 +567,7 @@ func (s *Store) FinishBatch(ctx context.Context, id string, f Final, decide Deci
 			return nil
 		}
 		ended = true
-		moved, err := moveChunks(ctx, tx, `status = $2, finished_at = now()`, `c.status = 'pending'`, id, f.Rest)
+		moved, err := moveChunks(ctx, tx, `status = $2, finished_at = now()`, `c.status = 'pending'`, id, f.PendingChunkStatus)
 		if err != nil {
 			return err
 		}
@@ -613,7 +613,7 @@ func (s *Store) FinishBatch(ctx context.Context, id string, f Final, decide Deci
 
 // ChunkCounts returns the number of chunks per status.
 func (s *Store) ChunkCounts(ctx context.Context, batchID string) (map[string]int, error) {
-	rows, err := s.Pool.Query(ctx, `SELECT status, count(*) FROM chunk_runs WHERE batch_id = $1 GROUP BY status`, batchID)
+	rows, err := s.pool.Query(ctx, `SELECT status, count(*) FROM chunk_runs WHERE batch_id = $1 GROUP BY status`, batchID)
 	if err != nil {
 		return nil, err
 	}

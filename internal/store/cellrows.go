@@ -315,7 +315,7 @@ const readBuffer = 256 << 10
 // that reads its socket readBuffer bytes at a time: a gigabyte of rows
 // takes 4,000 reads rather than 120,000.
 func (s *Store) readingConn(ctx context.Context) (*pgx.Conn, error) {
-	cfg := s.Pool.Config().ConnConfig.Copy()
+	cfg := s.pool.Config().ConnConfig.Copy()
 	after := cfg.AfterNetConnect
 	cfg.AfterNetConnect = func(ctx context.Context, c *pgconn.Config, conn net.Conn) (net.Conn, error) {
 		if after != nil {

@@ -63,7 +63,7 @@ func (s *Store) SeedCells(ctx context.Context, r grid.Region, progress func(done
 
 // seedBatch writes the cells of r with index in [start,end) in one transaction.
 func (s *Store) seedBatch(ctx context.Context, r grid.Region, start, end int) (int64, error) {
-	tx, err := s.Pool.Begin(ctx)
+	tx, err := s.pool.Begin(ctx)
 	if err != nil {
 		return 0, err
 	}
@@ -196,7 +196,7 @@ func (s *Store) LoadCells(ctx context.Context, step float64, ids []int64, inputs
 		return fmt.Errorf("load inputs of %d cells at step %s: %w", len(ids), strconv.FormatFloat(step, 'g', -1, 64), err)
 	}
 	lo, hi := idRuns(ids)
-	rows, err := s.Pool.Query(ctx, q, step, lo, hi)
+	rows, err := s.pool.Query(ctx, q, step, lo, hi)
 	if err != nil {
 		return c, where(inputError(err, inputs))
 	}
@@ -272,7 +272,7 @@ func (s *Store) whyMissing(ctx context.Context, e *MissingInputError, missing []
 	for i := range isNull {
 		dest = append(dest, &isNull[i])
 	}
-	if err := s.Pool.QueryRow(ctx, q, e.Step, missing).Scan(dest...); err != nil {
+	if err := s.pool.QueryRow(ctx, q, e.Step, missing).Scan(dest...); err != nil {
 		return fmt.Errorf("why %d cells lack inputs: %w", len(missing), err)
 	}
 	e.NoRow = len(missing) - found
@@ -310,7 +310,7 @@ func inputError(err error, inputs []string) error {
 // InputColumns returns the float8 columns of cell_params that hold inputs
 // (every column but step, grid_id, lat and lon).
 func (s *Store) InputColumns(ctx context.Context) ([]string, error) {
-	rows, err := s.Pool.Query(ctx, `SELECT column_name FROM information_schema.columns
+	rows, err := s.pool.Query(ctx, `SELECT column_name FROM information_schema.columns
 WHERE table_schema = current_schema() AND table_name = 'cell_params'
   AND column_name NOT IN ('step', 'grid_id', 'lat', 'lon') ORDER BY column_name`)
 	if err != nil {
@@ -360,7 +360,7 @@ func (s *Store) CountSeeded(ctx context.Context, r grid.Region) (int64, error) {
 	first := l.GridID(r.Row0, r.Col0)
 	last := l.GridID(r.Row1-1, r.Col1-1)
 	var n int64
-	err := s.Pool.QueryRow(ctx, `SELECT count(*) FROM cell_params
+	err := s.pool.QueryRow(ctx, `SELECT count(*) FROM cell_params
 WHERE step = $1 AND grid_id BETWEEN $2 AND $3 AND grid_id % $4 >= $5 AND grid_id % $4 < $6`,
 		l.Step, first, last, int64(l.Cols), int64(r.Col0), int64(r.Col1)).Scan(&n)
 	if err != nil {
@@ -509,7 +509,7 @@ func (s *Store) snapshotTxs(ctx context.Context, n int) (txs []pgx.Tx, end func(
 		return tx, err
 	}
 	opts := pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}
-	first, err := begin(s.Pool.BeginTx(ctx, opts))
+	first, err := begin(s.pool.BeginTx(ctx, opts))
 	if err != nil || n == 1 {
 		return txs, end, err
 	}

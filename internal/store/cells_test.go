@@ -238,9 +238,9 @@ func TestLoadCells(t *testing.T) {
 	})
 
 	t.Run("a NULL input is a missing one", func(t *testing.T) {
-		_, err := db.Store.Pool.Exec(ctx, `ALTER TABLE cell_params ADD COLUMN rain double precision`)
+		_, err := db.Pool.Exec(ctx, `ALTER TABLE cell_params ADD COLUMN rain double precision`)
 		require.NoError(t, err)
-		_, err = db.Store.Pool.Exec(ctx, `UPDATE cell_params SET rain = 1.5 WHERE step = 0.05 AND grid_id = $1`, input(1).GridID)
+		_, err = db.Pool.Exec(ctx, `UPDATE cell_params SET rain = 1.5 WHERE step = 0.05 AND grid_id = $1`, input(1).GridID)
 		require.NoError(t, err)
 		got, err := db.Store.LoadCells(ctx, 0.05, []int64{input(1).GridID}, []string{"rain"})
 		require.NoError(t, err)

@@ -114,8 +114,15 @@ func TestCountersFollowEveryChunkTransition(t *testing.T) {
 		return rq
 	}
 
+	last, err := st.LastChunkFinishedAt(ctx, b.ID)
+	require.NoError(t, err)
+	require.Nil(t, last, "no chunk finished yet")
 	require.True(t, succeed(0, false).Changed)
 	require.Equal(t, counters{Done: 1, Completed: 1, CompletedCells: 3}, requireCounted(t, db, b.ID))
+	last, err = st.LastChunkFinishedAt(ctx, b.ID)
+	require.NoError(t, err)
+	require.NotNil(t, last, "chunk 0 finished")
+	require.WithinDuration(t, time.Now(), *last, time.Minute)
 
 	require.True(t, fail(1).Changed)
 	require.True(t, fail(2).Changed)
@@ -132,7 +139,7 @@ func TestCountersFollowEveryChunkTransition(t *testing.T) {
 	require.True(t, tr.AllDone())
 	require.Equal(t, counters{Done: 4, Completed: 2, Failed: 2, CompletedCells: 6, FailedCells: 4}, requireCounted(t, db, b.ID))
 
-	ended, rest, ok, err := st.FinishBatch(ctx, b.ID, store.Final{Rest: store.ChunkCancelled}, batch.Gate{Models: testutil.NoChecks()}.Decide(batch.AtEnd))
+	ended, rest, ok, err := st.FinishBatch(ctx, b.ID, store.Final{PendingChunkStatus: store.ChunkCancelled}, batch.Gate{Models: testutil.NoChecks()}.Decide(batch.AtEnd))
 	require.NoError(t, err)
 	require.True(t, ok)
 	require.Empty(t, rest)
@@ -155,6 +162,15 @@ func TestCountersFollowEveryChunkTransition(t *testing.T) {
 	require.Nil(t, healed.Error)
 	require.InDelta(t, 1.0, *healed.SuccessRate, 1e-12)
 	require.Equal(t, counters{Done: 4, Completed: 4, CompletedCells: 10}, requireCounted(t, db, b.ID))
+
+	retained, most, err := st.RetainedBatches(ctx, grid.KindPH)
+	require.NoError(t, err)
+	require.Equal(t, 1, retained, "the batch holds its rows")
+	require.Equal(t, b.TotalCells, most)
+	retained, most, err = st.RetainedBatches(ctx, grid.KindHazard)
+	require.NoError(t, err)
+	require.Zero(t, retained)
+	require.Zero(t, most)
 }
 
 // TestFinishBatchCountsTheRest ends batches early and checks that the chunks
@@ -168,11 +184,11 @@ func TestFinishBatchCountsTheRest(t *testing.T) {
 		final store.Final
 		want  counters
 	}{
-		{store.Final{Status: store.StatusTimedOut, Rest: store.ChunkTimedOut},
+		{store.Final{Status: store.StatusTimedOut, PendingChunkStatus: store.ChunkTimedOut},
 			counters{Done: 4, Failed: 1, TimedOut: 3, FailedCells: 3, TimedOutCells: 7}},
-		{store.Final{Status: store.StatusCancelled, Rest: store.ChunkCancelled},
+		{store.Final{Status: store.StatusCancelled, PendingChunkStatus: store.ChunkCancelled},
 			counters{Done: 4, Failed: 1, Cancelled: 3, FailedCells: 3}},
-		{store.Final{Status: store.StatusFailed, Rest: store.ChunkFailed},
+		{store.Final{Status: store.StatusFailed, PendingChunkStatus: store.ChunkFailed},
 			counters{Done: 4, Failed: 4, FailedCells: 10}},
 	} {
 		t.Run(tc.final.Status, func(t *testing.T) {

@@ -58,7 +58,7 @@ func deadLetterArgs(d DeadLetter) []any {
 // RecordDeadLetter stores d once per (task ID, generation); it reports
 // whether d was new.
 func (s *Store) RecordDeadLetter(ctx context.Context, d DeadLetter) (bool, error) {
-	tag, err := s.Pool.Exec(ctx, insertDeadLetter, deadLetterArgs(d)...)
+	tag, err := s.pool.Exec(ctx, insertDeadLetter, deadLetterArgs(d)...)
 	if err != nil {
 		return false, err
 	}
@@ -75,7 +75,7 @@ func (s *Store) RecordDeadLetters(ctx context.Context, ds []DeadLetter) (int, er
 	for _, d := range ds {
 		b.Queue(insertDeadLetter, deadLetterArgs(d)...)
 	}
-	res := s.Pool.SendBatch(ctx, &b)
+	res := s.pool.SendBatch(ctx, &b)
 	n := 0
 	for range ds {
 		tag, err := res.Exec()
@@ -91,7 +91,7 @@ func (s *Store) RecordDeadLetters(ctx context.Context, ds []DeadLetter) (int, er
 // RecordedDeadLetters returns which of the task IDs have dead letters, with
 // the generations recorded for each: one query however many IDs.
 func (s *Store) RecordedDeadLetters(ctx context.Context, taskIDs []string) (map[DeadLetterKey]bool, error) {
-	rows, err := s.Pool.Query(ctx, `SELECT task_id, generation FROM dead_letters WHERE task_id = ANY($1)`, taskIDs)
+	rows, err := s.pool.Query(ctx, `SELECT task_id, generation FROM dead_letters WHERE task_id = ANY($1)`, taskIDs)
 	if err != nil {
 		return nil, err
 	}
@@ -169,23 +169,23 @@ func (f DeadLetterFilter) where() (string, []any) {
 func (s *Store) ListDeadLetters(ctx context.Context, f DeadLetterFilter, limit int) ([]DeadLetter, int, error) {
 	where, args := f.where()
 	var total int
-	if err := s.Pool.QueryRow(ctx, `SELECT count(*) FROM dead_letters d WHERE `+where, args...).Scan(&total); err != nil {
+	if err := s.pool.QueryRow(ctx, `SELECT count(*) FROM dead_letters d WHERE `+where, args...).Scan(&total); err != nil {
 		return nil, 0, err
 	}
-	ds, err := collectDeadLetters(s.Pool.Query(ctx, `SELECT `+deadLetterColumns+` FROM dead_letters d WHERE `+where+`
+	ds, err := collectDeadLetters(s.pool.Query(ctx, `SELECT `+deadLetterColumns+` FROM dead_letters d WHERE `+where+`
 		ORDER BY d.failed_at DESC, d.task_id, d.generation DESC LIMIT $6`, append(args, limit)...))
 	return ds, total, err
 }
 
 // DeadLettersOf returns every dead letter of a task ID, newest generation first.
 func (s *Store) DeadLettersOf(ctx context.Context, taskID string) ([]DeadLetter, error) {
-	return collectDeadLetters(s.Pool.Query(ctx, `SELECT `+deadLetterColumns+` FROM dead_letters d
+	return collectDeadLetters(s.pool.Query(ctx, `SELECT `+deadLetterColumns+` FROM dead_letters d
 		WHERE d.task_id = $1 ORDER BY d.generation DESC`, taskID))
 }
 
 // UnknownTaskIDs returns those of ids that have no dead letter, in order.
 func (s *Store) UnknownTaskIDs(ctx context.Context, ids []string) ([]string, error) {
-	rows, err := s.Pool.Query(ctx, `SELECT id FROM unnest($1::text[]) WITH ORDINALITY AS u(id, n)
+	rows, err := s.pool.Query(ctx, `SELECT id FROM unnest($1::text[]) WITH ORDINALITY AS u(id, n)
 		WHERE NOT EXISTS (SELECT 1 FROM dead_letters d WHERE d.task_id = u.id) ORDER BY n`, ids)
 	if err != nil {
 		return nil, err
@@ -200,7 +200,7 @@ func (s *Store) UnknownTaskIDs(ctx context.Context, ids []string) ([]string, err
 func (s *Store) RequeueCandidates(ctx context.Context, f DeadLetterFilter) ([]DeadLetter, error) {
 	f.Open = true
 	where, args := f.where()
-	return collectDeadLetters(s.Pool.Query(ctx, `SELECT `+deadLetterColumns+` FROM dead_letters d WHERE `+where+`
+	return collectDeadLetters(s.pool.Query(ctx, `SELECT `+deadLetterColumns+` FROM dead_letters d WHERE `+where+`
 		AND NOT EXISTS (SELECT 1 FROM dead_letters n WHERE n.task_id = d.task_id AND n.generation > d.generation)
 		ORDER BY d.failed_at, d.task_id`, args...))
 }
@@ -213,7 +213,7 @@ func (s *Store) PurgeDeadLetters(ctx context.Context, f DeadLetterFilter) ([]Dea
 		return nil, errors.New("purge needs a selector: task IDs, a batch or an age")
 	}
 	where, args := f.where()
-	return collectDeadLetters(s.Pool.Query(ctx, `DELETE FROM dead_letters d WHERE `+where+` RETURNING `+deadLetterColumns, args...))
+	return collectDeadLetters(s.pool.Query(ctx, `DELETE FROM dead_letters d WHERE `+where+` RETURNING `+deadLetterColumns, args...))
 }
 
 // ChunkRef names one piece of a chunk of one batch.
@@ -230,7 +230,7 @@ func (s *Store) PendingChunksOfRunning(ctx context.Context, refs []ChunkRef) (ma
 	for i, r := range refs {
 		ids[i], chunks[i], los[i], his[i] = r.BatchID, int32(r.Chunk), int32(r.Lo), int32(r.Hi)
 	}
-	rows, err := s.Pool.Query(ctx, `
+	rows, err := s.pool.Query(ctx, `
 		SELECT c.batch_id, c.chunk, c.lo, c.hi FROM chunk_runs c
 		JOIN unnest($1::text[], $2::int[], $3::int[], $4::int[]) AS r(batch_id, chunk, lo, hi)
 			ON r.batch_id = c.batch_id AND r.chunk = c.chunk AND r.lo = c.lo AND r.hi = c.hi
@@ -278,7 +278,7 @@ type Requeue struct {
 // *NotRequeueableError, or enqueue's error (nothing changed).
 func (s *Store) RequeueDeadLetter(ctx context.Context, k DeadLetterKey, dryRun bool, enqueue func(Batch, DeadLetter) error) (Requeue, error) {
 	var r Requeue
-	err := pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		d, err := scanDeadLetter(tx.QueryRow(ctx, `SELECT `+deadLetterColumns+` FROM dead_letters d
 			WHERE d.task_id = $1 AND d.generation = $2 FOR UPDATE`, k.TaskID, k.Generation))
 		if errors.Is(err, pgx.ErrNoRows) {
@@ -368,7 +368,7 @@ type ChunkFailure struct {
 // ChunkFailures returns the splits and dead letters of a batch at or after
 // since, oldest first, at most limit.
 func (s *Store) ChunkFailures(ctx context.Context, batchID string, since time.Time, limit int) ([]ChunkFailure, error) {
-	rows, err := s.Pool.Query(ctx, `
+	rows, err := s.pool.Query(ctx, `
 		SELECT finished_at, true, chunk || ':' || lo || '-' || hi, chunk, lo, hi, cells, NULL::bigint, coalesce(error, ''), attempts
 		FROM chunk_runs WHERE batch_id = $1 AND status = 'split' AND finished_at >= $2
 		UNION ALL

@@ -73,7 +73,7 @@ const (
 // error wrapping ErrBatchNotFound; one whose rows retention dropped, one
 // wrapping ErrNoSeries.
 func (s *Store) Export(ctx context.Context, q ExportQuery, fn func(ExportRow) error) error {
-	tx, err := s.Pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
 	if err != nil {
 		return err
 	}
@@ -362,7 +362,7 @@ func (c *exportCells) flush() error {
 // none.
 func (s *Store) PublishedExtent(ctx context.Context, kind string, step float64) (b grid.BBox, ok bool, err error) {
 	var lonMin, latMin, lonMax, latMax *float64
-	err = s.Pool.QueryRow(ctx, `SELECT min(b.lon_min), min(b.lat_min), max(b.lon_max), max(b.lat_max)
+	err = s.pool.QueryRow(ctx, `SELECT min(b.lon_min), min(b.lat_min), max(b.lon_max), max(b.lat_max)
 		FROM batch_runs b JOIN published_batches p ON p.batch_id = b.id
 		WHERE p.kind = $1 AND b.step = $2 AND b.rows_dropped_at IS NULL`, kind, step).Scan(&lonMin, &latMin, &lonMax, &latMax)
 	if err != nil || lonMin == nil {
@@ -374,7 +374,7 @@ func (s *Store) PublishedExtent(ctx context.Context, kind string, step float64) 
 // PublishedSteps returns the grid steps at which kind has published values,
 // ascending: what to suggest to a reader who asked at another step.
 func (s *Store) PublishedSteps(ctx context.Context, kind string) ([]float64, error) {
-	rows, err := s.Pool.Query(ctx, `SELECT DISTINCT b.step FROM batch_runs b JOIN published_batches p ON p.batch_id = b.id
+	rows, err := s.pool.Query(ctx, `SELECT DISTINCT b.step FROM batch_runs b JOIN published_batches p ON p.batch_id = b.id
 		WHERE p.kind = $1 ORDER BY 1`, kind)
 	if err != nil {
 		return nil, err

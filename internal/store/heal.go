@@ -17,7 +17,7 @@ import (
 // transaction, publishes it or not (see Ending). It is idempotent, and does
 // nothing to a running batch. It returns the batch and its status before.
 func (s *Store) HealEndedBatch(ctx context.Context, id string, decide Decide) (b Batch, before string, err error) {
-	err = pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		cur, err := scanBatch(tx.QueryRow(ctx, `SELECT `+batchColumns+` FROM batch_runs WHERE id = $1 FOR UPDATE`, id))
 		if err != nil {
 			return err

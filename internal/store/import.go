@@ -77,7 +77,7 @@ func (s *Store) ImportInputs(ctx context.Context, step float64, rows ImportRows,
 	if len(inputs) == 0 {
 		return res, errors.New("import inputs: no inputs")
 	}
-	tx, err := s.Pool.Begin(ctx)
+	tx, err := s.pool.Begin(ctx)
 	if err != nil {
 		return res, fmt.Errorf("import inputs: %w", err)
 	}
@@ -251,7 +251,7 @@ func (s *importSource) Err() error { return s.err }
 // cell_params at step; ok is false when there are none.
 func (s *Store) CellExtent(ctx context.Context, step float64) (b grid.BBox, ok bool, err error) {
 	var latMin, latMax, lonMin, lonMax *float64
-	err = s.Pool.QueryRow(ctx, `SELECT min(lat), max(lat), min(lon), max(lon) FROM cell_params WHERE step = $1`, step).
+	err = s.pool.QueryRow(ctx, `SELECT min(lat), max(lat), min(lon), max(lon) FROM cell_params WHERE step = $1`, step).
 		Scan(&latMin, &latMax, &lonMin, &lonMax)
 	if err != nil || latMin == nil {
 		return grid.BBox{}, false, err

@@ -28,7 +28,7 @@ var ErrNoPublication = errors.New("nothing published")
 // gives NaN. It returns an error wrapping ErrNoSeries when retention
 // dropped the batch's rows, and ErrBatchNotFound.
 func (s *Store) BatchMapValues(ctx context.Context, batchID, scenario string, year int, fn func(gridID int64, v float64)) error {
-	table, l, err := batchRowsTable(ctx, s.Pool, batchID)
+	table, l, err := batchRowsTable(ctx, s.pool, batchID)
 	if err != nil {
 		return err
 	}
@@ -36,7 +36,7 @@ func (s *Store) BatchMapValues(ctx context.Context, batchID, scenario string, ye
 	if i < 0 {
 		return nil
 	}
-	rows, err := s.Pool.Query(ctx, `SELECT grid_id, CASE WHEN $1 THEN substring(series FROM $2 FOR 8) END FROM `+ident(table),
+	rows, err := s.pool.Query(ctx, `SELECT grid_id, CASE WHEN $1 THEN substring(series FROM $2 FOR 8) END FROM `+ident(table),
 		year >= l.FirstYear && year < l.FirstYear+l.Years, (i*l.Years+year-l.FirstYear)*8+1)
 	if err != nil {
 		return fmt.Errorf("read the map of batch %s: %w", batchID, err)
@@ -55,7 +55,7 @@ func (s *Store) PublishedMapValues(ctx context.Context, kind string, r grid.Regi
 	// For each cell, the row of the batch published last with the
 	// scenario, found on each published batch's index by grid_id.
 	l := r.Lattice
-	rows, err := s.Pool.Query(ctx, `SELECT DISTINCT ON (r.grid_id) r.grid_id,
+	rows, err := s.pool.Query(ctx, `SELECT DISTINCT ON (r.grid_id) r.grid_id,
 			CASE WHEN $3::int - p.first_year BETWEEN 0 AND p.years - 1 THEN
 				substring(r.series FROM ((array_position(p.series_names, $2) - 1) * p.years + $3::int - p.first_year) * 8 + 1 FOR 8) END
 		FROM `+ident(kind+"_results")+` r JOIN published_batches p ON p.batch_id = r.batch_id
@@ -101,7 +101,7 @@ type Publication struct {
 // ErrNoPublication when there is none.
 func (s *Store) LatestPublication(ctx context.Context, kind string, step float64) (Publication, error) {
 	p := Publication{Kind: kind}
-	err := s.Pool.QueryRow(ctx, `SELECT b.id, b.step, b.lon_min, b.lat_min, b.lon_max, b.lat_max, p.published_at
+	err := s.pool.QueryRow(ctx, `SELECT b.id, b.step, b.lon_min, b.lat_min, b.lon_max, b.lat_max, p.published_at
 		FROM published_batches p JOIN batch_runs b ON b.id = p.batch_id
 		WHERE p.kind = $1 AND ($2::float8 = 0 OR b.step = $2::float8)
 		ORDER BY p.published_at DESC LIMIT 1`, kind, step).

@@ -37,7 +37,7 @@ func (s *Store) MigrateTo(ctx context.Context, version int64) ([]int64, error) {
 	if err != nil {
 		return nil, err
 	}
-	db := stdlib.OpenDBFromPool(s.Pool)
+	db := stdlib.OpenDBFromPool(s.pool)
 	defer db.Close()
 	p, err := goose.NewProvider(goose.DialectPostgres, db, sub,
 		goose.WithSessionLocker(locker), goose.WithTableName(migrationTable))
@@ -71,7 +71,7 @@ func LatestMigration() int64 {
 // SchemaVersion returns the highest applied migration, 0 when none is.
 func (s *Store) SchemaVersion(ctx context.Context) (int64, error) {
 	var v int64
-	err := s.Pool.QueryRow(ctx, `SELECT coalesce(max(version_id), 0) FROM `+migrationTable+` WHERE is_applied`).Scan(&v)
+	err := s.pool.QueryRow(ctx, `SELECT coalesce(max(version_id), 0) FROM `+migrationTable+` WHERE is_applied`).Scan(&v)
 	if IsSchemaError(err) {
 		return 0, nil
 	}

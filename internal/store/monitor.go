@@ -57,7 +57,7 @@ func scanOverview(row pgx.Row) (BatchOverview, error) {
 // others, newest first, limit rows in all, each with its open dead letters
 // and, when running, the cells it completed in the last window.
 func (s *Store) BatchOverviews(ctx context.Context, limit int, window time.Duration) ([]BatchOverview, error) {
-	rows, err := s.Pool.Query(ctx, overviewSQL+`
+	rows, err := s.pool.Query(ctx, overviewSQL+`
 		ORDER BY (b.status = 'running') DESC, b.started_at DESC, b.id DESC LIMIT $1`, limit, window.Seconds())
 	if err != nil {
 		return nil, err
@@ -76,7 +76,7 @@ func (s *Store) BatchOverviews(ctx context.Context, limit int, window time.Durat
 
 // BatchOverview is BatchOverviews for one batch; ErrBatchNotFound when unknown.
 func (s *Store) BatchOverview(ctx context.Context, id string, window time.Duration) (BatchOverview, error) {
-	return scanOverview(s.Pool.QueryRow(ctx, overviewSQL+`WHERE b.id = $1`, id, window.Seconds()))
+	return scanOverview(s.pool.QueryRow(ctx, overviewSQL+`WHERE b.id = $1`, id, window.Seconds()))
 }
 
 // ChunkStats are a batch's chunk figures computed live from chunk_runs, for
@@ -93,7 +93,7 @@ type ChunkStats struct {
 // BatchChunkStats returns the live chunk figures of a batch.
 func (s *Store) BatchChunkStats(ctx context.Context, batchID string) (ChunkStats, error) {
 	var c ChunkStats
-	err := s.Pool.QueryRow(ctx, `SELECT
+	err := s.pool.QueryRow(ctx, `SELECT
 			count(*) FILTER (WHERE status = 'pending'),
 			count(*) FILTER (WHERE status = 'succeeded'),
 			count(*) FILTER (WHERE status = 'failed'),
@@ -120,7 +120,7 @@ type ThroughputBucket struct {
 // Throughput returns a batch's succeeded cells and dead-lettered chunks per
 // bucket of its life, by chunk finish time; empty buckets are left out.
 func (s *Store) Throughput(ctx context.Context, batchID string, bucket time.Duration) ([]ThroughputBucket, error) {
-	rows, err := s.Pool.Query(ctx, `SELECT
+	rows, err := s.pool.Query(ctx, `SELECT
 			greatest(floor(extract(epoch FROM c.finished_at - b.started_at) / $2), 0)::int AS i,
 			coalesce(sum(c.cells) FILTER (WHERE c.status = 'succeeded'), 0),
 			count(*) FILTER (WHERE c.status = 'failed')
@@ -141,10 +141,10 @@ func (s *Store) Throughput(ctx context.Context, batchID string, bucket time.Dura
 // without their payloads, and how many it has in all.
 func (s *Store) BatchDeadLetters(ctx context.Context, batchID string, limit int) ([]DeadLetter, int, error) {
 	var total int
-	if err := s.Pool.QueryRow(ctx, `SELECT count(*) FROM dead_letters WHERE batch_id = $1`, batchID).Scan(&total); err != nil {
+	if err := s.pool.QueryRow(ctx, `SELECT count(*) FROM dead_letters WHERE batch_id = $1`, batchID).Scan(&total); err != nil {
 		return nil, 0, err
 	}
-	rows, err := s.Pool.Query(ctx, `SELECT task_id, task_type, queue, batch_id, chunk, last_error, retries,
+	rows, err := s.pool.Query(ctx, `SELECT task_id, task_type, queue, batch_id, chunk, last_error, retries,
 			failed_at, requeued_at, recorded_at, lo, hi, grid_id
 		FROM dead_letters WHERE batch_id = $1
 		ORDER BY requeued_at IS NOT NULL, chunk NULLS LAST, lo, task_id LIMIT $2`, batchID, limit)
@@ -163,7 +163,7 @@ func (s *Store) BatchDeadLetters(ctx context.Context, batchID string, limit int)
 // FailedPieces returns the dead-lettered pieces of a batch's chunks (whole
 // chunks, or parts of split ones: store.Piece), by chunk.
 func (s *Store) FailedPieces(ctx context.Context, batchID string) ([]Piece, error) {
-	rows, err := s.Pool.Query(ctx, `SELECT chunk, lo, hi FROM chunk_runs WHERE batch_id = $1 AND status = 'failed' ORDER BY chunk, lo`, batchID)
+	rows, err := s.pool.Query(ctx, `SELECT chunk, lo, hi FROM chunk_runs WHERE batch_id = $1 AND status = 'failed' ORDER BY chunk, lo`, batchID)
 	if err != nil {
 		return nil, err
 	}
@@ -177,7 +177,7 @@ func (s *Store) FailedPieces(ctx context.Context, batchID string) ([]Piece, erro
 // OpenDeadLetters counts the dead letters not yet requeued, of every batch.
 func (s *Store) OpenDeadLetters(ctx context.Context) (int64, error) {
 	var n int64
-	err := s.Pool.QueryRow(ctx, `SELECT count(*) FROM dead_letters WHERE requeued_at IS NULL`).Scan(&n)
+	err := s.pool.QueryRow(ctx, `SELECT count(*) FROM dead_letters WHERE requeued_at IS NULL`).Scan(&n)
 	return n, err
 }
 
@@ -190,7 +190,7 @@ type KindEnd struct {
 // LastEnds returns, for every kind and final status, when its most recent
 // batch with that status ended.
 func (s *Store) LastEnds(ctx context.Context) ([]KindEnd, error) {
-	rows, err := s.Pool.Query(ctx, `SELECT kind, status, max(ended_at) FROM batch_runs
+	rows, err := s.pool.Query(ctx, `SELECT kind, status, max(ended_at) FROM batch_runs
 		WHERE ended_at IS NOT NULL GROUP BY kind, status ORDER BY kind, status`)
 	if err != nil {
 		return nil, err
@@ -205,7 +205,7 @@ func (s *Store) LastEnds(ctx context.Context) ([]KindEnd, error) {
 // HeldBatches counts, per kind, the batches held now (status held: their
 // declared checks failed and they are not published).
 func (s *Store) HeldBatches(ctx context.Context) (map[string]int64, error) {
-	rows, err := s.Pool.Query(ctx, `SELECT kind, count(*) FROM batch_runs WHERE status = 'held' GROUP BY kind`)
+	rows, err := s.pool.Query(ctx, `SELECT kind, count(*) FROM batch_runs WHERE status = 'held' GROUP BY kind`)
 	if err != nil {
 		return nil, err
 	}
@@ -217,4 +217,56 @@ func (s *Store) HeldBatches(ctx context.Context) (map[string]int64, error) {
 		return nil
 	})
 	return out, err
+}
+
+// LastChunkFinishedAt returns when the last of a batch's chunks to finish
+// finished (the latest finished_at in chunk_runs), or nil when none has.
+func (s *Store) LastChunkFinishedAt(ctx context.Context, batchID string) (*time.Time, error) {
+	var last *time.Time
+	err := s.pool.QueryRow(ctx, `SELECT max(finished_at) FROM chunk_runs WHERE batch_id = $1`, batchID).Scan(&last)
+	return last, err
+}
+
+// RetainedBatches returns how many batches of kind still hold their rows
+// (a results table whose rows are not dropped), and the most cells any
+// batch of kind covered (0 when there is none).
+func (s *Store) RetainedBatches(ctx context.Context, kind string) (batches int, maxCells int64, err error) {
+	var most *int64
+	err = s.pool.QueryRow(ctx, `SELECT count(*) FILTER (WHERE rows_dropped_at IS NULL AND results_table IS NOT NULL), max(total_cells)
+		FROM batch_runs WHERE kind = $1`, kind).Scan(&batches, &most)
+	if most != nil {
+		maxCells = *most
+	}
+	return batches, maxCells, err
+}
+
+// ChunkRun is what chunk_runs records of the attempt that last finished a
+// chunk (or of none yet: pending, attempts 0, no worker).
+type ChunkRun struct {
+	Status   string
+	Attempts int
+	// Worker is the worker that recorded the chunk's outcome; empty while
+	// none has.
+	Worker string
+}
+
+// ChunkRuns returns the chunk rows of a batch by chunk number (a split
+// chunk's halves are rows of their own; the last read of a chunk number
+// wins, so read it only for batches with no split chunk).
+func (s *Store) ChunkRuns(ctx context.Context, batchID string) (map[int]ChunkRun, error) {
+	rows, err := s.pool.Query(ctx, `SELECT chunk, status, attempts, coalesce(worker, '') FROM chunk_runs WHERE batch_id = $1`, batchID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[int]ChunkRun{}
+	for rows.Next() {
+		var c int
+		var r ChunkRun
+		if err := rows.Scan(&c, &r.Status, &r.Attempts, &r.Worker); err != nil {
+			return nil, err
+		}
+		out[c] = r
+	}
+	return out, rows.Err()
 }

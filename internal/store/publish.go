@@ -121,7 +121,7 @@ func indexRows(ctx context.Context, tx pgx.Tx, id, table string) error {
 // batch as decide left it.
 func (s *Store) Publish(ctx context.Context, id string, decide Decide) (Batch, error) {
 	var b Batch
-	err := pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		cur, err := scanBatch(tx.QueryRow(ctx, `SELECT `+batchColumns+` FROM batch_runs WHERE id = $1 FOR UPDATE`, id))
 		if err != nil {
 			return err
@@ -138,7 +138,7 @@ func (s *Store) Publish(ctx context.Context, id string, decide Decide) (Batch, e
 // from the batch's own rows, published or not. It returns an error wrapping
 // ErrNoSeries when the batch computed none, and ErrBatchNotFound.
 func (s *Store) ReadBatchSeries(ctx context.Context, batchID string, step float64, gridID int64, scenario string) (StoredSeries, error) {
-	table, _, err := batchRowsTable(ctx, s.Pool, batchID)
+	table, _, err := batchRowsTable(ctx, s.pool, batchID)
 	if err != nil {
 		return StoredSeries{}, err
 	}
@@ -162,7 +162,7 @@ type Pruned struct {
 // step (every one of its cells has a newer value): dropping it changes no
 // published value. With dryRun it only returns what it would drop.
 func (s *Store) Prune(ctx context.Context, kind string, keep int, dryRun bool) ([]Pruned, error) {
-	rows, err := s.Pool.Query(ctx, `
+	rows, err := s.pool.Query(ctx, `
 		WITH cand AS (
 			SELECT b.id, b.kind, b.status, b.started_at, p.published_at IS NOT NULL AS published,
 				p.published_at IS NOT NULL AND NOT EXISTS (
@@ -195,20 +195,20 @@ func (s *Store) Prune(ctx context.Context, kind string, keep int, dryRun bool) (
 // dropBatchRows drops one batch's table: a published one is detached
 // first, concurrently, so readers of the view are never blocked.
 func (s *Store) dropBatchRows(ctx context.Context, p Pruned) error {
-	table, _, err := batchRowsTable(ctx, s.Pool, p.ID)
+	table, _, err := batchRowsTable(ctx, s.pool, p.ID)
 	if err != nil {
 		return err
 	}
-	attached, err := isAttached(ctx, s.Pool, table)
+	attached, err := isAttached(ctx, s.pool, table)
 	if err != nil {
 		return err
 	}
 	if attached {
-		if _, err := s.Pool.Exec(ctx, `ALTER TABLE `+ident(p.Kind+"_results")+` DETACH PARTITION `+ident(table)+` CONCURRENTLY`); err != nil {
+		if _, err := s.pool.Exec(ctx, `ALTER TABLE `+ident(p.Kind+"_results")+` DETACH PARTITION `+ident(table)+` CONCURRENTLY`); err != nil {
 			return fmt.Errorf("detach the rows of %s: %w", p.ID, err)
 		}
 	}
-	return pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
+	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `DROP TABLE IF EXISTS `+ident(table)); err != nil {
 			return fmt.Errorf("drop the rows of %s: %w", p.ID, err)
 		}
@@ -236,7 +236,7 @@ func quoteLiteral(s string) string {
 // <kind>_timeseries has rows) that batch batchID stored, published or not
 // (0 once retention dropped them).
 func (s *Store) BatchRows(ctx context.Context, batchID string) (int64, error) {
-	table, l, err := batchRowsTable(ctx, s.Pool, batchID)
+	table, l, err := batchRowsTable(ctx, s.pool, batchID)
 	if errors.Is(err, ErrNoSeries) {
 		return 0, nil
 	}
@@ -244,7 +244,7 @@ func (s *Store) BatchRows(ctx context.Context, batchID string) (int64, error) {
 		return 0, err
 	}
 	var n int64
-	err = s.Pool.QueryRow(ctx, `SELECT count(*) FROM `+ident(table)).Scan(&n)
+	err = s.pool.QueryRow(ctx, `SELECT count(*) FROM `+ident(table)).Scan(&n)
 	return n * int64(len(l.Names)), err
 }
 
@@ -315,7 +315,7 @@ func (b Batch) PublicationWith(at func(time.Time) string) string {
 // publication, so the published values are empty: a clean start for each
 // run of a benchmark. Running batches keep their rows.
 func (s *Store) DropAllResults(ctx context.Context) error {
-	rows, err := s.Pool.Query(ctx, `SELECT id, kind, status, started_at, published_at IS NOT NULL FROM batch_runs
+	rows, err := s.pool.Query(ctx, `SELECT id, kind, status, started_at, published_at IS NOT NULL FROM batch_runs
 		WHERE status <> 'running' AND results_table IS NOT NULL AND rows_dropped_at IS NULL`)
 	if err != nil {
 		return err
@@ -329,6 +329,6 @@ func (s *Store) DropAllResults(ctx context.Context) error {
 			return err
 		}
 	}
-	_, err = s.Pool.Exec(ctx, `DELETE FROM published_batches`)
+	_, err = s.pool.Exec(ctx, `DELETE FROM published_batches`)
 	return err
 }

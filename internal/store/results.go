@@ -33,7 +33,7 @@ import (
 // first chunk of a batch a connection writes takes one more: pgx describes
 // the table's columns once per connection and table, and caches them.
 func (s *Store) WriteChunk(ctx context.Context, kind string, step float64, firstYear int, series []grid.Series, o ChunkOutcome, allowEnded bool) (Transition, error) {
-	pc, err := s.Pool.Acquire(ctx)
+	pc, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return Transition{}, err
 	}

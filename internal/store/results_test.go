@@ -64,7 +64,7 @@ func TestWriteChunk(t *testing.T) {
 	}
 
 	ended := newBatch("ended")
-	_, _, _, err = st.FinishBatch(ctx, ended.ID, store.Final{Status: store.StatusCancelled, Rest: store.ChunkCancelled}, batch.Gate{Models: testutil.NoChecks()}.Decide(batch.AtEnd))
+	_, _, _, err = st.FinishBatch(ctx, ended.ID, store.Final{Status: store.StatusCancelled, PendingChunkStatus: store.ChunkCancelled}, batch.Gate{Models: testutil.NoChecks()}.Decide(batch.AtEnd))
 	require.NoError(t, err)
 	tr, err := st.WriteChunk(ctx, grid.KindPH, 0.05, grid.FirstYear, series(0, 1), store.ChunkOutcome{BatchID: ended.ID, Chunk: 0, Attempts: 1}, false)
 	require.NoError(t, err, "a chunk of an ended batch writes nothing")
@@ -115,7 +115,7 @@ func TestWriteChunk(t *testing.T) {
 		return st.ReadBatchSeries(ctx, b.ID, 0.05, id, "ssp585")
 	})
 	// Succeeded, it is published with its end.
-	fin, _, ended2, err := st.FinishBatch(ctx, b.ID, store.Final{Rest: store.ChunkCancelled}, batch.Gate{Models: testutil.NoChecks()}.Decide(batch.AtEnd))
+	fin, _, ended2, err := st.FinishBatch(ctx, b.ID, store.Final{PendingChunkStatus: store.ChunkCancelled}, batch.Gate{Models: testutil.NoChecks()}.Decide(batch.AtEnd))
 	require.NoError(t, err)
 	require.True(t, ended2)
 	require.Equal(t, store.StatusSucceeded, fin.Status)

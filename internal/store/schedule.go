@@ -47,12 +47,12 @@ func scanTick(row pgx.Row) (Tick, error) {
 // CheckSchedulerSchema fails with a one-line hint when the schema lacks
 // the scheduler's migration.
 func (s *Store) CheckSchedulerSchema(ctx context.Context) error {
-	_, err := s.Pool.Exec(ctx, `SELECT alerted_at FROM batch_runs LIMIT 0`)
+	_, err := s.pool.Exec(ctx, `SELECT alerted_at FROM batch_runs LIMIT 0`)
 	if err == nil {
-		_, err = s.Pool.Exec(ctx, `SELECT 1 FROM schedule_ticks LIMIT 0`)
+		_, err = s.pool.Exec(ctx, `SELECT 1 FROM schedule_ticks LIMIT 0`)
 	}
 	if err == nil {
-		_, err = s.Pool.Exec(ctx, `SELECT 1 FROM scheduler_starts LIMIT 0`)
+		_, err = s.pool.Exec(ctx, `SELECT 1 FROM scheduler_starts LIMIT 0`)
 	}
 	return SchemaHint(err)
 }
@@ -60,12 +60,12 @@ func (s *Store) CheckSchedulerSchema(ctx context.Context) error {
 // SchedulerFirstStart returns when a scheduler first started for kind,
 // recording at as that time when none did before.
 func (s *Store) SchedulerFirstStart(ctx context.Context, kind string, at time.Time) (time.Time, error) {
-	if _, err := s.Pool.Exec(ctx, `INSERT INTO scheduler_starts (kind, first_started_at) VALUES ($1, $2)
+	if _, err := s.pool.Exec(ctx, `INSERT INTO scheduler_starts (kind, first_started_at) VALUES ($1, $2)
 		ON CONFLICT (kind) DO NOTHING`, kind, at); err != nil {
 		return time.Time{}, err
 	}
 	var first time.Time
-	err := s.Pool.QueryRow(ctx, `SELECT first_started_at FROM scheduler_starts WHERE kind = $1`, kind).Scan(&first)
+	err := s.pool.QueryRow(ctx, `SELECT first_started_at FROM scheduler_starts WHERE kind = $1`, kind).Scan(&first)
 	return first, err
 }
 
@@ -73,7 +73,7 @@ func (s *Store) SchedulerFirstStart(ctx context.Context, kind string, at time.Ti
 // batch with that scheduled_for), skipped or missed. The zero time when none.
 func (s *Store) LastTick(ctx context.Context, kind string) (time.Time, error) {
 	var t *time.Time
-	err := s.Pool.QueryRow(ctx, `SELECT greatest(
+	err := s.pool.QueryRow(ctx, `SELECT greatest(
 		(SELECT max(scheduled_for) FROM batch_runs WHERE kind = $1 AND scheduled_for IS NOT NULL),
 		(SELECT max(scheduled_for) FROM schedule_ticks WHERE kind = $1))`, kind).Scan(&t)
 	if err != nil || t == nil {
@@ -84,7 +84,7 @@ func (s *Store) LastTick(ctx context.Context, kind string) (time.Time, error) {
 
 // BatchForTick returns the batch fired for kind's tick, ErrBatchNotFound when none.
 func (s *Store) BatchForTick(ctx context.Context, kind string, tick time.Time) (Batch, error) {
-	return scanBatch(s.Pool.QueryRow(ctx, `SELECT `+liveBatchColumns+` FROM `+liveBatchFrom+`
+	return scanBatch(s.pool.QueryRow(ctx, `SELECT `+liveBatchColumns+` FROM `+liveBatchFrom+`
 		WHERE b.kind = $1 AND b.scheduled_for = $2`, kind, tick))
 }
 
@@ -98,7 +98,7 @@ func IsDuplicateTick(err error) bool {
 // RecordTick records a skipped or missed tick. It returns false, and changes
 // nothing, when the tick was already recorded.
 func (s *Store) RecordTick(ctx context.Context, t Tick) (bool, error) {
-	tag, err := s.Pool.Exec(ctx, `
+	tag, err := s.pool.Exec(ctx, `
 		INSERT INTO schedule_ticks (kind, scheduled_for, outcome, detail, running_batch_id, lock_expires_at,
 			missed_ticks, first_missed)
 		VALUES ($1, $2, $3, $4, nullif($5, ''), $6, $7, $8)
@@ -112,7 +112,7 @@ func (s *Store) RecordTick(ctx context.Context, t Tick) (bool, error) {
 
 // ListTicks returns the recorded ticks of kind (all kinds when empty), oldest first.
 func (s *Store) ListTicks(ctx context.Context, kind string) ([]Tick, error) {
-	rows, err := s.Pool.Query(ctx, `SELECT `+tickColumns+` FROM schedule_ticks
+	rows, err := s.pool.Query(ctx, `SELECT `+tickColumns+` FROM schedule_ticks
 		WHERE $1 = '' OR kind = $1 ORDER BY scheduled_for, kind`, kind)
 	if err != nil {
 		return nil, err
@@ -126,7 +126,7 @@ func (s *Store) ListTicks(ctx context.Context, kind string) ([]Tick, error) {
 // reclaimAfter (its claimer died) is claimed again. Mark each sent alert
 // with MarkBatchAlerted, or give an unsent one back with UnclaimBatchAlert.
 func (s *Store) ClaimBatchAlerts(ctx context.Context, limit int, reclaimAfter time.Duration) ([]Batch, error) {
-	rows, err := s.Pool.Query(ctx, `
+	rows, err := s.pool.Query(ctx, `
 		UPDATE batch_runs SET alert_claimed_at = now()
 		WHERE id IN (
 			SELECT id FROM batch_runs
@@ -144,19 +144,19 @@ func (s *Store) ClaimBatchAlerts(ctx context.Context, limit int, reclaimAfter ti
 
 // MarkBatchAlerted records that the batch's alert was sent (or given up on).
 func (s *Store) MarkBatchAlerted(ctx context.Context, id string) error {
-	_, err := s.Pool.Exec(ctx, `UPDATE batch_runs SET alerted_at = now() WHERE id = $1`, id)
+	_, err := s.pool.Exec(ctx, `UPDATE batch_runs SET alerted_at = now() WHERE id = $1`, id)
 	return err
 }
 
 // UnclaimBatchAlert gives back a claimed, unsent alert, for the next leader.
 func (s *Store) UnclaimBatchAlert(ctx context.Context, id string) error {
-	_, err := s.Pool.Exec(ctx, `UPDATE batch_runs SET alert_claimed_at = NULL WHERE id = $1 AND alerted_at IS NULL`, id)
+	_, err := s.pool.Exec(ctx, `UPDATE batch_runs SET alert_claimed_at = NULL WHERE id = $1 AND alerted_at IS NULL`, id)
 	return err
 }
 
 // ClaimTickAlerts is ClaimBatchAlerts for schedule_ticks.
 func (s *Store) ClaimTickAlerts(ctx context.Context, limit int, reclaimAfter time.Duration) ([]Tick, error) {
-	rows, err := s.Pool.Query(ctx, `
+	rows, err := s.pool.Query(ctx, `
 		UPDATE schedule_ticks SET alert_claimed_at = now()
 		WHERE (kind, scheduled_for) IN (
 			SELECT kind, scheduled_for FROM schedule_ticks
@@ -173,13 +173,13 @@ func (s *Store) ClaimTickAlerts(ctx context.Context, limit int, reclaimAfter tim
 
 // MarkTickAlerted records that the tick's alert was sent (or given up on).
 func (s *Store) MarkTickAlerted(ctx context.Context, kind string, tick time.Time) error {
-	_, err := s.Pool.Exec(ctx, `UPDATE schedule_ticks SET alerted_at = now() WHERE kind = $1 AND scheduled_for = $2`, kind, tick)
+	_, err := s.pool.Exec(ctx, `UPDATE schedule_ticks SET alerted_at = now() WHERE kind = $1 AND scheduled_for = $2`, kind, tick)
 	return err
 }
 
 // UnclaimTickAlert gives back a claimed, unsent tick alert.
 func (s *Store) UnclaimTickAlert(ctx context.Context, kind string, tick time.Time) error {
-	_, err := s.Pool.Exec(ctx, `UPDATE schedule_ticks SET alert_claimed_at = NULL
+	_, err := s.pool.Exec(ctx, `UPDATE schedule_ticks SET alert_claimed_at = NULL
 		WHERE kind = $1 AND scheduled_for = $2 AND alerted_at IS NULL`, kind, tick)
 	return err
 }

@@ -42,7 +42,7 @@ func ResultsTable(kind string) (string, error) {
 // TableExists reports whether the current schema has the table.
 func (s *Store) TableExists(ctx context.Context, table string) (bool, error) {
 	var exists bool
-	err := s.Pool.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, table).Scan(&exists)
+	err := s.pool.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, table).Scan(&exists)
 	return exists, err
 }
 
@@ -57,7 +57,7 @@ func (s *Store) EnsureResultsTables(ctx context.Context, kinds []string) (create
 		if err != nil {
 			return created, err
 		}
-		err = pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
+		err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 			if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtext('gridbatch_results_layout'))`); err != nil {
 				return err
 			}
@@ -103,7 +103,7 @@ func (s *Store) readSeries(ctx context.Context, what, query string, step float64
 	ss := StoredSeries{Step: step, GridID: gridID, Scenario: scenario}
 	var row []byte
 	var l SeriesLayout
-	err := s.Pool.QueryRow(ctx, query, step, gridID, scenario).
+	err := s.pool.QueryRow(ctx, query, step, gridID, scenario).
 		Scan(append([]any{&row, &ss.BatchID, &ss.ComputedAt}, l.scan()...)...)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return StoredSeries{}, fmt.Errorf("%s: %w", cell, ErrNoSeries)
@@ -120,4 +120,48 @@ func (s *Store) readSeries(ctx context.Context, what, query string, step float64
 	}
 	ss.FirstYear, ss.Values = l.FirstYear, l.series(nil, row, i)
 	return ss, nil
+}
+
+// viewSeriesQuery selects one cell's series and batch from the view
+// <kind>_timeseries given the step ($1), grid id ($2) and scenario ($3).
+func viewSeriesQuery(kind string) string {
+	return `SELECT series, batch_id FROM ` + ident(kind+"_timeseries") + ` WHERE step = $1 AND grid_id = $2 AND scenario = $3`
+}
+
+// ReadViewSeries returns the series of kind for the cell gridID of the
+// lattice of step and the given scenario, and the batch it comes from, as
+// a reader's own SQL gets them: from the view <kind>_timeseries, which
+// decodes the series in SQL (ReadSeries decodes them here). The bench
+// measures the one beside the other. It returns an error wrapping
+// ErrNoSeries when there is none, and the error of ResultsTable for an
+// unknown kind.
+func (s *Store) ReadViewSeries(ctx context.Context, kind string, step float64, gridID int64, scenario string) (series []float64, batchID string, err error) {
+	if _, err := ResultsTable(kind); err != nil {
+		return nil, "", err
+	}
+	err = s.pool.QueryRow(ctx, viewSeriesQuery(kind), step, gridID, scenario).Scan(&series, &batchID)
+	if errors.Is(err, pgx.ErrNoRows) {
+		err = ErrNoSeries
+	}
+	if err != nil {
+		return nil, "", fmt.Errorf("read %s_timeseries of cell %d at step %s scenario %s: %w",
+			kind, gridID, strconv.FormatFloat(step, 'g', -1, 64), scenario, err)
+	}
+	return series, batchID, nil
+}
+
+// ExplainViewSeries returns the lines of EXPLAIN (ANALYZE, COSTS OFF) of
+// a read of one cell's whole row (first_year, series, batch_id,
+// computed_at) from the view <kind>_timeseries: the plan PostgreSQL picks
+// for a read of the view, and its execution time.
+func (s *Store) ExplainViewSeries(ctx context.Context, kind string, step float64, gridID int64, scenario string) ([]string, error) {
+	if _, err := ResultsTable(kind); err != nil {
+		return nil, err
+	}
+	rows, err := s.pool.Query(ctx, `EXPLAIN (ANALYZE, COSTS OFF) SELECT first_year, series, batch_id, computed_at FROM `+
+		ident(kind+"_timeseries")+` WHERE step = $1 AND grid_id = $2 AND scenario = $3`, step, gridID, scenario)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, pgx.RowTo[string])
 }

@@ -49,6 +49,17 @@ func TestReadSeries(t *testing.T) {
 		})
 	})
 
+	t.Run("the view reads the same", func(t *testing.T) {
+		series, batchID, err := db.Store.ReadViewSeries(ctx, "ph", 0.05, 4242, "ssp245")
+		require.NoError(t, err)
+		require.Equal(t, values, series)
+		require.Equal(t, "b-1", batchID)
+		plan, err := db.Store.ExplainViewSeries(ctx, "ph", 0.05, 4242, "ssp245")
+		require.NoError(t, err)
+		require.NotEmpty(t, plan)
+		require.Contains(t, plan[len(plan)-1], "Execution Time")
+	})
+
 	for _, tc := range []struct {
 		name, kind, scenario string
 		step                 float64
@@ -62,6 +73,8 @@ func TestReadSeries(t *testing.T) {
 		t.Run("no series: "+tc.name, func(t *testing.T) {
 			_, err := db.Store.ReadSeries(ctx, tc.kind, tc.step, tc.id, tc.scenario)
 			require.ErrorIs(t, err, store.ErrNoSeries)
+			_, _, err = db.Store.ReadViewSeries(ctx, tc.kind, tc.step, tc.id, tc.scenario)
+			require.ErrorIs(t, err, store.ErrNoSeries, "the view")
 		})
 	}
 

@@ -38,7 +38,7 @@ type Options struct {
 
 // Store wraps a pgxpool.Pool.
 type Store struct {
-	Pool *pgxpool.Pool
+	pool *pgxpool.Pool
 }
 
 // Open parses the URL, builds the pool and checks one connection within the
@@ -82,14 +82,14 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 		pool.Close()
 		return nil, fmt.Errorf("GRIDBATCH_DATABASE_URL: cannot connect to PostgreSQL at %s: %s (is the server up and the URL right?)", describe(cfg.ConnConfig), rootCause(err))
 	}
-	return &Store{Pool: pool}, nil
+	return &Store{pool: pool}, nil
 }
 
 // Close closes the pool.
-func (s *Store) Close() { s.Pool.Close() }
+func (s *Store) Close() { s.pool.Close() }
 
 // Ping checks one round trip within ctx.
-func (s *Store) Ping(ctx context.Context) error { return s.Pool.Ping(ctx) }
+func (s *Store) Ping(ctx context.Context) error { return s.pool.Ping(ctx) }
 
 func describe(c *pgx.ConnConfig) string {
 	return fmt.Sprintf("%s/%s (user %s)", net.JoinHostPort(c.Host, strconv.Itoa(int(c.Port))), c.Database, c.User)

@@ -85,7 +85,7 @@ func storeChunks(t testing.TB, st *store.Store, n store.NewBatch, series func(ct
 		_, err = st.WriteChunk(ctx, n.Kind, n.Region.Lattice.Step, n.Layout.FirstYear, s, store.ChunkOutcome{BatchID: n.ID, Chunk: chunk, Attempts: 1}, false)
 		require.NoError(t, err, "chunk %d", chunk)
 	}
-	b, _, _, err = st.FinishBatch(ctx, n.ID, store.Final{Status: status, Rest: store.ChunkCancelled}, decide)
+	b, _, _, err = st.FinishBatch(ctx, n.ID, store.Final{Status: status, PendingChunkStatus: store.ChunkCancelled}, decide)
 	require.NoError(t, err)
 	return b
 }

@@ -60,30 +60,6 @@ func RequeuedTasks(log string) []string {
 	return ids
 }
 
-// chunkRun is what chunk_runs records of the attempt that finished a chunk.
-type chunkRun struct {
-	Status   string
-	Attempts int
-	Worker   string
-}
-
-func (bs Batches) chunkRuns(t testing.TB, id string) map[int]chunkRun {
-	t.Helper()
-	rows, err := bs.Store.Pool.Query(context.Background(),
-		`SELECT chunk, status, attempts, coalesce(worker, '') FROM chunk_runs WHERE batch_id = $1`, id)
-	require.NoError(t, err)
-	defer rows.Close()
-	out := map[int]chunkRun{}
-	for rows.Next() {
-		var c int
-		var r chunkRun
-		require.NoError(t, rows.Scan(&c, &r.Status, &r.Attempts, &r.Worker))
-		out[c] = r
-	}
-	require.NoError(t, rows.Err())
-	return out
-}
-
 // Handover is a worker stopped mid-batch, for RequireHandedOver.
 type Handover struct {
 	// Batch is the batch's ID.
@@ -136,7 +112,8 @@ func (bs Batches) RequireHandedOver(t testing.TB, insp *asynq.Inspector, h Hando
 		}
 		return true
 	})
-	runs := bs.chunkRuns(t, h.Batch)
+	runs, err := bs.Store.ChunkRuns(context.Background(), h.Batch)
+	require.NoError(t, err)
 	elsewhere := 0
 	for _, c := range inFlight {
 		r := runs[c]

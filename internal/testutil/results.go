@@ -18,13 +18,13 @@ import (
 // CheckResults checks every row of kind's results table at step against the
 // built-in kernel of the same kind (ph or hazard), exactly. See
 // CheckResultsAgainst.
-func CheckResults(t testing.TB, pool *pgxpool.Pool, kind string, step float64, keep func(grid.Cell) bool) int {
+func CheckResults(t testing.TB, st *store.Store, kind string, step float64, keep func(grid.Cell) bool) int {
 	t.Helper()
 	ref := grid.PH
 	if kind == grid.KindHazard {
 		ref = grid.Hazard
 	}
-	return CheckResultsAgainst(t, pool, kind, ref, 0, step, keep)
+	return CheckResultsAgainst(t, st, kind, ref, 0, step, keep)
 }
 
 // CheckResultsAgainst checks every published series of kind at step
@@ -33,26 +33,25 @@ func CheckResults(t testing.TB, pool *pgxpool.Pool, kind string, step float64, k
 // kernel's, and each value within rel (relative; 0: exactly equal) of the
 // kernel's for the cell's reference parameters. It returns how many series
 // (cell and scenario) it checked.
-func CheckResultsAgainst(t testing.TB, pool *pgxpool.Pool, kind string, ref grid.Model, rel, step float64, keep func(grid.Cell) bool) int {
+func CheckResultsAgainst(t testing.TB, st *store.Store, kind string, ref grid.Model, rel, step float64, keep func(grid.Cell) bool) int {
 	t.Helper()
-	return checkRows(t, pool, store.ExportQuery{Kind: kind, Step: step}, ref, rel, keep)
+	return checkRows(t, st, store.ExportQuery{Kind: kind, Step: step}, ref, rel, keep)
 }
 
 // CheckBatchResults is CheckResultsAgainst for the own series of batch
 // batchID, published or not.
-func CheckBatchResults(t testing.TB, pool *pgxpool.Pool, batchID string, ref grid.Model, rel, step float64, keep func(grid.Cell) bool) int {
+func CheckBatchResults(t testing.TB, st *store.Store, batchID string, ref grid.Model, rel, step float64, keep func(grid.Cell) bool) int {
 	t.Helper()
-	return checkRows(t, pool, store.ExportQuery{BatchID: batchID, Step: step}, ref, rel, keep)
+	return checkRows(t, st, store.ExportQuery{BatchID: batchID, Step: step}, ref, rel, keep)
 }
 
 // checkRows reads the series q selects as `enqueuer export` does
 // (store.Export) and checks each against ref.
-func checkRows(t testing.TB, pool *pgxpool.Pool, q store.ExportQuery, ref grid.Model, rel float64, keep func(grid.Cell) bool) int {
+func checkRows(t testing.TB, st *store.Store, q store.ExportQuery, ref grid.Model, rel float64, keep func(grid.Cell) bool) int {
 	t.Helper()
 	ctx := context.Background()
 	lat, err := grid.NewLattice(q.Step)
 	require.NoError(t, err)
-	st := &store.Store{Pool: pool}
 	checked := 0
 	err = st.Export(ctx, q, func(r store.ExportRow) error {
 		id, scen, first, got := r.GridID, r.Scenario, r.FirstYear, r.Values

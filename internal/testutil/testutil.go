@@ -113,7 +113,8 @@ type DB struct {
 	Schema string
 	// Store is open on the schema.
 	Store *store.Store
-	// Pool is Store.Pool.
+	// Pool is the test's own pool on the schema, for its raw SQL; the
+	// store's pool is the store's own.
 	Pool *pgxpool.Pool
 }
 
@@ -176,7 +177,31 @@ func NewEmptyDB(t testing.TB) *DB {
 		t.Fatalf("open store on schema %s: %v", schema, err)
 	}
 	t.Cleanup(s.Close)
-	return &DB{URL: u, Schema: schema, Store: s, Pool: s.Pool}
+	p, err := testPool(u)
+	if err != nil {
+		t.Fatalf("open a pool on schema %s: %v", schema, err)
+	}
+	t.Cleanup(p.Close)
+	return &DB{URL: u, Schema: schema, Store: s, Pool: p}
+}
+
+// testPool returns a pool on url for a test's raw SQL, bounded as
+// store.Open bounds the store's: 60 s statement and lock timeouts, 120 s
+// idle in a transaction, at most 8 connections, opened as they are needed,
+// and an idle connection pinged before it is handed out (so a restarted
+// server's are replaced).
+func testPool(url string) (*pgxpool.Pool, error) {
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, err
+	}
+	cfg.ConnConfig.RuntimeParams["statement_timeout"] = "60000"
+	cfg.ConnConfig.RuntimeParams["lock_timeout"] = "60000"
+	cfg.ConnConfig.RuntimeParams["idle_in_transaction_session_timeout"] = "120000"
+	cfg.ConnConfig.RuntimeParams["application_name"] = "gridbatch-test"
+	cfg.MaxConns = 8
+	cfg.PingTimeout = 2 * time.Second
+	return pgxpool.NewWithConfig(context.Background(), cfg)
 }
 
 // SchemaURL returns base with search_path set to schema.

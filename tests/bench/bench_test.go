@@ -1,7 +1,5 @@
 //go:build bench
 
-// Package bench drives internal/bench: `make bench` runs TestBench, which
-// prints the table and writes BENCHMARKS.md at the repository root.
 package bench
 
 import (
@@ -15,7 +13,6 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/gridbatch/gridbatch/internal/bench"
 	"github.com/gridbatch/gridbatch/internal/testutil"
 )
 
@@ -72,7 +69,7 @@ func TestBench(t *testing.T) {
 	case baseline == "-":
 		baseline = ""
 	}
-	cfg := bench.Config{
+	cfg := Config{
 		RedisURL:    r.URL,
 		DatabaseURL: db.URL,
 		BinDir:      bin,
@@ -108,7 +105,7 @@ func TestBench(t *testing.T) {
 			cfg.ScalingSteps = append(cfg.ScalingSteps, s)
 		}
 	}
-	table, err := bench.Run(ctx, cfg)
+	table, err := Run(ctx, cfg)
 	require.NoError(t, err)
 	if cfg.CompareOnly || cfg.KernelOnly || cfg.DelayOnly {
 		return // its runs are in the log lines

@@ -163,9 +163,9 @@ func (e *env) rowsOf(b store.Batch, ref grid.Model, rel float64, cellOK func(gri
 			expected += len(grid.Scenarios)
 		}
 	}
-	found = testutil.CheckBatchResults(e.t, e.db.Pool, b.ID, ref, rel, 0.05, cellOK)
+	found = testutil.CheckBatchResults(e.t, e.db.Store, b.ID, ref, rel, 0.05, cellOK)
 	if b.Status == store.StatusSucceeded {
-		published := testutil.CheckResultsAgainst(e.t, e.db.Pool, b.Kind, ref, rel, 0.05, cellOK)
+		published := testutil.CheckResultsAgainst(e.t, e.db.Store, b.Kind, ref, rel, 0.05, cellOK)
 		require.Equal(e.t, found, published, "the published values are the batch's rows")
 		var others int
 		require.NoError(e.t, e.db.Pool.QueryRow(context.Background(),

@@ -47,7 +47,7 @@ func TestPythonModelsMatchTheGoKernel(t *testing.T) {
 		b := c.batch(strings.SplitN(out, "\n", 2)[0])
 		require.Equal(t, store.StatusSucceeded, b.Status)
 		require.EqualValues(t, koreaCells, b.CompletedCells)
-		n := testutil.CheckResultsAgainst(t, c.db.Pool, tc.kind, tc.ref, 1e-12, 0.05, nil)
+		n := testutil.CheckResultsAgainst(t, c.db.Store, tc.kind, tc.ref, 1e-12, 0.05, nil)
 		require.Equal(t, koreaCells*len(grid.Scenarios), n, "rows of %s", tc.kind)
 	}
 	// Long-lived processes: each worker started at most its concurrency

@@ -32,7 +32,7 @@ func requireExactRows(t *testing.T, c *cluster, kind string) {
 	require.Equal(t, koreaCells*len(grid.Scenarios), n, "rows in %s", table)
 	require.Equal(t, n, distinct)
 
-	require.Equal(t, n, testutil.CheckResults(t, c.db.Pool, kind, 0.05, nil))
+	require.Equal(t, n, testutil.CheckResults(t, c.db.Store, kind, 0.05, nil))
 }
 
 func TestBatchSucceedsWithTwoWorkers(t *testing.T) {

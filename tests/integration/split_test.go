@@ -121,7 +121,7 @@ func requireIsolated(t *testing.T, c *cluster, m *poisonModel, b store.Batch, po
 
 	keep := func(cell grid.Cell) bool { return !slices.Contains(poison, cell.GridID) }
 	// Every other cell's rows are the kernel's; a poisoned cell has none.
-	n := testutil.CheckBatchResults(t, c.db.Pool, b.ID, grid.PH, 1e-12, 0.05, keep)
+	n := testutil.CheckBatchResults(t, c.db.Store, b.ID, grid.PH, 1e-12, 0.05, keep)
 	require.Equal(t, (koreaCells-k)*len(grid.Scenarios), n, "rows of every other cell")
 
 	hits := m.log(t, "hit")
@@ -195,7 +195,7 @@ func TestSplitChunkOverMemoryLimit(t *testing.T) {
 	require.Equal(t, store.StatusSucceeded, b.Status, "error: %v", b.Error)
 	require.EqualValues(t, koreaCells, b.CompletedCells)
 	require.Zero(t, b.FailedCells)
-	n := testutil.CheckBatchResults(t, c.db.Pool, b.ID, grid.PH, 1e-12, 0.05, nil)
+	n := testutil.CheckBatchResults(t, c.db.Store, b.ID, grid.PH, 1e-12, 0.05, nil)
 	require.Equal(t, koreaCells*len(grid.Scenarios), n)
 	var split, deadLetters int
 	require.NoError(t, c.db.Pool.QueryRow(context.Background(), `SELECT
@@ -256,7 +256,7 @@ func TestSplitTransientFailureIsRetriedNotSplit(t *testing.T) {
 	require.Equal(t, 2, retried)
 	require.Contains(t, said, "retry 1/5 in 1s")
 	require.NotContains(t, said, "split into")
-	n := testutil.CheckBatchResults(t, c.db.Pool, b.ID, grid.PH, 1e-12, 0.05, nil)
+	n := testutil.CheckBatchResults(t, c.db.Store, b.ID, grid.PH, 1e-12, 0.05, nil)
 	require.Equal(t, koreaCells*len(grid.Scenarios), n)
 }
 
@@ -281,6 +281,6 @@ func TestSplitRequeueOfACellHealsTheBatch(t *testing.T) {
 	require.Zero(t, b.FailedCells)
 	require.Zero(t, b.FailedChunks)
 	require.NotNil(t, b.PublishedAt)
-	n := testutil.CheckBatchResults(t, c.db.Pool, b.ID, grid.PH, 1e-12, 0.05, nil)
+	n := testutil.CheckBatchResults(t, c.db.Store, b.ID, grid.PH, 1e-12, 0.05, nil)
 	require.Equal(t, koreaCells*len(grid.Scenarios), n)
 }

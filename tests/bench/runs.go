@@ -44,7 +44,7 @@ func (h *harness) seed(ctx context.Context, step float64) (SeedFigure, error) {
 	el := time.Since(start).Seconds()
 	// Vacuum now what autovacuum would otherwise take up a minute later, in
 	// the middle of some measured run (its naptime is 1 min).
-	if _, err := h.st.Pool.Exec(ctx, `VACUUM (ANALYZE) cell_params`); err != nil {
+	if _, err := h.db.Exec(ctx, `VACUUM (ANALYZE) cell_params`); err != nil {
 		return SeedFigure{}, fmt.Errorf("vacuum cell_params: %w", err)
 	}
 	h.logf("seeded %d cells at step %g in %.2fs", r.NumCells(), step, el)
@@ -60,7 +60,7 @@ func (h *harness) reset(ctx context.Context, flush bool) error {
 		return fmt.Errorf("drop the results: %w", err)
 	}
 	// CHECKPOINT needs superuser or pg_checkpoint; without it runs are a little noisier.
-	_, _ = h.st.Pool.Exec(ctx, `CHECKPOINT`)
+	_, _ = h.db.Exec(ctx, `CHECKPOINT`)
 	if err := h.quiesce(ctx); err != nil {
 		return err
 	}
@@ -80,7 +80,7 @@ func (h *harness) quiesce(ctx context.Context) error {
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
 		var n int
-		if err := h.st.Pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'`).Scan(&n); err != nil {
+		if err := h.db.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'`).Scan(&n); err != nil {
 			return fmt.Errorf("count autovacuum workers: %w", err)
 		}
 		if n == 0 {
@@ -101,7 +101,7 @@ func (h *harness) quiesce(ctx context.Context) error {
 // walBytes is the server's WAL position, to count the bytes a run wrote.
 func (h *harness) walBytes(ctx context.Context) int64 {
 	var n int64
-	_ = h.st.Pool.QueryRow(ctx, `SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint`).Scan(&n)
+	_ = h.db.QueryRow(ctx, `SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint`).Scan(&n)
 	return n
 }
 
@@ -170,7 +170,7 @@ func (h *harness) fanout(ctx context.Context) (FanoutFigure, error) {
 	if n.Pending != f.Chunks {
 		return f, fmt.Errorf("fan-out: %d tasks pending, want %d", n.Pending, f.Chunks)
 	}
-	if _, _, _, err := h.st.FinishBatch(ctx, b.ID, store.Final{Status: store.StatusCancelled, Rest: store.ChunkCancelled, Error: "bench fan-out"}, batch.Gate{}.Decide(batch.AtEnd)); err != nil {
+	if _, _, _, err := h.st.FinishBatch(ctx, b.ID, store.Final{Status: store.StatusCancelled, PendingChunkStatus: store.ChunkCancelled, Error: "bench fan-out"}, batch.Gate{}.Decide(batch.AtEnd)); err != nil {
 		return f, err
 	}
 	return f, h.reset(ctx, true)
@@ -251,7 +251,7 @@ func (h *harness) lowerBound(ctx context.Context, step float64, profile bool) (R
 				}
 				c := pending[i]
 				err := svc.RunChunk(ctx, batch.Chunk{BatchID: b.ID, TaskID: batch.ChunkTaskID(b.ID, c), Kind: b.Kind,
-					Chunk: c, Step: b.Step, BBox: b.BBox, ChunkSize: b.ChunkSize})
+					Index: c, Step: b.Step, BBox: b.BBox, ChunkSize: b.ChunkSize})
 				if err != nil {
 					mu.Lock()
 					firstErr = cmpErr(firstErr, fmt.Errorf("lower bound chunk %d: %w", c, err))
@@ -442,8 +442,8 @@ func (h *harness) pipeline(ctx context.Context, kind string, step float64, profi
 	}
 	secs := fl.At.Sub(b.StartedAt).Seconds()
 	p.RecordedSeconds, p.FinishSeconds = *b.DurationSeconds, fl.FinishSeconds
-	var lastChunk *time.Time
-	if err := h.st.Pool.QueryRow(ctx, `SELECT max(finished_at) FROM chunk_runs WHERE batch_id = $1`, b.ID).Scan(&lastChunk); err != nil {
+	lastChunk, err := h.st.LastChunkFinishedAt(ctx, b.ID)
+	if err != nil {
 		return p, err
 	}
 	if lastChunk != nil {

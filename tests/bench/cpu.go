@@ -64,7 +64,7 @@ func (m *cpuMeter) stop(ctx context.Context, h *harness) CPU {
 	pg, children := treeCPU(m.postmastr)
 	c.Postgres = (pg - m.postgres).Seconds()
 	// Split by session: background processes, and the run's own sessions.
-	rows, err := h.st.Pool.Query(ctx, `SELECT pid, backend_type <> 'client backend', application_name IN ('gridbatch-worker', 'gridbatch-bench')
+	rows, err := h.db.Query(ctx, `SELECT pid, backend_type <> 'client backend', application_name IN ('gridbatch-worker', 'gridbatch-bench')
 		FROM pg_stat_activity`)
 	if err == nil {
 		for rows.Next() {
@@ -96,7 +96,7 @@ func (m *cpuMeter) stop(ctx context.Context, h *harness) CPU {
 // session's backend. 0 when it is not on this machine's /proc.
 func (h *harness) postmaster(ctx context.Context) int {
 	var backend int
-	if err := h.st.Pool.QueryRow(ctx, `SELECT pg_backend_pid()`).Scan(&backend); err != nil {
+	if err := h.db.QueryRow(ctx, `SELECT pg_backend_pid()`).Scan(&backend); err != nil {
 		return 0
 	}
 	stat, err := readStat(backend)

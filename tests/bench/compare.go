@@ -163,7 +163,7 @@ func (h *harness) compare(ctx context.Context, c *Comparison, bin string) error 
 		return fmt.Errorf("bench: the comparison runs kind ph (the baseline's), not %s", h.cfg.Kind)
 	}
 	var base string
-	if err := h.st.Pool.QueryRow(ctx, `SELECT current_schema()`).Scan(&base); err != nil {
+	if err := h.db.QueryRow(ctx, `SELECT current_schema()`).Scan(&base); err != nil {
 		return err
 	}
 	keys := []string{"GRIDBATCH_CONCURRENCY", "GRIDBATCH_TASK_CHECK_INTERVAL", "GRIDBATCH_DB_MAX_CONNS", "GRIDBATCH_GC_PERCENT"}
@@ -187,7 +187,7 @@ func (h *harness) compare(ctx context.Context, c *Comparison, bin string) error 
 	defer func() {
 		h.killWorkers()
 		if kept != "" {
-			_, _ = h.st.Pool.Exec(context.WithoutCancel(ctx), `DROP SCHEMA IF EXISTS `+ident(kept)+` CASCADE`)
+			_, _ = h.db.Exec(context.WithoutCancel(ctx), `DROP SCHEMA IF EXISTS `+ident(kept)+` CASCADE`)
 		}
 	}()
 	for i := range h.cfg.Repeat {
@@ -239,7 +239,7 @@ func (h *harness) compare(ctx context.Context, c *Comparison, bin string) error 
 	if err := h.stopWorkers(); err != nil {
 		return err
 	}
-	rl, err := h.resultsLatency(ctx, kept, dbURL)
+	rl, err := h.resultsLatency(ctx, dbURL)
 	if err != nil {
 		return err
 	}
@@ -257,7 +257,7 @@ func finishText(s float64) string {
 // checkpoint gives a run a fresh start: a checkpoint (so that it pays for
 // no earlier run's dirty pages) and no autovacuum running.
 func (h *harness) checkpoint(ctx context.Context) error {
-	_, _ = h.st.Pool.Exec(ctx, `CHECKPOINT`)
+	_, _ = h.db.Exec(ctx, `CHECKPOINT`)
 	return h.quiesce(ctx)
 }
 
@@ -266,7 +266,7 @@ func (h *harness) checkpoint(ctx context.Context) error {
 // measures one batch at Config.Step. Unless keep, it stops the workers and
 // drops the schema afterwards.
 func (h *harness) compareRun(ctx context.Context, side abSide, schema string, pair int, keep bool) (_ CompareRun, err error) {
-	if _, err := h.st.Pool.Exec(ctx, `CREATE SCHEMA `+ident(schema)); err != nil {
+	if _, err := h.db.Exec(ctx, `CREATE SCHEMA `+ident(schema)); err != nil {
 		return CompareRun{}, err
 	}
 	defer func() {
@@ -274,7 +274,7 @@ func (h *harness) compareRun(ctx context.Context, side abSide, schema string, pa
 			h.killWorkers()
 		}
 		if !keep {
-			_, _ = h.st.Pool.Exec(context.WithoutCancel(ctx), `DROP SCHEMA IF EXISTS `+ident(schema)+` CASCADE`)
+			_, _ = h.db.Exec(context.WithoutCancel(ctx), `DROP SCHEMA IF EXISTS `+ident(schema)+` CASCADE`)
 		}
 	}()
 	dbURL, err := schemaURL(h.cfg.DatabaseURL, schema)
@@ -291,7 +291,7 @@ func (h *harness) compareRun(ctx context.Context, side abSide, schema string, pa
 		return CompareRun{}, fmt.Errorf("%s: %w", side.name, err)
 	}
 	seeded := time.Since(start).Seconds()
-	if _, err := h.st.Pool.Exec(ctx, `VACUUM (ANALYZE) `+ident(schema)+`.cell_params`); err != nil {
+	if _, err := h.db.Exec(ctx, `VACUUM (ANALYZE) `+ident(schema)+`.cell_params`); err != nil {
 		return CompareRun{}, fmt.Errorf("vacuum %s.cell_params: %w", schema, err)
 	}
 	if err := h.rdb.FlushDB(ctx).Err(); err != nil {
@@ -329,7 +329,7 @@ func (h *harness) compareRun(ctx context.Context, side abSide, schema string, pa
 // beside it.
 func (h *harness) compareBatch(ctx context.Context, side abSide, schema, dbURL string) (CompareRun, error) {
 	r := CompareRun{Side: side.name, Schema: schema}
-	if err := h.st.Pool.QueryRow(ctx, `SELECT count(*) FROM `+ident(schema)+`.batch_runs`).Scan(&r.Before); err != nil {
+	if err := h.db.QueryRow(ctx, `SELECT count(*) FROM `+ident(schema)+`.batch_runs`).Scan(&r.Before); err != nil {
 		return r, err
 	}
 	workers := h.workers
@@ -365,8 +365,11 @@ func (h *harness) compareBatch(ctx context.Context, side abSide, schema, dbURL s
 		recorded  *float64
 		lastChunk *time.Time
 	)
+	// Raw SQL on the bench's own pool, the same for both sides: the
+	// baseline's schema is an older build's, which this build's store is
+	// not meant to read.
 	s := ident(schema)
-	err = h.st.Pool.QueryRow(ctx, `SELECT b.status, b.total_cells, b.total_chunks, b.started_at, b.duration_seconds,
+	err = h.db.QueryRow(ctx, `SELECT b.status, b.total_cells, b.total_chunks, b.started_at, b.duration_seconds,
 		(SELECT max(finished_at) FROM `+s+`.chunk_runs c WHERE c.batch_id = b.id)
 		FROM `+s+`.batch_runs b WHERE b.id = $1`, r.BatchID).Scan(&status, &r.Cells, &r.Chunks, &startedAt, &recorded, &lastChunk)
 	if err != nil {
@@ -411,25 +414,26 @@ func (h *harness) finishLine(batchID string) (finishedLine, bool) {
 	}
 }
 
-// resultsLatency is figure 10 on the kept schema: Config.ResultsQueries
-// reads of random cells and scenarios with store.ReadSeries on a warm pool,
-// then Config.ResultsBinaryRuns of `enqueuer results`, each a process of
-// its own (start, connect, query, print, exit).
-func (h *harness) resultsLatency(ctx context.Context, schema, dbURL string) (ResultsLatency, error) {
+// resultsLatency is figure 10 on the kept schema (dbURL's search_path):
+// Config.ResultsQueries reads of random cells and scenarios with
+// store.ReadSeries on a warm pool, as many with store.ReadViewSeries (the
+// view ph_timeseries), then Config.ResultsBinaryRuns of `enqueuer
+// results`, each a process of its own (start, connect, query, print, exit).
+func (h *harness) resultsLatency(ctx context.Context, dbURL string) (ResultsLatency, error) {
 	var rl ResultsLatency
 	st, err := store.Open(ctx, store.Options{URL: dbURL, AppName: "gridbatch-bench"})
 	if err != nil {
 		return rl, err
 	}
 	defer st.Close()
-	s := ident(schema)
-	if err := st.Pool.QueryRow(ctx, `SELECT count(*) FILTER (WHERE rows_dropped_at IS NULL AND results_table IS NOT NULL), max(total_cells)
-		FROM `+s+`.batch_runs WHERE kind = 'ph'`).Scan(&rl.Batches, &rl.CellsPerBatch); err != nil {
+	if rl.Batches, rl.CellsPerBatch, err = st.RetainedBatches(ctx, grid.KindPH); err != nil {
 		return rl, err
 	}
-	if err := st.Pool.QueryRow(ctx, `SELECT batch_id FROM `+s+`.published_batches WHERE kind = 'ph' ORDER BY published_at DESC LIMIT 1`).Scan(&rl.Latest); err != nil {
+	latest, err := st.LatestPublication(ctx, grid.KindPH, 0)
+	if err != nil {
 		return rl, fmt.Errorf("the batch published last: %w", err)
 	}
+	rl.Latest = latest.BatchID
 	r, err := h.region(h.cfg.Step)
 	if err != nil {
 		return rl, err
@@ -462,11 +466,8 @@ func (h *harness) resultsLatency(ctx context.Context, schema, dbURL string) (Res
 	took = took[:0]
 	for range h.cfg.ResultsQueries {
 		c, sc := pick()
-		var batchID string
-		var series []float64
 		t0 := time.Now()
-		err := st.Pool.QueryRow(ctx, `SELECT series, batch_id FROM ph_timeseries WHERE step = $1 AND grid_id = $2 AND scenario = $3`,
-			h.cfg.Step, c.GridID, sc).Scan(&series, &batchID)
+		series, batchID, err := st.ReadViewSeries(ctx, grid.KindPH, h.cfg.Step, c.GridID, sc)
 		took = append(took, time.Since(t0).Seconds())
 		if err != nil {
 			return rl, fmt.Errorf("read cell %d %s from ph_timeseries: %w", c.GridID, sc, err)
@@ -477,12 +478,7 @@ func (h *harness) resultsLatency(ctx context.Context, schema, dbURL string) (Res
 	}
 	rl.View = latencyOf(took)
 	c, sc := pick()
-	var plan []string
-	rows, err := st.Pool.Query(ctx, `EXPLAIN (ANALYZE, COSTS OFF) SELECT first_year, series, batch_id, computed_at FROM ph_timeseries
-		WHERE step = $1 AND grid_id = $2 AND scenario = $3`, h.cfg.Step, c.GridID, sc)
-	if err == nil {
-		plan, err = pgx.CollectRows(rows, pgx.RowTo[string])
-	}
+	plan, err := st.ExplainViewSeries(ctx, grid.KindPH, h.cfg.Step, c.GridID, sc)
 	if err != nil {
 		return rl, fmt.Errorf("explain the read: %w", err)
 	}

@@ -3,7 +3,7 @@
 
 Usage (by internal/bench, from the repository root):
 
-    /usr/bin/python3 internal/bench/numpy_kernel.py ph|hazard SECONDS < inputs
+    /usr/bin/python3 tests/bench/numpy_kernel.py ph|hazard SECONDS < inputs
 
 stdin holds the cells of BenchmarkCompute (internal/grid/model_test.go) as
 little-endian float64 triples mu0, sigma, xi. The script runs

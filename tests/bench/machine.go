@@ -44,13 +44,13 @@ func (h *harness) machine(ctx context.Context) (Machine, error) {
 		return m, fmt.Errorf("redis INFO server: %w", err)
 	}
 	m.Redis = infoField(info, "redis_version")
-	if err := h.st.Pool.QueryRow(ctx, `SHOW server_version`).Scan(&m.Postgres); err != nil {
+	if err := h.db.QueryRow(ctx, `SHOW server_version`).Scan(&m.Postgres); err != nil {
 		return m, fmt.Errorf("postgres version: %w", err)
 	}
 	var notes []string
 	for _, name := range []string{"shared_buffers", "max_wal_size", "synchronous_commit", "full_page_writes"} {
 		var v string
-		if err := h.st.Pool.QueryRow(ctx, `SELECT current_setting($1)`, name).Scan(&v); err == nil {
+		if err := h.db.QueryRow(ctx, `SELECT current_setting($1)`, name).Scan(&v); err == nil {
 			notes = append(notes, name+"="+v)
 		}
 	}

@@ -160,7 +160,7 @@ func kernelInputs() ([]byte, error) {
 }
 
 // numpyKernel times examples/python/reference_model.py's kind on inputs
-// with internal/bench/numpy_kernel.py, on one core, for as long as the Go
+// with tests/bench/numpy_kernel.py, on one core, for as long as the Go
 // benchmark's benchtime when that is a duration (else 2s). It returns the
 // wall-clock and the CPU ns per cell.
 func (h *harness) numpyKernel(ctx context.Context, kind string, inputs []byte) (wall, cpu float64, _ string, _ error) {
@@ -168,7 +168,7 @@ func (h *harness) numpyKernel(ctx context.Context, kind string, inputs []byte) (
 	if err != nil {
 		d = 2 * time.Second
 	}
-	args := []string{"internal/bench/numpy_kernel.py", kind, strconv.FormatFloat(d.Seconds(), 'g', -1, 64)}
+	args := []string{"tests/bench/numpy_kernel.py", kind, strconv.FormatFloat(d.Seconds(), 'g', -1, 64)}
 	cmdline := "OMP_NUM_THREADS=1 /usr/bin/python3 " + strings.Join(args, " ")
 	cmd := exec.CommandContext(ctx, "/usr/bin/python3", args...)
 	cmd.Env = append(slices.Clip(h.cfg.Env), "OMP_NUM_THREADS=1", "OPENBLAS_NUM_THREADS=1", "MKL_NUM_THREADS=1")

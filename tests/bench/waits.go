@@ -33,7 +33,7 @@ func (h *harness) sampleWaits(ctx context.Context, apps ...string) *waitSampler 
 				return
 			case <-t.C:
 			}
-			rows, err := h.st.Pool.Query(ctx, `SELECT state, coalesce(wait_event_type || ':' || wait_event, 'CPU'), left(query, 30)
+			rows, err := h.db.Query(ctx, `SELECT state, coalesce(wait_event_type || ':' || wait_event, 'CPU'), left(query, 30)
 				FROM pg_stat_activity WHERE application_name = ANY($1) AND pid <> pg_backend_pid() AND state <> 'idle'`, apps)
 			if err != nil {
 				continue

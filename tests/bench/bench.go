@@ -4,7 +4,14 @@
 // the in-process lower bound of a batch's work, the same batch through the
 // real binaries (enqueuer run and worker processes), how that scales with the
 // grid, and the workers' peak memory and task start latency. Table renders
-// them with the machine they were taken on. tests/bench drives it.
+// them with the machine they were taken on. TestBench (bench_test.go, build
+// tag bench), which `make bench` runs, drives it and writes BENCHMARKS.md.
+//
+// It is a tool beside the product, not part of it (as river keeps its bench
+// under cmd/river/riverbench): nothing in the product imports it. It reads
+// this build's tables through store methods; its own raw SQL is the
+// server's statistics and maintenance and the comparison's schemas, one of
+// them an older build's.
 //
 // With a models file it also measures figure 8: a model run as processes
 // (ph_py, the reference ph in numpy) against the Go kind, paired with the
@@ -32,6 +39,7 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/gridbatch/gridbatch/internal/config"
@@ -231,8 +239,13 @@ func (c *Config) fill() error {
 
 // harness is one Run's open connections.
 type harness struct {
-	cfg    Config
-	st     *store.Store
+	cfg Config
+	st  *store.Store
+	// db is the bench's own pool on Config.DatabaseURL, for its own raw
+	// SQL: the server's statistics and settings, CHECKPOINT and VACUUM, the
+	// comparison's schemas (the baseline's are an older build's). This
+	// build's tables it reads through st.
+	db     *pgxpool.Pool
 	rdb    redis.UniversalClient
 	client *asynq.Client
 	insp   *asynq.Inspector
@@ -289,200 +302,305 @@ func Run(ctx context.Context, cfg Config) (Table, error) {
 		}
 	}
 
-	started := time.Now()
-	if t.Machine, err = h.machine(ctx); err != nil {
+	if h.db, err = openPool(ctx, cfg.DatabaseURL); err != nil {
 		return t, err
+	}
+	defer h.db.Close()
+
+	return h.run(ctx)
+}
+
+// run takes the figures the Config selects, in this order: the machine
+// and settings (and the baseline's build) first, then either figure 9
+// alone (CompareOnly), figure 11 alone (DelayOnly), or the go test
+// benchmarks (alone with KernelOnly) and every other figure.
+func (h *harness) run(ctx context.Context) (Table, error) {
+	var t Table
+	started := time.Now()
+	baselineBin, err := h.prepare(ctx, &t)
+	if err != nil {
+		return t, err
+	}
+	if baselineBin != "" {
+		defer os.RemoveAll(filepath.Dir(baselineBin))
+	}
+	defer h.killWorkers() // any a failed step left running
+	switch {
+	case h.cfg.CompareOnly:
+		err = h.compareOnly(ctx, &t, baselineBin)
+	case h.cfg.DelayOnly:
+		err = h.delayOnly(ctx, &t)
+	default:
+		err = h.everyFigure(ctx, &t, baselineBin)
+	}
+	if err != nil {
+		return t, err
+	}
+	t.Elapsed = time.Since(started)
+	return t, nil
+}
+
+// prepare records the machine and the settings of the run (the process
+// model's command, the workers' settings) and builds the baseline's
+// binaries, before anything is measured. It returns the folder of the
+// baseline's binaries, or "" without a Baseline.
+func (h *harness) prepare(ctx context.Context, t *Table) (baselineBin string, err error) {
+	cfg := h.cfg
+	if t.Machine, err = h.machine(ctx); err != nil {
+		return "", err
 	}
 	t.Config = Settings{Kind: cfg.Kind, BBox: cfg.BBox.String(), Step: cfg.Step, ChunkSize: cfg.ChunkSize,
 		Workers: cfg.Workers, WorkerEnv: cfg.WorkerEnv, Repeat: cfg.Repeat, ModelsFile: cfg.ModelsFile, ProcessKind: cfg.ProcessKind}
 	if cfg.ProcessKind != "" {
 		if err := h.processModel(ctx); err != nil {
-			return t, err
+			return "", err
 		}
 		t.Config.ProcessCommand = h.processSpec.Source()
 	}
 	if h.workerSettings, err = h.output(ctx, filepath.Join(cfg.BinDir, "worker"), h.workerEnv(false), "--print-config"); err != nil {
-		return t, fmt.Errorf("worker --print-config: %w", err)
+		return "", fmt.Errorf("worker --print-config: %w", err)
 	}
 	t.Config.WorkerSettings = pickSettings(h.workerSettings, "GRIDBATCH_CONCURRENCY", "GRIDBATCH_TASK_CHECK_INTERVAL", "GRIDBATCH_DB_MAX_CONNS", "GRIDBATCH_GC_PERCENT")
-
-	// The baseline's binaries are built first, before anything is measured.
-	var baselineBin string
-	if cfg.Baseline != "" {
-		t.Compare = &Comparison{Baseline: cfg.Baseline}
-		if baselineBin, err = h.buildBaseline(ctx, t.Compare); err != nil {
-			return t, err
-		}
-		defer os.RemoveAll(filepath.Dir(baselineBin))
+	if cfg.Baseline == "" {
+		return "", nil
 	}
+	t.Compare = &Comparison{Baseline: cfg.Baseline}
+	return h.buildBaseline(ctx, t.Compare)
+}
 
-	if cfg.CompareOnly {
-		if t.Compare == nil {
-			return t, errors.New("bench: CompareOnly needs a Baseline")
-		}
-		h.cfg.Retain = 0 // no figure 10
-		h.logf("compare only: %d pairs of ph batches at step %g, %s then this tree, each on a fresh schema", cfg.Repeat, cfg.Step, t.Compare.BaselineDesc)
-		if err := h.compare(ctx, t.Compare, baselineBin); err != nil {
-			return t, err
-		}
-		h.logf("compare only: this tree vs %s: %.3f (pairs: %s)", cfg.Baseline, t.Compare.Ratio, ratios(t.Compare.Ratios))
-		t.Elapsed = time.Since(started)
-		return t, nil
+// compareOnly is CompareOnly: figure 9 alone, with no figure 10.
+func (h *harness) compareOnly(ctx context.Context, t *Table, baselineBin string) error {
+	if t.Compare == nil {
+		return errors.New("bench: CompareOnly needs a Baseline")
 	}
-
-	if cfg.DelayOnly {
-		sr, err := h.seed(ctx, cfg.Step)
-		if err != nil {
-			return t, err
-		}
-		t.Seed = append(t.Seed, sr)
-		if t.Delay, err = h.delay(ctx, cfg.Delay); err != nil {
-			return t, err
-		}
-		if t.Machine.LoadAfter, err = loadAverage(); err != nil {
-			return t, err
-		}
-		h.logf("delay only: %s each way vs loopback: %.3f (rounds: %s); vs the proxies with no delay: %.3f (rounds: %s); load average %s at the start, %s at the end",
-			cfg.Delay, t.Delay.Ratio, ratios(t.Delay.Ratios), t.Delay.ProxiedRatio, ratios(t.Delay.ProxiedRatios), t.Machine.LoadBefore, t.Machine.LoadAfter)
-		t.Elapsed = time.Since(started)
-		return t, nil
+	h.cfg.Retain = 0 // no figure 10
+	h.logf("compare only: %d pairs of ph batches at step %g, %s then this tree, each on a fresh schema", h.cfg.Repeat, h.cfg.Step, t.Compare.BaselineDesc)
+	if err := h.compare(ctx, t.Compare, baselineBin); err != nil {
+		return err
 	}
+	h.logf("compare only: this tree vs %s: %.3f (pairs: %s)", h.cfg.Baseline, t.Compare.Ratio, ratios(t.Compare.Ratios))
+	return nil
+}
 
+// delayOnly is DelayOnly: the grid at Step seeded, then figure 11 alone.
+func (h *harness) delayOnly(ctx context.Context, t *Table) error {
+	cfg := h.cfg
+	sr, err := h.seed(ctx, cfg.Step)
+	if err != nil {
+		return err
+	}
+	t.Seed = append(t.Seed, sr)
+	if t.Delay, err = h.delay(ctx, cfg.Delay); err != nil {
+		return err
+	}
+	if t.Machine.LoadAfter, err = loadAverage(); err != nil {
+		return err
+	}
+	h.logf("delay only: %s each way vs loopback: %.3f (rounds: %s); vs the proxies with no delay: %.3f (rounds: %s); load average %s at the start, %s at the end",
+		cfg.Delay, t.Delay.Ratio, ratios(t.Delay.Ratios), t.Delay.ProxiedRatio, ratios(t.Delay.ProxiedRatios), t.Machine.LoadBefore, t.Machine.LoadAfter)
+	return nil
+}
+
+// everyFigure takes the go test benchmarks (figures 1 and 2; only figure 1
+// with KernelOnly) and then every other figure the Config asks for, in the
+// order of the table.
+func (h *harness) everyFigure(ctx context.Context, t *Table, baselineBin string) error {
+	cfg := h.cfg
+	var err error
 	if cfg.KernelOnly || !cfg.SkipGoBench {
-		h.logf("kernel: go test -bench BenchmarkCompute -benchtime %s ./internal/grid/, alternated with numpy's on the same cells", cfg.KernelBenchtime)
-		if t.Kernel, err = h.kernelBench(ctx); err != nil {
-			return t, err
-		}
-		for _, k := range t.Kernel {
-			h.logf("kernel %s: Go %.0f ns/cell, numpy %.0f ns/cell (medians; Go runs %s, numpy runs %s); CPU time: Go %.0f, numpy %.0f ns/cell",
-				k.Kind, k.NsPerCell, k.NumpyNsPerCell, nsRuns(k.GoRuns), nsRuns(k.NumpyRuns), k.CPUNsPerCell, k.NumpyCPUNsPerCell)
-		}
-		if cfg.KernelOnly {
-			if t.Machine.LoadAfter, err = loadAverage(); err != nil {
-				return t, err
-			}
-			h.logf("kernel only: load average %s at the start, %s at the end", t.Machine.LoadBefore, t.Machine.LoadAfter)
-			t.Elapsed = time.Since(started)
-			return t, nil
+		if err := h.kernel(ctx, t); err != nil || cfg.KernelOnly {
+			return err
 		}
 		h.logf("seeding: go test -bench BenchmarkSeedCells -benchtime %s ./internal/store/", cfg.SeedBenchtime)
 		if t.Seed, err = h.seedBench(ctx); err != nil {
-			return t, err
+			return err
 		}
 	}
+	if err := h.seedSteps(ctx, t); err != nil {
+		return err
+	}
+	h.logf("fan-out: plan and enqueue a %d-chunk batch", cfg.FanoutChunks)
+	if t.Fanout, err = h.fanout(ctx); err != nil {
+		return err
+	}
+	h.logf("fan-out: %.0f tasks/s (enqueue alone %.0f tasks/s)", t.Fanout.TasksPerSecond, t.Fanout.EnqueuePerSecond)
+	if err := h.pipelines(ctx, t); err != nil {
+		return err
+	}
+	if cfg.addedConcurrency != "" {
+		if err := h.ownConcurrencyRun(ctx, t); err != nil {
+			return err
+		}
+	}
+	if cfg.Delay > 0 {
+		h.logf("delay: %d rounds of batches at step %g: loopback, through the proxies with no delay, with %s injected each way; the workers at their default settings", cfg.Repeat, cfg.Step, cfg.Delay)
+		if t.Delay, err = h.delay(ctx, cfg.Delay); err != nil {
+			return err
+		}
+	}
+	if t.Compare != nil {
+		h.logf("compare: %d pairs of ph batches at step %g, %s then this tree, each on a fresh schema", cfg.Repeat, cfg.Step, t.Compare.BaselineDesc)
+		if err := h.compare(ctx, t.Compare, baselineBin); err != nil {
+			return err
+		}
+	}
+	t.finish()
+	t.Machine.LoadAfter, err = loadAverage()
+	return err
+}
 
-	steps := append([]float64{}, cfg.ScalingSteps...)
-	if !containsStep(steps, cfg.Step) {
-		steps = append(steps, cfg.Step)
+// kernel is figure 1: the Go kernels beside numpy's; with KernelOnly it
+// also reads the load average at the end.
+func (h *harness) kernel(ctx context.Context, t *Table) error {
+	cfg := h.cfg
+	var err error
+	h.logf("kernel: go test -bench BenchmarkCompute -benchtime %s ./internal/grid/, alternated with numpy's on the same cells", cfg.KernelBenchtime)
+	if t.Kernel, err = h.kernelBench(ctx); err != nil {
+		return err
+	}
+	for _, k := range t.Kernel {
+		h.logf("kernel %s: Go %.0f ns/cell, numpy %.0f ns/cell (medians; Go runs %s, numpy runs %s); CPU time: Go %.0f, numpy %.0f ns/cell",
+			k.Kind, k.NsPerCell, k.NumpyNsPerCell, nsRuns(k.GoRuns), nsRuns(k.NumpyRuns), k.CPUNsPerCell, k.NumpyCPUNsPerCell)
+	}
+	if !cfg.KernelOnly {
+		return nil
+	}
+	if t.Machine.LoadAfter, err = loadAverage(); err != nil {
+		return err
+	}
+	h.logf("kernel only: load average %s at the start, %s at the end", t.Machine.LoadBefore, t.Machine.LoadAfter)
+	return nil
+}
+
+// seedSteps seeds the grid at every scaling step and at Step.
+func (h *harness) seedSteps(ctx context.Context, t *Table) error {
+	steps := append([]float64{}, h.cfg.ScalingSteps...)
+	if !containsStep(steps, h.cfg.Step) {
+		steps = append(steps, h.cfg.Step)
 	}
 	for _, s := range steps {
 		sr, err := h.seed(ctx, s)
 		if err != nil {
-			return t, err
+			return err
 		}
 		t.Seed = append(t.Seed, sr)
 	}
+	return nil
+}
 
-	h.logf("fan-out: plan and enqueue a %d-chunk batch", cfg.FanoutChunks)
-	if t.Fanout, err = h.fanout(ctx); err != nil {
-		return t, err
-	}
-	h.logf("fan-out: %.0f tasks/s (enqueue alone %.0f tasks/s)", t.Fanout.TasksPerSecond, t.Fanout.EnqueuePerSecond)
-
+// pipelines starts the workers and, on them, takes the scaling runs, then
+// Repeat times the lower bound, the pipeline at Step and (figure 8) the
+// process model's pipeline, then the start latency and the workers'
+// figures; it stops the workers.
+func (h *harness) pipelines(ctx context.Context, t *Table) error {
+	cfg := h.cfg
 	// The workers serve every pipeline run, as long-lived workers do: the
 	// coarser scaling runs go first and warm them up.
 	if err := h.startWorkers(ctx, cfg.ProfileDir != ""); err != nil {
-		return t, err
+		return err
 	}
-	defer h.killWorkers()
 	for _, s := range cfg.ScalingSteps {
 		if s == cfg.Step {
 			continue
 		}
 		pr, err := h.pipeline(ctx, cfg.Kind, s, false)
 		if err != nil {
-			return t, err
+			return err
 		}
 		h.logf("pipeline at step %g: %d cells in %.2fs: %.0f cells/s", s, pr.Cells, pr.Seconds, pr.CellsPerSecond)
 		t.Scaling = append(t.Scaling, pr)
 	}
 	for i := range cfg.Repeat {
-		lb, err := h.lowerBound(ctx, cfg.Step, i == 0 && cfg.ProfileDir != "")
-		if err != nil {
-			return t, err
+		if err := h.repeat(ctx, t, i); err != nil {
+			return err
 		}
-		h.logf("lower bound #%d: %d cells in %.2fs: %.0f cells/s", i+1, lb.Cells, lb.Seconds, lb.CellsPerSecond)
-		t.LowerBoundRuns = append(t.LowerBoundRuns, lb)
-		pr, err := h.pipeline(ctx, cfg.Kind, cfg.Step, i == 0 && cfg.ProfileDir != "")
-		if err != nil {
-			return t, err
-		}
-		h.logf("pipeline #%d at step %g: %d cells in %.2fs: %.0f cells/s", i+1, cfg.Step, pr.Cells, pr.Seconds, pr.CellsPerSecond)
-		t.PipelineRuns = append(t.PipelineRuns, pr)
-		if cfg.ProcessKind == "" {
-			continue
-		}
-		// Figure 8: the same batch of the process model, right after the Go
-		// pipeline run it is compared with, on the same workers.
-		mr, err := h.processPipeline(ctx, cfg.Step)
-		if err != nil {
-			return t, err
-		}
-		h.logf("%s pipeline #%d at step %g: %d cells in %.2fs: %.0f cells/s (%.3f × %s); %d model processes started during it, %d since the workers started",
-			cfg.ProcessKind, i+1, cfg.Step, mr.Cells, mr.Seconds, mr.CellsPerSecond, mr.CellsPerSecond/pr.CellsPerSecond, cfg.Kind,
-			mr.Starts.During, mr.Starts.Total)
-		t.ProcessRuns = append(t.ProcessRuns, mr)
 	}
 	h.logf("start latency: %d chunk tasks enqueued one at a time to the idle workers", cfg.LatencyProbes)
 	idle, err := h.latencyProbe(ctx)
 	if err != nil {
-		return t, err
+		return err
 	}
 	t.Idle = &idle
 	if t.Workers, err = h.workerFigures(); err != nil {
-		return t, err
+		return err
 	}
-	if err := h.stopWorkers(); err != nil {
-		return t, err
+	return h.stopWorkers()
+}
+
+// repeat is the i-th (from 0) of the Repeat measurements at Step: the
+// lower bound, the pipeline, and right after it, on the same workers, the
+// same batch of the process model it is compared with (figure 8).
+func (h *harness) repeat(ctx context.Context, t *Table, i int) error {
+	cfg := h.cfg
+	lb, err := h.lowerBound(ctx, cfg.Step, i == 0 && cfg.ProfileDir != "")
+	if err != nil {
+		return err
 	}
-	if cfg.addedConcurrency != "" {
-		// The same batch with each worker at its own default concurrency
-		// (two chunks per CPU): what oversubscribing the cores costs.
-		h.ownConcurrency = true
-		if h.workerSettings, err = h.output(ctx, filepath.Join(cfg.BinDir, "worker"), h.workerEnv(false), "--print-config"); err != nil {
-			return t, fmt.Errorf("worker --print-config: %w", err)
-		}
-		if err := h.startWorkers(ctx, false); err != nil {
-			return t, err
-		}
-		pr, err := h.pipeline(ctx, cfg.Kind, cfg.Step, false)
-		if err != nil {
-			return t, err
-		}
-		h.logf("pipeline at the workers' default concurrency (%d chunks in flight): %.0f cells/s", pr.Concurrency, pr.CellsPerSecond)
-		t.OwnConcurrency = &pr
-		if err := h.stopWorkers(); err != nil {
-			return t, err
-		}
+	h.logf("lower bound #%d: %d cells in %.2fs: %.0f cells/s", i+1, lb.Cells, lb.Seconds, lb.CellsPerSecond)
+	t.LowerBoundRuns = append(t.LowerBoundRuns, lb)
+	pr, err := h.pipeline(ctx, cfg.Kind, cfg.Step, i == 0 && cfg.ProfileDir != "")
+	if err != nil {
+		return err
 	}
-	if cfg.Delay > 0 {
-		h.logf("delay: %d rounds of batches at step %g: loopback, through the proxies with no delay, with %s injected each way; the workers at their default settings", cfg.Repeat, cfg.Step, cfg.Delay)
-		if t.Delay, err = h.delay(ctx, cfg.Delay); err != nil {
-			return t, err
-		}
+	h.logf("pipeline #%d at step %g: %d cells in %.2fs: %.0f cells/s", i+1, cfg.Step, pr.Cells, pr.Seconds, pr.CellsPerSecond)
+	t.PipelineRuns = append(t.PipelineRuns, pr)
+	if cfg.ProcessKind == "" {
+		return nil
 	}
-	if t.Compare != nil {
-		h.logf("compare: %d pairs of ph batches at step %g, %s then this tree, each on a fresh schema", cfg.Repeat, cfg.Step, t.Compare.BaselineDesc)
-		if err := h.compare(ctx, t.Compare, baselineBin); err != nil {
-			return t, err
-		}
+	mr, err := h.processPipeline(ctx, cfg.Step)
+	if err != nil {
+		return err
 	}
-	t.finish()
-	if t.Machine.LoadAfter, err = loadAverage(); err != nil {
-		return t, err
+	h.logf("%s pipeline #%d at step %g: %d cells in %.2fs: %.0f cells/s (%.3f × %s); %d model processes started during it, %d since the workers started",
+		cfg.ProcessKind, i+1, cfg.Step, mr.Cells, mr.Seconds, mr.CellsPerSecond, mr.CellsPerSecond/pr.CellsPerSecond, cfg.Kind,
+		mr.Starts.During, mr.Starts.Total)
+	t.ProcessRuns = append(t.ProcessRuns, mr)
+	return nil
+}
+
+// ownConcurrencyRun measures the same batch with each worker at its own
+// default concurrency (two chunks per CPU): what oversubscribing the cores
+// costs. Only when Config.fill added GRIDBATCH_CONCURRENCY.
+func (h *harness) ownConcurrencyRun(ctx context.Context, t *Table) error {
+	cfg := h.cfg
+	h.ownConcurrency = true
+	var err error
+	if h.workerSettings, err = h.output(ctx, filepath.Join(cfg.BinDir, "worker"), h.workerEnv(false), "--print-config"); err != nil {
+		return fmt.Errorf("worker --print-config: %w", err)
 	}
-	t.Elapsed = time.Since(started)
-	return t, nil
+	if err := h.startWorkers(ctx, false); err != nil {
+		return err
+	}
+	pr, err := h.pipeline(ctx, cfg.Kind, cfg.Step, false)
+	if err != nil {
+		return err
+	}
+	h.logf("pipeline at the workers' default concurrency (%d chunks in flight): %.0f cells/s", pr.Concurrency, pr.CellsPerSecond)
+	t.OwnConcurrency = &pr
+	return h.stopWorkers()
+}
+
+// openPool opens the bench's own pool on url, under the bench's
+// application_name (which the CPU figures count as the run's own sessions).
+func openPool(ctx context.Context, url string) (*pgxpool.Pool, error) {
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, fmt.Errorf("bench: database URL: %w", err)
+	}
+	cfg.ConnConfig.RuntimeParams["application_name"] = "gridbatch-bench"
+	// The bounds store.Open sets, which this SQL ran under when it went
+	// through the store's pool.
+	cfg.ConnConfig.RuntimeParams["statement_timeout"] = "60000"
+	cfg.ConnConfig.RuntimeParams["lock_timeout"] = "60000"
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("bench: open PostgreSQL pool: %w", err)
+	}
+	if err := pool.Ping(ctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("bench: PostgreSQL: %w", err)
+	}
+	return pool, nil
 }
 
 func containsStep(steps []float64, s float64) bool {

@@ -617,11 +617,11 @@ func (t Table) Markdown() string {
 const howProduced = `## How these figures are produced
 
 ` + "`make bench`" + ` (services up, binaries built) runs ` + "`go test -tags bench -run TestBench ./tests/bench/`" + `,
-which calls ` + "`internal/bench.Run`" + ` on a fresh Redis database and PostgreSQL schema of its own:
+which calls ` + "`Run` of package tests/bench" + ` on a fresh Redis database and PostgreSQL schema of its own:
 
 1. **Kernel**: ` + "`go test -bench BenchmarkCompute ./internal/grid/`" + `, ns per cell (3 scenarios × 80 years), beside
    the numpy reference kernel (examples/python/reference_model.py, one core) timed on the same 500 cells by
-   ` + "`internal/bench/numpy_kernel.py`" + `, the two alternated three times and the medians compared.
+   ` + "`tests/bench/numpy_kernel.py`" + `, the two alternated three times and the medians compared.
 2. **Seeding**: ` + "`go test -bench BenchmarkSeedCells ./internal/store/`" + `, and the harness timing
    ` + "`store.SeedCells`" + ` (what ` + "`enqueuer seed`" + ` runs) for the grids it needs.
 3. **Fan-out**: the plan task's code in-process, no worker running: ` + "`store.PlanChunks`" + ` (the chunk rows)
