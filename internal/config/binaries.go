@@ -17,14 +17,19 @@ type Worker struct {
 	// 127.0.0.1:8081, or :8081 in a container (InContainer).
 	HTTPAddr string
 	// Concurrency is the number of chunk tasks run at once. Defaults to
-	// twice GOMAXPROCS (DefaultConcurrency), which since Go 1.25 follows a
-	// container's CPU limit where the number of CPUs would count the whole
+	// four per GOMAXPROCS (DefaultConcurrency), which since Go 1.25 follows
+	// a container's CPU limit where the number of CPUs would count the whole
 	// node. A chunk waits on about seven round trips to Redis and PostgreSQL
-	// (its task, its inputs, its write, its ack); two chunks per CPU keep
-	// the CPUs busy across a network hop. It is also the number of model
-	// processes per kind a worker starts (a models file's processes: 0), so
-	// a command model's memory is up to Concurrency × its memory_limit.
+	// (its task, its inputs, its write, its ack); four chunks per CPU keep
+	// the CPUs busy across a network hop of 1 ms each way.
 	Concurrency int
+	// ModelProcesses is the number of model processes per kind a worker
+	// starts (a models file's processes: 0), at most Concurrency; a chunk
+	// of a command model waits for a free one. Defaults to two per
+	// GOMAXPROCS (DefaultModelProcesses): a model computes on a CPU, so more
+	// processes than that share the CPUs and add their memory. A command
+	// model's memory is up to ModelProcesses × its memory_limit.
+	ModelProcesses int
 	// TaskTimeout bounds one chunk task; at the timeout its context is
 	// cancelled and it is retried. Defaults to 5m.
 	TaskTimeout time.Duration
@@ -82,7 +87,8 @@ type Worker struct {
 func (c *Worker) Bind(s *Set) {
 	s.Common(&c.Common)
 	s.String(&c.HTTPAddr, "http-addr", "GRIDBATCH_HTTP_ADDR", s.localAddr("8081"), "`address` of /healthz, /readyz and /metrics (default loopback, outside a container)")
-	s.Int(&c.Concurrency, "concurrency", "GRIDBATCH_CONCURRENCY", DefaultConcurrency(), "chunk tasks run at once, and model processes per kind (default: 2 per CPU this process may use)")
+	s.Int(&c.Concurrency, "concurrency", "GRIDBATCH_CONCURRENCY", DefaultConcurrency(), "chunk tasks run at once (default: 4 per CPU this process may use)")
+	s.Int(&c.ModelProcesses, "model-processes", "GRIDBATCH_MODEL_PROCESSES", DefaultModelProcesses(), "model processes per kind of the models file, at most the concurrency; each may hold the kind's memory_limit (default: 2 per CPU this process may use)")
 	s.Duration(&c.TaskTimeout, "task-timeout", "GRIDBATCH_TASK_TIMEOUT", 5*time.Minute, "bound on one chunk task; then it is cancelled and retried")
 	s.Int(&c.MaxRetry, "max-retry", "GRIDBATCH_MAX_RETRY", 5, "retries before a task is dead-lettered")
 	s.Duration(&c.RetryBase, "retry-base", "GRIDBATCH_RETRY_BASE", 10*time.Second, "retry countdown unit: retry n+1 waits base·(n+1)")
@@ -100,13 +106,23 @@ func (c *Worker) Bind(s *Set) {
 	s.String(&c.ModelUser, "model-user", "GRIDBATCH_MODEL_USER", defaultModelUser(), "`user` (name, uid or uid:gid) the model processes run as; empty: the worker's own (default nobody when the worker is root)")
 }
 
-// DefaultConcurrency is the worker's default GRIDBATCH_CONCURRENCY: two
-// chunk tasks per CPU the process may use (GOMAXPROCS), so that one chunk
-// computes while another waits on Redis or PostgreSQL. With 1 ms added each
-// way to both, two per CPU ran a batch at 0.92 × its rate through the same
-// proxies with no delay, one per CPU at 0.79 × (make bench, figure 11;
-// medians of 14 rounds on a 2-core machine).
-func DefaultConcurrency() int { return 2 * runtime.GOMAXPROCS(0) }
+// DefaultConcurrency is the worker's default GRIDBATCH_CONCURRENCY: four
+// chunk tasks per CPU the process may use (GOMAXPROCS), so that chunks
+// compute while others wait on Redis or PostgreSQL. With 1 ms added each
+// way to both, four per CPU ran a batch at 0.857 × its loopback rate, two
+// per CPU at 0.721 × (make bench, figure 11, GRIDBATCH_BENCH_PROXY=hop, a
+// quiet 2-core machine), and as fast on loopback.
+func DefaultConcurrency() int { return 4 * runtime.GOMAXPROCS(0) }
+
+// DefaultModelProcesses is the worker's default GRIDBATCH_MODEL_PROCESSES:
+// two model processes per kind and CPU the process may use, so that one
+// computes while the other's chunk is read or written.
+func DefaultModelProcesses() int { return 2 * runtime.GOMAXPROCS(0) }
+
+// ModelProcessesPerKind is the number of processes a command model of a
+// kind whose processes is 0 gets: ModelProcesses, at most Concurrency
+// (more could never be busy).
+func (c *Worker) ModelProcessesPerKind() int { return min(c.ModelProcesses, c.Concurrency) }
 
 // defaultModelUser is nobody when the worker runs as root, else empty.
 func defaultModelUser() string {
@@ -124,6 +140,8 @@ func (c *Worker) Validate() error {
 	switch {
 	case c.Concurrency < 1 || c.Concurrency > 1000:
 		return badValue("GRIDBATCH_CONCURRENCY", c.Concurrency, "must be between 1 and 1000")
+	case c.ModelProcesses < 1 || c.ModelProcesses > 1000:
+		return badValue("GRIDBATCH_MODEL_PROCESSES", c.ModelProcesses, "must be between 1 and 1000")
 	case c.TaskTimeout <= 0:
 		return badValue("GRIDBATCH_TASK_TIMEOUT", c.TaskTimeout, "must be positive, e.g. 5m")
 	case c.MaxRetry < 0 || c.MaxRetry > 100:

@@ -29,7 +29,10 @@ func TestWorkerDefaultsEnvAndFlags(t *testing.T) {
 	require.Equal(t, 90*time.Second, c.TaskTimeout, "environment sets the value")
 	require.Equal(t, 7, c.MaxRetry, "a flag overrides the environment")
 	require.Equal(t, 10*time.Second, c.RetryBase, "default")
-	require.Equal(t, 2*runtime.GOMAXPROCS(0), c.Concurrency, "default: two chunks per CPU")
+	require.Equal(t, 4*runtime.GOMAXPROCS(0), c.Concurrency, "default: four chunks per CPU")
+	require.Equal(t, 2*runtime.GOMAXPROCS(0), c.ModelProcessesPerKind(), "default: two model processes per kind and CPU")
+	c.Concurrency = 1
+	require.Equal(t, 1, c.ModelProcessesPerKind(), "no more model processes than chunks at once")
 	require.Equal(t, DefaultRedisURL, c.RedisURL)
 	require.Equal(t, DefaultDatabaseURL, c.DatabaseURL)
 	if os.Geteuid() == 0 {

@@ -107,7 +107,7 @@ func Run(ctx context.Context, cfg config.Worker, stderr io.Writer, opts ...Optio
 		Chunk: tasks.ChunkOptions{Timeout: cfg.TaskTimeout, MaxRetry: tasks.Retries(cfg.MaxRetry)},
 		Batch: batch.Config{DB: db},
 		Compute: func(set *model.Set) batch.Computer {
-			procs = process.New(set, log, process.Config{Concurrency: cfg.Concurrency, User: modelUser})
+			procs = process.New(set, log, process.Config{Concurrency: cfg.ModelProcessesPerKind(), User: modelUser})
 			return procs
 		}})
 	if err != nil {
@@ -162,7 +162,7 @@ func Run(ctx context.Context, cfg config.Worker, stderr io.Writer, opts ...Optio
 	if err := srv.Start(mux); err != nil {
 		return fmt.Errorf("start the asynq server: %w", err)
 	}
-	log.Info("worker started", "worker", workerName, "concurrency", cfg.Concurrency, "queues", tasks.Queues,
+	log.Info("worker started", "worker", workerName, "concurrency", cfg.Concurrency, "model_processes", cfg.ModelProcessesPerKind(), "queues", tasks.Queues,
 		"http_addr", httpSrv.Addr(), "task_timeout", cfg.TaskTimeout.String(), "max_retry", cfg.MaxRetry,
 		"retry", cfg.RetryPolicy, "retry_base", cfg.RetryBase.String(), "gc_percent", cfg.GCPercent)
 

@@ -41,7 +41,7 @@ import (
 //	GRIDBATCH_BENCH_ONLY=delay   figure 11 alone (the pipeline with 1 ms injected each way to Redis and
 //	                            PostgreSQL vs loopback and vs the same proxies with no delay; prints its runs,
 //	                            writes no report)
-//	GRIDBATCH_BENCH_PROXY       figure 11's proxy: toxiproxy (default) or hop (the bench's own, less CPU)
+//	GRIDBATCH_BENCH_PROXY       figure 11's proxy: hop (default: the bench's own, less CPU) or toxiproxy
 //	GRIDBATCH_BENCH_BASELINE    git revision whose pipeline this tree's is compared with (figures 9
 //	                            and 10); default fae24c9 (the upsert per chunk), "-" for none
 func TestBench(t *testing.T) {
