@@ -3,8 +3,6 @@ package dlq_test
 import (
 	"context"
 	"encoding/json"
-	"io"
-	"log/slog"
 	"testing"
 	"time"
 
@@ -14,6 +12,7 @@ import (
 
 	"github.com/gridbatch/gridbatch/dlq"
 	"github.com/gridbatch/gridbatch/internal/batch"
+	"github.com/gridbatch/gridbatch/internal/connect"
 	"github.com/gridbatch/gridbatch/internal/grid"
 	"github.com/gridbatch/gridbatch/internal/model"
 	"github.com/gridbatch/gridbatch/internal/store"
@@ -36,14 +35,10 @@ func newFixture(t *testing.T) *fixture {
 	t.Helper()
 	r := testutil.NewRedis(t)
 	db := testutil.NewDB(t)
-	client := asynq.NewClientFromRedisClient(r.Client)
-	insp := asynq.NewInspectorFromRedisClient(r.Client)
-	broker := tasks.NewBroker(client, insp, r.Client, tasks.ChunkOptions{MaxRetry: 3, Timeout: time.Minute})
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	svc := batch.New(db.Store, broker, log, batch.Config{})
-	dq, err := dlq.New(db.Store, r.Client, client, svc, broker, log, dlq.Config{Queues: tasks.QueueNames()})
+	conn := connect.New(db.Store, r.Client, connect.Options{Chunk: tasks.ChunkOptions{MaxRetry: 3, Timeout: time.Minute}})
+	dq, err := conn.DLQ(nil, dlq.Config{})
 	require.NoError(t, err)
-	return &fixture{r: r, db: db, client: client, insp: insp, broker: broker, svc: svc, dq: dq}
+	return &fixture{r: r, db: db, client: conn.Client, insp: conn.Inspector, broker: conn.Broker, svc: conn.Batch, dq: dq}
 }
 
 // runningBatch records a running ph batch of 4 chunks of 100 cells, planned.

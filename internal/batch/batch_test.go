@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"sync"
 	"testing"
 	"time"
@@ -15,6 +13,7 @@ import (
 
 	"github.com/gridbatch/gridbatch/internal/batch"
 	"github.com/gridbatch/gridbatch/internal/breaker"
+	"github.com/gridbatch/gridbatch/internal/connect"
 	"github.com/gridbatch/gridbatch/internal/grid"
 	"github.com/gridbatch/gridbatch/internal/model"
 	"github.com/gridbatch/gridbatch/internal/store"
@@ -51,16 +50,15 @@ func newFixture(t *testing.T, cfg batch.Config) *fixture {
 	t.Cleanup(cancel)
 	r := testutil.NewRedis(t)
 	db := testutil.NewDB(t)
-	client := asynq.NewClientFromRedisClient(r.Client)
-	insp := asynq.NewInspectorFromRedisClient(r.Client)
-	f := &fixture{t: t, ctx: ctx, db: db, insp: insp, broker: tasks.NewBroker(client, insp, r.Client, tasks.ChunkOptions{})}
+	f := &fixture{t: t, ctx: ctx, db: db}
 	cfg.Worker = "test:1"
 	cfg.OnFinished = func(b store.Batch) {
 		f.mu.Lock()
 		defer f.mu.Unlock()
 		f.finished = append(f.finished, b)
 	}
-	f.svc = batch.New(db.Store, f.broker, slog.New(slog.NewTextHandler(io.Discard, nil)), cfg)
+	conn := connect.New(db.Store, r.Client, connect.Options{Models: cfg.Models, Batch: cfg})
+	f.insp, f.broker, f.svc = conn.Inspector, conn.Broker, conn.Batch
 	_, err := db.Store.SeedCells(ctx, f.region(seededBBox), nil)
 	require.NoError(t, err)
 	return f

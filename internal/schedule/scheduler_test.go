@@ -10,16 +10,15 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hibiken/asynq"
 	"github.com/stretchr/testify/require"
 
 	"github.com/gridbatch/gridbatch/internal/alert"
 	"github.com/gridbatch/gridbatch/internal/alert/alerttest"
 	"github.com/gridbatch/gridbatch/internal/batch"
+	"github.com/gridbatch/gridbatch/internal/connect"
 	"github.com/gridbatch/gridbatch/internal/grid"
 	"github.com/gridbatch/gridbatch/internal/store"
 	"github.com/gridbatch/gridbatch/internal/testutil"
-	"github.com/gridbatch/gridbatch/tasks"
 )
 
 // env is one test's Redis database and schema, seeded with a 16-cell grid,
@@ -40,10 +39,7 @@ func newEnv(t *testing.T, log *slog.Logger) *env {
 	require.NoError(t, err)
 	_, err = db.Store.SeedCells(ctx, region, nil)
 	require.NoError(t, err)
-	client := asynq.NewClientFromRedisClient(r.Client)
-	insp := asynq.NewInspectorFromRedisClient(r.Client)
-	t.Cleanup(func() { client.Close() })
-	svc := batch.New(db.Store, tasks.NewBroker(client, insp, r.Client, tasks.ChunkOptions{}), log, batch.Config{})
+	svc := connect.New(db.Store, r.Client, connect.Options{Log: log}).Batch
 	return &env{r: r, db: db, svc: svc,
 		req: batch.Request{Region: region, ChunkSize: 4, Deadline: time.Hour, LockTTL: 2 * time.Hour}}
 }

@@ -2,6 +2,8 @@
 // PostgreSQL started by `make test-services-up`: a fresh Redis database number and
 // a fresh PostgreSQL schema per test. A service that is down fails the test
 // with the command that starts it; nothing is ever skipped or mocked.
+// Cluster runs the real binaries on such a slice: the integration and
+// chaos suites' one harness.
 package testutil
 
 import (

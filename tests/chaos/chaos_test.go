@@ -30,19 +30,19 @@ import (
 func TestChaos1SigkillOneOfTwoWorkers(t *testing.T) {
 	e := newEnv(t)
 	kind := e.pausingModel()
-	w1 := e.start("worker", "GRIDBATCH_CONCURRENCY=2")
-	e.start("worker", "GRIDBATCH_CONCURRENCY=2")
-	id := e.runBatch("--kind", kind, "--chunk-size", "20")
-	e.waitDone(id, 40)
-	insp := asynq.NewInspectorFromRedisClient(e.r.Client)
-	st := freezeComputing(t, w1, insp, e.db, id)
+	w1 := e.Worker("GRIDBATCH_CONCURRENCY=2")
+	e.Worker("GRIDBATCH_CONCURRENCY=2")
+	id := e.RunBatch("--kind", kind, "--chunk-size", "20")
+	e.WaitDone(id, 40, 2*time.Minute)
+	insp := asynq.NewInspectorFromRedisClient(e.Redis.Client)
+	st := freezeComputing(t, w1, insp, e.DB, id)
 	w1.Signal(syscall.SIGKILL)
 	w1.Wait(t, 10*time.Second)
 	st.release()
-	b := e.waitEnded(id, 4*time.Minute)
+	b := e.WaitEnded(id, 4*time.Minute)
 	exp, found := e.rowsOf(b, grid.PH, modelRel, all)
 	ok := b.Status == store.StatusSucceeded && exp == found && b.CompletedChunks == b.TotalChunks
-	handover := e.batches.RequireHandedOver(t, insp, testutil.Handover{Batch: id, Worker: testutil.WorkerName(w1),
+	handover := e.Batches.RequireHandedOver(t, insp, testutil.Handover{Batch: id, Worker: testutil.WorkerName(w1),
 		Queue: tasks.QueueGrid, Tasks: st.tasks, Computing: st.computing, Retried: true})
 	report("sigkill-one-of-two-workers", pass(ok), b, exp, found, handover)
 	require.True(t, ok, "status %s, rows %d/%d, chunks %d/%d", b.Status, found, exp, b.CompletedChunks, b.TotalChunks)
@@ -52,14 +52,14 @@ func TestChaos2SigtermWorker(t *testing.T) {
 	e := newEnv(t)
 	// A very short shutdown timeout makes SIGTERM requeue whatever is in flight.
 	kind := e.pausingModel()
-	w1 := e.start("worker", "GRIDBATCH_CONCURRENCY=4", "GRIDBATCH_SHUTDOWN_TIMEOUT=1ms")
-	e.start("worker", "GRIDBATCH_CONCURRENCY=2")
-	id := e.runBatch("--kind", kind, "--chunk-size", "20")
-	e.waitDone(id, 40)
-	insp := asynq.NewInspectorFromRedisClient(e.r.Client)
+	w1 := e.Worker("GRIDBATCH_CONCURRENCY=4", "GRIDBATCH_SHUTDOWN_TIMEOUT=1ms")
+	e.Worker("GRIDBATCH_CONCURRENCY=2")
+	id := e.RunBatch("--kind", kind, "--chunk-size", "20")
+	e.WaitDone(id, 40, 2*time.Minute)
+	insp := asynq.NewInspectorFromRedisClient(e.Redis.Client)
 	// SIGTERM while frozen mid-chunk: the shutdown finds that chunk's
 	// task in flight (its write waits for the test's lock).
-	st := freezeComputing(t, w1, insp, e.db, id)
+	st := freezeComputing(t, w1, insp, e.DB, id)
 	w1.Signal(syscall.SIGTERM)
 	w1.Signal(syscall.SIGCONT)
 	select {
@@ -69,13 +69,13 @@ func TestChaos2SigtermWorker(t *testing.T) {
 	}
 	st.release()
 	require.NoError(t, w1.Err(), "SIGTERM exits 0")
-	b := e.waitEnded(id, 3*time.Minute)
+	b := e.WaitEnded(id, 3*time.Minute)
 	exp, found := e.rowsOf(b, grid.PH, modelRel, all)
 	var retried int
-	require.NoError(t, e.db.Pool.QueryRow(context.Background(),
+	require.NoError(t, e.DB.Pool.QueryRow(context.Background(),
 		`SELECT count(*) FROM chunk_runs WHERE batch_id = $1 AND attempts > 1`, id).Scan(&retried))
 	ok := b.Status == store.StatusSucceeded && exp == found && retried == 0 && b.FailedChunks == 0
-	handover := e.batches.RequireHandedOver(t, insp, testutil.Handover{Batch: id, Worker: testutil.WorkerName(w1),
+	handover := e.Batches.RequireHandedOver(t, insp, testutil.Handover{Batch: id, Worker: testutil.WorkerName(w1),
 		Queue: tasks.QueueGrid, Tasks: testutil.RequeuedTasks(w1.LogText()), Computing: st.computing})
 	report("sigterm-worker", pass(ok), b, exp, found, fmt.Sprintf("chunks_retried=%d %s", retried, handover))
 	require.True(t, ok, "status %s, rows %d/%d, retried chunks %d", b.Status, found, exp, retried)
@@ -84,13 +84,13 @@ func TestChaos2SigtermWorker(t *testing.T) {
 func TestChaos3PostgresDown30s(t *testing.T) {
 	e := newEnv(t)
 	px := startProxy(t, "127.0.0.1:"+pgPort)
-	dbURL := "GRIDBATCH_DATABASE_URL=" + viaProxy(e.db.URL, px)
+	dbURL := "GRIDBATCH_DATABASE_URL=" + viaProxy(e.DB.URL, px)
 	workerEnv := []string{dbURL, "GRIDBATCH_CONCURRENCY=2", "GRIDBATCH_BREAKER_FAILURES=3",
 		"GRIDBATCH_BREAKER_OPEN_FOR=3s", "GRIDBATCH_MAX_RETRY=8", "GRIDBATCH_DB_CONNECT_TIMEOUT=2s"}
-	w1 := e.start("worker", workerEnv...)
-	w2 := e.start("worker", workerEnv...)
-	id := e.runBatch("--kind", "ph", "--chunk-size", "10")
-	e.waitDone(id, 60)
+	w1 := e.Worker(workerEnv...)
+	w2 := e.Worker(workerEnv...)
+	id := e.RunBatch("--kind", "ph", "--chunk-size", "10")
+	e.WaitDone(id, 60, 2*time.Minute)
 
 	out, err := services("stop-postgres")
 	require.NoError(t, err, out)
@@ -100,7 +100,7 @@ func TestChaos3PostgresDown30s(t *testing.T) {
 	out, err = services("start-postgres")
 	require.NoError(t, err, out)
 
-	b := e.waitEnded(id, 4*time.Minute)
+	b := e.WaitEnded(id, 4*time.Minute)
 	exp, found := e.rows(b, all)
 	logs := w1.LogText() + w2.LogText()
 	opened := strings.Contains(logs, "database circuit breaker open")
@@ -117,15 +117,15 @@ func TestChaos3PostgresDown30s(t *testing.T) {
 
 func TestChaos4TerminateAllBackends(t *testing.T) {
 	e := newEnv(t)
-	e.start("worker", "GRIDBATCH_CONCURRENCY=2")
-	e.start("worker", "GRIDBATCH_CONCURRENCY=2")
-	id := e.runBatch("--kind", "ph", "--chunk-size", "10")
-	e.waitDone(id, 60)
+	e.Worker("GRIDBATCH_CONCURRENCY=2")
+	e.Worker("GRIDBATCH_CONCURRENCY=2")
+	id := e.RunBatch("--kind", "ph", "--chunk-size", "10")
+	e.WaitDone(id, 60, 2*time.Minute)
 	var killed int
-	require.NoError(t, e.db.Pool.QueryRow(context.Background(), `
+	require.NoError(t, e.DB.Pool.QueryRow(context.Background(), `
 		SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
 		WHERE application_name = 'gridbatch-worker' AND pid <> pg_backend_pid()`).Scan(&killed))
-	b := e.waitEnded(id, 3*time.Minute)
+	b := e.WaitEnded(id, 3*time.Minute)
 	exp, found := e.rows(b, all)
 	ok := b.Status == store.StatusSucceeded && exp == found && killed > 0
 	report("terminate-all-backends", pass(ok), b, exp, found, fmt.Sprintf("backends_terminated=%d", killed))
@@ -134,13 +134,13 @@ func TestChaos4TerminateAllBackends(t *testing.T) {
 
 func TestChaos5RedisRestart(t *testing.T) {
 	e := newEnv(t)
-	e.start("worker", "GRIDBATCH_CONCURRENCY=2")
-	e.start("worker", "GRIDBATCH_CONCURRENCY=2")
-	id := e.runBatch("--kind", "ph", "--chunk-size", "10")
-	e.waitDone(id, 60)
+	e.Worker("GRIDBATCH_CONCURRENCY=2")
+	e.Worker("GRIDBATCH_CONCURRENCY=2")
+	id := e.RunBatch("--kind", "ph", "--chunk-size", "10")
+	e.WaitDone(id, 60, 2*time.Minute)
 	out, err := services("restart-redis")
 	require.NoError(t, err, out)
-	b := e.waitEnded(id, 4*time.Minute)
+	b := e.WaitEnded(id, 4*time.Minute)
 	exp, found := e.rows(b, all)
 	ok := b.Status == store.StatusSucceeded && exp == found && b.CompletedChunks == b.TotalChunks
 	report("redis-restart", pass(ok), b, exp, found, "")
@@ -150,7 +150,7 @@ func TestChaos5RedisRestart(t *testing.T) {
 func TestChaos6HandlerIgnoresCancellation(t *testing.T) {
 	e := newEnv(t)
 	addr := freePort(t)
-	w := e.start("testworker", "GRIDBATCH_HTTP_ADDR="+addr, "GRIDBATCH_HUNG_GRACE=2s", "GRIDBATCH_CONCURRENCY=2")
+	w := e.Start("testworker", []string{"GRIDBATCH_HTTP_ADDR=" + addr, "GRIDBATCH_HUNG_GRACE=2s", "GRIDBATCH_CONCURRENCY=2"})
 	healthz := func() int {
 		resp, err := http.Get("http://" + addr + "/healthz")
 		if err != nil {
@@ -161,12 +161,12 @@ func TestChaos6HandlerIgnoresCancellation(t *testing.T) {
 	}
 	waitUntil(t, 20*time.Second, "worker healthy", func() bool { return healthz() == http.StatusOK })
 
-	client := asynq.NewClientFromRedisClient(e.r.Client)
+	client := asynq.NewClientFromRedisClient(e.Redis.Client)
 	start := time.Now()
 	_, err := client.Enqueue(asynq.NewTask(chaosmodel.TypeHang, nil), asynq.Queue(tasks.QueueGrid),
 		asynq.TaskID("hang-1"), asynq.Timeout(2*time.Second), asynq.MaxRetry(3))
 	require.NoError(t, err)
-	insp := asynq.NewInspectorFromRedisClient(e.r.Client)
+	insp := asynq.NewInspectorFromRedisClient(e.Redis.Client)
 	waitUntil(t, 30*time.Second, "the hung task to be retried", func() bool {
 		info, err := insp.GetTaskInfo(tasks.QueueGrid, "hang-1")
 		return err == nil && info.Retried >= 1
@@ -182,12 +182,12 @@ func TestChaos6HandlerIgnoresCancellation(t *testing.T) {
 func TestChaos7ModelPanics(t *testing.T) {
 	e := newEnv(t)
 	addr := freePort(t)
-	w := e.start("testworker", "GRIDBATCH_HTTP_ADDR="+addr, "GRIDBATCH_MAX_RETRY=1", "GRIDBATCH_CONCURRENCY=2")
+	w := e.Start("testworker", []string{"GRIDBATCH_HTTP_ADDR=" + addr, "GRIDBATCH_MAX_RETRY=1", "GRIDBATCH_CONCURRENCY=2"})
 	b := e.trigger(chaosmodel.Kind, 500)
-	b = e.waitEnded(b.ID, 3*time.Minute)
+	b = e.WaitEnded(b.ID, 3*time.Minute)
 	exp, found := e.rowsOf(b, grid.PH, 0, func(c grid.Cell) bool { return c.Lat <= chaosmodel.PanicAbove })
 	var deadLetters int
-	require.NoError(t, e.db.Pool.QueryRow(context.Background(),
+	require.NoError(t, e.DB.Pool.QueryRow(context.Background(),
 		`SELECT count(*) FROM dead_letters WHERE batch_id = $1 AND last_error LIKE '%panic%'`, b.ID).Scan(&deadLetters))
 	resp, err := http.Get("http://" + addr + "/healthz")
 	serving := err == nil && resp.StatusCode == http.StatusOK && !w.Exited()

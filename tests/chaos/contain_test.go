@@ -30,7 +30,7 @@ import (
 func TestChaosModelCannotReachTheWorkersSecrets(t *testing.T) {
 	e := newEnv(t)
 	secrets := map[string]string{}
-	for _, kv := range e.base {
+	for _, kv := range e.Env() {
 		if k, v, _ := strings.Cut(kv, "="); k == "GRIDBATCH_DATABASE_URL" || k == "GRIDBATCH_REDIS_URL" {
 			secrets[k] = v
 		}
@@ -38,8 +38,8 @@ func TestChaosModelCannotReachTheWorkersSecrets(t *testing.T) {
 	require.Contains(t, secrets["GRIDBATCH_DATABASE_URL"], ":gridbatch@", "the database URL carries a password")
 	m := e.withModel("snoop_py", pyModel("snoop.py"), nil)
 	w, _ := e.startWorker("GRIDBATCH_CONCURRENCY=2")
-	id := e.runBatch("--kind", m.kind, "--chunk-size", "2000")
-	b := e.waitEnded(id, 2*time.Minute)
+	id := e.RunBatch("--kind", m.kind, "--chunk-size", "2000")
+	b := e.WaitEnded(id, 2*time.Minute)
 	exp, found := e.rowsOf(b, grid.PH, modelRel, all)
 	var snoop struct {
 		PID, UID, Worker int
@@ -81,8 +81,8 @@ func TestChaosModelClaimsAHugeReply(t *testing.T) {
 	e := newEnv(t)
 	m := e.withModel("claim_py", pyModel("claim.py"), nil)
 	w, _ := e.startWorker("GRIDBATCH_CONCURRENCY=2")
-	id := e.runBatch("--kind", m.kind, "--chunk-size", "2000")
-	b := e.waitEnded(id, 2*time.Minute)
+	id := e.RunBatch("--kind", m.kind, "--chunk-size", "2000")
+	b := e.WaitEnded(id, 2*time.Minute)
 	peak := peakRSS(w.Pid())
 	claimed := 0
 	for _, r := range logRecords("model output", []*testutil.Proc{w}, "kind", m.kind) {
@@ -91,7 +91,7 @@ func TestChaosModelClaimsAHugeReply(t *testing.T) {
 		}
 	}
 	var reasons []string
-	rows, err := e.db.Pool.Query(context.Background(), `SELECT last_error FROM dead_letters WHERE batch_id = $1`, id)
+	rows, err := e.DB.Pool.Query(context.Background(), `SELECT last_error FROM dead_letters WHERE batch_id = $1`, id)
 	require.NoError(t, err)
 	for rows.Next() {
 		var s string
@@ -119,7 +119,7 @@ func TestChaosModelGrandchildSetsidPastMemoryLimit(t *testing.T) {
 	m := e.withModel("setsid_py", pyModel("setsid.py"), map[string]string{"CHAOS_ALLOC_MIB": "400"},
 		"memory_limit: 200MiB", "timeout: 50s")
 	w, _ := e.startWorker("GRIDBATCH_CONCURRENCY=2")
-	id := e.runBatch("--kind", m.kind, "--chunk-size", "2000")
+	id := e.RunBatch("--kind", m.kind, "--chunk-size", "2000")
 	var child int
 	waitUntil(t, time.Minute, "the model to start its grandchild", func() bool {
 		for _, r := range logRecords("model output", []*testutil.Proc{w}, "kind", m.kind) {
@@ -131,7 +131,7 @@ func TestChaosModelGrandchildSetsidPastMemoryLimit(t *testing.T) {
 		return false
 	})
 	ownSession := sessionOf(child) == child
-	b := e.waitEnded(id, 2*time.Minute)
+	b := e.WaitEnded(id, 2*time.Minute)
 	exp, found := e.rowsOf(b, grid.PH, modelRel, all)
 	split := e.wholeChunksSplit(t, id) // the killed chunk runs again as two halves
 	kills := memoryKills(w, m.kind)

@@ -14,7 +14,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/url"
 	"os"
@@ -25,15 +24,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hibiken/asynq"
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
 	"github.com/gridbatch/gridbatch/internal/batch"
+	"github.com/gridbatch/gridbatch/internal/connect"
 	"github.com/gridbatch/gridbatch/internal/grid"
 	"github.com/gridbatch/gridbatch/internal/store"
 	"github.com/gridbatch/gridbatch/internal/testutil"
-	"github.com/gridbatch/gridbatch/tasks"
 	"github.com/gridbatch/gridbatch/tests/chaos/chaosmodel"
 )
 
@@ -92,56 +90,18 @@ func services(verb string) (string, error) {
 	return string(out), err
 }
 
-// env is one scenario's private Redis DB and schema on the chaos services.
-type env struct {
-	t       *testing.T
-	r       *testutil.Redis
-	db      *testutil.DB
-	batches testutil.Batches
-	base    []string
-	n       int
-}
+// env is one scenario's testutil.Cluster on the chaos services: its own
+// Redis DB and schema, the Korea grid seeded, the binaries of binDir, and
+// batch reads that outlast a stopped or restarted PostgreSQL.
+type env struct{ *testutil.Cluster }
 
 func newEnv(t *testing.T) *env {
-	r := testutil.NewRedis(t)
-	db := testutil.NewDB(t)
-	e := &env{t: t, r: r, db: db, base: testutil.Env(r, db,
-		"GRIDBATCH_RECONCILE_INTERVAL=1s", "GRIDBATCH_RETRY_BASE=200ms", "GRIDBATCH_HTTP_ADDR=127.0.0.1:0"),
-		// The scenarios stop and restart PostgreSQL while they wait.
-		batches: testutil.Batches{Store: db.Store, RetryReads: true}}
-	_, errOut, code := e.run("enqueuer", nil, "seed", "--bbox", "124,33,132,39", "--step", "0.05")
-	require.Equal(t, 0, code, errOut)
-	return e
-}
-
-func (e *env) run(name string, extra []string, args ...string) (string, string, int) {
-	e.t.Helper()
-	return testutil.RunBinary(e.t, filepath.Join(binDir, name), e.envWith(extra), args...)
-}
-
-func (e *env) start(name string, extra ...string) *testutil.Proc {
-	e.t.Helper()
-	e.n++
-	return testutil.Start(e.t, fmt.Sprintf("%s-%d", name, e.n), filepath.Join(binDir, name), e.envWith(extra))
-}
-
-func (e *env) envWith(extra []string) []string {
-	return append(append([]string{}, e.base...), extra...)
-}
-
-func (e *env) runBatch(args ...string) string {
-	e.t.Helper()
-	return testutil.RunBatch(e.t, filepath.Join(binDir, "enqueuer"), e.base, args...)
-}
-
-func (e *env) waitDone(id string, n int) {
-	e.t.Helper()
-	e.batches.WaitDone(e.t, id, n, 2*time.Minute)
-}
-
-func (e *env) waitEnded(id string, timeout time.Duration) store.Batch {
-	e.t.Helper()
-	return e.batches.WaitEnded(e.t, id, timeout)
+	c := testutil.NewCluster(t)
+	c.Bin = binDir
+	// The scenarios stop and restart PostgreSQL while they wait.
+	c.Batches.RetryReads = true
+	c.Seed()
+	return &env{c}
 }
 
 // rows counts the rows of batch b (ph) of the Korea grid and checks each
@@ -155,22 +115,22 @@ func (e *env) rows(b store.Batch, cellOK func(grid.Cell) bool) (expected, found 
 // keeps). A batch that succeeded is published: then the published values
 // of its kind must be exactly its rows.
 func (e *env) rowsOf(b store.Batch, ref grid.Model, rel float64, cellOK func(grid.Cell) bool) (expected, found int) {
-	e.t.Helper()
+	e.T.Helper()
 	region, err := grid.ParseRegion(0.05, "124,33,132,39", 0)
-	require.NoError(e.t, err)
+	require.NoError(e.T, err)
 	for k := range region.NumCells() {
 		if cellOK(region.CellAt(k)) {
 			expected += len(grid.Scenarios)
 		}
 	}
-	found = testutil.CheckBatchResults(e.t, e.db.Store, b.ID, ref, rel, 0.05, cellOK)
+	found = testutil.CheckBatchResults(e.T, e.DB.Store, b.ID, ref, rel, 0.05, cellOK)
 	if b.Status == store.StatusSucceeded {
-		published := testutil.CheckResultsAgainst(e.t, e.db.Store, b.Kind, ref, rel, 0.05, cellOK)
-		require.Equal(e.t, found, published, "the published values are the batch's rows")
+		published := testutil.CheckResultsAgainst(e.T, e.DB.Store, b.Kind, ref, rel, 0.05, cellOK)
+		require.Equal(e.T, found, published, "the published values are the batch's rows")
 		var others int
-		require.NoError(e.t, e.db.Pool.QueryRow(context.Background(),
+		require.NoError(e.T, e.DB.Pool.QueryRow(context.Background(),
 			`SELECT count(*) FROM `+pgx.Identifier{b.Kind + "_timeseries"}.Sanitize()+` WHERE batch_id <> $1`, b.ID).Scan(&others))
-		require.Zero(e.t, others, "no published row of another batch")
+		require.Zero(e.T, others, "no published row of another batch")
 	}
 	return expected, found
 }
@@ -192,19 +152,16 @@ func report(name, outcome string, b store.Batch, expected, found int, extra stri
 
 // trigger starts a batch in-process (for model kinds only the test registers).
 func (e *env) trigger(kind string, chunkSize int) store.Batch {
-	e.t.Helper()
-	client := asynq.NewClientFromRedisClient(e.r.Client)
-	insp := asynq.NewInspectorFromRedisClient(e.r.Client)
+	e.T.Helper()
 	models := chaosmodel.Models()
-	_, err := e.db.Store.EnsureResultsTables(context.Background(), models.Kinds())
-	require.NoError(e.t, err)
-	svc := batch.New(e.db.Store, tasks.NewBroker(client, insp, e.r.Client, tasks.ChunkOptions{}),
-		slog.New(slog.NewTextHandler(io.Discard, nil)), batch.Config{Models: models})
+	_, err := e.DB.Store.EnsureResultsTables(context.Background(), models.Kinds())
+	require.NoError(e.T, err)
+	svc := connect.New(e.DB.Store, e.Redis.Client, connect.Options{Models: models}).Batch
 	region, err := grid.ParseRegion(0.05, "124,33,132,39", 0)
-	require.NoError(e.t, err)
+	require.NoError(e.T, err)
 	b, err := svc.Trigger(context.Background(), batch.Request{Kind: kind, Region: region, ChunkSize: chunkSize,
 		Deadline: 10 * time.Minute, LockTTL: 20 * time.Minute, Trigger: "test"})
-	require.NoError(e.t, err)
+	require.NoError(e.T, err)
 	return b
 }
 

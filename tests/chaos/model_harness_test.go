@@ -51,8 +51,8 @@ func pyModel(script string) []string {
 // <kind>_timeseries exists. modelEnv adds to the model's environment; fields
 // are more lines of its entry (timeout, memory_limit, …).
 func (e *env) withModel(kind string, command []string, modelEnv map[string]string, fields ...string) *modelKind {
-	e.t.Helper()
-	m := &modelKind{kind: kind, dir: testutil.ModelDir(e.t), token: kind + "-" + randomHex(6)}
+	e.T.Helper()
+	m := &modelKind{kind: kind, dir: testutil.ModelDir(e.T), token: kind + "-" + randomHex(6)}
 	vars := map[string]string{"CHAOS_TOKEN": m.token, "PYTHONDONTWRITEBYTECODE": "1", "OMP_NUM_THREADS": "1"}
 	for k, v := range modelEnv {
 		vars[k] = v
@@ -62,19 +62,19 @@ func (e *env) withModel(kind string, command []string, modelEnv map[string]strin
 		yaml += "    " + f + "\n"
 	}
 	path := filepath.Join(m.dir, "models.yaml")
-	require.NoError(e.t, os.WriteFile(path, []byte(yaml), 0o644))
-	e.base = append(e.base, "GRIDBATCH_MODELS_FILE="+path)
-	_, errOut, code := e.run("enqueuer", nil, "migrate")
-	require.Equal(e.t, 0, code, errOut)
+	require.NoError(e.T, os.WriteFile(path, []byte(yaml), 0o644))
+	e.AddEnv("GRIDBATCH_MODELS_FILE=" + path)
+	_, errOut, code := e.Run("enqueuer", nil, "migrate")
+	require.Equal(e.T, 0, code, errOut)
 	return m
 }
 
 // startWorker starts a worker logging JSON (for logRecords) on a known
 // HTTP address, which it returns.
 func (e *env) startWorker(extra ...string) (*testutil.Proc, string) {
-	e.t.Helper()
-	addr := freePort(e.t)
-	return e.start("worker", append([]string{"GRIDBATCH_HTTP_ADDR=" + addr, "GRIDBATCH_LOG_FORMAT=json"}, extra...)...), addr
+	e.T.Helper()
+	addr := freePort(e.T)
+	return e.Worker(append([]string{"GRIDBATCH_HTTP_ADDR=" + addr, "GRIDBATCH_LOG_FORMAT=json"}, extra...)...), addr
 }
 
 // procs lists the live (not zombie) processes holding the model's token in
@@ -232,8 +232,8 @@ func watchHealthz(addr string) (stop func() (bad, polls int)) {
 // chunkStats counts the batch's chunks run more than once and its dead
 // letters.
 func (e *env) chunkStats(id string) (retried, deadLetters int) {
-	e.t.Helper()
-	require.NoError(e.t, e.db.Pool.QueryRow(context.Background(), `
+	e.T.Helper()
+	require.NoError(e.T, e.DB.Pool.QueryRow(context.Background(), `
 		SELECT (SELECT count(*) FROM chunk_runs WHERE batch_id = $1 AND attempts > 1),
 		       (SELECT count(*) FROM dead_letters WHERE batch_id = $1)`, id).Scan(&retried, &deadLetters))
 	return retried, deadLetters
@@ -280,7 +280,7 @@ func memoryKills(w *testutil.Proc, kind string) []logRecord {
 func (e *env) wholeChunksSplit(t *testing.T, id string) int {
 	t.Helper()
 	var n int
-	require.NoError(t, e.db.Pool.QueryRow(context.Background(),
+	require.NoError(t, e.DB.Pool.QueryRow(context.Background(),
 		`SELECT count(*) FROM chunk_runs WHERE batch_id = $1 AND status = 'split' AND hi = 0`, id).Scan(&n))
 	return n
 }

@@ -35,7 +35,7 @@ func TestChaosModelIgnoresSigtermPastTimeout(t *testing.T) {
 	w, addr := e.startWorker("GRIDBATCH_CONCURRENCY=2")
 	waitUntil(t, 30*time.Second, "worker healthy", func() bool { c, _ := httpGet(addr, "/healthz"); return c == http.StatusOK })
 	stopWatch := watchHealthz(addr)
-	id := e.runBatch("--kind", m.kind, "--chunk-size", "2000")
+	id := e.RunBatch("--kind", m.kind, "--chunk-size", "2000")
 
 	// The hang: the model says so, with its pid and its child's.
 	var hang logRecord
@@ -58,7 +58,7 @@ func TestChaosModelIgnoresSigtermPastTimeout(t *testing.T) {
 	}
 	goneAfter := time.Since(hang.time())
 
-	b := e.waitEnded(id, 2*time.Minute)
+	b := e.WaitEnded(id, 2*time.Minute)
 	bad, polls := stopWatch()
 	exp, found := e.rowsOf(b, grid.PH, modelRel, all)
 	retried, _ := e.chunkStats(id)
@@ -90,11 +90,11 @@ func TestChaosModelAbortsOnOneChunk(t *testing.T) {
 	_, gid := chunkCells(t, chunk, size)
 	m := e.withModel("abort_py", pyModel("abort.py"), map[string]string{"CHAOS_ABORT_GRID_ID": strconv.FormatInt(gid, 10)})
 	w, _ := e.startWorker("GRIDBATCH_CONCURRENCY=2", "GRIDBATCH_MAX_RETRY="+strconv.Itoa(maxRetry))
-	id := e.runBatch("--kind", m.kind, "--chunk-size", strconv.Itoa(size))
-	b := e.waitEnded(id, 2*time.Minute)
+	id := e.RunBatch("--kind", m.kind, "--chunk-size", strconv.Itoa(size))
+	b := e.WaitEnded(id, 2*time.Minute)
 	exp, found := e.rowsOf(b, grid.PH, modelRel, func(c grid.Cell) bool { return c.GridID != gid })
 	var deadLetters, splits int
-	require.NoError(t, e.db.Pool.QueryRow(context.Background(), `SELECT
+	require.NoError(t, e.DB.Pool.QueryRow(context.Background(), `SELECT
 		(SELECT count(*) FROM dead_letters WHERE batch_id = $1 AND chunk = $2 AND grid_id = $3 AND last_error LIKE '%SIGABRT%'),
 		(SELECT count(*) FROM chunk_runs WHERE batch_id = $1 AND chunk = $2 AND status = 'split')`, id, chunk, gid).Scan(&deadLetters, &splits))
 	procs := []*testutil.Proc{w}
@@ -127,8 +127,8 @@ func TestChaosModelExitsMidChunk(t *testing.T) {
 	e := newEnv(t)
 	m := e.withModel("exit0_py", pyModel("exit0.py"), nil)
 	w, _ := e.startWorker("GRIDBATCH_CONCURRENCY=2")
-	id := e.runBatch("--kind", m.kind, "--chunk-size", "2000")
-	b := e.waitEnded(id, 2*time.Minute)
+	id := e.RunBatch("--kind", m.kind, "--chunk-size", "2000")
+	b := e.WaitEnded(id, 2*time.Minute)
 	exp, found := e.rowsOf(b, grid.PH, modelRel, all)
 	retried, _ := e.chunkStats(id)
 	exits := logRecords("model process ended mid-chunk", []*testutil.Proc{w}, "kind", m.kind, "status", "exit status 0")
@@ -144,8 +144,8 @@ func TestChaosModelPastMemoryLimit(t *testing.T) {
 	m := e.withModel("memory_py", pyModel("memory.py"), map[string]string{"CHAOS_ALLOC_MIB": "400"},
 		"memory_limit: 200MiB", "timeout: 30s")
 	w, _ := e.startWorker("GRIDBATCH_CONCURRENCY=2")
-	id := e.runBatch("--kind", m.kind, "--chunk-size", "2000")
-	b := e.waitEnded(id, 2*time.Minute)
+	id := e.RunBatch("--kind", m.kind, "--chunk-size", "2000")
+	b := e.WaitEnded(id, 2*time.Minute)
 	exp, found := e.rowsOf(b, grid.PH, modelRel, all)
 	split := e.wholeChunksSplit(t, id) // the killed chunk is retried as two halves
 	kills := memoryKills(w, m.kind)
@@ -164,8 +164,8 @@ func TestChaosModelPrints(t *testing.T) {
 	e := newEnv(t)
 	m := e.withModel("chatty_py", pyModel("chatty.py"), nil)
 	w, _ := e.startWorker("GRIDBATCH_CONCURRENCY=2")
-	id := e.runBatch("--kind", m.kind, "--chunk-size", "2000")
-	b := e.waitEnded(id, 2*time.Minute)
+	id := e.RunBatch("--kind", m.kind, "--chunk-size", "2000")
+	b := e.WaitEnded(id, 2*time.Minute)
 	exp, found := e.rowsOf(b, grid.PH, modelRel, all)
 	procs := []*testutil.Proc{w}
 	pids := map[string]bool{}
@@ -197,10 +197,10 @@ func TestChaosModelCommandMissing(t *testing.T) {
 		ready = strings.TrimSpace(body)
 		return code == http.StatusServiceUnavailable && strings.Contains(body, m.kind)
 	})
-	id := e.runBatch("--kind", m.kind, "--chunk-size", "4800")
-	phID := e.runBatch("--kind", "ph", "--chunk-size", "2000")
-	b := e.waitEnded(id, 2*time.Minute)
-	ph := e.waitEnded(phID, 2*time.Minute)
+	id := e.RunBatch("--kind", m.kind, "--chunk-size", "4800")
+	phID := e.RunBatch("--kind", "ph", "--chunk-size", "2000")
+	b := e.WaitEnded(id, 2*time.Minute)
+	ph := e.WaitEnded(phID, 2*time.Minute)
 	phExp, phFound := e.rows(ph, all)
 	_, deadLetters := e.chunkStats(id)
 	took := time.Since(start)
@@ -224,8 +224,8 @@ func TestChaosModelWorkerSigkilled(t *testing.T) {
 	e := newEnv(t)
 	m := e.withModel("slow_py", pyModel("slow.py"), map[string]string{"CHAOS_SLEEP": "1"}, "timeout: 30s")
 	w1, _ := e.startWorker("GRIDBATCH_CONCURRENCY=2")
-	id := e.runBatch("--kind", m.kind, "--chunk-size", "1000")
-	e.waitDone(id, 2)
+	id := e.RunBatch("--kind", m.kind, "--chunk-size", "1000")
+	e.WaitDone(id, 2, 2*time.Minute)
 	var before []int
 	waitUntil(t, 30*time.Second, "two model processes, their supervisors and children", func() bool {
 		before = m.procs()
@@ -238,7 +238,7 @@ func TestChaosModelWorkerSigkilled(t *testing.T) {
 	goneIn := time.Since(killedAt)
 
 	w2, _ := e.startWorker("GRIDBATCH_CONCURRENCY=2")
-	b := e.waitEnded(id, 4*time.Minute)
+	b := e.WaitEnded(id, 4*time.Minute)
 	exp, found := e.rowsOf(b, grid.PH, modelRel, all)
 	retried, _ := e.chunkStats(id)
 	left := m.left(t, w2)

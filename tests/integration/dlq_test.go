@@ -24,8 +24,8 @@ import (
 
 // countDeadLetters returns the rows of dead_letters and their distinct task IDs.
 func (c *cluster) countDeadLetters() (rows, distinct int) {
-	c.t.Helper()
-	require.NoError(c.t, c.db.Pool.QueryRow(context.Background(),
+	c.T.Helper()
+	require.NoError(c.T, c.DB.Pool.QueryRow(context.Background(),
 		`SELECT count(*), count(DISTINCT task_id) FROM dead_letters`).Scan(&rows, &distinct))
 	return rows, distinct
 }
@@ -33,18 +33,18 @@ func (c *cluster) countDeadLetters() (rows, distinct int) {
 // holdChunks starts a batch whose chunk tasks wait in the paused grid queue:
 // a worker runs the plan task and is stopped. It returns the batch.
 func (c *cluster) holdChunks(insp *asynq.Inspector) store.Batch {
-	c.t.Helper()
-	require.NoError(c.t, insp.PauseQueue(tasks.QueueGrid))
-	w := c.worker()
-	id := c.runID("--kind", "ph")
+	c.T.Helper()
+	require.NoError(c.T, insp.PauseQueue(tasks.QueueGrid))
+	w := c.Worker()
+	id := c.RunBatch("--kind", "ph")
 	var b store.Batch
-	waitFor(c.t, time.Minute, "the chunk tasks to be enqueued", func() bool {
-		b = c.batch(id)
+	waitFor(c.T, time.Minute, "the chunk tasks to be enqueued", func() bool {
+		b = c.Batch(id)
 		q, err := insp.GetQueueInfo(tasks.QueueGrid)
 		return err == nil && b.PlannedChunks == b.TotalChunks && q.Pending == b.TotalChunks
 	})
 	w.Signal(syscall.SIGTERM)
-	require.Equal(c.t, 0, w.Wait(c.t, 30*time.Second))
+	require.Equal(c.T, 0, w.Wait(c.T, 30*time.Second))
 	return b
 }
 
@@ -53,7 +53,7 @@ func TestDLQRecordsMoreThanTheArchiveKeeps(t *testing.T) {
 	const n = 12_000
 	c := newCluster(t)
 	ctx := context.Background()
-	client := asynq.NewClient(c.r.ClientOpt())
+	client := asynq.NewClient(c.Redis.ClientOpt())
 	defer client.Close()
 
 	// Half cannot be decoded; half are chunks outside any grid, of a batch
@@ -86,8 +86,8 @@ func TestDLQRecordsMoreThanTheArchiveKeeps(t *testing.T) {
 	}
 	// Two workers, the error handlers and the sweep (every second) all
 	// record at once: each dead letter must still be recorded once.
-	c.worker("GRIDBATCH_CONCURRENCY=40", "GRIDBATCH_DB_MAX_CONNS=12", "GRIDBATCH_DLQ_SWEEP_INTERVAL=1s", "GRIDBATCH_LOG_LEVEL=warn")
-	c.worker("GRIDBATCH_CONCURRENCY=40", "GRIDBATCH_DB_MAX_CONNS=12", "GRIDBATCH_DLQ_SWEEP_INTERVAL=1s", "GRIDBATCH_LOG_LEVEL=warn")
+	c.Worker("GRIDBATCH_CONCURRENCY=40", "GRIDBATCH_DB_MAX_CONNS=12", "GRIDBATCH_DLQ_SWEEP_INTERVAL=1s", "GRIDBATCH_LOG_LEVEL=warn")
+	c.Worker("GRIDBATCH_CONCURRENCY=40", "GRIDBATCH_DB_MAX_CONNS=12", "GRIDBATCH_DLQ_SWEEP_INTERVAL=1s", "GRIDBATCH_LOG_LEVEL=warn")
 	wg.Wait()
 	close(errs)
 	require.NoError(t, <-errs)
@@ -102,16 +102,16 @@ func TestDLQRecordsMoreThanTheArchiveKeeps(t *testing.T) {
 	rows, distinct := c.countDeadLetters()
 	require.Equal(t, n, rows)
 	require.Equal(t, n, distinct, "each task recorded once")
-	archived, err := c.r.Client.ZCard(ctx, "asynq:{grid}:archived").Result()
+	archived, err := c.Redis.Client.ZCard(ctx, "asynq:{grid}:archived").Result()
 	require.NoError(t, err)
 	require.Less(t, archived, int64(n), "asynq's archive trimmed")
 	require.EqualValues(t, 9_999, archived)
 	var bad, chunks int
-	require.NoError(t, c.db.Pool.QueryRow(ctx, `SELECT count(*) FILTER (WHERE last_error LIKE '%bad payload%'),
+	require.NoError(t, c.DB.Pool.QueryRow(ctx, `SELECT count(*) FILTER (WHERE last_error LIKE '%bad payload%'),
 		count(*) FILTER (WHERE batch_id = $1 AND chunk >= 1000000) FROM dead_letters`, fake).Scan(&bad, &chunks))
 	require.Equal(t, n/2, bad)
 	require.Equal(t, n/2, chunks)
-	out, _, code := c.enqueuer("dlq", "list", "--json", "--limit", "1")
+	out, _, code := c.Enqueuer("dlq", "list", "--json", "--limit", "1")
 	require.Equal(t, 0, code)
 	require.Contains(t, out, fmt.Sprintf(`"total": %d`, n))
 }
@@ -120,7 +120,7 @@ func TestDLQRequeueHealsPartialBatch(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t)
 	ctx := context.Background()
-	c.seed()
+	c.Seed()
 	// Break three chunks: one cell of each loses its inputs.
 	l, err := grid.NewLattice(0.05)
 	require.NoError(t, err)
@@ -129,23 +129,23 @@ func TestDLQRequeueHealsPartialBatch(t *testing.T) {
 	broken := []int{5, 17, 30}
 	for _, ch := range broken {
 		ids := region.ChunkIDs(ch, 500)
-		tag, err := c.db.Pool.Exec(ctx, `DELETE FROM cell_params WHERE step = 0.05 AND grid_id = $1`, ids[len(ids)/2])
+		tag, err := c.DB.Pool.Exec(ctx, `DELETE FROM cell_params WHERE step = 0.05 AND grid_id = $1`, ids[len(ids)/2])
 		require.NoError(t, err)
 		require.EqualValues(t, 1, tag.RowsAffected())
 	}
-	c.worker("GRIDBATCH_CONCURRENCY=4")
-	id := c.runID("--kind", "ph")
-	b := c.waitEnded(id, 3*time.Minute)
+	c.Worker("GRIDBATCH_CONCURRENCY=4")
+	id := c.RunBatch("--kind", "ph")
+	b := c.WaitEnded(id, 3*time.Minute)
 	require.Equal(t, store.StatusPartial, b.Status, "error: %v", b.Error)
 	require.Equal(t, len(broken), b.FailedChunks)
 	require.Equal(t, b.TotalChunks-len(broken), b.CompletedChunks)
 	require.EqualValues(t, len(broken), b.FailedCells, "each chunk is split around its cell: one cell failed each")
 	require.EqualValues(t, koreaCells-len(broken), b.CompletedCells)
 	firstEnd := *b.EndedAt
-	_, _, code := c.enqueuer("status", id)
+	_, _, code := c.Enqueuer("status", id)
 	require.Equal(t, 3, code, "partial exits 3")
 
-	out, _, code := c.enqueuer("dlq", "list", "--batch", id, "--json")
+	out, _, code := c.Enqueuer("dlq", "list", "--batch", id, "--json")
 	require.Equal(t, 0, code)
 	var listed struct {
 		Total       int `json:"total"`
@@ -166,19 +166,19 @@ func TestDLQRequeueHealsPartialBatch(t *testing.T) {
 	}
 
 	// The cause is fixed; the dead letters run again and heal the batch.
-	c.seed()
-	out, errOut, code := c.enqueuer("dlq", "requeue", "--batch", id, "--dry-run")
+	c.Seed()
+	out, errOut, code := c.Enqueuer("dlq", "requeue", "--batch", id, "--dry-run")
 	require.Equal(t, 0, code, errOut)
 	require.Equal(t, len(broken), strings.Count(out, "would requeue"))
-	require.Equal(t, store.StatusPartial, c.batch(id).Status)
+	require.Equal(t, store.StatusPartial, c.Batch(id).Status)
 	requeuedAt := time.Now()
-	out, errOut, code = c.enqueuer("dlq", "requeue", "--batch", id)
+	out, errOut, code = c.Enqueuer("dlq", "requeue", "--batch", id)
 	require.Equal(t, 0, code, errOut)
 	require.Equal(t, len(broken), strings.Count(out, "requeued "), out)
-	waitFor(t, time.Minute, "the batch to heal", func() bool { return c.batch(id).Status == store.StatusSucceeded })
+	waitFor(t, time.Minute, "the batch to heal", func() bool { return c.Batch(id).Status == store.StatusSucceeded })
 	t.Logf("healed %s after the requeue", time.Since(requeuedAt).Round(time.Millisecond))
 
-	b = c.batch(id)
+	b = c.Batch(id)
 	require.Equal(t, b.TotalChunks, b.CompletedChunks)
 	require.Zero(t, b.FailedChunks)
 	require.Zero(t, b.FailedCells)
@@ -189,16 +189,16 @@ func TestDLQRequeueHealsPartialBatch(t *testing.T) {
 	require.True(t, b.EndedAt.After(firstEnd), "ended_at moves to the last requeued chunk")
 	require.InDelta(t, b.EndedAt.Sub(b.StartedAt).Seconds(), *b.DurationSeconds, 0.01)
 	requireExactRows(t, c, "ph")
-	_, _, code = c.enqueuer("status", id)
+	_, _, code = c.Enqueuer("status", id)
 	require.Equal(t, 0, code)
 
 	var open int
-	require.NoError(t, c.db.Pool.QueryRow(ctx, `SELECT count(*) FROM dead_letters WHERE batch_id = $1 AND requeued_at IS NULL`, id).Scan(&open))
+	require.NoError(t, c.DB.Pool.QueryRow(ctx, `SELECT count(*) FROM dead_letters WHERE batch_id = $1 AND requeued_at IS NULL`, id).Scan(&open))
 	require.Zero(t, open, "every dead letter is marked requeued")
-	archived, err := c.r.Client.ZCard(ctx, "asynq:{grid}:archived").Result()
+	archived, err := c.Redis.Client.ZCard(ctx, "asynq:{grid}:archived").Result()
 	require.NoError(t, err)
 	require.Zero(t, archived, "the archived copies are gone")
-	out, _, code = c.enqueuer("dlq", "requeue", "--batch", id)
+	out, _, code = c.Enqueuer("dlq", "requeue", "--batch", id)
 	require.Equal(t, 0, code)
 	require.Empty(t, out, "nothing left to requeue")
 }
@@ -206,8 +206,8 @@ func TestDLQRequeueHealsPartialBatch(t *testing.T) {
 func TestDLQSweepRecordsTaskArchivedWithoutHandler(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t)
-	c.seed()
-	insp := asynq.NewInspector(c.r.ClientOpt())
+	c.Seed()
+	insp := asynq.NewInspector(c.Redis.ClientOpt())
 	defer insp.Close()
 	b := c.holdChunks(insp)
 	// No worker runs: archiving the task now is a worker killed between
@@ -218,10 +218,10 @@ func TestDLQSweepRecordsTaskArchivedWithoutHandler(t *testing.T) {
 
 	const sweep = 3 * time.Second
 	start := time.Now()
-	c.worker("GRIDBATCH_DLQ_SWEEP_INTERVAL=" + sweep.String())
+	c.Worker("GRIDBATCH_DLQ_SWEEP_INTERVAL=" + sweep.String())
 	var failedAt time.Time
 	waitFor(t, time.Minute, "the sweep to record the archived task", func() bool {
-		return c.db.Pool.QueryRow(context.Background(), `SELECT failed_at FROM dead_letters WHERE task_id = $1`, taskID).Scan(&failedAt) == nil
+		return c.DB.Pool.QueryRow(context.Background(), `SELECT failed_at FROM dead_letters WHERE task_id = $1`, taskID).Scan(&failedAt) == nil
 	})
 	took := time.Since(start)
 	t.Logf("recorded %s after the worker started (sweep interval %s)", took.Round(time.Millisecond), sweep)
@@ -231,11 +231,11 @@ func TestDLQSweepRecordsTaskArchivedWithoutHandler(t *testing.T) {
 
 	// The chunk is failed through the same path as the error handler's, and
 	// the batch ends partial with it.
-	end := c.waitEnded(b.ID, 2*time.Minute)
+	end := c.WaitEnded(b.ID, 2*time.Minute)
 	require.Equal(t, store.StatusPartial, end.Status)
 	require.Equal(t, 1, end.FailedChunks)
 	require.Equal(t, b.TotalChunks-1, end.CompletedChunks)
-	out, _, code := c.enqueuer("dlq", "show", taskID)
+	out, _, code := c.Enqueuer("dlq", "show", taskID)
 	require.Equal(t, 0, code)
 	require.Contains(t, out, "archived with no error")
 	require.Contains(t, out, fmt.Sprintf("batch:       %s, chunk 7", b.ID))
@@ -245,14 +245,14 @@ func TestOrphanedActiveTaskIsRecovered(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t)
 	ctx := context.Background()
-	c.seed()
-	insp := asynq.NewInspector(c.r.ClientOpt())
+	c.Seed()
+	insp := asynq.NewInspector(c.Redis.ClientOpt())
 	defer insp.Close()
 	b := c.holdChunks(insp)
 	// Chunk 3 becomes active with no lease, as in hibiken/asynq#1144: no
 	// worker runs it and asynq's recoverer never looks at it.
 	taskID := batch.ChunkTaskID(b.ID, 3)
-	rdb := c.r.Client
+	rdb := c.Redis.Client
 	require.EqualValues(t, 1, rdb.LRem(ctx, "asynq:{grid}:pending", 0, taskID).Val())
 	require.NoError(t, rdb.LPush(ctx, "asynq:{grid}:active", taskID).Err())
 	require.NoError(t, rdb.HSet(ctx, "asynq:{grid}:t:"+taskID, "state", "active").Err())
@@ -263,8 +263,8 @@ func TestOrphanedActiveTaskIsRecovered(t *testing.T) {
 	require.NoError(t, insp.UnpauseQueue(tasks.QueueGrid))
 
 	start := time.Now()
-	w := c.worker()
-	end := c.waitEnded(b.ID, 2*time.Minute)
+	w := c.Worker()
+	end := c.WaitEnded(b.ID, 2*time.Minute)
 	t.Logf("batch ended %s after the worker started", time.Since(start).Round(time.Millisecond))
 	require.Equal(t, store.StatusSucceeded, end.Status, "error: %v", end.Error)
 	require.Equal(t, end.TotalChunks, end.CompletedChunks)
@@ -282,14 +282,14 @@ func TestDLQCommandsRefuseAndChangeNothing(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t)
 	ctx := context.Background()
-	_, err := c.db.Store.RecordDeadLetter(ctx, store.DeadLetter{TaskID: "junk-1", Type: tasks.TypeChunk, Queue: tasks.QueueGrid,
+	_, err := c.DB.Store.RecordDeadLetter(ctx, store.DeadLetter{TaskID: "junk-1", Type: tasks.TypeChunk, Queue: tasks.QueueGrid,
 		Payload: []byte(`{"batch_id": 42`), LastError: "bad payload", FailedAt: time.Now()})
 	require.NoError(t, err)
 	unchanged := func() {
 		t.Helper()
 		var n int
 		var requeued *time.Time
-		require.NoError(t, c.db.Pool.QueryRow(ctx, `SELECT count(*), max(requeued_at) FROM dead_letters`).Scan(&n, &requeued))
+		require.NoError(t, c.DB.Pool.QueryRow(ctx, `SELECT count(*), max(requeued_at) FROM dead_letters`).Scan(&n, &requeued))
 		require.Equal(t, 1, n)
 		require.Nil(t, requeued)
 	}
@@ -312,35 +312,35 @@ func TestDLQCommandsRefuseAndChangeNothing(t *testing.T) {
 		{"an unknown verb", []string{"dlq", "frobnicate"}, "unknown dlq verb"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			out, errOut, code := c.enqueuer(tc.args...)
+			out, errOut, code := c.Enqueuer(tc.args...)
 			require.Equal(t, 1, code, errOut)
 			require.Contains(t, out+errOut, tc.want)
 			unchanged()
 		})
 	}
 
-	out, _, code := c.enqueuer("dlq", "--help")
+	out, _, code := c.Enqueuer("dlq", "--help")
 	require.Equal(t, 0, code)
 	for _, verb := range []string{"list", "show", "requeue", "purge"} {
 		require.Contains(t, out, "  "+verb)
 	}
-	out, _, code = c.enqueuer("dlq", "purge", "--help")
+	out, _, code = c.Enqueuer("dlq", "purge", "--help")
 	require.Equal(t, 0, code)
 	require.Contains(t, out, "--older-than")
 	require.Contains(t, out, "--yes")
-	out, _, code = c.enqueuer("dlq", "show", "junk-1")
+	out, _, code = c.Enqueuer("dlq", "show", "junk-1")
 	require.Equal(t, 0, code)
 	require.Contains(t, out, `payload:     "{\"batch_id\": 42"`)
-	out, errOut, code := c.enqueuer("dlq", "list")
+	out, errOut, code := c.Enqueuer("dlq", "list")
 	require.Equal(t, 0, code)
 	require.Contains(t, out, "junk-1")
 	require.Contains(t, errOut, "1 of 1 dead letters")
 
-	_, errOut, code = c.enqueuer("dlq", "purge", "--older-than", "1h", "--yes")
+	_, errOut, code = c.Enqueuer("dlq", "purge", "--older-than", "1h", "--yes")
 	require.Equal(t, 0, code, errOut)
 	require.Contains(t, errOut, "nothing to purge")
 	unchanged()
-	_, errOut, code = c.enqueuer("dlq", "purge", "junk-1", "--yes")
+	_, errOut, code = c.Enqueuer("dlq", "purge", "junk-1", "--yes")
 	require.Equal(t, 0, code, errOut)
 	require.Contains(t, errOut, "purged 1 dead letters")
 	rows, _ := c.countDeadLetters()

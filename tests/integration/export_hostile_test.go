@@ -25,14 +25,14 @@ func TestExportIsContained(t *testing.T) {
 	c := newCluster(t)
 	r, err := grid.ParseRegion(0.05, "126,37,126.5,37.25", 0)
 	require.NoError(t, err)
-	b := testutil.StoreBatch(t, c.db.Store, "contained", grid.KindPH, grid.PH, r, 50, nil, store.StatusSucceeded)
+	b := testutil.StoreBatch(t, c.DB.Store, "contained", grid.KindPH, grid.PH, r, 50, nil, store.StatusSucceeded)
 	enqueuer := filepath.Join(testutil.Binaries(t), "enqueuer")
 
 	// run runs the enqueuer in dir under a shell with umask.
 	run := func(t *testing.T, dir, umask string, args ...string) (string, int) {
 		t.Helper()
 		cmd := exec.Command("/bin/sh", append([]string{"-c", `umask ` + umask + ` && exec "$0" "$@"`, enqueuer}, args...)...)
-		cmd.Dir, cmd.Env = dir, c.env
+		cmd.Dir, cmd.Env = dir, c.Env()
 		out, err := cmd.CombinedOutput()
 		code := 0
 		if ee, ok := err.(*exec.ExitError); ok {

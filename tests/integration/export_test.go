@@ -45,7 +45,7 @@ func key(id int64, scenario string) string { return strconv.FormatInt(id, 10) + 
 // storedRows reads the series of a table or view at step 0.05.
 func storedRows(t *testing.T, c *cluster, table string) stored {
 	t.Helper()
-	rows, err := c.db.Pool.Query(context.Background(), `SELECT grid_id, scenario, series FROM `+pgx.Identifier{table}.Sanitize()+` WHERE step = 0.05`)
+	rows, err := c.DB.Pool.Query(context.Background(), `SELECT grid_id, scenario, series FROM `+pgx.Identifier{table}.Sanitize()+` WHERE step = 0.05`)
 	require.NoError(t, err)
 	out := stored{}
 	for rows.Next() {
@@ -64,7 +64,7 @@ func storedRows(t *testing.T, c *cluster, table string) stored {
 func batchSeries(t *testing.T, c *cluster, batchID string) stored {
 	t.Helper()
 	out := stored{}
-	require.NoError(t, c.db.Store.Export(context.Background(), store.ExportQuery{BatchID: batchID, Step: 0.05}, func(r store.ExportRow) error {
+	require.NoError(t, c.DB.Store.Export(context.Background(), store.ExportQuery{BatchID: batchID, Step: 0.05}, func(r store.ExportRow) error {
 		out[key(r.GridID, r.Scenario)] = slices.Clone(r.Values)
 		return nil
 	}))
@@ -192,7 +192,7 @@ func TestExport(t *testing.T) {
     long_name: probability that the year's maximum exceeds 35 degC
 `), 0o644))
 	c := newCluster(t, "GRIDBATCH_MODELS_FILE="+models)
-	_, errOut, code := c.enqueuer("migrate")
+	_, errOut, code := c.Enqueuer("migrate")
 	require.Equal(t, 0, code, errOut)
 
 	all, err := grid.ParseRegion(0.05, "126,37,127,37.5", 0) // 20 × 10 cells
@@ -200,11 +200,11 @@ func TestExport(t *testing.T) {
 	part, err := grid.ParseRegion(0.05, "126.5,37.2,127,37.5", 0)
 	require.NoError(t, err)
 	hole := func(cell grid.Cell) bool { return cell.Row == part.Row0+1 && cell.Col == part.Col0+2 }
-	first := testutil.StoreBatch(t, c.db.Store, "heat-first", "heat", grid.PH, all, 50, nil, store.StatusSucceeded)
+	first := testutil.StoreBatch(t, c.DB.Store, "heat-first", "heat", grid.PH, all, 50, nil, store.StatusSucceeded)
 	require.NotNil(t, first.PublishedAt)
-	second := testutil.StoreBatch(t, c.db.Store, "heat-second", "heat", plusOne{grid.PH}, part, 13, hole, store.StatusPartial)
+	second := testutil.StoreBatch(t, c.DB.Store, "heat-second", "heat", plusOne{grid.PH}, part, 13, hole, store.StatusPartial)
 	require.Nil(t, second.PublishedAt)
-	_, errOut, code = c.enqueuer("publish", second.ID) // its values over part, but for the hole
+	_, errOut, code = c.Enqueuer("publish", second.ID) // its values over part, but for the hole
 	require.Equal(t, 0, code, errOut)
 
 	scenarios := []string{"ssp126", "ssp245", "ssp585"}
@@ -232,7 +232,7 @@ func TestExport(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			for _, format := range []string{"netcdf", "parquet", "csv"} {
 				out := filepath.Join(dir, name+"."+format)
-				_, errOut, code := c.enqueuer(append([]string{"export", "--format", format, "--out", out}, ec.args...)...)
+				_, errOut, code := c.Enqueuer(append([]string{"export", "--format", format, "--out", out}, ec.args...)...)
 				require.Equal(t, 0, code, errOut)
 				require.Contains(t, errOut, "exported ")
 				switch format {
@@ -246,7 +246,7 @@ func TestExport(t *testing.T) {
 					data, err := os.ReadFile(out)
 					require.NoError(t, err)
 					checkLong(t, ec, readCSV(t, string(data)))
-					stdout, errOut, code := c.enqueuer(append([]string{"export", "--out", "-"}, ec.args...)...)
+					stdout, errOut, code := c.Enqueuer(append([]string{"export", "--out", "-"}, ec.args...)...)
 					require.Equal(t, 0, code, errOut)
 					require.Equal(t, string(data), stdout, "--out - writes the same CSV to standard output")
 				}
@@ -269,7 +269,7 @@ func TestExport(t *testing.T) {
 			{[]string{"--batch", second.ID, "--out", filepath.Join(fails, "x.txt")}, "--format is required"},
 			{[]string{"--batch", second.ID, "--format", "netcdf", "--python", filepath.Join(fails, "python3"), "--out", filepath.Join(fails, "x.nc")}, "python3-netcdf4"},
 		} {
-			stdout, errOut, code := c.enqueuer(append([]string{"export"}, tc.args...)...)
+			stdout, errOut, code := c.Enqueuer(append([]string{"export"}, tc.args...)...)
 			require.Equal(t, 1, code, "%v: %s", tc.args, errOut)
 			require.Contains(t, errOut, tc.msg, "%v", tc.args)
 			require.Equal(t, 1, strings.Count(errOut, "\n"), "one line: %s", errOut)
@@ -283,14 +283,14 @@ func TestExport(t *testing.T) {
 	t.Run("an interrupted export leaves no file and no writer process", func(t *testing.T) {
 		// The batch's table locked: the export waits on it, its file begun.
 		ctx := context.Background()
-		tx, err := c.db.Pool.Begin(ctx)
+		tx, err := c.DB.Pool.Begin(ctx)
 		require.NoError(t, err)
 		defer tx.Rollback(ctx) //nolint:errcheck // the lock's end
 		_, err = tx.Exec(ctx, `LOCK TABLE `+pgx.Identifier{tableOf(t, c, second.ID)}.Sanitize()+` IN ACCESS EXCLUSIVE MODE`)
 		require.NoError(t, err)
 		out := filepath.Join(dir, "interrupted")
 		require.NoError(t, os.Mkdir(out, 0o755))
-		p := c.start("enqueuer", nil, "export", "--batch", second.ID, "--out", filepath.Join(out, "x.nc"))
+		p := c.Start("enqueuer", nil, "export", "--batch", second.ID, "--out", filepath.Join(out, "x.nc"))
 		var writer int
 		testutil.Eventually(t, 30*time.Second, "the NetCDF writer process and the temporary file", func() bool {
 			entries, _ := os.ReadDir(out)
@@ -323,7 +323,7 @@ func TestExport(t *testing.T) {
 func tableOf(t *testing.T, c *cluster, batchID string) string {
 	t.Helper()
 	var table string
-	require.NoError(t, c.db.Pool.QueryRow(context.Background(), `SELECT results_table FROM batch_runs WHERE id = $1`, batchID).Scan(&table))
+	require.NoError(t, c.DB.Pool.QueryRow(context.Background(), `SELECT results_table FROM batch_runs WHERE id = $1`, batchID).Scan(&table))
 	return table
 }
 

@@ -26,10 +26,10 @@ func TestHostileChunkTasksAreDeadLettered(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t)
 	ctx := context.Background()
-	c.seed()
-	id := c.runID("--kind", "ph", "--chunk-size", "2000")
+	c.Seed()
+	id := c.RunBatch("--kind", "ph", "--chunk-size", "2000")
 
-	client := asynq.NewClient(c.r.ClientOpt())
+	client := asynq.NewClient(c.Redis.ClientOpt())
 	defer client.Close()
 	hostile := map[string]struct {
 		payload string
@@ -57,11 +57,11 @@ func TestHostileChunkTasksAreDeadLettered(t *testing.T) {
 			asynq.TaskID(taskID), asynq.MaxRetry(5))
 		require.NoError(t, err)
 	}
-	w := c.worker("GRIDBATCH_CONCURRENCY=2")
-	b := c.waitEnded(id, 2*time.Minute)
+	w := c.Worker("GRIDBATCH_CONCURRENCY=2")
+	b := c.WaitEnded(id, 2*time.Minute)
 	require.Equal(t, store.StatusSucceeded, b.Status, "the real batch ran to its end")
 
-	insp := asynq.NewInspector(c.r.ClientOpt())
+	insp := asynq.NewInspector(c.Redis.ClientOpt())
 	defer insp.Close()
 	for taskID, h := range hostile {
 		var info *asynq.TaskInfo
@@ -73,7 +73,7 @@ func TestHostileChunkTasksAreDeadLettered(t *testing.T) {
 		require.Zero(t, info.Retried, "%s dead-lettered at its first run", taskID)
 		var reason string
 		waitFor(t, 30*time.Second, taskID+" recorded", func() bool {
-			return c.db.Pool.QueryRow(ctx, `SELECT last_error FROM dead_letters WHERE task_id = $1`, taskID).Scan(&reason) == nil
+			return c.DB.Pool.QueryRow(ctx, `SELECT last_error FROM dead_letters WHERE task_id = $1`, taskID).Scan(&reason) == nil
 		})
 		require.Contains(t, reason, h.reason, taskID)
 	}

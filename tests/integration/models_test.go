@@ -27,27 +27,27 @@ func examplesModels(t *testing.T) string {
 func TestPythonModelsMatchTheGoKernel(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t, examplesModels(t), "GRIDBATCH_CONCURRENCY=2")
-	_, errOut, code := c.enqueuer("migrate")
+	_, errOut, code := c.Enqueuer("migrate")
 	require.Equal(t, 0, code, errOut)
 	require.Contains(t, errOut, "created results table ph_py_timeseries")
-	c.seed()
+	c.Seed()
 
-	out, errOut, code := c.enqueuer("models")
+	out, errOut, code := c.Enqueuer("models")
 	require.Equal(t, 0, code, errOut)
 	require.Regexp(t, `(?m)^ph_py\s+/usr/bin/python3 python/reference_model.py ph\s+mu0,sigma,xi\s+ssp126,ssp245,ssp585\s+2021-2100\s+2m0s$`, out)
 	require.Regexp(t, `(?m)^ph\s+built-in\s`, out)
 
-	w1, w2 := c.worker(), c.worker()
+	w1, w2 := c.Worker(), c.Worker()
 	for _, tc := range []struct {
 		kind string
 		ref  grid.Model
 	}{{"ph_py", grid.PH}, {"hazard_py", grid.Hazard}} {
-		out, errOut, code := c.enqueuer("run", "--kind", tc.kind, "--chunk-size", "250", "--wait", "--progress-interval", "1s")
+		out, errOut, code := c.Enqueuer("run", "--kind", tc.kind, "--chunk-size", "250", "--wait", "--progress-interval", "1s")
 		require.Equal(t, 0, code, errOut)
-		b := c.batch(strings.SplitN(out, "\n", 2)[0])
+		b := c.Batch(strings.SplitN(out, "\n", 2)[0])
 		require.Equal(t, store.StatusSucceeded, b.Status)
 		require.EqualValues(t, koreaCells, b.CompletedCells)
-		n := testutil.CheckResultsAgainst(t, c.db.Store, tc.kind, tc.ref, 1e-12, 0.05, nil)
+		n := testutil.CheckResultsAgainst(t, c.DB.Store, tc.kind, tc.ref, 1e-12, 0.05, nil)
 		require.Equal(t, koreaCells*len(grid.Scenarios), n, "rows of %s", tc.kind)
 	}
 	// Long-lived processes: each worker started at most its concurrency
@@ -65,7 +65,7 @@ func TestModelsFileErrorsAreOneLine(t *testing.T) {
 	t.Parallel()
 	bad := filepath.Join(t.TempDir(), "models.yaml")
 	require.NoError(t, os.WriteFile(bad, []byte("models:\n  - kind: ph_py\n    command: [/usr/bin/python3]\n    timeout: soon\n"), 0o600))
-	env := append(newCluster(t).env, "GRIDBATCH_MODELS_FILE="+bad)
+	env := append(newCluster(t).Env(), "GRIDBATCH_MODELS_FILE="+bad)
 	want := bad + `: entry 1 (kind "ph_py"): timeout: "soon" is not a positive duration such as 5m or 90s`
 	for _, bin := range [][]string{{"enqueuer", "models"}, {"enqueuer", "migrate"}, {"enqueuer", "run", "--kind", "ph"}, {"worker"}, {"scheduler"}} {
 		_, errOut, code := runBin(t, env, bin[0], bin[1:]...)
@@ -78,7 +78,7 @@ func TestModelsFileErrorsAreOneLine(t *testing.T) {
 func TestRunRefusesAnUndeclaredKind(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t, examplesModels(t))
-	_, errOut, code := c.enqueuer("run", "--kind", "rain")
+	_, errOut, code := c.Enqueuer("run", "--kind", "rain")
 	require.Equal(t, 1, code)
 	require.Equal(t, "enqueuer: unknown model kind \"rain\" (known: hazard, hazard_py, ph, ph_py)\n", errOut)
 }
@@ -88,8 +88,8 @@ func TestRunRefusesAnUndeclaredKind(t *testing.T) {
 func TestABatchOfAModelWithoutItsTableIsRefused(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t, examplesModels(t))
-	c.seed()
-	_, errOut, code := c.enqueuer("run", "--kind", "ph_py")
+	c.Seed()
+	_, errOut, code := c.Enqueuer("run", "--kind", "ph_py")
 	require.Equal(t, 1, code)
 	require.Contains(t, errOut, "model ph_py has no results table ph_py_timeseries; run 'enqueuer migrate' with this GRIDBATCH_MODELS_FILE")
 }

@@ -49,7 +49,7 @@ func TestMonitorBinaryGuards(t *testing.T) {
 
 	t.Run("TLS, and asynqmon's pages cannot be framed", func(t *testing.T) {
 		cert, key := selfSigned(t, t.TempDir())
-		mon := c.start("monitor", append(creds, "GRIDBATCH_MONITOR_ADDR=127.0.0.1:0"), "--tls-cert", cert, "--tls-key", key)
+		mon := c.Start("monitor", append(creds, "GRIDBATCH_MONITOR_ADDR=127.0.0.1:0"), "--tls-cert", cert, "--tls-key", key)
 		base := "https://" + logValue(t, mon, started, 30*time.Second)
 		pool := x509.NewCertPool()
 		pem, err := os.ReadFile(cert)
@@ -72,7 +72,7 @@ func TestMonitorBinaryGuards(t *testing.T) {
 	})
 
 	t.Run("basic auth in clear on every interface is warned about", func(t *testing.T) {
-		mon := c.start("monitor", append(creds, "GRIDBATCH_MONITOR_ADDR=0.0.0.0:0"))
+		mon := c.Start("monitor", append(creds, "GRIDBATCH_MONITOR_ADDR=0.0.0.0:0"))
 		logValue(t, mon, started, 30*time.Second)
 		require.Eventually(t, func() bool {
 			return strings.Contains(mon.LogText(), "serving basic auth in clear text on a non-loopback address")
@@ -81,7 +81,7 @@ func TestMonitorBinaryGuards(t *testing.T) {
 	})
 
 	t.Run("a short password is refused", func(t *testing.T) {
-		_, errOut, code := runBin(t, append(c.env, "GRIDBATCH_MONITOR_USER=ops", "GRIDBATCH_MONITOR_PASSWORD=short"), "monitor")
+		_, errOut, code := runBin(t, append(c.Env(), "GRIDBATCH_MONITOR_USER=ops", "GRIDBATCH_MONITOR_PASSWORD=short"), "monitor")
 		require.Equal(t, 1, code)
 		require.Contains(t, errOut, "GRIDBATCH_MONITOR_PASSWORD has 5 characters; use 12 or more")
 		require.NotContains(t, errOut, "short\n")

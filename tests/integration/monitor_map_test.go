@@ -75,7 +75,7 @@ func TestMonitorMapInBrowser(t *testing.T) {
 	const user, password = "ops", "monitor-map-password"
 	shots := artifacts(t)
 	c := newCluster(t)
-	c.seed()
+	c.Seed()
 	ctx := browser(t, user, password)
 
 	const chunkSize, failing = 500, 10
@@ -84,15 +84,15 @@ func TestMonitorMapInBrowser(t *testing.T) {
 	region, err := grid.NewRegion(lat, grid.BBox{LonMin: 124, LatMin: 33, LonMax: 132, LatMax: 39}, 0)
 	require.NoError(t, err)
 	lost := region.ChunkIDs(failing, chunkSize)
-	_, err = c.db.Pool.Exec(context.Background(), `DELETE FROM cell_params WHERE step = 0.05 AND grid_id = $1`, lost[0])
+	_, err = c.DB.Pool.Exec(context.Background(), `DELETE FROM cell_params WHERE step = 0.05 AND grid_id = $1`, lost[0])
 	require.NoError(t, err)
 
-	mon := c.start("monitor", []string{"GRIDBATCH_MONITOR_USER=" + user, "GRIDBATCH_MONITOR_PASSWORD=" + password,
+	mon := c.Start("monitor", []string{"GRIDBATCH_MONITOR_USER=" + user, "GRIDBATCH_MONITOR_PASSWORD=" + password,
 		"GRIDBATCH_MONITOR_ADDR=127.0.0.1:0"})
 	base := "http://" + logValue(t, mon, regexp.MustCompile(`msg="monitor started" addr=(\S+)`), 30*time.Second)
-	id := c.runID("--kind", "hazard", "--chunk-size", strconv.Itoa(chunkSize))
-	c.worker("GRIDBATCH_CONCURRENCY=2", "GRIDBATCH_MAX_RETRY=0")
-	b := c.waitEnded(id, 3*time.Minute)
+	id := c.RunBatch("--kind", "hazard", "--chunk-size", strconv.Itoa(chunkSize))
+	c.Worker("GRIDBATCH_CONCURRENCY=2", "GRIDBATCH_MAX_RETRY=0")
+	b := c.WaitEnded(id, 3*time.Minute)
 	require.Equal(t, store.StatusPartial, b.Status, "error: %v", b.Error)
 	require.Equal(t, 1, b.FailedChunks)
 

@@ -137,7 +137,7 @@ func TestMonitorInBrowser(t *testing.T) {
 	const user, password = "ops", "monitor-test-password"
 	shots := artifacts(t)
 	c := newCluster(t)
-	c.seed()
+	c.Seed()
 	ctx := browser(t, user, password)
 
 	// A batch of 3,840 chunks of 5 cells on one worker slot: slow enough to
@@ -151,18 +151,18 @@ func TestMonitorInBrowser(t *testing.T) {
 	require.NoError(t, err)
 	failing := []int{7, 1300, 2650}
 	for _, chunk := range failing {
-		_, err := c.db.Pool.Exec(context.Background(), `DELETE FROM cell_params WHERE step = 0.05 AND grid_id = $1`, region.ChunkIDs(chunk, chunkSize)[0])
+		_, err := c.DB.Pool.Exec(context.Background(), `DELETE FROM cell_params WHERE step = 0.05 AND grid_id = $1`, region.ChunkIDs(chunk, chunkSize)[0])
 		require.NoError(t, err)
 	}
 
-	mon := c.start("monitor", []string{"GRIDBATCH_MONITOR_USER=" + user, "GRIDBATCH_MONITOR_PASSWORD=" + password,
+	mon := c.Start("monitor", []string{"GRIDBATCH_MONITOR_USER=" + user, "GRIDBATCH_MONITOR_PASSWORD=" + password,
 		"GRIDBATCH_MONITOR_ADDR=127.0.0.1:0", "GRIDBATCH_MONITOR_ALLOW_WRITES=true"})
 	base := "http://" + logValue(t, mon, regexp.MustCompile(`msg="monitor started" addr=(\S+)`), 30*time.Second)
 
-	id := c.runID("--kind", "ph", "--chunk-size", strconv.Itoa(chunkSize))
-	w := c.worker("GRIDBATCH_CONCURRENCY=1", "GRIDBATCH_MAX_RETRY=0")
+	id := c.RunBatch("--kind", "ph", "--chunk-size", strconv.Itoa(chunkSize))
+	w := c.Worker("GRIDBATCH_CONCURRENCY=1", "GRIDBATCH_MAX_RETRY=0")
 	workerAddr := logValue(t, w, regexp.MustCompile(`msg="worker started".* http_addr=(\S+)`), 30*time.Second)
-	c.waitDone(id, 20, time.Minute)
+	c.WaitDone(id, 20, time.Minute)
 
 	// The batch view: the running batch's progress bar advances by itself
 	// (the page reloads every few seconds while a batch runs).
@@ -184,13 +184,13 @@ func TestMonitorInBrowser(t *testing.T) {
 		second, _ = strconv.Atoi(*v)
 		return second > first
 	})
-	t.Logf("progress bar: %d then %d of %d chunks", first, second, c.batch(id).TotalChunks)
+	t.Logf("progress bar: %d then %d of %d chunks", first, second, c.Batch(id).TotalChunks)
 
 	// The batch page while it runs, and once it has ended.
 	require.NoError(t, chromedp.Do(ctx, chromedp.Navigate(base+"/batches/"+id)))
 	require.NoError(t, chromedp.Do(ctx, chromedp.WaitVisible(chromedp.CSS(`svg.chart`))))
 	screenshot(t, ctx, shots, "monitor-batch-running.png")
-	b := c.waitEnded(id, 4*time.Minute)
+	b := c.WaitEnded(id, 4*time.Minute)
 	require.Equal(t, store.StatusPartial, b.Status, "error: %v", b.Error)
 	require.Equal(t, len(failing), b.FailedChunks)
 
@@ -211,13 +211,13 @@ func TestMonitorInBrowser(t *testing.T) {
 
 	// The requeue button: once the missing inputs are seeded again, the
 	// requeued chunks succeed and the partial batch becomes succeeded.
-	c.seed()
+	c.Seed()
 	require.NoError(t, chromedp.Do(ctx, chromedp.Click(chromedp.CSS(`form.requeue-all button`))))
 	require.NoError(t, chromedp.Do(ctx, chromedp.WaitVisible(chromedp.CSS(`.callout.good`))))
 	flash, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(`.callout.good`)))
 	require.NoError(t, err)
 	require.Contains(t, flash, fmt.Sprintf("Requeued %d dead letters", len(failing)))
-	waitFor(t, time.Minute, "the requeued chunks to heal the batch", func() bool { return c.batch(id).Status == store.StatusSucceeded })
+	waitFor(t, time.Minute, "the requeued chunks to heal the batch", func() bool { return c.Batch(id).Status == store.StatusSucceeded })
 	require.NoError(t, chromedp.Do(ctx, chromedp.Navigate(base+"/batches/"+id)))
 	status, err = chromedp.Run(ctx, chromedp.Text(chromedp.CSS(`.title .status`)))
 	require.NoError(t, err)
@@ -242,11 +242,11 @@ func TestMonitorInBrowser(t *testing.T) {
 	chunk := func(outcome string) map[string]string {
 		return map[string]string{"type": "grid:chunk", "outcome": outcome}
 	}
-	b = c.batch(id)
+	b = c.Batch(id)
 	// Each failing chunk was split around its cell (a succeeded half beside
 	// each split), the cell dead-lettered, then requeued and succeeded.
 	var succeeded, split int
-	require.NoError(t, c.db.Pool.QueryRow(context.Background(), `SELECT count(*) FILTER (WHERE status = 'succeeded'),
+	require.NoError(t, c.DB.Pool.QueryRow(context.Background(), `SELECT count(*) FILTER (WHERE status = 'succeeded'),
 		count(*) FILTER (WHERE status = 'split') FROM chunk_runs WHERE batch_id = $1`, id).Scan(&succeeded, &split))
 	require.Equal(t, b.TotalChunks-len(failing)+split+len(failing), succeeded)
 	require.Equal(t, float64(succeeded), wm.Require(t, metrics.NameTasks, chunk(metrics.OutcomeSucceeded)), "every chunk and half, the requeued cells too")

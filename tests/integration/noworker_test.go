@@ -16,11 +16,11 @@ import (
 func TestRunWaitWarnsWithoutWorker(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t)
-	_, errOut, code := c.enqueuer("migrate")
+	_, errOut, code := c.Enqueuer("migrate")
 	require.Equal(t, 0, code, errOut)
-	_, errOut, code = c.enqueuer("seed", "--bbox", "126,37,126.5,37.5", "--step", "0.05")
+	_, errOut, code = c.Enqueuer("seed", "--bbox", "126,37,126.5,37.5", "--step", "0.05")
 	require.Equal(t, 0, code, errOut)
-	run := c.start("enqueuer", nil, "run", "--kind", "ph", "--bbox", "126,37,126.5,37.5", "--step", "0.05", "--wait", "--progress-interval", "2s")
+	run := c.Start("enqueuer", nil, "run", "--kind", "ph", "--bbox", "126,37,126.5,37.5", "--step", "0.05", "--wait", "--progress-interval", "2s")
 	start := time.Now()
 	require.Eventually(t, func() bool {
 		return strings.Contains(run.LogText(), "warning: no worker serves the batch and grid queues")
@@ -30,7 +30,7 @@ func TestRunWaitWarnsWithoutWorker(t *testing.T) {
 	require.Contains(t, run.LogText(), "`worker &`", "it says how to start one")
 	require.Contains(t, run.LogText(), "tasks pending")
 
-	c.worker()
+	c.Worker()
 	require.Equal(t, 0, run.Wait(t, 2*time.Minute), run.LogText())
 	require.Contains(t, run.LogText(), "succeeded")
 }

@@ -28,25 +28,25 @@ func requireExactRows(t *testing.T, c *cluster, kind string) {
 	table, err := store.ResultsTable(kind)
 	require.NoError(t, err)
 	var n, distinct int
-	require.NoError(t, c.db.Pool.QueryRow(ctx, `SELECT count(*), count(DISTINCT (grid_id, scenario)) FROM `+table+` WHERE step = 0.05`).Scan(&n, &distinct))
+	require.NoError(t, c.DB.Pool.QueryRow(ctx, `SELECT count(*), count(DISTINCT (grid_id, scenario)) FROM `+table+` WHERE step = 0.05`).Scan(&n, &distinct))
 	require.Equal(t, koreaCells*len(grid.Scenarios), n, "rows in %s", table)
 	require.Equal(t, n, distinct)
 
-	require.Equal(t, n, testutil.CheckResults(t, c.db.Store, kind, 0.05, nil))
+	require.Equal(t, n, testutil.CheckResults(t, c.DB.Store, kind, 0.05, nil))
 }
 
 func TestBatchSucceedsWithTwoWorkers(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t)
-	c.seed()
-	c.worker()
-	c.worker()
-	out, errOut, code := c.enqueuer("run", "--kind", "ph", "--wait", "--progress-interval", "1s")
+	c.Seed()
+	c.Worker()
+	c.Worker()
+	out, errOut, code := c.Enqueuer("run", "--kind", "ph", "--wait", "--progress-interval", "1s")
 	require.Equal(t, 0, code, errOut)
 	id := strings.SplitN(out, "\n", 2)[0]
 	require.True(t, strings.HasPrefix(id, "ph-"), "first stdout line is the batch ID: %q", out)
 	require.Contains(t, errOut, "succeeded")
-	b := c.batch(id)
+	b := c.Batch(id)
 	require.Equal(t, store.StatusSucceeded, b.Status)
 	require.Equal(t, b.TotalChunks, b.CompletedChunks)
 	require.EqualValues(t, koreaCells, b.CompletedCells)
@@ -58,7 +58,7 @@ func TestBatchSucceedsWithTwoWorkers(t *testing.T) {
 	requireExactRows(t, c, "ph")
 
 	// status reads the same figures, as JSON with snake_case keys.
-	js, _, code := c.enqueuer("status", id, "--json")
+	js, _, code := c.Enqueuer("status", id, "--json")
 	require.Equal(t, 0, code)
 	require.Contains(t, js, `"completed_cells": 19200`)
 	require.Contains(t, js, `"status": "succeeded"`)
@@ -67,21 +67,21 @@ func TestBatchSucceedsWithTwoWorkers(t *testing.T) {
 func TestLockRefusesSameKindOnly(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t)
-	c.seed()
+	c.Seed()
 	// No worker yet: the first batch stays running while we trigger others.
-	first := c.runID("--kind", "ph")
-	out, errOut, code := c.enqueuer("run", "--kind", "ph")
+	first := c.RunBatch("--kind", "ph")
+	out, errOut, code := c.Enqueuer("run", "--kind", "ph")
 	require.Equal(t, 5, code, "a second ph batch is refused: %s", errOut)
 	require.Empty(t, out)
 	require.Contains(t, errOut, first, "the refusal names the running batch")
 	require.Contains(t, errOut, "lock expires at")
-	hazard := c.runID("--kind", "hazard")
+	hazard := c.RunBatch("--kind", "hazard")
 
-	c.worker()
-	require.Equal(t, store.StatusSucceeded, c.waitEnded(first, 2*time.Minute).Status)
-	require.Equal(t, store.StatusSucceeded, c.waitEnded(hazard, 2*time.Minute).Status)
-	next := c.runID("--kind", "ph")
-	require.Equal(t, store.StatusSucceeded, c.waitEnded(next, 2*time.Minute).Status)
+	c.Worker()
+	require.Equal(t, store.StatusSucceeded, c.WaitEnded(first, 2*time.Minute).Status)
+	require.Equal(t, store.StatusSucceeded, c.WaitEnded(hazard, 2*time.Minute).Status)
+	next := c.RunBatch("--kind", "ph")
+	require.Equal(t, store.StatusSucceeded, c.WaitEnded(next, 2*time.Minute).Status)
 	requireExactRows(t, c, "ph")
 	requireExactRows(t, c, "hazard")
 }
@@ -89,59 +89,59 @@ func TestLockRefusesSameKindOnly(t *testing.T) {
 func TestLockExpiresByTTLWithNoProcessAlive(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t)
-	c.seed()
+	c.Seed()
 	// Nobody ever processes this batch: its lock must still go away by itself.
-	first := c.runID("--kind", "ph", "--deadline", "2s", "--lock-ttl", "5s")
-	_, errOut, code := c.enqueuer("run", "--kind", "ph")
+	first := c.RunBatch("--kind", "ph", "--deadline", "2s", "--lock-ttl", "5s")
+	_, errOut, code := c.Enqueuer("run", "--kind", "ph")
 	require.Equal(t, 5, code, errOut)
 	require.Contains(t, errOut, first)
 	time.Sleep(5500 * time.Millisecond)
-	second := c.runID("--kind", "ph", "--deadline", "2m")
+	second := c.RunBatch("--kind", "ph", "--deadline", "2m")
 	require.NotEqual(t, first, second)
 	// A worker started now ends the stale batch (lock expired) and runs the new one.
-	c.worker()
-	require.Equal(t, store.StatusTimedOut, c.waitEnded(first, time.Minute).Status)
-	require.Equal(t, store.StatusSucceeded, c.waitEnded(second, 2*time.Minute).Status)
+	c.Worker()
+	require.Equal(t, store.StatusTimedOut, c.WaitEnded(first, time.Minute).Status)
+	require.Equal(t, store.StatusSucceeded, c.WaitEnded(second, 2*time.Minute).Status)
 }
 
 func TestAllProcessesKilledThenWorkersRestarted(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t)
-	c.seed()
-	w1 := c.worker()
-	w2 := c.worker()
-	id := c.runID("--kind", "ph", "--chunk-size", "20")
-	c.waitDone(id, 60, time.Minute)
+	c.Seed()
+	w1 := c.Worker()
+	w2 := c.Worker()
+	id := c.RunBatch("--kind", "ph", "--chunk-size", "20")
+	c.WaitDone(id, 60, time.Minute)
 	w1.Signal(syscall.SIGKILL)
 	w2.Signal(syscall.SIGKILL)
 	w1.Wait(t, 10*time.Second)
 	w2.Wait(t, 10*time.Second)
-	require.Equal(t, store.StatusRunning, c.batch(id).Status)
+	require.Equal(t, store.StatusRunning, c.Batch(id).Status)
 
-	c.worker()
-	b := c.waitEnded(id, 4*time.Minute)
+	c.Worker()
+	b := c.WaitEnded(id, 4*time.Minute)
 	require.Equal(t, store.StatusSucceeded, b.Status, "error: %v", b.Error)
 	require.Equal(t, b.TotalChunks, b.CompletedChunks)
 	requireExactRows(t, c, "ph")
 	// The lock went with the batch: a new trigger is accepted at once.
-	next := c.runID("--kind", "ph")
-	require.Equal(t, store.StatusSucceeded, c.waitEnded(next, 2*time.Minute).Status)
+	next := c.RunBatch("--kind", "ph")
+	require.Equal(t, store.StatusSucceeded, c.WaitEnded(next, 2*time.Minute).Status)
 }
 
 func TestDeadlineEndsBatchTimedOut(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t)
-	c.seed()
-	c.worker("GRIDBATCH_CONCURRENCY=1")
-	out, errOut, code := c.enqueuer("run", "--kind", "ph", "--chunk-size", "4", "--deadline", "3s", "--lock-ttl", "1m", "--wait")
+	c.Seed()
+	c.Worker("GRIDBATCH_CONCURRENCY=1")
+	out, errOut, code := c.Enqueuer("run", "--kind", "ph", "--chunk-size", "4", "--deadline", "3s", "--lock-ttl", "1m", "--wait")
 	require.Equal(t, 4, code, "timed out exits 4: %s", errOut)
 	id := strings.SplitN(out, "\n", 2)[0]
-	b := c.batch(id)
+	b := c.Batch(id)
 	require.Equal(t, store.StatusTimedOut, b.Status)
 	require.Positive(t, b.TimedOutChunks)
 	require.Equal(t, b.TotalChunks, b.CompletedChunks+b.FailedChunks+b.TimedOutChunks+b.CancelledChunks)
 	require.Contains(t, errOut, "timed_out")
-	counts, err := c.db.Store.ChunkCounts(context.Background(), id)
+	counts, err := c.DB.Store.ChunkCounts(context.Background(), id)
 	require.NoError(t, err)
 	require.Zero(t, counts[store.ChunkPending], "no chunk left pending")
 	// Nothing of the batch is left in Redis (cancelled in-flight tasks are removed within seconds).
@@ -154,15 +154,15 @@ func TestDeadlineEndsBatchTimedOut(t *testing.T) {
 	}
 	require.Zero(t, left, "tasks of the timed-out batch still queued")
 	// And the lock is free.
-	next := c.runID("--kind", "ph", "--deadline", "5m")
+	next := c.RunBatch("--kind", "ph", "--deadline", "5m")
 	require.NotEqual(t, id, next)
 }
 
 func TestUndecodablePayloadIsDeadLetteredWithoutRetry(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t)
-	c.worker()
-	client := asynq.NewClient(c.r.ClientOpt())
+	c.Worker()
+	client := asynq.NewClient(c.Redis.ClientOpt())
 	defer client.Close()
 	_, err := client.Enqueue(asynq.NewTask(tasks.TypeChunk, []byte(`{"batch_id": 42`)),
 		asynq.Queue(tasks.QueueGrid), asynq.TaskID("junk-1"), asynq.MaxRetry(5))
@@ -170,12 +170,12 @@ func TestUndecodablePayloadIsDeadLetteredWithoutRetry(t *testing.T) {
 	var lastErr string
 	var retries int
 	waitFor(t, time.Minute, "the dead letter to be recorded", func() bool {
-		err := c.db.Pool.QueryRow(context.Background(), `SELECT last_error, retries FROM dead_letters WHERE task_id = 'junk-1'`).Scan(&lastErr, &retries)
+		err := c.DB.Pool.QueryRow(context.Background(), `SELECT last_error, retries FROM dead_letters WHERE task_id = 'junk-1'`).Scan(&lastErr, &retries)
 		return err == nil
 	})
 	require.Contains(t, lastErr, "bad payload")
 	require.Zero(t, retries)
-	insp := asynq.NewInspector(c.r.ClientOpt())
+	insp := asynq.NewInspector(c.Redis.ClientOpt())
 	defer insp.Close()
 	info, err := insp.GetTaskInfo(tasks.QueueGrid, "junk-1")
 	require.NoError(t, err)

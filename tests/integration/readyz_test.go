@@ -5,6 +5,7 @@ package integration
 import (
 	"io"
 	"net/http"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -22,8 +23,7 @@ func TestReadyzOnUnmigratedDatabase(t *testing.T) {
 	t.Parallel()
 	db := testutil.NewEmptyDB(t)
 	env := testutil.Env(testutil.NewRedis(t), db, "GRIDBATCH_HTTP_ADDR=127.0.0.1:0")
-	c := &cluster{t: t, db: db, env: env}
-	w := c.worker()
+	w := testutil.Start(t, "worker-1", filepath.Join(testutil.Binaries(t), "worker"), env)
 	base := "http://" + logValue(t, w, regexp.MustCompile(`msg="worker started".* http_addr=(\S+)`), 30*time.Second)
 	get := func() (int, string) {
 		resp, err := http.Get(base + "/readyz")
@@ -38,7 +38,7 @@ func TestReadyzOnUnmigratedDatabase(t *testing.T) {
 	require.Contains(t, body, "not migrated")
 	require.Contains(t, body, "enqueuer migrate")
 
-	_, errOut, exit := c.enqueuer("migrate")
+	_, errOut, exit := runBin(t, env, "enqueuer", "migrate")
 	require.Equal(t, 0, exit, errOut)
 	code, body = get()
 	require.Equal(t, http.StatusOK, code, body)

@@ -36,20 +36,20 @@ func TestWorkerReloadsModelsOnSIGHUP(t *testing.T) {
 	require.NoError(t, os.WriteFile(allModels, []byte(after), 0o644))
 
 	c := newCluster(t, "GRIDBATCH_MODELS_FILE="+allModels)
-	_, errOut, code := c.enqueuer("migrate")
+	_, errOut, code := c.Enqueuer("migrate")
 	require.Equal(t, 0, code, errOut)
-	_, errOut, code = c.enqueuer("seed", "--bbox", "126,37,126.5,37.5", "--step", "0.05")
+	_, errOut, code = c.Enqueuer("seed", "--bbox", "126,37,126.5,37.5", "--step", "0.05")
 	require.Equal(t, 0, code, errOut)
-	w := c.worker("GRIDBATCH_MODELS_FILE=" + workerModels)
+	w := c.Worker("GRIDBATCH_MODELS_FILE=" + workerModels)
 	logValue(t, w, regexp.MustCompile(`msg="worker (started)"`), 30*time.Second)
 
 	run := func() (store.Batch, string) {
-		out, errOut, _ := c.enqueuer("run", "--kind", "ph_py", "--bbox", "126,37,126.5,37.5", "--step", "0.05", "--wait", "--progress-interval", "1s")
-		return c.batch(strings.SplitN(out, "\n", 2)[0]), errOut
+		out, errOut, _ := c.Enqueuer("run", "--kind", "ph_py", "--bbox", "126,37,126.5,37.5", "--step", "0.05", "--wait", "--progress-interval", "1s")
+		return c.Batch(strings.SplitN(out, "\n", 2)[0]), errOut
 	}
 	b, errOut := run()
 	require.Equal(t, store.StatusFailed, b.Status, errOut)
-	status, _, _ := c.enqueuer("status", b.ID)
+	status, _, _ := c.Enqueuer("status", b.ID)
 	require.Contains(t, status+errOut, `unknown model kind "ph_py"`)
 	require.Contains(t, status+errOut, "kill -HUP", "it says the workers must be reloaded")
 

@@ -53,7 +53,7 @@ func TestImportRunExportRoundTrip(t *testing.T) {
     long_name: "probability that the year's maximum exceeds 35 degC, from imported parameters"
 `, testutil.RepoRoot())), 0o644))
 	c := newCluster(t, "GRIDBATCH_MODELS_FILE="+filepath.Join(dir, "models.yaml"))
-	_, errOut, code := c.enqueuer("migrate")
+	_, errOut, code := c.Enqueuer("migrate")
 	require.Equal(t, 0, code, errOut)
 
 	// The user's inputs: the reference parameters, warmer by 0.5 degC, by lat,lon.
@@ -72,14 +72,14 @@ func TestImportRunExportRoundTrip(t *testing.T) {
 	}
 	inputs := filepath.Join(dir, "inputs.csv")
 	require.NoError(t, os.WriteFile(inputs, []byte(csv.String()), 0o644))
-	_, errOut, code = c.enqueuer("import", "--step", "0.05", "--file", inputs)
+	_, errOut, code = c.Enqueuer("import", "--step", "0.05", "--file", inputs)
 	require.Equal(t, 0, code, errOut)
 
-	c.worker()
-	out, errOut, code := c.enqueuer("run", "--kind", "user_ph", "--bbox", bbox, "--step", "0.05", "--chunk-size", "100", "--wait")
+	c.Worker()
+	out, errOut, code := c.Enqueuer("run", "--kind", "user_ph", "--bbox", bbox, "--step", "0.05", "--chunk-size", "100", "--wait")
 	require.Equal(t, 0, code, errOut)
 	id := strings.SplitN(out, "\n", 2)[0]
-	require.Equal(t, store.StatusSucceeded, c.batch(id).Status)
+	require.Equal(t, store.StatusSucceeded, c.Batch(id).Status)
 
 	want := func(id int64, scenario string, year int) float64 {
 		t.Helper()
@@ -99,7 +99,7 @@ func TestImportRunExportRoundTrip(t *testing.T) {
 
 	// NetCDF of the batch's own rows, read with xarray.
 	nc := filepath.Join(dir, "user_ph.nc")
-	_, errOut, code = c.enqueuer("export", "--batch", id, "--format", "netcdf", "--out", nc)
+	_, errOut, code = c.Enqueuer("export", "--batch", id, "--format", "netcdf", "--out", nc)
 	require.Equal(t, 0, code, errOut)
 	f := testutil.ReadNetCDF(t, nc, "user_ph", "ssp245", 2050)
 	require.Equal(t, []string{"scenario", "time", "lat", "lon"}, f.Dims)
@@ -125,7 +125,7 @@ func TestImportRunExportRoundTrip(t *testing.T) {
 
 	// Parquet of the published values, read with hyparquet.
 	pq := filepath.Join(dir, "user_ph.parquet")
-	_, errOut, code = c.enqueuer("export", "--kind", "user_ph", "--step", "0.05", "--bbox", bbox, "--format", "parquet", "--out", pq)
+	_, errOut, code = c.Enqueuer("export", "--kind", "user_ph", "--step", "0.05", "--bbox", bbox, "--format", "parquet", "--out", pq)
 	require.Equal(t, 0, code, errOut)
 	p := testutil.ReadParquet(t, pq)
 	require.Len(t, p.Rows, region.NumCells()*3*80)

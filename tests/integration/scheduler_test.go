@@ -38,7 +38,7 @@ func schedCluster(t *testing.T) *cluster {
 	t.Helper()
 	testutil.Binaries(t)
 	c := newCluster(t)
-	_, errOut, code := c.enqueuer("seed", "--bbox", schedBBox, "--step", "0.05")
+	_, errOut, code := c.Enqueuer("seed", "--bbox", schedBBox, "--step", "0.05")
 	require.Equal(t, 0, code, errOut)
 	return c
 }
@@ -55,8 +55,8 @@ func schedEnv(spec string, extra ...string) []string {
 }
 
 func (c *cluster) scheduler(spec string, extra ...string) *testutil.Proc {
-	c.t.Helper()
-	return c.start("scheduler", schedEnv(spec, extra...))
+	c.T.Helper()
+	return c.Start("scheduler", schedEnv(spec, extra...))
 }
 
 // logOf returns what the process has logged so far.
@@ -74,13 +74,13 @@ func waitLog(t *testing.T, p *testutil.Proc, want string, timeout time.Duration)
 
 // scheduled returns the batches the scheduler started, by tick.
 func (c *cluster) scheduled() []store.Batch {
-	c.t.Helper()
-	all, err := c.db.Store.ListBatches(context.Background(), "", "", 1000)
-	require.NoError(c.t, err)
+	c.T.Helper()
+	all, err := c.DB.Store.ListBatches(context.Background(), "", "", 1000)
+	require.NoError(c.T, err)
 	var out []store.Batch
 	for _, b := range all {
 		if b.Trigger == schedule.TriggerName {
-			require.NotNil(c.t, b.ScheduledFor, "batch %s", b.ID)
+			require.NotNil(c.T, b.ScheduledFor, "batch %s", b.ID)
 			out = append(out, b)
 		}
 	}
@@ -89,9 +89,9 @@ func (c *cluster) scheduled() []store.Batch {
 }
 
 func (c *cluster) waitScheduled(n int, timeout time.Duration) []store.Batch {
-	c.t.Helper()
+	c.T.Helper()
 	var got []store.Batch
-	waitFor(c.t, timeout, fmt.Sprintf("%d scheduled batches", n), func() bool {
+	waitFor(c.T, timeout, fmt.Sprintf("%d scheduled batches", n), func() bool {
 		got = c.scheduled()
 		return len(got) >= n
 	})
@@ -101,15 +101,15 @@ func (c *cluster) waitScheduled(n int, timeout time.Duration) []store.Batch {
 // ranBefore records that a scheduler first ran for ph at at: the schedulers
 // the test starts are restarts, which catch up a tick missed since.
 func (c *cluster) ranBefore(at time.Time) {
-	c.t.Helper()
-	_, err := c.db.Store.SchedulerFirstStart(context.Background(), "ph", at)
-	require.NoError(c.t, err)
+	c.T.Helper()
+	_, err := c.DB.Store.SchedulerFirstStart(context.Background(), "ph", at)
+	require.NoError(c.T, err)
 }
 
 func (c *cluster) ticks() []store.Tick {
-	c.t.Helper()
-	ticks, err := c.db.Store.ListTicks(context.Background(), "")
-	require.NoError(c.t, err)
+	c.T.Helper()
+	ticks, err := c.DB.Store.ListTicks(context.Background(), "")
+	require.NoError(c.T, err)
 	return ticks
 }
 
@@ -152,7 +152,7 @@ func requireOneBatchPerTick(t *testing.T, s schedule.Schedule, batches []store.B
 func TestSchedulerTwoReplicasFireEachTickOnce(t *testing.T) {
 	t.Parallel()
 	c := schedCluster(t)
-	c.worker()
+	c.Worker()
 	// A short misfire grace: a tick caught up late (a first start catches up
 	// none from before it) cannot still be running at the next tick (which
 	// would then be skipped, correctly).
@@ -169,7 +169,7 @@ func TestSchedulerTwoReplicasFireEachTickOnce(t *testing.T) {
 	requireOneBatchPerTick(t, mustSchedule(t, every5s), batches, c.ticks())
 	require.Empty(t, c.ticks(), "no tick skipped or missed")
 	for _, bt := range batches {
-		require.Equal(t, store.StatusSucceeded, c.waitEnded(bt.ID, time.Minute).Status)
+		require.Equal(t, store.StatusSucceeded, c.WaitEnded(bt.ID, time.Minute).Status)
 	}
 	leaders := 0
 	for _, p := range []*testutil.Proc{a, b} {
@@ -178,7 +178,7 @@ func TestSchedulerTwoReplicasFireEachTickOnce(t *testing.T) {
 		}
 	}
 	require.GreaterOrEqual(t, leaders, 1)
-	n, err := c.r.Client.Exists(context.Background(), schedule.DefaultLeaderKey).Result()
+	n, err := c.Redis.Client.Exists(context.Background(), schedule.DefaultLeaderKey).Result()
 	require.NoError(t, err)
 	require.Zero(t, n, "the lease is released on SIGTERM")
 }
@@ -186,7 +186,7 @@ func TestSchedulerTwoReplicasFireEachTickOnce(t *testing.T) {
 func TestSchedulerLeaderKilledNextTickFiresOnce(t *testing.T) {
 	t.Parallel()
 	c := schedCluster(t)
-	c.worker()
+	c.Worker()
 	s := mustSchedule(t, every5s)
 	a := c.scheduler(every5s, shortGrace)
 	waitLog(t, a, "leading: this scheduler fires the ticks", 10*time.Second)
@@ -288,11 +288,11 @@ func TestSchedulerFirstStartCatchesUpNothing(t *testing.T) {
 	c := schedCluster(t)
 	breakChunkZero(t, c)
 	hook := alerttest.NewRecorder(t)
-	w := c.worker("GRIDBATCH_MAX_RETRY=0")
-	out, errOut, _ := c.enqueuer("run", "--kind", "ph", "--bbox", schedBBox, "--step", "0.05", "--chunk-size", "100", "--wait")
+	w := c.Worker("GRIDBATCH_MAX_RETRY=0")
+	out, errOut, _ := c.Enqueuer("run", "--kind", "ph", "--bbox", schedBBox, "--step", "0.05", "--chunk-size", "100", "--wait")
 	w.Signal(syscall.SIGTERM)
 	w.Wait(t, 30*time.Second)
-	all, err := c.db.Store.ListBatches(context.Background(), "", "", 10)
+	all, err := c.DB.Store.ListBatches(context.Background(), "", "", 10)
 	require.NoError(t, err)
 	require.Len(t, all, 1, "%s %s", out, errOut)
 	require.Equal(t, store.StatusPartial, all[0].Status)
@@ -322,8 +322,8 @@ func TestSchedulerSkipsATickWhileABatchRuns(t *testing.T) {
 	require.Equal(t, first.ID, ticks[0].RunningBatchID)
 	require.True(t, s.Next(*first.ScheduledFor).Equal(ticks[0].ScheduledFor), "the very next tick is skipped")
 
-	c.worker()
-	ended := c.waitEnded(first.ID, time.Minute)
+	c.Worker()
+	ended := c.WaitEnded(first.ID, time.Minute)
 	require.Equal(t, store.StatusSucceeded, ended.Status)
 	var second store.Batch
 	waitFor(t, 3*schedTicks, "a batch after the first ended", func() bool {
@@ -344,7 +344,7 @@ func TestSchedulerSkipsATickWhileABatchRuns(t *testing.T) {
 			return x.ScheduledFor.Equal(tk) && x.Outcome == store.TickSkipped
 		}), "tick %s was neither fired nor recorded skipped", tk)
 	}
-	require.Equal(t, store.StatusSucceeded, c.waitEnded(second.ID, time.Minute).Status)
+	require.Equal(t, store.StatusSucceeded, c.WaitEnded(second.ID, time.Minute).Status)
 }
 
 // breakChunkZero deletes the inputs of 50 cells of the scheduler grid's
@@ -352,7 +352,7 @@ func TestSchedulerSkipsATickWhileABatchRuns(t *testing.T) {
 // batch ends partial.
 func breakChunkZero(t *testing.T, c *cluster) {
 	t.Helper()
-	tag, err := c.db.Pool.Exec(context.Background(), `DELETE FROM cell_params WHERE (step, grid_id) IN
+	tag, err := c.DB.Pool.Exec(context.Background(), `DELETE FROM cell_params WHERE (step, grid_id) IN
 		(SELECT step, grid_id FROM cell_params ORDER BY grid_id LIMIT 50)`)
 	require.NoError(t, err)
 	require.EqualValues(t, 50, tag.RowsAffected())
@@ -363,7 +363,7 @@ func TestSchedulerAlertsOnceForAPartialBatch(t *testing.T) {
 	c := schedCluster(t)
 	breakChunkZero(t, c)
 	hook := alerttest.NewRecorder(t)
-	c.worker("GRIDBATCH_MAX_RETRY=0")
+	c.Worker("GRIDBATCH_MAX_RETRY=0")
 	// Ticks once a minute, last 2 s ago: one batch, caught up at the restart
 	// of a scheduler that first ran a second before that tick.
 	tick := time.Now().Add(-2 * time.Second).Truncate(time.Second)
@@ -374,7 +374,7 @@ func TestSchedulerAlertsOnceForAPartialBatch(t *testing.T) {
 	waitLog(t, a, "leading: this scheduler fires the ticks", 10*time.Second)
 	b := c.scheduler(spec, env...)
 	bt := c.waitScheduled(1, 10*time.Second)[0]
-	require.Equal(t, store.StatusPartial, c.waitEnded(bt.ID, time.Minute).Status)
+	require.Equal(t, store.StatusPartial, c.WaitEnded(bt.ID, time.Minute).Status)
 	waitFor(t, 15*time.Second, "the alert of the partial batch", func() bool { return len(hook.Received(alert.EventBatchEnded)) > 0 })
 
 	// The leader dies; the standby takes over the alert duty and sends nothing twice.
@@ -399,14 +399,14 @@ func TestSchedulerTicksOnTimeWhileTheWebhookHangs(t *testing.T) {
 	c := schedCluster(t)
 	breakChunkZero(t, c)
 	hang := alerttest.NewHanging(t)
-	c.worker("GRIDBATCH_MAX_RETRY=0")
+	c.Worker("GRIDBATCH_MAX_RETRY=0")
 	s := mustSchedule(t, every5s)
 	c.scheduler(every5s, "GRIDBATCH_ALERT_WEBHOOK_URL="+hang.URL, "GRIDBATCH_ALERT_TIMEOUT=1m")
 
 	// Every batch ends partial, so alerts pile up on the hanging webhook
 	// while the ticks go on.
 	first := c.waitScheduled(1, 2*schedTicks)[0]
-	c.waitEnded(first.ID, 30*time.Second)
+	c.WaitEnded(first.ID, 30*time.Second)
 	waitFor(t, 10*time.Second, "an alert to hang", func() bool { return hang.Calls() > 0 })
 	hungAt := time.Now()
 	waitFor(t, 4*schedTicks, "three more ticks", func() bool {

@@ -37,8 +37,8 @@ type poisonModel struct {
 // poison.log), gives the cluster's binaries GRIDBATCH_MODELS_FILE, runs
 // `enqueuer migrate` and seeds the Korea grid.
 func (c *cluster) poisonModel(kind string, env map[string]string, fields ...string) *poisonModel {
-	c.t.Helper()
-	m := &poisonModel{kind: kind, dir: testutil.ModelDir(c.t)}
+	c.T.Helper()
+	m := &poisonModel{kind: kind, dir: testutil.ModelDir(c.T)}
 	vars := []string{`"OMP_NUM_THREADS": "1"`, `"PYTHONDONTWRITEBYTECODE": "1"`}
 	for k, v := range env {
 		vars = append(vars, strconv.Quote(k)+": "+strconv.Quote(v))
@@ -49,11 +49,11 @@ func (c *cluster) poisonModel(kind string, env map[string]string, fields ...stri
 		yaml += "    " + f + "\n"
 	}
 	path := filepath.Join(m.dir, "models.yaml")
-	require.NoError(c.t, os.WriteFile(path, []byte(yaml), 0o644))
-	c.env = append(c.env, "GRIDBATCH_MODELS_FILE="+path)
-	_, errOut, code := c.enqueuer("migrate")
-	require.Equal(c.t, 0, code, errOut)
-	c.seed()
+	require.NoError(c.T, os.WriteFile(path, []byte(yaml), 0o644))
+	c.AddEnv("GRIDBATCH_MODELS_FILE=" + path)
+	_, errOut, code := c.Enqueuer("migrate")
+	require.Equal(c.T, 0, code, errOut)
+	c.Seed()
 	return m
 }
 
@@ -101,7 +101,7 @@ func requireIsolated(t *testing.T, c *cluster, m *poisonModel, b store.Batch, po
 	require.EqualValues(t, koreaCells-k, b.CompletedCells)
 	require.InDelta(t, float64(koreaCells-k)/koreaCells, *b.SuccessRate, 1e-12, "the success rate counts cells")
 
-	rows, err := c.db.Pool.Query(context.Background(), `SELECT grid_id, hi - lo, last_error FROM dead_letters
+	rows, err := c.DB.Pool.Query(context.Background(), `SELECT grid_id, hi - lo, last_error FROM dead_letters
 		WHERE batch_id = $1 AND requeued_at IS NULL ORDER BY grid_id`, b.ID)
 	require.NoError(t, err)
 	var named []int64
@@ -121,7 +121,7 @@ func requireIsolated(t *testing.T, c *cluster, m *poisonModel, b store.Batch, po
 
 	keep := func(cell grid.Cell) bool { return !slices.Contains(poison, cell.GridID) }
 	// Every other cell's rows are the kernel's; a poisoned cell has none.
-	n := testutil.CheckBatchResults(t, c.db.Store, b.ID, grid.PH, 1e-12, 0.05, keep)
+	n := testutil.CheckBatchResults(t, c.DB.Store, b.ID, grid.PH, 1e-12, 0.05, keep)
 	require.Equal(t, (koreaCells-k)*len(grid.Scenarios), n, "rows of every other cell")
 
 	hits := m.log(t, "hit")
@@ -136,14 +136,14 @@ func requireIsolated(t *testing.T, c *cluster, m *poisonModel, b store.Batch, po
 // returns it, how long it took, and what run --wait printed on stderr.
 func runSplit(t *testing.T, c *cluster, m *poisonModel, workerEnv ...string) (store.Batch, time.Duration, string) {
 	t.Helper()
-	c.worker(append([]string{"GRIDBATCH_CONCURRENCY=1"}, workerEnv...)...)
-	c.worker(append([]string{"GRIDBATCH_CONCURRENCY=1"}, workerEnv...)...)
+	c.Worker(append([]string{"GRIDBATCH_CONCURRENCY=1"}, workerEnv...)...)
+	c.Worker(append([]string{"GRIDBATCH_CONCURRENCY=1"}, workerEnv...)...)
 	start := time.Now()
-	out, errOut, _ := c.enqueuer("run", "--kind", m.kind, "--chunk-size", "500", "--wait", "--progress-interval", "5s")
+	out, errOut, _ := c.Enqueuer("run", "--kind", m.kind, "--chunk-size", "500", "--wait", "--progress-interval", "5s")
 	took := time.Since(start)
 	id := strings.SplitN(out, "\n", 2)[0]
 	require.NotEmpty(t, id, errOut)
-	b := c.waitEnded(id, 10*time.Second)
+	b := c.WaitEnded(id, 10*time.Second)
 	t.Logf("batch %s: %s in %s (duration_seconds %.1f); run --wait said:\n%s", id, b.Status, took.Round(100*time.Millisecond), *b.DurationSeconds, errOut)
 	return b, took, errOut
 }
@@ -164,7 +164,7 @@ func TestSplitIsolatesThreeRaisingCells(t *testing.T) {
 	require.Contains(t, said, "ValueError: poisoned cells")
 	require.Contains(t, said, "enqueuer dlq list --batch "+b.ID)
 	var retried int
-	require.NoError(t, c.db.Pool.QueryRow(context.Background(),
+	require.NoError(t, c.DB.Pool.QueryRow(context.Background(),
 		`SELECT count(*) FROM chunk_runs WHERE batch_id = $1 AND status = 'split' AND hi = 0 AND attempts = 6`, b.ID).Scan(&retried))
 	require.Equal(t, 3, retried, "each poisoned chunk ran its 6 runs once, at the top; its halves were split at once")
 }
@@ -180,7 +180,7 @@ func TestSplitIsolatesThreeAbortingCells(t *testing.T) {
 	require.Contains(t, said, "crash: compute: model abort_py: model process")
 	require.Contains(t, said, "ended: signal: aborted (SIGABRT): split into 2×250")
 	var deadLetters int
-	require.NoError(t, c.db.Pool.QueryRow(context.Background(),
+	require.NoError(t, c.DB.Pool.QueryRow(context.Background(),
 		`SELECT count(*) FROM dead_letters WHERE batch_id = $1 AND last_error LIKE '%SIGABRT%'`, b.ID).Scan(&deadLetters))
 	require.Equal(t, 3, deadLetters)
 }
@@ -195,10 +195,10 @@ func TestSplitChunkOverMemoryLimit(t *testing.T) {
 	require.Equal(t, store.StatusSucceeded, b.Status, "error: %v", b.Error)
 	require.EqualValues(t, koreaCells, b.CompletedCells)
 	require.Zero(t, b.FailedCells)
-	n := testutil.CheckBatchResults(t, c.db.Store, b.ID, grid.PH, 1e-12, 0.05, nil)
+	n := testutil.CheckBatchResults(t, c.DB.Store, b.ID, grid.PH, 1e-12, 0.05, nil)
 	require.Equal(t, koreaCells*len(grid.Scenarios), n)
 	var split, deadLetters int
-	require.NoError(t, c.db.Pool.QueryRow(context.Background(), `SELECT
+	require.NoError(t, c.DB.Pool.QueryRow(context.Background(), `SELECT
 		(SELECT count(*) FROM chunk_runs WHERE batch_id = $1 AND status = 'split' AND cells = 500 AND attempts = 1),
 		(SELECT count(*) FROM dead_letters WHERE batch_id = $1)`, b.ID).Scan(&split, &deadLetters))
 	require.Equal(t, 38, split, "every 500-cell chunk is split at its first memory kill")
@@ -220,7 +220,7 @@ func TestSplitPoisonInFirstAndLastChunk(t *testing.T) {
 	requireIsolated(t, c, m, b, poison)
 	require.Contains(t, said, "split into 2×100")
 	var retried int
-	require.NoError(t, c.db.Pool.QueryRow(context.Background(),
+	require.NoError(t, c.DB.Pool.QueryRow(context.Background(),
 		`SELECT count(*) FROM chunk_runs WHERE batch_id = $1 AND attempts > 1`, b.ID).Scan(&retried))
 	require.Zero(t, retried, "a permanent error is never retried")
 }
@@ -249,14 +249,14 @@ func TestSplitTransientFailureIsRetriedNotSplit(t *testing.T) {
 	require.Len(t, m.log(t, "hit"), 2, "the model failed once on each")
 	require.Len(t, m.log(t, "recovered"), 2, "then computed each")
 	var split, retried int
-	require.NoError(t, c.db.Pool.QueryRow(context.Background(), `SELECT
+	require.NoError(t, c.DB.Pool.QueryRow(context.Background(), `SELECT
 		(SELECT count(*) FROM chunk_runs WHERE batch_id = $1 AND status = 'split'),
 		(SELECT count(*) FROM chunk_runs WHERE batch_id = $1 AND attempts = 2 AND status = 'succeeded')`, b.ID).Scan(&split, &retried))
 	require.Zero(t, split)
 	require.Equal(t, 2, retried)
 	require.Contains(t, said, "retry 1/5 in 1s")
 	require.NotContains(t, said, "split into")
-	n := testutil.CheckBatchResults(t, c.db.Store, b.ID, grid.PH, 1e-12, 0.05, nil)
+	n := testutil.CheckBatchResults(t, c.DB.Store, b.ID, grid.PH, 1e-12, 0.05, nil)
 	require.Equal(t, koreaCells*len(grid.Scenarios), n)
 }
 
@@ -271,16 +271,16 @@ func TestSplitRequeueOfACellHealsTheBatch(t *testing.T) {
 	requireIsolated(t, c, m, b, poison)
 
 	require.NoError(t, os.WriteFile(heal, nil, 0o644))
-	out, errOut, code := c.enqueuer("dlq", "requeue", "--batch", b.ID)
+	out, errOut, code := c.Enqueuer("dlq", "requeue", "--batch", b.ID)
 	require.Equal(t, 0, code, errOut)
 	require.Equal(t, 1, strings.Count(out, "requeued "), out)
-	waitFor(t, time.Minute, "the batch to heal", func() bool { return c.batch(b.ID).Status == store.StatusSucceeded })
+	waitFor(t, time.Minute, "the batch to heal", func() bool { return c.Batch(b.ID).Status == store.StatusSucceeded })
 	require.Equal(t, []string{fmt.Sprintf("%d 1", poison[0])}, m.log(t, "healed"), "the requeue recomputed that cell alone")
-	b = c.batch(b.ID)
+	b = c.Batch(b.ID)
 	require.EqualValues(t, koreaCells, b.CompletedCells)
 	require.Zero(t, b.FailedCells)
 	require.Zero(t, b.FailedChunks)
 	require.NotNil(t, b.PublishedAt)
-	n := testutil.CheckBatchResults(t, c.db.Store, b.ID, grid.PH, 1e-12, 0.05, nil)
+	n := testutil.CheckBatchResults(t, c.DB.Store, b.ID, grid.PH, 1e-12, 0.05, nil)
 	require.Equal(t, koreaCells*len(grid.Scenarios), n)
 }

@@ -20,17 +20,17 @@ func TestWrongStepNamesTheSteps(t *testing.T) {
 	c := newCluster(t)
 	r, err := grid.ParseRegion(0.05, "126.9,37.5,127.05,37.6", 0)
 	require.NoError(t, err)
-	testutil.StoreBatch(t, c.db.Store, "ph-steps", grid.KindPH, grid.PH, r, 10, nil, store.StatusSucceeded)
+	testutil.StoreBatch(t, c.DB.Store, "ph-steps", grid.KindPH, grid.PH, r, 10, nil, store.StatusSucceeded)
 
-	_, errOut, code := c.enqueuer("results", "--kind", "ph", "--scenario", "ssp245", "--lat", "37.55", "--lon", "126.95", "--step", "0.01")
+	_, errOut, code := c.Enqueuer("results", "--kind", "ph", "--scenario", "ssp245", "--lat", "37.55", "--lon", "126.95", "--step", "0.01")
 	require.Equal(t, 1, code, errOut)
 	require.Contains(t, errOut, "ph has published values at step 0.05 (--step)")
 
-	_, errOut, code = c.enqueuer("export", "--kind", "ph", "--step", "0.1", "--out", filepath.Join(t.TempDir(), "ph.csv"))
+	_, errOut, code = c.Enqueuer("export", "--kind", "ph", "--step", "0.1", "--out", filepath.Join(t.TempDir(), "ph.csv"))
 	require.Equal(t, 1, code, errOut)
 	require.Contains(t, errOut, "ph has published values at step 0.05 (--step)")
 
-	_, errOut, code = c.enqueuer("results", "--kind", "hazard", "--scenario", "ssp245", "--lat", "37.55", "--lon", "126.95", "--step", "0.05")
+	_, errOut, code = c.Enqueuer("results", "--kind", "hazard", "--scenario", "ssp245", "--lat", "37.55", "--lon", "126.95", "--step", "0.05")
 	require.Equal(t, 1, code, errOut)
 	require.Contains(t, errOut, "hazard has no published values at any step")
 }

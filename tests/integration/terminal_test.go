@@ -25,17 +25,17 @@ func TestCLIShowsDatabaseTextWithItsControlsVisible(t *testing.T) {
 	ctx := context.Background()
 	r, err := grid.ParseRegion(0.05, "126,37,126.5,37.25", 0)
 	require.NoError(t, err)
-	b := testutil.StoreBatch(t, c.db.Store, "terminal", grid.KindPH, grid.PH, r, 50, nil, store.StatusFailed)
-	_, err = c.db.Pool.Exec(ctx, `UPDATE batch_runs SET error = $2 WHERE id = $1`, b.ID, hostileText)
+	b := testutil.StoreBatch(t, c.DB.Store, "terminal", grid.KindPH, grid.PH, r, 50, nil, store.StatusFailed)
+	_, err = c.DB.Pool.Exec(ctx, `UPDATE batch_runs SET error = $2 WHERE id = $1`, b.ID, hostileText)
 	require.NoError(t, err)
 	chunk := 0
-	ok, err := c.db.Store.RecordDeadLetter(ctx, store.DeadLetter{TaskID: "t-\x1b[31m1", Type: "grid:chunk", Queue: "grid",
+	ok, err := c.DB.Store.RecordDeadLetter(ctx, store.DeadLetter{TaskID: "t-\x1b[31m1", Type: "grid:chunk", Queue: "grid",
 		BatchID: &b.ID, Chunk: &chunk, Payload: []byte(`{"x":"\u001b[2J"}`), LastError: hostileText, Retries: 5, FailedAt: time.Now()})
 	require.NoError(t, err)
 	require.True(t, ok)
 
 	for _, args := range [][]string{{"dlq", "list"}, {"dlq", "show", "t-\x1b[31m1"}, {"status", b.ID}} {
-		out, errOut, code := c.enqueuer(args...)
+		out, errOut, code := c.Enqueuer(args...)
 		require.Contains(t, []int{0, 4}, code, errOut)
 		require.Contains(t, out, `boom \x1b[2J\x1b[31m\u202eevil\u202c`, "%v: the text is shown, escaped", args)
 		for _, raw := range []string{"\x1b", "\u202e", "\a"} {
@@ -46,7 +46,7 @@ func TestCLIShowsDatabaseTextWithItsControlsVisible(t *testing.T) {
 		}
 	}
 	// An error naming the text goes through the same escaping.
-	_, errOut, code := c.enqueuer("dlq", "show", "no-such-\x1b[2J-task")
+	_, errOut, code := c.Enqueuer("dlq", "show", "no-such-\x1b[2J-task")
 	require.Equal(t, 1, code)
 	require.Contains(t, errOut, `no-such-\x1b[2J-task`)
 	require.False(t, strings.Contains(errOut, "\x1b"))

@@ -50,27 +50,27 @@ func TestResultsYouCanTrust(t *testing.T) {
       range: [0, 2]
 `), 0o644))
 	c := newCluster(t, "GRIDBATCH_MODELS_FILE="+models)
-	_, errOut, code := c.enqueuer("migrate")
+	_, errOut, code := c.Enqueuer("migrate")
 	require.Equal(t, 0, code, errOut)
 	const bbox = "126,37,127,37.5" // 20 × 10 cells at 0.05
-	_, errOut, code = c.enqueuer("seed", "--bbox", bbox, "--step", "0.05")
+	_, errOut, code = c.Enqueuer("seed", "--bbox", bbox, "--step", "0.05")
 	require.Equal(t, 0, code, errOut)
-	w := c.worker()
+	w := c.Worker()
 	// edit rewrites the model file with SHIFT, and restarts the worker: a
 	// running model process keeps the code it loaded.
 	edit := func(shift string) {
 		require.NoError(t, os.WriteFile(script, []byte(strings.Replace(trustModel, "SHIFT = 0.0", "SHIFT = "+shift, 1)), 0o644))
 		w.Signal(syscall.SIGTERM)
 		w.Wait(t, 30*time.Second)
-		w = c.worker()
+		w = c.Worker()
 	}
 	run := func() (string, int) {
-		out, errOut, code := c.enqueuer("run", "--kind", "heat", "--bbox", bbox, "--step", "0.05", "--wait")
+		out, errOut, code := c.Enqueuer("run", "--kind", "heat", "--bbox", bbox, "--step", "0.05", "--wait")
 		require.NotEmpty(t, out, errOut)
 		return strings.SplitN(out, "\n", 2)[0], code
 	}
 	status := func(id string) (map[string]any, int) {
-		out, errOut, code := c.enqueuer("status", id, "--json")
+		out, errOut, code := c.Enqueuer("status", id, "--json")
 		require.NotEmpty(t, out, errOut)
 		var doc map[string]any
 		require.NoError(t, json.Unmarshal([]byte(out), &doc))
@@ -105,10 +105,10 @@ func TestResultsYouCanTrust(t *testing.T) {
 
 	t.Run("the exports carry the provenance of status --json", func(t *testing.T) {
 		nc := filepath.Join(dir, "first.nc")
-		_, errOut, code := c.enqueuer("export", "--batch", first, "--out", nc)
+		_, errOut, code := c.Enqueuer("export", "--batch", first, "--out", nc)
 		require.Equal(t, 0, code, errOut)
 		pq := filepath.Join(dir, "first.parquet")
-		_, errOut, code = c.enqueuer("export", "--batch", first, "--out", pq)
+		_, errOut, code = c.Enqueuer("export", "--batch", first, "--out", pq)
 		require.Equal(t, 0, code, errOut)
 		for name, attrs := range map[string]map[string]string{
 			"netcdf":  testutil.ReadNetCDF(t, nc, "heat", "ssp245", 2050).Attrs,
@@ -141,19 +141,19 @@ func TestResultsYouCanTrust(t *testing.T) {
 	require.Equal(t, inputs["sha256"], doc2["provenance"].(map[string]any)["inputs"].(map[string]any)["sha256"], "the inputs did not change")
 
 	t.Run("verify says the model changed, and recomputes bit for bit", func(t *testing.T) {
-		out, errOut, code := c.enqueuer("verify", first, "--cells", "20")
+		out, errOut, code := c.Enqueuer("verify", first, "--cells", "20")
 		require.Equal(t, 1, code, "the edited model computes other values: %s %s", out, errOut)
 		require.Contains(t, out, "model file "+script+": CHANGED since the batch")
 		require.Contains(t, out, "inputs: unchanged")
 		require.Contains(t, out, "recomputed 20 cells")
-		out, errOut, code = c.enqueuer("verify", second, "--cells", "all")
+		out, errOut, code = c.Enqueuer("verify", second, "--cells", "all")
 		require.Equal(t, 0, code, "%s %s", out, errOut)
 		require.Contains(t, out, "model file "+script+": unchanged")
 		require.Contains(t, out, "recomputed 200 cells: 48000 values of 48000 the same bit for bit, 0 differ")
 	})
 
 	t.Run("diff equals what two exports say", func(t *testing.T) {
-		out, errOut, code := c.enqueuer("diff", second, first, "--from", "2030", "--to", "2040", "--json")
+		out, errOut, code := c.Enqueuer("diff", second, first, "--from", "2030", "--to", "2040", "--json")
 		require.Equal(t, 0, code, errOut)
 		var rep struct {
 			Series []struct {
@@ -176,7 +176,7 @@ func TestResultsYouCanTrust(t *testing.T) {
 		}
 		read := func(id string) map[cellYear]float64 {
 			p := filepath.Join(dir, id+".parquet")
-			_, errOut, code := c.enqueuer("export", "--batch", id, "--out", p)
+			_, errOut, code := c.Enqueuer("export", "--batch", id, "--out", p)
 			require.Equal(t, 0, code, errOut)
 			m := map[cellYear]float64{}
 			for _, r := range testutil.ReadParquet(t, p).Rows {
@@ -217,17 +217,17 @@ func TestResultsYouCanTrust(t *testing.T) {
 		edit("1.75")
 		held, code := run()
 		require.Equal(t, 7, code, "run --wait exits 7 for a held batch")
-		out, _, code := c.enqueuer("status", held)
+		out, _, code := c.Enqueuer("status", held)
 		require.Equal(t, 7, code)
 		require.Contains(t, out, "FAILED range")
 		require.Regexp(t, `values above 2, largest 2\.[0-9]+ at cell [0-9]+ ssp585 2100`, out)
 		doc, _ := status(held)
 		require.Equal(t, "held", doc["status"])
 		require.Nil(t, doc["published_at"])
-		_, errOut, code := c.enqueuer("publish", held)
+		_, errOut, code := c.Enqueuer("publish", held)
 		require.Equal(t, 7, code, errOut)
 		require.Contains(t, errOut, "--despite-checks")
-		_, errOut, code = c.enqueuer("publish", held, "--despite-checks", "--reason", "a test of the gate")
+		_, errOut, code = c.Enqueuer("publish", held, "--despite-checks", "--reason", "a test of the gate")
 		require.Equal(t, 0, code, errOut)
 		doc, code = status(held)
 		require.Equal(t, 0, code)
