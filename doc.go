@@ -62,12 +62,16 @@
 //
 // # Retention
 //
-// Which ended batches keep their own rows: internal/store/publish.go,
-// Store.Prune (every batch the published values still show, plus the
-// GRIDBATCH_KEEP_BATCHES newest others per kind; the rest are dropped by
-// DROP TABLE). Also: it runs from the worker holding the reconciler's lease,
-// at most once a minute (internal/worker/worker.go, reconcileLoop), and on
-// 'enqueuer prune' (cmd/enqueuer/publish.go).
+// Which ended batches keep their own rows: internal/batch/retain.go,
+// batch.Retain, the only decider (every batch the published values still
+// show, plus the GRIDBATCH_KEEP_BATCHES newest others per kind; the rest
+// lose them). batch.Prune ties it to the store, which reads the candidates
+// and the fact whether each still shows (internal/store/publish.go,
+// RetentionCandidates) and drops their rows by DROP TABLE
+// (internal/store/publish.go, DropBatchRows). It runs from the worker
+// holding the reconciler's lease, at most once a minute
+// (internal/worker/worker.go, reconcileLoop), and on 'enqueuer prune'
+// (cmd/enqueuer/publish.go).
 //
 // # Dead letters
 //

@@ -112,7 +112,7 @@ func runPrune(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	defer st.Close()
-	dropped, err := st.Prune(ctx, kind, cfg.KeepBatches, dryRun)
+	dropped, err := batch.Prune(ctx, st, kind, cfg.KeepBatches, dryRun)
 	if err != nil {
 		return err
 	}

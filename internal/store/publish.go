@@ -154,47 +154,43 @@ type Pruned struct {
 	Published        bool
 }
 
-// Prune drops the own rows of the ended batches of kind (every kind when
-// empty) that retention no longer keeps, with DROP TABLE (never row by row):
-// it keeps every batch whose rows the published values show, and the keep
-// newest of the others. A published batch stops showing once a batch
-// published after it succeeded over a bbox holding its own at the same
-// step (every one of its cells has a newer value): dropping it changes no
-// published value. With dryRun it only returns what it would drop.
-func (s *Store) Prune(ctx context.Context, kind string, keep int, dryRun bool) ([]Pruned, error) {
+// RetentionCandidate is an ended batch whose own rows are still there, with
+// the facts retention decides on (batch.Retain).
+type RetentionCandidate struct {
+	Pruned
+	// Showing: the published values still show some of its rows. A
+	// published batch stops showing once a batch published after it
+	// succeeded over a bbox holding its own at the same step (every one of
+	// its cells has a newer value): dropping it changes no published value.
+	Showing bool
+}
+
+// RetentionCandidates returns the ended batches of kind (every kind when
+// empty) whose own rows have not been dropped, in no particular order.
+// Which of them lose their rows is batch.Retain's decision; DropBatchRows
+// drops them.
+func (s *Store) RetentionCandidates(ctx context.Context, kind string) ([]RetentionCandidate, error) {
 	rows, err := s.pool.Query(ctx, `
-		WITH cand AS (
-			SELECT b.id, b.kind, b.status, b.started_at, p.published_at IS NOT NULL AS published,
-				p.published_at IS NOT NULL AND NOT EXISTS (
-					SELECT 1 FROM published_batches q JOIN batch_runs n ON n.id = q.batch_id
-					WHERE q.kind = b.kind AND q.published_at > p.published_at AND n.status = 'succeeded'
-						AND n.step = b.step AND n.lon_min <= b.lon_min AND n.lat_min <= b.lat_min
-						AND n.lon_max >= b.lon_max AND n.lat_max >= b.lat_max) AS showing
-			FROM batch_runs b LEFT JOIN published_batches p ON p.batch_id = b.id
-			WHERE ($1 = '' OR b.kind = $1) AND b.status <> 'running'
-				AND b.results_table IS NOT NULL AND b.rows_dropped_at IS NULL),
-		ranked AS (
-			SELECT *, row_number() OVER (PARTITION BY kind ORDER BY started_at DESC, id DESC) AS n
-			FROM cand WHERE NOT showing)
-		SELECT id, kind, status, started_at, published FROM ranked WHERE n > $2 ORDER BY kind, started_at`, kind, keep)
+		SELECT b.id, b.kind, b.status, b.started_at, p.published_at IS NOT NULL AS published,
+			p.published_at IS NOT NULL AND NOT EXISTS (
+				SELECT 1 FROM published_batches q JOIN batch_runs n ON n.id = q.batch_id
+				WHERE q.kind = b.kind AND q.published_at > p.published_at AND n.status = 'succeeded'
+					AND n.step = b.step AND n.lon_min <= b.lon_min AND n.lat_min <= b.lat_min
+					AND n.lon_max >= b.lon_max AND n.lat_max >= b.lat_max) AS showing
+		FROM batch_runs b LEFT JOIN published_batches p ON p.batch_id = b.id
+		WHERE ($1 = '' OR b.kind = $1) AND b.status <> 'running'
+			AND b.results_table IS NOT NULL AND b.rows_dropped_at IS NULL`, kind)
 	if err != nil {
 		return nil, err
 	}
-	drop, err := pgx.CollectRows(rows, pgx.RowToStructByPos[Pruned])
-	if err != nil || dryRun {
-		return drop, err
-	}
-	for _, p := range drop {
-		if err := s.dropBatchRows(ctx, p); err != nil {
-			return nil, err
-		}
-	}
-	return drop, nil
+	return pgx.CollectRows(rows, pgx.RowToStructByPos[RetentionCandidate])
 }
 
-// dropBatchRows drops one batch's table: a published one is detached
-// first, concurrently, so readers of the view are never blocked.
-func (s *Store) dropBatchRows(ctx context.Context, p Pruned) error {
+// DropBatchRows drops one ended batch's own rows, with DROP TABLE (never
+// row by row), and records when: a published one is detached first,
+// concurrently, so readers of the view are never blocked. Which batches
+// lose their rows is decided by batch.Retain.
+func (s *Store) DropBatchRows(ctx context.Context, p Pruned) error {
 	table, _, err := batchRowsTable(ctx, s.pool, p.ID)
 	if err != nil {
 		return err
@@ -325,7 +321,7 @@ func (s *Store) DropAllResults(ctx context.Context) error {
 		return err
 	}
 	for _, p := range drop {
-		if err := s.dropBatchRows(ctx, p); err != nil {
+		if err := s.DropBatchRows(ctx, p); err != nil {
 			return err
 		}
 	}

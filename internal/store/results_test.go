@@ -30,15 +30,7 @@ func TestWriteChunk(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(st.Close)
 	r := region(t, "124,33,124.1,33.1", 0.05) // 4 cells
-	newBatch := func(id string) store.Batch {
-		now := time.Now()
-		b, err := st.InsertBatch(ctx, store.NewBatch{ID: id, Kind: grid.KindPH, Region: r, ChunkSize: 2, StartedAt: now,
-			DeadlineAt: now.Add(time.Hour), LockExpiresAt: now.Add(2 * time.Hour), Layout: store.LayoutOf(model.BuiltinSpec(grid.KindPH))})
-		require.NoError(t, err)
-		_, err = st.PlanChunks(ctx, b)
-		require.NoError(t, err)
-		return b
-	}
+	newBatch := func(id string) store.Batch { return startBatch(t, st, id, r, time.Now()) }
 	values := func(seed float64) []float64 {
 		v := make([]float64, grid.NumYears)
 		for i := range v {
@@ -177,6 +169,19 @@ func TestConcurrentDuplicateDeliveries(t *testing.T) {
 		pgx.Identifier{tableOf(t, db, b.ID)}.Sanitize()).Scan(&rows, &distinct))
 	require.Equal(t, 100, rows, "a row per cell")
 	require.Equal(t, rows, distinct)
+}
+
+// startBatch records a running ph batch over r, in chunks of 2 cells,
+// started at started, and plans its chunks.
+func startBatch(t *testing.T, st *store.Store, id string, r grid.Region, started time.Time) store.Batch {
+	t.Helper()
+	ctx := testContext(t)
+	b, err := st.InsertBatch(ctx, store.NewBatch{ID: id, Kind: grid.KindPH, Region: r, ChunkSize: 2, StartedAt: started,
+		DeadlineAt: started.Add(time.Hour), LockExpiresAt: started.Add(2 * time.Hour), Layout: store.LayoutOf(model.BuiltinSpec(grid.KindPH))})
+	require.NoError(t, err)
+	_, err = st.PlanChunks(ctx, b)
+	require.NoError(t, err)
+	return b
 }
 
 // tableOf is the table of a batch's own rows.
