@@ -308,7 +308,7 @@ func (t Table) Figures() string {
 			len(t.Workers), p.Concurrency, secs(p.Seconds), secs(p.WallSeconds), secs(p.RecordedSeconds), finishSecs(p.FinishSeconds), pct(p.CPUBusy), p.RedisCallsPerChunk))
 	if o := t.OwnConcurrency; o != nil {
 		row("5", "pipeline, workers at their default concurrency", fmt.Sprintf("%s cells/s (%.3f × lower bound)", count(o.CellsPerSecond), o.CellsPerSecond/lb.CellsPerSecond),
-			fmt.Sprintf("as above but %d chunks in flight (GRIDBATCH_CONCURRENCY unset: 2 × GOMAXPROCS per worker): batch %s; CPU %s busy; one run, compared with the median lower bound",
+			fmt.Sprintf("as above but %d chunks in flight (GRIDBATCH_CONCURRENCY unset: its default per worker, 4 × GOMAXPROCS): batch %s; CPU %s busy; one run, compared with the median lower bound",
 				o.Concurrency, secs(o.Seconds), pct(o.CPUBusy)))
 	}
 	var sc []string
