@@ -52,7 +52,9 @@ ensure_packages() {
 	/usr/bin/python3 -c 'import netCDF4' >/dev/null 2>&1 || want+=(python3-netcdf4)
 	/usr/bin/python3 -c 'import xarray' >/dev/null 2>&1 || want+=(python3-xarray)
 	# The SDK's tests install sdk/python as a package with Debian's pip (setuptools, wheel).
-	/usr/bin/python3 -c 'import pip, setuptools, wheel' >/dev/null 2>&1 || want+=(python3-pip)
+	# setuptools first: imported after pip, its distutils hack asserts, and the
+	# check would fail (and apt run) every time.
+	/usr/bin/python3 -c 'import setuptools, wheel, pip' >/dev/null 2>&1 || want+=(python3-pip)
 	if [ ${#want[@]} -gt 0 ]; then apt_install "${want[@]}"; fi
 	# The Debian package starts its own Redis on 6379; ours is separate and that one is left alone.
 }
