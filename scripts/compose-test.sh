@@ -621,7 +621,7 @@ for d in yaml.safe_load_all(open(sys.argv[1])):
 	w=$(k8s_workers | head -1)
 	# The README's CLI: exec into a worker, with the worker's settings.
 	kx() { timeout 300 podman exec "$w" /usr/local/bin/enqueuer "$@" </dev/null; }
-	kx seed >/dev/null 2>&1 || fail "k8s: enqueuer seed"
+	out=$(kx seed 2>&1) || fail "k8s: enqueuer seed: $out"
 	for s in ph ph_py; do
 		out=$(kx run --kind "$s" --wait 2>&1) || fail "k8s: run --kind $s --wait: $out"
 		log "k8s: batch $(head -1 <<<"$out") ($s) succeeded on 2 worker replicas"
