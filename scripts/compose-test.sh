@@ -619,6 +619,19 @@ for d in yaml.safe_load_all(open(sys.argv[1])):
 	wait_for "both worker replicas registered with asynq" 60 test "$(servers)" = 2
 	local w out
 	w=$(k8s_workers | head -1)
+	# The pod's own lookups first: on this podman (4.3, netavark and
+	# aardvark-dns 1.4) a pod just played can lose every UDP packet it sends,
+	# to aardvark-dns and to the host's resolver alike, for up to ~40 s (seen
+	# in 2 of 6 plays; the worker itself had resolved both names before).
+	# A CLI exec'd then fails its 5-s connect; a cluster's DNS has no such
+	# window, so this waits for the pod's network, bounded, and says how long.
+	resolves() {
+		timeout 3 podman exec "$w" /usr/bin/python3 -c 'import socket
+for h in ("k8s-postgres", "k8s-redis"): socket.getaddrinfo(h, None, socket.AF_INET)'
+	}
+	local t_dns=$(date +%s)
+	wait_for "the worker pod resolving k8s-postgres and k8s-redis" 120 resolves
+	log "k8s: the worker pod resolves both services (waited $(($(date +%s) - t_dns)) s)"
 	# The README's CLI: exec into a worker, with the worker's settings.
 	kx() { timeout 300 podman exec "$w" /usr/local/bin/enqueuer "$@" </dev/null; }
 	out=$(kx seed 2>&1) || fail "k8s: enqueuer seed: $out"
