@@ -202,6 +202,7 @@ cleanup() {
 		fi
 		if [ -n "$k8s_up" ]; then
 			timeout 120 podman kube down "$work/k8s.yaml" >/dev/null 2>&1
+			k8s_volumes_rm
 			podman rm -f -v -t 5 k8s-redis k8s-postgres k8s-enqueuer >/dev/null 2>&1
 			podman network rm -f gridbatch-k8s >/dev/null 2>&1
 		fi
@@ -589,6 +590,13 @@ fault_model_hung() {
 }
 
 # ================================================================ Kubernetes: deploy/k8s/base with podman kube play
+# The volumes `podman kube play` made of the ConfigMaps; `kube down` (4.3)
+# leaves them.
+k8s_volumes_rm() {
+	podman volume ls --format '{{.Name}}' | grep -E '^gridbatch-(models|postgres-ca)(-|$)' |
+		xargs -r podman volume rm -f >/dev/null 2>&1 || true
+}
+
 k8s_phase() {
 	log "k8s: kubectl kustomize deploy/k8s/base | podman kube play"
 	command -v kubectl >/dev/null || fail "kubectl is needed (Debian: kubernetes-client)"
@@ -698,6 +706,7 @@ for h in ("k8s-postgres", "k8s-redis"): socket.getaddrinfo(h, None, socket.AF_IN
 	[ "$(podman exec "$w" cat /proc/1/comm)" != worker ] || fail "k8s: the worker is PID 1 (shareProcessNamespace)"
 	[ "$(podman exec "$w" id -u)" = 65532 ] || fail "k8s: the worker does not run as 65532"
 	timeout 120 podman kube down "$work/k8s.yaml" </dev/null >/dev/null || fail "podman kube down"
+	k8s_volumes_rm
 	podman rm -f -v -t 5 k8s-redis k8s-postgres >/dev/null
 	podman network rm -f gridbatch-k8s >/dev/null
 	k8s_up=
