@@ -41,15 +41,18 @@ type Store struct {
 	pool *pgxpool.Pool
 }
 
-// Open parses the URL, builds the pool and checks one connection within the
-// connect timeout. Errors never contain the password.
-func Open(ctx context.Context, o Options) (*Store, error) {
+// PoolConfig is the pool configuration Open uses for o: its connect,
+// statement, lock and idle-in-transaction bounds, application name, size,
+// connection lifetimes and the ping of an idle connection before it is
+// handed out. What runs its own SQL beside a Store (the tests' and the
+// bench's pools) opens its pool with it, under the same bounds. Errors never
+// contain the password.
+func PoolConfig(o Options) (*pgxpool.Config, error) {
 	cfg, err := pgxpool.ParseConfig(o.URL)
 	if err != nil {
 		return nil, fmt.Errorf("GRIDBATCH_DATABASE_URL: %w", err)
 	}
-	connectTimeout := orDefault(o.ConnectTimeout, 5*time.Second)
-	cfg.ConnConfig.ConnectTimeout = connectTimeout
+	cfg.ConnConfig.ConnectTimeout = orDefault(o.ConnectTimeout, 5*time.Second)
 	stmt := orDefault(o.StatementTimeout, 60*time.Second)
 	cfg.ConnConfig.RuntimeParams["statement_timeout"] = strconv.FormatInt(stmt.Milliseconds(), 10)
 	cfg.ConnConfig.RuntimeParams["lock_timeout"] = strconv.FormatInt(stmt.Milliseconds(), 10)
@@ -72,11 +75,21 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 	// pgxpool pings a connection idle for over 1 s before handing it out, so a
 	// connection the server terminated is replaced, never handed out; bound the ping.
 	cfg.PingTimeout = 2 * time.Second
+	return cfg, nil
+}
+
+// Open builds the pool of PoolConfig(o) and checks one connection within
+// the connect timeout. Errors never contain the password.
+func Open(ctx context.Context, o Options) (*Store, error) {
+	cfg, err := PoolConfig(o)
+	if err != nil {
+		return nil, err
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("open PostgreSQL pool: %w", err)
 	}
-	pctx, cancel := context.WithTimeout(ctx, connectTimeout+time.Second)
+	pctx, cancel := context.WithTimeout(ctx, cfg.ConnConfig.ConnectTimeout+time.Second)
 	defer cancel()
 	if err := pool.Ping(pctx); err != nil {
 		pool.Close()

@@ -187,22 +187,13 @@ func NewEmptyDB(t testing.TB) *DB {
 	return &DB{URL: u, Schema: schema, Store: s, Pool: p}
 }
 
-// testPool returns a pool on url for a test's raw SQL, bounded as
-// store.Open bounds the store's: 60 s statement and lock timeouts, 120 s
-// idle in a transaction, at most 8 connections, opened as they are needed,
-// and an idle connection pinged before it is handed out (so a restarted
-// server's are replaced).
+// testPool returns a pool on url for a test's raw SQL, under the bounds of
+// the store's own pool (store.PoolConfig).
 func testPool(url string) (*pgxpool.Pool, error) {
-	cfg, err := pgxpool.ParseConfig(url)
+	cfg, err := store.PoolConfig(store.Options{URL: url, AppName: "gridbatch-test"})
 	if err != nil {
 		return nil, err
 	}
-	cfg.ConnConfig.RuntimeParams["statement_timeout"] = "60000"
-	cfg.ConnConfig.RuntimeParams["lock_timeout"] = "60000"
-	cfg.ConnConfig.RuntimeParams["idle_in_transaction_session_timeout"] = "120000"
-	cfg.ConnConfig.RuntimeParams["application_name"] = "gridbatch-test"
-	cfg.MaxConns = 8
-	cfg.PingTimeout = 2 * time.Second
 	return pgxpool.NewWithConfig(context.Background(), cfg)
 }
 

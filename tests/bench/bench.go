@@ -582,18 +582,16 @@ func (h *harness) ownConcurrencyRun(ctx context.Context, t *Table) error {
 	return h.stopWorkers()
 }
 
-// openPool opens the bench's own pool on url, under the bench's
-// application_name (which the CPU figures count as the run's own sessions).
+// openPool opens the bench's own pool on url, under the bounds of the
+// store's pool (store.PoolConfig), which this SQL ran under when it went
+// through the store's pool, and under the bench's application_name whatever
+// url says (the CPU figures count it as the run's own sessions).
 func openPool(ctx context.Context, url string) (*pgxpool.Pool, error) {
-	cfg, err := pgxpool.ParseConfig(url)
+	cfg, err := store.PoolConfig(store.Options{URL: url})
 	if err != nil {
-		return nil, fmt.Errorf("bench: database URL: %w", err)
+		return nil, fmt.Errorf("bench: %w", err)
 	}
 	cfg.ConnConfig.RuntimeParams["application_name"] = "gridbatch-bench"
-	// The bounds store.Open sets, which this SQL ran under when it went
-	// through the store's pool.
-	cfg.ConnConfig.RuntimeParams["statement_timeout"] = "60000"
-	cfg.ConnConfig.RuntimeParams["lock_timeout"] = "60000"
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("bench: open PostgreSQL pool: %w", err)
