@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"io"
 	"net/http"
+	"os"
 	"time"
 
 	"github.com/gridbatch/gridbatch/internal/alert"
@@ -46,7 +47,7 @@ func serve(ctx context.Context, cfg config.Scheduler, schedules []schedule.Sched
 
 	suffix := make([]byte, 3)
 	_, _ = rand.Read(suffix)
-	instance := connect.WorkerName() + ":" + hex.EncodeToString(suffix)
+	instance := batch.WorkerName(os.Getpid()) + ":" + hex.EncodeToString(suffix)
 	s, err := schedule.New(st, rdb, conn.Batch, log, schedule.Config{
 		Schedules:    schedules,
 		MisfireGrace: cfg.MisfireGrace,

@@ -156,6 +156,10 @@ func (s *Service) Store() *store.Store { return s.store }
 // Models returns the kinds the service runs.
 func (s *Service) Models() *model.Set { return s.cfg.Models }
 
+// Worker returns the name this process records in chunk outcomes
+// (Config.Worker).
+func (s *Service) Worker() string { return s.cfg.Worker }
+
 // Request asks for a batch.
 type Request struct {
 	Kind      string

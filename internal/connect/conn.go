@@ -4,7 +4,6 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"os"
 
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
@@ -34,7 +33,7 @@ type Options struct {
 	// KindTimeouts is set to the models' own timeouts (tasks.KindTimeouts).
 	Chunk tasks.ChunkOptions
 	// Batch configures the batch service. Its Models is set to the model
-	// set and an empty Worker to WorkerName.
+	// set; an empty Worker is batch.New's default (batch.WorkerName).
 	Batch batch.Config
 	// Compute, when set, gives the batch service's Compute
 	// (batch.Config.Compute) from the model set; Open calls it only once
@@ -58,16 +57,10 @@ type Conn struct {
 	Broker    *tasks.Broker
 	Batch     *batch.Service
 	Models    *model.Set
-	// Worker is the name this process records in chunk outcomes
-	// (batch.Config.Worker).
-	Worker string
-	Log    *slog.Logger
+	Log       *slog.Logger
 	// owned: Close closes Store and Redis (Open opened them).
 	owned bool
 }
-
-// WorkerName is this process's name in chunk outcomes and logs: host:pid.
-func WorkerName() string { return batch.WorkerName(os.Getpid()) }
 
 // Open connects to Redis (one PING within 5 s) and then PostgreSQL as c
 // says, loads the model set unless opts gives it, and builds the broker and
@@ -114,14 +107,11 @@ func New(st *store.Store, rdb redis.UniversalClient, opts Options) *Conn {
 	broker := tasks.NewBroker(client, insp, rdb, chunk)
 	bc := opts.Batch
 	bc.Models = models
-	if bc.Worker == "" {
-		bc.Worker = WorkerName()
-	}
 	if opts.Compute != nil {
 		bc.Compute = opts.Compute(models)
 	}
 	return &Conn{Store: st, Redis: rdb, Client: client, Inspector: insp, Broker: broker,
-		Batch: batch.New(st, broker, log, bc), Models: models, Worker: bc.Worker, Log: log}
+		Batch: batch.New(st, broker, log, bc), Models: models, Log: log}
 }
 
 // NewBroker returns a broker on the Conn's clients whose chunk tasks get

@@ -1,10 +1,10 @@
 // Package connect turns the configuration into a connected process: Open
 // reaches Redis (one PING) and PostgreSQL (OpenStore), loads the model set
 // (Models), and builds asynq's client and inspector, the task broker and the
-// batch service on them, with the process's worker name (WorkerName) and its
-// dead-letter queue (Conn.DLQ); Close closes them. Every binary connects
-// through it; tests build the same objects on their own connections with
-// New. Each error is one line that names the variable to fix.
+// batch service on them, and its dead-letter queue (Conn.DLQ); Close closes
+// them. Every binary connects through it; tests build the same objects on
+// their own connections with New. Each error is one line that names the
+// variable to fix.
 package connect
 
 import (

@@ -115,7 +115,7 @@ func Run(ctx context.Context, cfg config.Worker, stderr io.Writer, opts ...Optio
 	}
 	defer conn.Close()
 	defer procs.Close()
-	st, rdb, svc, workerName := conn.Store, conn.Redis, conn.Batch, conn.Worker
+	st, rdb, svc, workerName := conn.Store, conn.Redis, conn.Batch, conn.Batch.Worker()
 	h := tasks.NewHandlers(svc, log, tasks.WithObserver(m))
 	dq, err := conn.DLQ(nil, dlq.Config{SweepInterval: cfg.DLQSweepInterval})
 	if err != nil {
