@@ -65,8 +65,3 @@ func Prune(ctx context.Context, st *store.Store, kind string, keep int, dryRun b
 	}
 	return drop, nil
 }
-
-// Prune is Prune on the service's store.
-func (s *Service) Prune(ctx context.Context, kind string, keep int, dryRun bool) ([]store.Pruned, error) {
-	return Prune(ctx, s.store, kind, keep, dryRun)
-}

@@ -258,15 +258,12 @@ func (s *Store) ChunkRuns(ctx context.Context, batchID string) (map[int]ChunkRun
 	if err != nil {
 		return nil, err
 	}
-	defer rows.Close()
 	out := map[int]ChunkRun{}
-	for rows.Next() {
-		var c int
-		var r ChunkRun
-		if err := rows.Scan(&c, &r.Status, &r.Attempts, &r.Worker); err != nil {
-			return nil, err
-		}
+	var c int
+	var r ChunkRun
+	_, err = pgx.ForEachRow(rows, []any{&c, &r.Status, &r.Attempts, &r.Worker}, func() error {
 		out[c] = r
-	}
-	return out, rows.Err()
+		return nil
+	})
+	return out, err
 }

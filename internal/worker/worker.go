@@ -267,7 +267,7 @@ func reconcileLoop(ctx context.Context, rdb redis.UniversalClient, svc *batch.Se
 		if time.Since(lastPrune) >= time.Minute {
 			lastPrune = time.Now()
 			pctx, cancel := context.WithTimeout(ctx, interval)
-			dropped, err := svc.Prune(pctx, "", keep, false)
+			dropped, err := batch.Prune(pctx, svc.Store(), "", keep, false)
 			cancel()
 			if err != nil && ctx.Err() == nil {
 				log.Warn("retention of batches' rows", "error", err)
