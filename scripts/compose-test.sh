@@ -155,13 +155,12 @@ if [ ! -x "$compose_bin" ] && [ "$what" != k8s ]; then
 fi
 need_compose() {
 	if [ -n "$compose_build_pid" ]; then
-		local t=$(date +%s)
-		if ! wait "$compose_build_pid"; then
-			compose_build_pid=
+		local t=$(date +%s) pid=$compose_build_pid
+		compose_build_pid= # waited for here; the cleanup has nothing to kill
+		if ! wait "$pid"; then
 			tail -40 "$cache/tmp/compose-build.log" >&2
 			fail "building docker compose $compose_version failed (the end of its log above)"
 		fi
-		compose_build_pid=
 		log "docker compose $compose_version built (waited $(($(date +%s) - t)) s for it here)"
 	fi
 	"$compose_bin" version
@@ -317,13 +316,19 @@ mkdir -p "$work/src"
 (cd "$repo" && git ls-files -z -co --exclude-standard | xargs -0 -I{} sh -c 'test -e "{}" && printf "%s\0" "{}"' |
 	tar --null -T - -cf -) | tar -xf - -C "$work/src"
 
-# While docker compose is still building: the project's two images, with the
-# Dockerfile compose builds them from; `up -d --build` then finds their layers.
-if [ -n "$compose_build_pid" ]; then
-	log "while docker compose builds: podman build of gridbatch:local and gridbatch-python:local"
+# build_project_images: the project's two images, from the copy's
+# Dockerfile, as compose's `build:` and the k8s base name them.
+build_project_images() {
 	(cd "$work/src" && timeout 1500 podman build -q -t gridbatch:local . </dev/null >/dev/null &&
 		timeout 900 podman build -q --target worker-python -t gridbatch-python:local . </dev/null >/dev/null) ||
 		fail "building gridbatch:local and gridbatch-python:local"
+}
+
+# While docker compose is still building: the project's images; `up -d
+# --build` then finds their layers.
+if [ -n "$compose_build_pid" ]; then
+	log "while docker compose builds: podman build of gridbatch:local and gridbatch-python:local"
+	build_project_images
 	log "project images built"
 fi
 
@@ -360,6 +365,10 @@ psql_q() {
 	p=$(containers_of postgres | head -1)
 	pm exec "$p" psql -U gridbatch -d gridbatch -tA -v ON_ERROR_STOP=1 -c "$1"
 }
+# migrated: the migrate service's container (the latest; `up` recreates it)
+# exited 0.
+migrate_status() { pm ps -a --filter label=com.docker.compose.service=migrate --format '{{.Status}}'; }
+migrated() { migrate_status | grep -q '^Exited (0)'; }
 # The batch ID of `run` output (its first line) and the status word of `status`.
 batch_status() { enq status "$1" 2>/dev/null | sed -n 's/^status:[[:space:]]*\([a-z_]*\).*/\1/p' | head -1; }
 
@@ -412,8 +421,7 @@ compose_phase() {
 	for s in worker:2 scheduler:2 monitor:1 redis:1 postgres:1; do
 		wait_for "${s#*:} running ${s%:*} container(s)" 60 test "$(count_of "${s%:*}")" = "${s#*:}"
 	done
-	s=$(pm ps -a --filter label=com.docker.compose.service=migrate --format '{{.Status}}')
-	case $s in Exited\ \(0\)*) ;; *) fail "migrate: $s, expected Exited (0)" ;; esac
+	migrated || fail "migrate: $(migrate_status), expected Exited (0)"
 	log "up: migrate exited 0; 2 workers, 2 schedulers, monitor, redis, postgres running"
 
 	ENQ_TIMEOUT=300 enq seed >/dev/null 2>&1 || fail "enqueuer seed"
@@ -490,7 +498,6 @@ use_test_models() {
 	log "MODELS_DIR=./tests/compose/models; docker compose up -d --no-deps --scale worker=4 migrate worker scheduler monitor"
 	timeout 600 "$compose_bin" --project-directory "$work/src" -f "$work/src/docker-compose.yml" \
 		up -d --no-deps --scale worker=4 migrate worker scheduler monitor </dev/null || fail "up -d with the test models"
-	migrated() { pm ps -a --filter label=com.docker.compose.service=migrate --format '{{.Status}}' | grep -q '^Exited (0)'; }
 	wait_for "migrate to exit 0 with the test models" 120 migrated
 	wait_for "4 running worker containers" 60 test "$(count_of worker)" = 4
 	enq models 2>&1 | grep -q slow_py || fail "enqueuer models does not list slow_py"
@@ -600,10 +607,7 @@ k8s_volumes_rm() {
 k8s_phase() {
 	log "k8s: kubectl kustomize deploy/k8s/base | podman kube play"
 	command -v kubectl >/dev/null || fail "kubectl is needed (Debian: kubernetes-client)"
-	has_image gridbatch:local && has_image gridbatch-python:local ||
-		(cd "$work/src" && timeout 1500 podman build -q -t gridbatch:local . >/dev/null &&
-			timeout 900 podman build -q --target worker-python -t gridbatch-python:local . >/dev/null) ||
-		fail "building gridbatch:local and gridbatch-python:local"
+	has_image gridbatch:local && has_image gridbatch-python:local || build_project_images
 	local pw
 	pw=t$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')
 	podman rm -f -v -t 5 k8s-redis k8s-postgres >/dev/null 2>&1 || true
