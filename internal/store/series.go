@@ -122,10 +122,10 @@ func (s *Store) readSeries(ctx context.Context, what, query string, step float64
 	return ss, nil
 }
 
-// viewSeriesQuery selects one cell's series and batch from the view
+// viewSeriesQuery selects columns of one cell's row from the view
 // <kind>_timeseries given the step ($1), grid id ($2) and scenario ($3).
-func viewSeriesQuery(kind string) string {
-	return `SELECT series, batch_id FROM ` + ident(kind+"_timeseries") + ` WHERE step = $1 AND grid_id = $2 AND scenario = $3`
+func viewSeriesQuery(kind, columns string) string {
+	return `SELECT ` + columns + ` FROM ` + ident(kind+"_timeseries") + ` WHERE step = $1 AND grid_id = $2 AND scenario = $3`
 }
 
 // ReadViewSeries returns the series of kind for the cell gridID of the
@@ -139,7 +139,7 @@ func (s *Store) ReadViewSeries(ctx context.Context, kind string, step float64, g
 	if _, err := ResultsTable(kind); err != nil {
 		return nil, "", err
 	}
-	err = s.pool.QueryRow(ctx, viewSeriesQuery(kind), step, gridID, scenario).Scan(&series, &batchID)
+	err = s.pool.QueryRow(ctx, viewSeriesQuery(kind, "series, batch_id"), step, gridID, scenario).Scan(&series, &batchID)
 	if errors.Is(err, pgx.ErrNoRows) {
 		err = ErrNoSeries
 	}
@@ -158,8 +158,8 @@ func (s *Store) ExplainViewSeries(ctx context.Context, kind string, step float64
 	if _, err := ResultsTable(kind); err != nil {
 		return nil, err
 	}
-	rows, err := s.pool.Query(ctx, `EXPLAIN (ANALYZE, COSTS OFF) SELECT first_year, series, batch_id, computed_at FROM `+
-		ident(kind+"_timeseries")+` WHERE step = $1 AND grid_id = $2 AND scenario = $3`, step, gridID, scenario)
+	rows, err := s.pool.Query(ctx, `EXPLAIN (ANALYZE, COSTS OFF) `+viewSeriesQuery(kind, "first_year, series, batch_id, computed_at"),
+		step, gridID, scenario)
 	if err != nil {
 		return nil, err
 	}
